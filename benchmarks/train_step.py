@@ -1,0 +1,84 @@
+"""Training-step time of the shortcut objective over flow matching, same model and batch.
+
+Both trainers are built from one config (only ``objective`` differs) and their steps are timed
+alternately in one process, so machine noise hits both alike; the median ratio is printed next to
+the cost model of REFERENCE_NUMBERS.md: 1 + 2f/3 with f = 1 / bootstrap_every (a training step is
+~3 forward-equivalents; shortcut adds two no-grad forwards on a fraction f of the batch).
+
+    python benchmarks/train_step.py                 # MLP on the 2-D checkerboard and a small DiT on digits
+    python benchmarks/train_step.py --repeats 200 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from shortcut_models.config import build_config
+from shortcut_models.training.trainer import Trainer
+
+CASES = {
+    "mlp-checkerboard": ("checkerboard", ["batch_size=256"]),
+    "dit-digits": ("checkerboard", ["data=digits", "model=DiT-Digits", "model_args={}", "batch_size=128", "lr=3e-4"]),
+}
+
+
+def time_step(trainer: Trainer, step: int) -> float:
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    logs = trainer.train_step(step)
+    float(logs["loss"])  # wait for the step to finish
+    return time.perf_counter() - t0
+
+
+def bench_case(name: str, repeats: int, warmup: int, extra: list[str]) -> dict[str, float]:
+    preset, overrides = CASES[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {
+            obj: Trainer(build_config(preset, obj, None, [*overrides, *extra]), f"{tmp}/{obj}", progress=False)
+            for obj in ("shortcut", "flow")
+        }
+        times: dict[str, list[float]] = {"shortcut": [], "flow": []}
+        for i in range(warmup + repeats):
+            order = ("shortcut", "flow") if i % 2 == 0 else ("flow", "shortcut")
+            for obj in order:
+                dt = time_step(runs[obj], i)
+                if i >= warmup:
+                    times[obj].append(dt)
+        f = 1.0 / runs["shortcut"].cfg.bootstrap_every
+        ratios = [s / fl for s, fl in zip(times["shortcut"], times["flow"])]
+        return {
+            "shortcut_ms": 1e3 * statistics.median(times["shortcut"]),
+            "flow_ms": 1e3 * statistics.median(times["flow"]),
+            "ratio": statistics.median(ratios),
+            "cost_model": 1 + 2 * f / 3,
+            "batch": runs["flow"].cfg.batch_size,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--case", choices=list(CASES), action="append")
+    parser.add_argument("overrides", nargs="*", help="extra key=value config overrides for both runs")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    print(f"{'case':>18} {'batch':>6} {'flow ms':>9} {'shortcut ms':>12} {'ratio':>7} {'1+2f/3':>7} {'vs model':>9}")
+    for name in args.case or list(CASES):
+        r = bench_case(name, args.repeats, args.warmup, args.overrides)
+        print(f"{name:>18} {r['batch']:>6} {r['flow_ms']:>9.2f} {r['shortcut_ms']:>12.2f} {r['ratio']:>7.3f} "
+              f"{r['cost_model']:>7.3f} {r['ratio'] / r['cost_model']:>9.3f}")
+
+
+if __name__ == "__main__":
+    main()

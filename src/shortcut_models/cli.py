@@ -1,0 +1,149 @@
+"""The ``shortcut`` command: train, sample and eval.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 training diverged or an
+internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import TrainingDiverged, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments in one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _steps_list(text: str) -> list[int]:
+    from .sampling import check_steps
+
+    try:
+        return [check_steps(int(s)) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "steps" in str(exc) else f"bad step list {text!r}") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import build_config
+    from .training.trainer import Trainer
+
+    cfg = build_config(args.preset, args.objective, args.config, args.overrides)
+    out = Path(args.out or f"runs/{cfg.preset}-{cfg.objective}")
+    trainer = Trainer(cfg, out, progress=not args.quiet)
+    print(f"training {cfg.objective} on {cfg.data} ({cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}) -> {out}",
+          file=sys.stderr)
+    final = trainer.run()
+    print(f"checkpoint: {final}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .inference import load_model
+
+    loaded = load_model(args.ckpt, args.device)
+    labels = None
+    if args.class_label is not None:
+        nc = loaded.model.num_classes
+        if not 0 <= args.class_label < nc:
+            raise UserError(f"--class must lie in 0..{nc - 1} for this checkpoint" if nc else "--class given but the model is unconditional")
+        labels = torch.full((args.num,), args.class_label, dtype=torch.long)
+    x = loaded.generate(args.num, args.steps, seed=args.seed, labels=labels, cfg_scale=args.cfg_scale)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    y = labels.numpy() if labels is not None else np.full(args.num, loaded.model.num_classes, dtype=np.int64)
+    if out.suffix == ".npz":
+        np.savez(out, arr_0=x.numpy().astype(np.float32), labels=y)
+    else:
+        from .plotting import scatter_2d
+
+        scatter_2d(x.numpy(), out, title=f"{loaded.label}, {args.steps} step(s)")
+    print(f"wrote {args.num} samples to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_toy, format_table, write_results
+    from .inference import load_model
+
+    rows = []
+    for path in args.ckpt:
+        loaded = load_model(path, args.device)
+        rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
+    out = Path(args.out)
+    write_results(rows, out, "swd")
+    print(format_table(rows, "swd"))
+    print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'metric_vs_steps.png'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="shortcut", description="Train, sample and evaluate shortcut models and flow matching.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model (resumes from --out automatically)")
+    p.add_argument("--preset", help="named preset (default: checkerboard)")
+    p.add_argument("--objective", choices=["shortcut", "flow"])
+    p.add_argument("--config", help="JSON or TOML file of config values")
+    p.add_argument("--out", help="run directory (default runs/PRESET-OBJECTIVE)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 lr=3e-4")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a checkpoint")
+    p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory (latest checkpoint)")
+    p.add_argument("--steps", required=True, type=int, help="sampling steps, 1..128")
+    p.add_argument("--num", type=int, default=1000)
+    p.add_argument("--class", dest="class_label", type=int, help="class label for conditional models")
+    p.add_argument("--cfg-scale", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="FILE.npz (arr_0, labels) or FILE.png")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("eval", help="metrics at several step counts for one or more checkpoints")
+    p.add_argument("--ckpt", required=True, action="append", help="checkpoint or run directory (repeatable)")
+    p.add_argument("--steps", type=_steps_list, default=[1, 2, 4, 8, 16, 32, 64, 128])
+    p.add_argument("--num", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "num", 1) is not None and getattr(args, "num", 1) < 1:
+            raise UserError("--num must be a positive integer")
+        if args.command == "sample":
+            from .sampling import check_steps
+
+            try:
+                check_steps(args.steps)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

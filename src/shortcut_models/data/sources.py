@@ -1,0 +1,91 @@
+"""Training data as deterministic functions of the step: batch(step) is the same on every replay.
+
+A source knows its sample ``shape`` and its number of classes (0 = unlabelled) and yields
+``(x1, y)`` batches: x1 float32 data (t = 1 end of the path), y int64 labels.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from .. import seeding
+from .toy2d import TOYS, toy_samples
+
+
+class DataSource(Protocol):
+    name: str
+    shape: tuple[int, ...]
+    num_classes: int
+
+    def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training batch of ``step`` (pure function of its arguments)."""
+        ...
+
+    def reference(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` held-out data points for evaluation (fresh draws for toys)."""
+        ...
+
+
+class ToySource:
+    """Fresh points of a 2-D toy at every step (infinite data)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.shape = (2,)
+        self.num_classes = TOYS[name].num_classes
+
+    def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return toy_samples(self.name, batch_size, seeding.derive_seed(seed, seeding.STREAMS["data"], step))
+
+    def reference(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return toy_samples(self.name, n, seeding.derive_seed(seed, seeding.STREAMS["reference"]))
+
+
+class TensorSource:
+    """A finite dataset held in memory, visited in a fresh permutation every epoch.
+
+    Sample j of the run (j = step * batch_size + row) is item ``perm_e[j mod N]`` of epoch
+    ``e = j // N``, where ``perm_e`` is seeded by (seed, e): the order depends only on the seed.
+    """
+
+    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, heldout: tuple | None = None) -> None:
+        self.name = name
+        self.x, self.y = x, y
+        self.shape = tuple(x.shape[1:])
+        self.num_classes = num_classes
+        self.heldout = heldout
+
+    def indices(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
+        n = self.x.shape[0]
+        j = torch.arange(step * batch_size, (step + 1) * batch_size)
+        epochs = j // n
+        out = torch.empty_like(j)
+        for e in epochs.unique().tolist():
+            perm = torch.randperm(n, generator=seeding.generator(seed, seeding.STREAMS["data"], e))
+            sel = epochs == e
+            out[sel] = perm[j[sel] % n]
+        return out
+
+    def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.indices(step, batch_size, seed)
+        return self.x[idx], self.y[idx]
+
+    def reference(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.heldout if self.heldout is not None else (self.x, self.y)
+        return x[:n], y[:n]
+
+
+def build_source(name: str) -> DataSource:
+    """The data source called ``name`` (a 2-D toy, or 'digits')."""
+    from ..errors import UserError
+
+    if name in TOYS:
+        return ToySource(name)
+    if name == "digits":
+        from .digits import NUM_CLASSES, load_digits
+
+        x, y = load_digits("train")
+        return TensorSource("digits", x, y, NUM_CLASSES, heldout=load_digits("test"))
+    raise UserError(f"unknown data {name!r}; choose from {', '.join([*TOYS, 'digits'])}")

@@ -1,0 +1,216 @@
+"""Diffusion Transformer (DiT) predicting the velocity of a shortcut / flow-matching model.
+
+Conventions shared with the rest of the package: the network is called as ``model(x_t, t, d, y)``
+with ``x_t`` of shape [B, C, H, W], float ``t`` and ``d`` of shape [B] and int64 ``y`` of shape [B].
+Time runs from t = 0 (pure noise) to t = 1 (data) and is fed unscaled; ``d`` is the step size, which
+the conditioning feeds as its level ``-log2 d``; ``y == num_classes`` is the null (unconditional)
+label. The output has the shape of ``x_t`` and is the velocity (data minus noise direction).
+
+Architecture: patchify (Conv2d, kernel = stride = patch), a fixed 2-D sin-cos position embedding,
+``depth`` adaLN-Zero transformer blocks, a final adaLN layer with a linear head, and unpatchify.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shortcut_models.models.embeddings import Conditioning
+
+_FAMILY = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
+
+DIT_PRESETS: dict[str, dict] = {
+    f"DiT-{size}/{patch}": {"patch_size": patch, "hidden_size": h, "depth": n, "num_heads": heads}
+    for size, (h, n, heads) in _FAMILY.items()
+    for patch in (2, 4, 8)
+}
+DIT_PRESETS.update(
+    {
+        # Small sizes meant for CPU runs (8x8 digits, 28x28 images) and unit tests.
+        "DiT-Ti/2": {"patch_size": 2, "hidden_size": 192, "depth": 6, "num_heads": 3},
+        "DiT-Digits": {"patch_size": 2, "hidden_size": 128, "depth": 4, "num_heads": 4},
+        "DiT-Nano": {"patch_size": 2, "hidden_size": 64, "depth": 2, "num_heads": 2},
+    }
+)
+
+
+def sincos_position_embedding(dim: int, grid: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos table of shape [grid * grid, dim] for row-major tokens.
+
+    The first half of the features encodes the column of a token and the second half its row;
+    each half is [sin | cos] of the coordinate times ``dim // 4`` geometric frequencies. Built with
+    torch factory ops on the default device, so it also works under ``torch.device("meta")``.
+    """
+    if dim % 4:
+        raise ValueError(f"hidden_size must be divisible by 4 for the 2-D position embedding, got {dim}")
+    quarter = dim // 4
+    freqs = 1.0 / 10000.0 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    coords = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1) * freqs.reshape(1, -1)
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Per-sample affine modulation of token features: x * (1 + scale) + shift."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection, computed by SDPA.
+
+    ``scale`` multiplies q k^T: 1/sqrt(head_dim) normally, 1/head_dim with the authors' quirk.
+    """
+
+    def __init__(self, dim: int, num_heads: int, authors_quirks: bool = False) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"hidden_size {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = 1.0 / self.head_dim if authors_quirks else 1.0 / math.sqrt(self.head_dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class DiTBlock(nn.Module):
+    """Transformer block whose two sub-layers are modulated and gated by the conditioning c."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, authors_quirks: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(dim, num_heads, authors_quirks)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c).chunk(6, dim=-1)
+        x = x + gate_a.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_a, scale_a))
+        return x + gate_m.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+
+
+class FinalLayer(nn.Module):
+    """adaLN (shift, scale) followed by a linear map from tokens to patch pixels."""
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """DiT conditioned on (t, d, y) through ``Conditioning``; returns a velocity shaped like x_t.
+
+    ``authors_quirks=False`` (default) is the standard DiT: attention scale 1/sqrt(head_dim) and
+    adaLN-Zero, i.e. every block's modulation layer starts at zero so each block is the identity.
+    ``authors_quirks=True`` reproduces two details of the authors' JAX code: queries are scaled by
+    1/head_dim instead of 1/sqrt(head_dim), and the block modulation layers keep their xavier init
+    instead of being zeroed. In both settings the final modulation and the head are zero, so the
+    output is exactly zero at initialisation.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        in_channels: int,
+        patch_size: int,
+        hidden_size: int,
+        depth: int,
+        num_heads: int,
+        num_classes: int = 0,
+        mlp_ratio: float = 4.0,
+        authors_quirks: bool = False,
+    ) -> None:
+        super().__init__()
+        if input_size % patch_size:
+            raise ValueError(f"input_size {input_size} must be divisible by patch_size {patch_size}")
+        self.input_size = input_size
+        self.in_channels = in_channels
+        self.out_channels = in_channels
+        self.patch_size = patch_size
+        self.hidden_size = hidden_size
+        self.num_classes = num_classes
+        self.authors_quirks = authors_quirks
+        self.grid = input_size // patch_size
+
+        self.x_embedder = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+        self.conditioning = Conditioning(hidden_size, num_classes)
+        self.register_buffer("pos_embed", sincos_position_embedding(hidden_size, self.grid)[None])
+        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, authors_quirks) for _ in range(depth))
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.initialize_weights()
+
+    @classmethod
+    def from_preset(
+        cls, name: str, input_size: int, in_channels: int, num_classes: int = 0, **overrides
+    ) -> "DiT":
+        """Build a preset from ``DIT_PRESETS``; ``overrides`` replace preset fields or add options."""
+        if name not in DIT_PRESETS:
+            raise ValueError(f"unknown DiT preset {name!r}; valid names: {', '.join(DIT_PRESETS)}")
+        config = {**DIT_PRESETS[name], **overrides}
+        return cls(input_size=input_size, in_channels=in_channels, num_classes=num_classes, **config)
+
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """(Re)initialise parameters and the position table, e.g. after ``to_empty`` from meta."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        conv = self.x_embedder
+        nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
+        nn.init.zeros_(conv.bias)
+        self.pos_embed.copy_(sincos_position_embedding(self.hidden_size, self.grid)[None])
+
+        cond = self.conditioning
+        nn.init.normal_(cond.y_embedder.table.weight, std=0.02)
+        for embedder in (cond.t_embedder, cond.d_embedder):
+            nn.init.normal_(embedder.mlp[0].weight, std=0.02)
+            nn.init.normal_(embedder.mlp[2].weight, std=0.02)
+
+        if not self.authors_quirks:
+            for block in self.blocks:
+                nn.init.zeros_(block.adaLN_modulation[-1].weight)
+                nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        final = self.final_layer
+        for layer in (final.adaLN_modulation[-1], final.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def num_parameters(self, trainable_only: bool = True) -> int:
+        """Number of parameters (the fixed position table is a buffer and never counted)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, N, p*p*C] -> [B, C, H, W]; each token holds its patch as (row, col, channel)."""
+        b, p, g, c = tokens.shape[0], self.patch_size, self.grid, self.out_channels
+        x = tokens.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(b, c, g * p, g * p)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.x_embedder(x).flatten(2).transpose(1, 2)
+        h = h + self.pos_embed.to(h.dtype)
+        c = self.conditioning(t, d, y)
+        for block in self.blocks:
+            h = block(h, c)
+        return self.unpatchify(self.final_layer(h, c))

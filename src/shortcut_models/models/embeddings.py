@@ -1,0 +1,69 @@
+"""Conditioning embeddings shared by every network: time t, step size d and class label y.
+
+Every network in this package is called as ``model(x_t, t, d, y)`` with float ``t`` and ``d`` of
+shape [B] and int64 ``y`` of shape [B]; ``y == num_classes`` is the null (unconditional) label.
+Time is fed in [0, 1] (t = 0 noise, t = 1 data), not scaled by 1000, as in the authors' code.
+The step size is fed as its level ``k = -log2(d)`` (0 for one step of size 1, 7 for d = 1/128),
+which is how the authors' code feeds it; the public interface still passes ``d``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sin-cos features of a scalar per row: [B] -> [B, dim] (cos half first, as in DiT)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    args = x.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+def step_level(d: torch.Tensor) -> torch.Tensor:
+    """Level ``k = -log2(d)`` of a step size (d = 1 -> 0, d = 1/128 -> 7); d must be > 0."""
+    return -torch.log2(d.float().clamp_min(1e-12))
+
+
+class ScalarEmbedder(nn.Module):
+    """sinusoid(freq_dim) -> Linear -> SiLU -> Linear, the DiT timestep embedder."""
+
+    def __init__(self, hidden: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight_dtype = self.mlp[0].weight.dtype
+        return self.mlp(sinusoidal(x, self.freq_dim).to(weight_dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """A table of ``num_classes + 1`` rows; the last row is the null label used for guidance."""
+
+    def __init__(self, num_classes: int, hidden: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, hidden)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.table(y)
+
+
+class Conditioning(nn.Module):
+    """c = emb_t(t) + emb_d(level(d)) + emb_y(y): separate t and d embedders and one label table."""
+
+    def __init__(self, hidden: int, num_classes: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.t_embedder = ScalarEmbedder(hidden, freq_dim)
+        self.d_embedder = ScalarEmbedder(hidden, freq_dim)
+        self.y_embedder = LabelEmbedder(num_classes, hidden)
+
+    def forward(self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.t_embedder(t) + self.d_embedder(step_level(d)) + self.y_embedder(y)

@@ -1,0 +1,119 @@
+"""Flow matching, the baseline ("naive" in the authors' code).
+
+Every row is a flow-matching row: t uniform on the grid {0, 1/M, ..., (M-1)/M}, the network's step
+size input held at d = 1/M (the finest level), target v = x1 - (1 - eps) x0. Labels are dropped to
+the null label (num_classes) with probability ``class_dropout``; unconditional data (y=None) uses
+the null label everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import path
+from .base import Targets, regression_loss
+
+
+def null_labels(batch: int, num_classes: int, device: torch.device) -> torch.Tensor:
+    """The null (unconditional) label ``num_classes`` for every row."""
+    return torch.full((batch,), num_classes, dtype=torch.long, device=device)
+
+
+def draw_noise(x1: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like x1, drawn on the generator's device then moved."""
+    gen_device = generator.device if generator is not None else x1.device
+    return torch.randn(x1.shape, generator=generator, device=gen_device, dtype=torch.float32).to(x1.device, x1.dtype)
+
+
+def draw(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, kind: str, high: int = 0):
+    """Uniform floats in [0, 1) (kind='rand') or integers in [0, high) (kind='int') from ``generator``."""
+    gen_device = generator.device if generator is not None else device
+    if kind == "rand":
+        out = torch.rand(shape, generator=generator, device=gen_device)
+    else:
+        out = torch.randint(0, high, shape, generator=generator, device=gen_device)
+    return out.to(device)
+
+
+@dataclass
+class FlowMatching:
+    """Flow-matching objective on the same network interface as the shortcut objective.
+
+    Args:
+        num_classes: number of real classes; label ``num_classes`` is the null label (0 for
+            unconditional models, whose table then holds only the null row).
+        class_dropout: probability of replacing a label by the null label.
+        max_steps: M, the finest step count (128); flow rows use d = 1/M.
+    """
+
+    num_classes: int = 0
+    class_dropout: float = 0.0
+    max_steps: int = 128
+
+    name = "flow"
+
+    def __post_init__(self) -> None:
+        _check_common(self.num_classes, self.class_dropout, self.max_steps)
+
+    @property
+    def sampling_d(self) -> float | None:
+        """The step size a sampler feeds this objective's models: always 1/M."""
+        return 1.0 / self.max_steps
+
+    def select_teacher(self, model: nn.Module, ema_model: nn.Module) -> nn.Module:
+        """Flow matching needs no teacher; the EMA module is returned for interface symmetry."""
+        return ema_model
+
+    @torch.no_grad()
+    def targets(
+        self,
+        teacher: nn.Module | None,
+        x1: torch.Tensor,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        x0: torch.Tensor | None = None,
+    ) -> Targets:
+        """Flow-matching targets for every row of x1 (``teacher`` is unused; noise ``x0`` drawn if None)."""
+        no_bootstrap = torch.zeros(x1.shape[0], dtype=torch.bool, device=x1.device)
+        return self.flow_rows(x1, y, generator, no_bootstrap, x0)
+
+    def flow_rows(
+        self, x1: torch.Tensor, y: torch.Tensor | None, generator, bootstrap: torch.Tensor, x0: torch.Tensor | None = None
+    ) -> Targets:
+        """Flow rows for every row of x1 (noise ``x0`` drawn if not given); the shortcut objective
+        then overwrites its self-consistency rows."""
+        b, device = x1.shape[0], x1.device
+        m = self.max_steps
+        x0 = draw_noise(x1, generator) if x0 is None else x0
+        t = draw((b,), generator, device, "int", m).float() / m
+        d = torch.full((b,), 1.0 / m, device=device)
+        labels = self.dropped_labels(y, b, generator, device)
+        return Targets(path.interpolate(x0, x1, t), t, d, path.velocity(x0, x1), labels, bootstrap)
+
+    def dropped_labels(self, y: torch.Tensor | None, b: int, generator, device: torch.device) -> torch.Tensor:
+        """Labels after dropout to the null label with probability ``class_dropout``."""
+        if y is None:
+            return null_labels(b, self.num_classes, device)
+        y = y.to(device=device, dtype=torch.long)
+        if self.class_dropout > 0:
+            drop = draw((b,), generator, device, "rand") < self.class_dropout
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        return y
+
+    def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MSE over the batch; logs hold the loss and its flow part (every row is a flow row)."""
+        loss, logs = regression_loss(model, targets)
+        logs.pop("loss_consistency")
+        return loss, logs
+
+
+def _check_common(num_classes: int, class_dropout: float, max_steps: int) -> None:
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}")
+    if not 0.0 <= class_dropout <= 1.0:
+        raise ValueError(f"class_dropout must lie in [0, 1], got {class_dropout}")
+    if max_steps < 1 or max_steps & (max_steps - 1):
+        raise ValueError(f"max_steps must be a power of two >= 1, got {max_steps}")

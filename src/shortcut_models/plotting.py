@@ -1,0 +1,45 @@
+"""Figures: metric against steps, and scatter plots of 2-D samples (matplotlib, no screen needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_metric_vs_steps(rows: list[dict[str, Any]], metric: str, out: Path) -> None:
+    """One line per checkpoint (named by objective and step) on a log2 step axis; floor dashed."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for ckpt in dict.fromkeys(r["checkpoint"] for r in rows):
+        sel = sorted((r for r in rows if r["checkpoint"] == ckpt), key=lambda r: r["steps"])
+        ax.plot([r["steps"] for r in sel], [r[metric] for r in sel], marker="o",
+                label=f"{sel[0]['objective']} (step {sel[0]['train_step']})")
+    floors = [r[f"{metric}_floor"] for r in rows if f"{metric}_floor" in r]
+    if floors:
+        ax.axhline(float(np.mean(floors)), color="gray", linestyle="--", label="data vs data")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def scatter_2d(points: np.ndarray, out: Path, title: str = "", lim: float = 3.0) -> None:
+    """Scatter plot of [N, 2] points."""
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+    ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)

@@ -1,0 +1,94 @@
+"""Euler sampling from t = 0 (noise) to t = 1 (data) in any number of steps from 1 to M = 128.
+
+For N a power of two the schedule is N equal steps of d = 1/N at t_i = i/N, as in the paper. For
+other N the schedule is made of two power-of-two sizes: with p = 2^floor(log2 N), it takes
+``2p - N`` steps of 1/p first (near noise), then ``2N - 2p`` steps of 1/(2p) (near data); e.g.
+N = 3 -> 1/2, 1/4, 1/4 and N = 6 -> 1/4, 1/4, 1/8, 1/8, 1/8, 1/8. Every step starts on the grid of
+its own size, which is where the shortcut objective trains it, and the sizes sum to exactly 1.
+
+A flow-matching network was trained only at d = 1/M: pass ``fixed_d=1/M`` (the objective's
+``sampling_d``) so its step-size input stays there while the Euler step uses the scheduled size.
+
+Classifier-free guidance: v = v_uncond + w (v_cond - v_uncond), both branches in one batched call.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import nn
+
+
+MAX_STEPS = 128
+
+
+def check_steps(steps: object, max_steps: int = MAX_STEPS) -> int:
+    """Return ``steps`` as an int, or raise ValueError saying what is allowed."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        if isinstance(steps, float) and steps.is_integer():
+            steps = int(steps)
+        else:
+            raise ValueError(f"steps must be an integer from 1 to {max_steps}, got {steps!r}")
+    steps = int(steps)
+    if not 1 <= steps <= max_steps:
+        raise ValueError(f"steps must be an integer from 1 to {max_steps}, got {steps}")
+    return steps
+
+
+def step_schedule(steps: int, max_steps: int = MAX_STEPS) -> list[float]:
+    """Step sizes (powers of two, summing to 1) for ``steps`` Euler steps; see the module docstring."""
+    n = check_steps(steps, max_steps)
+    p = 1 << (n.bit_length() - 1)
+    if p == n:
+        return [1.0 / n] * n
+    return [1.0 / p] * (2 * p - n) + [1.0 / (2 * p)] * (2 * n - 2 * p)
+
+
+def guided_velocity(
+    model: nn.Module, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, null: torch.Tensor, cfg_scale: float
+) -> torch.Tensor:
+    """Network velocity, with classifier-free guidance when ``cfg_scale != 1`` (one batched call)."""
+    if cfg_scale == 1.0:
+        return model(x, t, d, y)
+    out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([d, d]), torch.cat([y, null]))
+    v_cond, v_uncond = out.chunk(2)
+    return v_uncond + cfg_scale * (v_cond - v_uncond)
+
+
+@torch.inference_mode()
+def sample(
+    model: nn.Module,
+    noise: torch.Tensor,
+    steps: int,
+    y: torch.Tensor | None = None,
+    cfg_scale: float = 1.0,
+    fixed_d: float | None = None,
+    max_steps: int = MAX_STEPS,
+) -> torch.Tensor:
+    """Integrate ``dx/dt = model(x, t, d, y)`` from noise (t = 0) to data (t = 1) by Euler steps.
+
+    Args:
+        model: network called as ``model(x, t, d, y)``; ``model.num_classes`` is the null label.
+        noise: x0 ~ N(0, I), shape [B, ...]; the result has the same shape and dtype.
+        steps: any integer from 1 to ``max_steps``; non-powers of two use the two-size schedule.
+        y: int64 labels [B], or None for the null label everywhere (unconditional).
+        cfg_scale: guidance weight w; 1 disables guidance (one network call per step).
+        fixed_d: hold the network's step-size input at this value (1/M for flow-matching models).
+    """
+    sizes = step_schedule(steps, max_steps)
+    b, device = noise.shape[0], noise.device
+    null = torch.full((b,), getattr(model, "num_classes", 0), dtype=torch.long, device=device)
+    y = null if y is None else y.to(device=device, dtype=torch.long)
+    if y.shape != (b,):
+        raise ValueError(f"y must have shape [{b}], got {tuple(y.shape)}")
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    t_all = torch.tensor(starts, dtype=torch.float32, device=device)
+    d_all = torch.tensor(sizes if fixed_d is None else [fixed_d] * len(sizes), dtype=torch.float32, device=device)
+    x = noise.clone()
+    ones = torch.ones(b, device=device)
+    for i, size in enumerate(sizes):
+        t, d = ones * t_all[i], ones * d_all[i]
+        v = guided_velocity(model, x, t, d, y, null, cfg_scale)
+        x = x + size * v.to(x.dtype)
+    return x

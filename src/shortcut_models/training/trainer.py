@@ -1,0 +1,218 @@
+"""The training loop: data -> objective targets (teacher = EMA) -> loss -> AdamW -> EMA.
+
+Each step is a pure function of (state, step): the data batch and the objective's random draws
+come from generators keyed by the step (see :mod:`shortcut_models.seeding`), so a run stopped and
+resumed from its checkpoint computes exactly what an uninterrupted run computes.
+Checkpoints are written every ``ckpt_every`` steps, at the end, and on SIGINT/SIGTERM; a NaN or
+infinite loss stops the run before anything non-finite is saved.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import seeding
+from ..config import RESUMABLE_KEYS, TrainConfig
+from ..data import build_source
+from ..errors import TrainingDiverged, UserError
+from ..models import build_model
+from ..objectives import FlowMatching, Shortcut
+from . import checkpoint as ckpt
+from .ema import EMA
+from .logging import MetricsLogger
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"bad device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def build_objective(cfg: TrainConfig, num_classes: int) -> FlowMatching | Shortcut:
+    """The objective named by ``cfg.objective`` with the config's knobs."""
+    if cfg.objective == "flow":
+        return FlowMatching(num_classes=num_classes, class_dropout=cfg.class_dropout, max_steps=cfg.max_steps)
+    return Shortcut(
+        num_classes=num_classes,
+        class_dropout=cfg.class_dropout,
+        bootstrap_every=cfg.bootstrap_every,
+        bootstrap_ema=cfg.bootstrap_ema,
+        bootstrap_cfg=cfg.bootstrap_cfg,
+        cfg_scale=cfg.cfg_scale,
+        dt_bias=cfg.dt_bias,
+        max_steps=cfg.max_steps,
+    )
+
+
+def model_num_classes(cfg: TrainConfig, data_classes: int) -> int:
+    """Classes the network is conditioned on: the data's when class_conditional, else 0."""
+    if cfg.class_conditional and data_classes == 0:
+        raise UserError(f"class_conditional=true but data {cfg.data!r} has no labels")
+    return data_classes if cfg.class_conditional else 0
+
+
+class Trainer:
+    """Owns the model, EMA, optimizer and run directory of one training run."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        self.source = build_source(cfg.data)
+        self.num_classes = model_num_classes(cfg, self.source.num_classes)
+        torch.manual_seed(seeding.derive_seed(cfg.seed, 99))  # network initialisation
+        self.model = build_model(cfg.model, self.source.shape, self.num_classes, cfg.model_args).to(self.device)
+        self.objective = build_objective(cfg, self.num_classes)
+        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=fused
+        )
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+        self._finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self._stop_signal: int | None = None
+        self._resume()
+
+    # ----------------------------------------------------------------- state
+    def _resume(self) -> None:
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        if latest is None:
+            return
+        saved = ckpt.read_config(latest)
+        mine = self.cfg.to_dict()
+        diff = [k for k in mine if k not in RESUMABLE_KEYS and saved.get(k) != mine[k]]
+        if diff:
+            k = diff[0]
+            raise UserError(
+                f"{self.run_dir} holds a run with a different config ({k}: {saved.get(k)!r} there, {mine[k]!r} now); "
+                "use another --out or the same settings"
+            )
+        ckpt.load_weights(self.model, latest / "model.safetensors")
+        ckpt.load_weights(self.ema.module, latest / "ema.safetensors")
+        state = ckpt.load_state(latest)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.step = int(state["step"])
+        self.last_checkpoint = latest
+
+    def save(self) -> Path:
+        """Checkpoint the current step (refuses if a non-finite loss was seen since the last one)."""
+        self._check_finite()
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+        self.last_checkpoint = ckpt.save_checkpoint(
+            self.run_dir, self.step, self.cfg.to_dict(), self.model, self.ema.module, state, self.cfg.keep_checkpoints
+        )
+        return self.last_checkpoint
+
+    def _check_finite(self) -> None:
+        if not bool(self._finite):
+            where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"loss or gradient became NaN/infinite before step {self.step}; stopped ({where}); try a lower lr or grad_clip"
+            )
+
+    # ------------------------------------------------------------------ step
+    def lr_at(self, step: int) -> float:
+        """Constant learning rate after an optional linear warm-up of ``warmup_steps``."""
+        if self.cfg.warmup_steps > 0:
+            return self.cfg.lr * min(1.0, (step + 1) / self.cfg.warmup_steps)
+        return self.cfg.lr
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step on the batch of ``step``; returns detached log tensors."""
+        cfg = self.cfg
+        x1, y = self.source.batch(step, cfg.batch_size, cfg.seed)
+        x1 = x1.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True) if self.num_classes > 0 else None
+        gen = seeding.generator(cfg.seed, seeding.STREAMS["targets"], step, device=self.device)
+        teacher = self.objective.select_teacher(self.model, self.ema.module)
+        targets = self.objective.targets(teacher, x1, y, gen)
+        self.model.train()
+        loss, logs = self.objective.loss(self.model, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self._finite &= torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
+        logs["grad_norm"] = grad_norm.detach()
+        return logs
+
+    # ------------------------------------------------------------------ loop
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+        self._stop_signal = signum
+
+    def run(self, on_log: Callable[[int, dict[str, float]], None] | None = None) -> Path:
+        """Train until ``cfg.steps``; returns the final checkpoint directory."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.step >= cfg.steps:
+            print(f"run already complete at step {self.step}: {self.last_checkpoint}", file=sys.stderr)
+            return self.last_checkpoint or self.save()
+        logger = MetricsLogger(self.run_dir)
+        handlers = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        except ValueError:  # not the main thread: no signal handling
+            handlers = {}
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.objective}", disable=not self.progress,
+                   dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        sums: dict[str, torch.Tensor] = {}
+        count, t0 = 0, time.perf_counter()
+        try:
+            while self.step < cfg.steps and self._stop_signal is None:
+                logs = self.train_step(self.step)
+                self.step += 1
+                count += 1
+                for k, v in logs.items():
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._check_finite()
+                    elapsed = time.perf_counter() - t0
+                    row = {k: float(v) / count for k, v in sums.items()}
+                    row.update(lr=self.lr_at(self.step - 1), samples_per_sec=count * cfg.batch_size / max(elapsed, 1e-9))
+                    logger.log(self.step, row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                    if on_log is not None:
+                        on_log(self.step, row)
+                    sums, count, t0 = {}, 0, time.perf_counter()
+                if self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
+                    self.save()
+            final = self.save()
+            if self._stop_signal is not None:
+                print(f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint {final}", file=sys.stderr)
+            return final
+        finally:
+            bar.close()
+            logger.close()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)

@@ -1,0 +1,10 @@
+"""Shared fixtures: small threads count keeps CPU tests predictable on 2-core machines."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)
+    yield

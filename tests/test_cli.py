@@ -1,0 +1,75 @@
+"""The `shortcut` command: end to end on a tiny run, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from shortcut_models.cli import main
+
+TINY = ["steps=6", "model_args.width=16", "model_args.depth=1", "batch_size=16", "log_every=3"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--preset", "checkerboard", "--out", str(out), "--quiet", *TINY]) == 0
+    return out
+
+
+def test_train_writes_checkpoint(run_dir):
+    assert (run_dir / "checkpoints" / "step_00000006" / "ema.safetensors").is_file()
+
+
+def test_sample_npz_and_png(run_dir, tmp_path):
+    assert main(["sample", "--ckpt", str(run_dir), "--steps", "3", "--num", "50", "--out", str(tmp_path / "s.npz")]) == 0
+    data = np.load(tmp_path / "s.npz")
+    assert data["arr_0"].shape == (50, 2) and data["arr_0"].dtype == np.float32
+    assert data["labels"].shape == (50,)
+    assert main(["sample", "--ckpt", str(run_dir), "--steps", "1", "--num", "50", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # deterministic for a seed
+    main(["sample", "--ckpt", str(run_dir), "--steps", "3", "--num", "50", "--out", str(tmp_path / "t.npz")])
+    assert np.array_equal(np.load(tmp_path / "t.npz")["arr_0"], data["arr_0"])
+
+
+def test_eval_writes_every_step_count(run_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", "--ckpt", str(run_dir), "--steps", "1,2,4", "--num", "200", "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert [r["steps"] for r in result["rows"]] == [1, 2, 4]
+    assert all(r["swd"] > 0 and r["swd_floor"] > 0 and 0 <= r["in_square"] <= 1 for r in result["rows"])
+    assert (out / "metrics.csv").is_file() and (out / "metric_vs_steps.png").read_bytes()[:4] == b"\x89PNG"
+    assert "swd_floor" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--preset", "nope"], "unknown preset"),
+        (["train", "no_such_key=3"], "unknown config key"),
+        (["train", "steps=-1"], "steps must be a positive integer"),
+        (["sample", "--ckpt", "/nonexistent/run", "--steps", "1", "--out", "x.npz"], "no checkpoint found"),
+        (["eval", "--ckpt", "/nonexistent/run", "--out", "x"], "no checkpoint found"),
+        (["eval", "--ckpt", "x", "--steps", "0,1", "--out", "x"], "integer from 1 to 128"),
+        (["train", "--objective", "diffusion"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_bad_steps_for_sample(run_dir, capsys):
+    assert main(["sample", "--ckpt", str(run_dir), "--steps", "200", "--out", "x.npz"]) == 2
+    assert "integer from 1 to 128" in capsys.readouterr().err
+
+
+def test_console_script_and_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "shortcut_models", "train", "--preset", "nope"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]

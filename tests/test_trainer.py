@@ -1,0 +1,130 @@
+"""Trainer: exact resume, atomic checkpoints, NaN guard, config checks, EMA as teacher."""
+
+import json
+
+import pytest
+import torch
+
+from shortcut_models.config import build_config
+from shortcut_models.errors import TrainingDiverged, UserError
+from shortcut_models.training import checkpoint as ckpt
+from shortcut_models.training.trainer import Trainer
+
+TINY = ["model_args.width=32", "model_args.depth=1", "batch_size=32", "log_every=5", "ema_decay=0.9"]
+
+
+def tiny_config(*extra, objective="shortcut"):
+    return build_config("checkerboard", objective, None, [*TINY, *extra])
+
+
+def all_tensors(trainer):
+    out = {f"model.{k}": v.clone() for k, v in trainer.model.state_dict().items()}
+    out.update({f"ema.{k}": v.clone() for k, v in trainer.ema.module.state_dict().items()})
+    for i, st in enumerate(trainer.optimizer.state.values()):
+        for k, v in st.items():
+            out[f"opt.{i}.{k}"] = v.clone() if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+@pytest.mark.parametrize("objective", ["shortcut", "flow"])
+def test_stop_and_resume_is_bit_identical(tmp_path, objective):
+    straight = Trainer(tiny_config("steps=20", "ckpt_every=100", objective=objective), tmp_path / "a", progress=False)
+    straight.run()
+    first = Trainer(tiny_config("steps=10", "ckpt_every=100", objective=objective), tmp_path / "b", progress=False)
+    first.run()
+    resumed = Trainer(tiny_config("steps=20", "ckpt_every=100", objective=objective), tmp_path / "b", progress=False)
+    assert resumed.step == 10
+    resumed.run()
+    a, b = all_tensors(straight), all_tensors(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed.ema.num_updates == straight.ema.num_updates == 20
+
+
+def test_checkpoint_layout_and_pruning(tmp_path):
+    trainer = Trainer(tiny_config("steps=12", "ckpt_every=4", "keep_checkpoints=2"), tmp_path, progress=False)
+    final = trainer.run()
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
+    assert names == ["step_00000008", "step_00000012"]
+    assert final.name == "step_00000012"
+    assert {p.name for p in final.iterdir()} == {"config.json", "model.safetensors", "ema.safetensors", "state.pt"}
+    assert json.loads((final / "config.json").read_text())["steps"] == 12
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("step,loss,loss_flow,loss_consistency,grad_norm,lr")
+    assert len(lines) == 1 + 12 // 5 + 1  # rows at 5, 10 and the final step
+
+
+def test_crash_during_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config("steps=4", "ckpt_every=100"), tmp_path, progress=False)
+    good = trainer.run()
+    before = (good / "ema.safetensors").read_bytes()
+    trainer.cfg.steps = 8
+    calls = {"n": 0}
+    real = ckpt.save_file
+
+    def failing(tensors, filename):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        real(tensors, filename)
+
+    monkeypatch.setattr(ckpt, "save_file", failing)
+    with pytest.raises(OSError):
+        trainer.run()
+    assert ckpt.latest_checkpoint(tmp_path) == good
+    assert (good / "ema.safetensors").read_bytes() == before
+    monkeypatch.setattr(ckpt, "save_file", real)
+    # the leftover temporary directory does not confuse the next run
+    again = Trainer(tiny_config("steps=8", "ckpt_every=100"), tmp_path, progress=False)
+    assert again.step == 4
+    assert again.run().name == "step_00000008"
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    trainer = Trainer(tiny_config("steps=30", "ckpt_every=10"), tmp_path, progress=False)
+    real_batch = trainer.source.batch
+
+    def poisoned(step, batch_size, seed):
+        x, y = real_batch(step, batch_size, seed)
+        return (x * float("nan"), y) if step == 13 else (x, y)
+
+    trainer.source.batch = poisoned
+    with pytest.raises(TrainingDiverged, match="NaN"):
+        trainer.run()
+    latest = ckpt.latest_checkpoint(tmp_path)
+    assert latest.name == "step_00000010"
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(v).all() for v in load_file(str(latest / "ema.safetensors")).values())
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    Trainer(tiny_config("steps=2"), tmp_path, progress=False).run()
+    with pytest.raises(UserError, match="different config"):
+        Trainer(tiny_config("steps=4", "lr=0.1"), tmp_path, progress=False)
+    Trainer(tiny_config("steps=4"), tmp_path, progress=False)  # a longer run is fine
+
+
+def test_trainer_uses_ema_as_teacher(tmp_path):
+    trainer = Trainer(tiny_config("steps=1"), tmp_path, progress=False)
+    seen = []
+    real = trainer.objective.targets
+
+    def spy(teacher, *args, **kwargs):
+        seen.append(teacher)
+        return real(teacher, *args, **kwargs)
+
+    trainer.objective.targets = spy
+    trainer.train_step(0)
+    assert seen[0] is trainer.ema.module and seen[0] is not trainer.model
+    assert not any(p.requires_grad for p in trainer.ema.module.parameters())
+
+
+def test_bad_config_values_are_user_errors():
+    with pytest.raises(UserError, match="unknown config key"):
+        build_config("checkerboard", None, None, ["no_such_key=1"])
+    with pytest.raises(UserError, match="unknown preset"):
+        build_config("nope", None, None, [])
+    with pytest.raises(UserError, match="batch_size"):
+        build_config("checkerboard", None, None, ["batch_size=0"])
