@@ -14,10 +14,9 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip freeze | grep -i '^torch==' > $(VENV)/torch-constraint.txt
-	$(PY) -m pip install --quiet -c $(VENV)/torch-constraint.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(VENV)/torch-constraint.txt -e '.[dev,tensorboard]'
 	touch $(STAMP)
 
 ## The main job on the embedded default: train shortcut and flow matching on the 2-D checkerboard,

@@ -19,11 +19,12 @@ import time
 import torch
 
 from shortcut_models.config import build_config
+from shortcut_models.runtime import tune_allocator
 from shortcut_models.training.trainer import Trainer
 
 CASES = {
-    "mlp-checkerboard": ("checkerboard", ["batch_size=256"]),
-    "dit-digits": ("checkerboard", ["data=digits", "model=DiT-Digits", "model_args={}", "batch_size=128", "lr=3e-4"]),
+    "mlp-checkerboard": ("checkerboard", ["tensorboard=false"]),
+    "dit-digits": ("digits", ["tensorboard=false"]),
 }
 
 
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--case", choices=list(CASES), action="append")
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides for both runs")
     args = parser.parse_args()
+    tune_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"

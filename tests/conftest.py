@@ -8,3 +8,10 @@ import torch
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+def pytest_configure(config):
+    """The same allocator settings as the `shortcut` command (see shortcut_models.runtime)."""
+    from shortcut_models.runtime import tune_allocator
+
+    tune_allocator()

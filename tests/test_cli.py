@@ -9,13 +9,13 @@ import pytest
 
 from shortcut_models.cli import main
 
-TINY = ["steps=6", "model_args.width=16", "model_args.depth=1", "batch_size=16", "log_every=3"]
+TINY = ["--preset", "checkerboard", "steps=6", "model_args.width=16", "model_args.depth=1", "batch_size=16", "log_every=3", "sample_steps=[1]"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert main(["train", "--preset", "checkerboard", "--out", str(out), "--quiet", *TINY]) == 0
+    assert main(["train", "--out", str(out), "--quiet", *TINY]) == 0
     return out
 
 

@@ -10,7 +10,7 @@ from shortcut_models.errors import TrainingDiverged, UserError
 from shortcut_models.training import checkpoint as ckpt
 from shortcut_models.training.trainer import Trainer
 
-TINY = ["model_args.width=32", "model_args.depth=1", "batch_size=32", "log_every=5", "ema_decay=0.9"]
+TINY = ["model_args.width=32", "model_args.depth=1", "batch_size=32", "log_every=5", "ema_decay=0.9", "sample_steps=[1]", "tensorboard=false"]
 
 
 def tiny_config(*extra, objective="shortcut"):

@@ -40,6 +40,8 @@ def cmd_train(args: argparse.Namespace) -> int:
           file=sys.stderr)
     final = trainer.run()
     print(f"checkpoint: {final}")
+    if trainer.samples_dir is not None:
+        print(f"samples:    {trainer.samples_dir}")
     return 0
 
 
@@ -49,6 +51,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from .inference import load_model
 
+    out = Path(args.out)
+    if out.suffix not in (".npz", ".png"):
+        raise UserError(f"--out must end in .npz or .png, got {out.name!r}")
     loaded = load_model(args.ckpt, args.device)
     labels = None
     if args.class_label is not None:
@@ -56,16 +61,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not 0 <= args.class_label < nc:
             raise UserError(f"--class must lie in 0..{nc - 1} for this checkpoint" if nc else "--class given but the model is unconditional")
         labels = torch.full((args.num,), args.class_label, dtype=torch.long)
+    elif loaded.model.num_classes > 0:  # class-conditional model: cycle through the classes
+        labels = torch.arange(args.num) % loaded.model.num_classes
     x = loaded.generate(args.num, args.steps, seed=args.seed, labels=labels, cfg_scale=args.cfg_scale)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     y = labels.numpy() if labels is not None else np.full(args.num, loaded.model.num_classes, dtype=np.int64)
+    is_image = len(loaded.source.shape) == 3
     if out.suffix == ".npz":
-        np.savez(out, arr_0=x.numpy().astype(np.float32), labels=y)
-    else:
-        from .plotting import scatter_2d
+        from .images import to_uint8
 
-        scatter_2d(x.numpy(), out, title=f"{loaded.label}, {args.steps} step(s)")
+        arr = to_uint8(x.clamp(-1, 1)) if is_image else x.numpy().astype(np.float32)
+        np.savez(out, arr_0=arr, labels=y)
+    elif out.suffix == ".png":
+        if is_image:
+            from .images import save_grid
+
+            save_grid(x.clamp(-1, 1), out, rows=max(1, int(round(args.num**0.5))))
+        else:
+            from .plotting import scatter_2d
+
+            scatter_2d(x.numpy(), out, title=f"{loaded.label}, {args.steps} step(s)")
+    else:
+        raise UserError(f"--out must end in .npz or .png, got {out.name!r}")
     print(f"wrote {args.num} samples to {out}")
     return 0
 
@@ -90,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a model (resumes from --out automatically)")
-    p.add_argument("--preset", help="named preset (default: checkerboard)")
+    p.add_argument("--preset", help="named preset (default: digits)")
     p.add_argument("--objective", choices=["shortcut", "flow"])
     p.add_argument("--config", help="JSON or TOML file of config values")
     p.add_argument("--out", help="run directory (default runs/PRESET-OBJECTIVE)")
@@ -122,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runtime import tune_allocator
+
+    tune_allocator()
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "num", 1) is not None and getattr(args, "num", 1) < 1:

@@ -9,6 +9,7 @@ infinite loss stops the run before anything non-finite is saved.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ from ..config import RESUMABLE_KEYS, TrainConfig
 from ..data import build_source
 from ..errors import TrainingDiverged, UserError
 from ..models import build_model
-from ..objectives import FlowMatching, Shortcut
+from ..objectives import FlowMatching, Shortcut, Targets
 from . import checkpoint as ckpt
 from .ema import EMA
 from .logging import MetricsLogger
@@ -40,6 +41,20 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested but CUDA is not available")
     return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for 'bf16', and for 'auto' on CUDA; None (plain fp32) otherwise."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def split_rows(targets: Targets, chunks: int) -> list[Targets]:
+    """Split a batch of targets into ``chunks`` equal row blocks (for gradient accumulation)."""
+    fields = ("x_t", "t", "d", "v", "y", "bootstrap")
+    parts = [getattr(targets, f).chunk(chunks) for f in fields]
+    return [Targets(*(p[i] for p in parts)) for i in range(chunks)]
 
 
 def build_objective(cfg: TrainConfig, num_classes: int) -> FlowMatching | Shortcut:
@@ -79,6 +94,13 @@ class Trainer:
         self.model = build_model(cfg.model, self.source.shape, self.num_classes, cfg.model_args).to(self.device)
         self.objective = build_objective(cfg, self.num_classes)
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
+        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        # compiled views share parameters with the plain modules (checkpoints save the plain ones)
+        self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        self.teacher_ema = torch.compile(self.ema.module) if cfg.compile else self.ema.module
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=fused
@@ -87,6 +109,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
         self._stop_signal: int | None = None
+        self.samples_dir: Path | None = None
         self._resume()
 
     # ----------------------------------------------------------------- state
@@ -142,6 +165,12 @@ class Trainer:
             return self.cfg.lr * min(1.0, (step + 1) / self.cfg.warmup_steps)
         return self.cfg.lr
 
+    def autocast(self):
+        """bf16 autocast context on CUDA (or when precision=bf16), else a no-op."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step on the batch of ``step``; returns detached log tensors."""
         cfg = self.cfg
@@ -149,12 +178,18 @@ class Trainer:
         x1 = x1.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True) if self.num_classes > 0 else None
         gen = seeding.generator(cfg.seed, seeding.STREAMS["targets"], step, device=self.device)
-        teacher = self.objective.select_teacher(self.model, self.ema.module)
-        targets = self.objective.targets(teacher, x1, y, gen)
+        teacher = self.objective.select_teacher(self.train_model, self.teacher_ema)
         self.model.train()
-        loss, logs = self.objective.loss(self.model, targets)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with self.autocast():
+            targets = self.objective.targets(teacher, x1, y, gen)
+        if cfg.grad_accum == 1:
+            with self.autocast():
+                loss, logs = self.objective.loss(self.train_model, targets)
+            loss.backward()
+        else:
+            logs = self._accumulate(targets)
+            loss = logs["loss"]
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         for group in self.optimizer.param_groups:
@@ -164,6 +199,39 @@ class Trainer:
         self._finite &= torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)
         logs["grad_norm"] = grad_norm.detach()
         return logs
+
+    def _accumulate(self, targets: Targets) -> dict[str, torch.Tensor]:
+        """Backward over ``grad_accum`` row blocks; gradients and logs equal the full-batch ones."""
+        total = targets.t.shape[0]
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, torch.Tensor] = {}
+        for chunk in split_rows(targets, self.cfg.grad_accum):
+            rows = chunk.t.shape[0]
+            with self.autocast():
+                loss, logs = self.objective.loss(self.train_model, chunk)
+            (loss * (rows / total)).backward()
+            n_boot = chunk.bootstrap.sum()
+            weights = {"loss": torch.tensor(float(rows)), "loss_flow": rows - n_boot, "loss_consistency": n_boot}
+            for key, value in logs.items():
+                w = weights[key].to(value.device, value.dtype)
+                sums[key] = sums.get(key, 0) + torch.nan_to_num(value) * w
+                counts[key] = counts.get(key, 0) + w
+        return {k: sums[k] / counts[k] for k in sums}
+
+    def loaded_view(self):
+        """The EMA network as a :class:`~shortcut_models.inference.LoadedModel` (for sampling)."""
+        from ..inference import LoadedModel
+
+        return LoadedModel(self.last_checkpoint or self.run_dir, self.cfg, self.ema.module, self.objective,
+                           self.source, self.step, self.device)
+
+    def write_samples(self) -> Path:
+        """Sample sheets of the EMA network at ``sample_steps`` into RUN/samples/step_N/."""
+        from ..visualize import write_sample_sheets
+
+        out = self.run_dir / "samples" / f"step_{self.step:08d}"
+        with self.autocast():
+            return write_sample_sheets(self.loaded_view(), out, self.cfg.sample_steps, cfg_scale=self.cfg.sample_cfg_scale)
 
     # ------------------------------------------------------------------ loop
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
@@ -176,7 +244,7 @@ class Trainer:
         if self.step >= cfg.steps:
             print(f"run already complete at step {self.step}: {self.last_checkpoint}", file=sys.stderr)
             return self.last_checkpoint or self.save()
-        logger = MetricsLogger(self.run_dir)
+        logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard)
         handlers = {}
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -200,6 +268,8 @@ class Trainer:
                     elapsed = time.perf_counter() - t0
                     row = {k: float(v) / count for k, v in sums.items()}
                     row.update(lr=self.lr_at(self.step - 1), samples_per_sec=count * cfg.batch_size / max(elapsed, 1e-9))
+                    if self.device.type == "cuda":
+                        row["max_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
                     logger.log(self.step, row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
                     if on_log is not None:
@@ -207,7 +277,11 @@ class Trainer:
                     sums, count, t0 = {}, 0, time.perf_counter()
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
                     self.save()
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step < cfg.steps:
+                    self.write_samples()
             final = self.save()
+            if self._stop_signal is None:
+                self.samples_dir = self.write_samples()
             if self._stop_signal is not None:
                 print(f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint {final}", file=sys.stderr)
             return final

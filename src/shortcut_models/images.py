@@ -1,0 +1,84 @@
+"""Image conversions and grids. Images are float ``[N, C, H, W]`` in [-1, 1] inside the package.
+
+uint8 mapping (the layout common FID tools read, NHWC):
+``u = clamp(floor((x + 1) * 127.5 + 0.5), 0, 255)`` and back ``x = u / 127.5 - 1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Images in [-1, 1], ``[N, C, H, W]`` -> uint8 ``[N, H, W, C]`` (values outside are clipped)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 4:
+        raise ValueError(f"to_uint8 expects [N, C, H, W] images, got shape {x.shape}")
+    u = np.clip(np.floor((x + 1.0) * 127.5 + 0.5), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(u.transpose(0, 2, 3, 1))
+
+
+def from_uint8(u: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 images ``[N, H, W, C]`` -> float32 ``[N, C, H, W]`` in [-1, 1] (``u / 127.5 - 1``)."""
+    if isinstance(u, torch.Tensor):
+        u = u.detach().cpu().numpy()
+    u = np.asarray(u)
+    if u.ndim != 4:
+        raise ValueError(f"from_uint8 expects [N, H, W, C] images, got shape {u.shape}")
+    if u.dtype != np.uint8:
+        raise ValueError(f"from_uint8 expects uint8 pixels, got dtype {u.dtype}")
+    x = u.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def tile(images_u8: np.ndarray, rows: int, pad: int = 1) -> np.ndarray:
+    """uint8 NHWC images -> one uint8 HWC image of ``rows`` rows (row-major), ``pad`` pixels apart."""
+    n, h, w, c = images_u8.shape
+    cols = -(-n // rows)
+    canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = images_u8[i]
+    return canvas
+
+
+def save_grid(images: torch.Tensor, out: Path, rows: int, scale: int = 4) -> None:
+    """Save float [-1, 1] NCHW images as one PNG grid (nearest-neighbour upscaled by ``scale``)."""
+    from PIL import Image
+
+    grid = tile(to_uint8(images), rows)
+    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(out)
+
+
+def save_sheet(
+    grids: Sequence[tuple[str, torch.Tensor]], out: Path, rows: int, row_labels: Sequence[str] | None = None, title: str = ""
+) -> None:
+    """Side-by-side grids (e.g. one per step count) with column titles and row labels, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tiles = [tile(to_uint8(x), rows) for _, x in grids]
+    h, w = tiles[0].shape[:2]
+    fig, axes = plt.subplots(1, len(tiles), figsize=(1.6 * len(tiles) * w / h + 0.6, 2.0 + 0.1 * rows), dpi=150, squeeze=False)
+    for ax, (name, _), img in zip(axes[0], grids, tiles):
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest", vmin=0, vmax=255)
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if row_labels is not None:
+        step = h / rows
+        axes[0][0].set_yticks([step * (r + 0.5) for r in range(rows)], list(row_labels), fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
