@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip freeze | grep -i '^torch==' > $(VENV)/torch-constraint.txt
 	$(PY) -m pip install --quiet -c $(VENV)/torch-constraint.txt -e '.[dev,tensorboard]'
+	# FID's Inception network (torch-fidelity) needs only torch; --no-deps keeps PyPI's torchvision out
+	$(PY) -m pip install --quiet --no-deps 'torch-fidelity>=0.3'
 	touch $(STAMP)
 
 ## The main job on the embedded default: train shortcut and flow matching on the 2-D checkerboard,

@@ -1,14 +1,12 @@
 """Image training on digits with a tiny DiT: accumulation, bf16 path, signals, sheets, sampling CLI."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
-import pytest
 import torch
 
 from shortcut_models.cli import main

@@ -88,17 +88,56 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_toy, format_table, write_results
+    from .evaluation import build_metric, evaluate_images, evaluate_toy, format_table, write_results
     from .inference import load_model
 
-    rows = []
+    rows, metric_name = [], None
     for path in args.ckpt:
         loaded = load_model(path, args.device)
-        rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
+        metric = build_metric(args.metric, loaded, args.ref_stats, args.inception_weights)
+        name = "swd" if metric is None else metric.name
+        if metric_name not in (None, name):
+            raise UserError(f"checkpoints need different metrics ({metric_name} and {name}); evaluate them separately")
+        metric_name = name
+        if metric is None:
+            if args.cfg_scale != 1.0:
+                raise UserError("--cfg-scale applies to class-conditional image models")
+            rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
+        else:
+            save_dir = Path(args.out) / "samples" if args.save_samples else None
+            rows += evaluate_images(loaded, args.steps, args.num, metric, seed=args.seed, cfg_scale=args.cfg_scale,
+                                    batch_size=args.batch_size, save_dir=save_dir, progress=not args.quiet)
     out = Path(args.out)
-    write_results(rows, out, "swd")
-    print(format_table(rows, "swd"))
+    write_results(rows, out, metric_name)
+    print(format_table(rows, metric_name))
     print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'metric_vs_steps.png'}")
+    return 0
+
+
+def cmd_ref_stats(args: argparse.Namespace) -> int:
+    from .evaluation import digits_metric, feature_stats
+
+    if args.data == "digits":
+        from .data.digits import load_digits
+
+        if args.metric == "fd-digits":
+            extractor = digits_metric(args.device).extractor
+        else:
+            from .evaluation import fid_extractor
+
+            extractor = fid_extractor(args.inception_weights, args.device)
+        images = load_digits(args.split)[0]
+        stats = feature_stats(extractor, images.to(args.device if args.device != "auto" else "cpu"))
+    else:
+        from .evaluation import folder_feature_stats
+
+        if args.metric != "fid":
+            raise UserError("--metric fd-digits needs --data digits; image folders use --metric fid")
+        stats = folder_feature_stats(args.data, args.resolution, args.inception_weights, args.device, progress=not args.quiet)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stats.to_npz(out)
+    print(f"wrote {out} ({stats.count} images, {stats.mean().shape[0]}-d features)")
     return 0
 
 
@@ -129,12 +168,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="metrics at several step counts for one or more checkpoints")
     p.add_argument("--ckpt", required=True, action="append", help="checkpoint or run directory (repeatable)")
     p.add_argument("--steps", type=_steps_list, default=[1, 2, 4, 8, 16, 32, 64, 128])
-    p.add_argument("--num", type=int, default=5000)
+    p.add_argument("--num", type=int, default=5000, help="samples per step count")
+    p.add_argument("--metric", choices=["auto", "swd", "fd-digits", "fid"], default="auto",
+                   help="auto: swd for 2-D data, fd-digits for digits, fid for other images")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="guidance weight for conditional models")
+    p.add_argument("--ref-stats", help="reference statistics (.npz with mu, sigma) for --metric fid")
+    p.add_argument("--inception-weights", help="local Inception weights file for --metric fid")
+    p.add_argument("--save-samples", action="store_true", help="keep OUT/samples/*.npz (uint8 NHWC arr_0, labels)")
+    p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("ref-stats", help="reference feature statistics (mu, sigma) of a data set")
+    p.add_argument("--data", required=True, help="'digits' or an image folder")
+    p.add_argument("--split", default="train", choices=["train", "test", "all"], help="digits split")
+    p.add_argument("--metric", choices=["fd-digits", "fid"], default=None,
+                   help="feature space (default: fd-digits for digits, fid for folders)")
+    p.add_argument("--resolution", type=int, default=256, help="folder images: center crop and resize")
+    p.add_argument("--inception-weights", help="local Inception weights file for fid")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.set_defaults(func=cmd_ref_stats)
     return parser
 
 
@@ -146,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if getattr(args, "num", 1) is not None and getattr(args, "num", 1) < 1:
             raise UserError("--num must be a positive integer")
+        if args.command == "ref-stats" and args.metric is None:
+            args.metric = "fd-digits" if args.data == "digits" else "fid"
         if args.command == "sample":
             from .sampling import check_steps
 

@@ -1,8 +1,15 @@
 """Evaluate checkpoints at several step counts: generate, measure, tabulate, plot.
 
-For 2-D toys the metric is the sliced Wasserstein distance (SWD) between K generated points and K
-fresh data points, next to the data-vs-data floor (SWD between two independent data sets of K
-points); for the checkerboard also the fraction of samples on filled squares.
+Metrics (``--metric``, "auto" picks by data):
+- ``swd`` (2-D toys): sliced Wasserstein distance between K samples and K fresh data points; the
+  floor is the SWD between two independent data sets of K points. The checkerboard also reports the
+  fraction of samples on filled squares.
+- ``fd-digits`` (digits): Fréchet distance in the feature space of the digits CNN, samples vs the
+  train split (1,497 images); floor: test split (300) vs train split. Conditional models also get
+  the class accuracy of their samples under that CNN's classifier.
+- ``fid`` (images): Fréchet distance of Inception-v3 pool features against reference statistics
+  (``shortcut ref-stats``); no floor unless one is given.
+Statistics are accumulated in float64 batch by batch, so K can be tens of thousands.
 """
 
 from __future__ import annotations
@@ -10,38 +17,163 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .data import on_checkerboard
+from .errors import UserError
 from .inference import LoadedModel
+from .metrics.frechet import FeatureStats, ReferenceStats, frechet_distance_from_stats
 from .metrics.swd import sliced_wasserstein
 from .sampling import step_schedule
 
+METRICS = ("auto", "swd", "fd-digits", "fid")
 
-def toy_reference(loaded: LoadedModel, num: int, seed: int):
-    """Two independent data sets of ``num`` points: one to compare with, one for the floor."""
-    ref, _ = loaded.source.reference(2 * num, seed)
-    return ref[:num], ref[num:]
+
+def metric_key(metric: str) -> str:
+    """Column name of a metric in tables and files ('fd-digits' -> 'fd_digits')."""
+    return metric.replace("-", "_")
+
+
+def default_metric(loaded: LoadedModel) -> str:
+    if not loaded.is_image:
+        return "swd"
+    return "fd-digits" if loaded.config.data == "digits" else "fid"
+
+
+@dataclass
+class ImageMetric:
+    """A feature extractor with its reference statistics, optional floor and optional classifier."""
+
+    name: str
+    extractor: Callable[[torch.Tensor], torch.Tensor]
+    reference: ReferenceStats
+    floor: float | None = None
+    classifier: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def feature_stats(extractor, images: torch.Tensor, batch_size: int = 1024) -> FeatureStats:
+    stats = FeatureStats()
+    for chunk in images.split(batch_size):
+        stats.update(extractor(chunk))
+    return stats
+
+
+def digits_metric(device: str | torch.device = "cpu") -> ImageMetric:
+    """fd-digits: reference = train split, floor = FD(test split, train split)."""
+    from .data.digits import load_digits
+    from .metrics.digits_net import load_digits_feature_net
+
+    net = load_digits_feature_net(device=device)
+    train = feature_stats(net.features, load_digits("train")[0].to(device))
+    test = feature_stats(net.features, load_digits("test")[0].to(device))
+    return ImageMetric("fd-digits", net.features, train.reference(), frechet_distance_from_stats(test, train), net.logits)
+
+
+def fid_extractor(weights: str | None, device: str | torch.device = "cpu"):
+    """Inception-v3 features; a missing weights file or package is a UserError (one line)."""
+    from .metrics.inception import InceptionFeatures
+
+    try:
+        return InceptionFeatures(weights=weights or "download", device=device)
+    except (FileNotFoundError, ImportError) as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+
+
+def fid_metric(ref_stats: str | None, weights: str | None, device: str | torch.device = "cpu") -> ImageMetric:
+    """fid: Inception features against a saved ``mu``/``sigma`` file."""
+    if not ref_stats:
+        raise UserError("--metric fid needs --ref-stats FILE.npz (make one with `shortcut ref-stats`)")
+    if not Path(ref_stats).is_file():
+        raise UserError(f"reference statistics not found: {ref_stats}")
+    return ImageMetric("fid", fid_extractor(weights, device), ReferenceStats.load_npz(ref_stats))
+
+
+def build_metric(name: str, loaded: LoadedModel, ref_stats: str | None = None, inception_weights: str | None = None):
+    """The metric ``name`` for this checkpoint's data ('auto' picks one); None for 'swd'."""
+    name = default_metric(loaded) if name == "auto" else name
+    if name == "swd":
+        if loaded.is_image:
+            raise UserError("--metric swd is for 2-D data; use fd-digits or fid for images")
+        return None
+    if not loaded.is_image:
+        raise UserError(f"--metric {name} is for images; use swd for 2-D data")
+    if name == "fd-digits":
+        if loaded.config.data != "digits":
+            raise UserError("--metric fd-digits compares with the digits data set; this checkpoint was trained on "
+                            f"{loaded.config.data!r}")
+        return digits_metric(loaded.device)
+    return fid_metric(ref_stats, inception_weights, loaded.device)
+
+
+def _row(loaded: LoadedModel, steps: int, num: int, cfg_scale: float) -> dict[str, Any]:
+    nfe = len(step_schedule(steps, loaded.config.max_steps)) * (2 if cfg_scale != 1.0 else 1)
+    return {"checkpoint": str(loaded.path), "objective": loaded.config.objective, "train_step": loaded.step,
+            "steps": steps, "nfe": nfe, "num": num, "cfg_scale": cfg_scale}
 
 
 def evaluate_toy(loaded: LoadedModel, steps: list[int], num: int, seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
     """One row per step count: swd, swd_floor, (in_square, in_square_data), nfe, seconds."""
-    ref, ref2 = toy_reference(loaded, num, seed)
+    ref, _ = loaded.source.reference(2 * num, seed)
+    ref, ref2 = ref[:num], ref[num:]
     floor = sliced_wasserstein(ref, ref2)
     rows = []
     for n in tqdm(steps, desc=f"eval {loaded.label}", disable=not progress, leave=False):
         t0 = time.perf_counter()
         x = loaded.generate(num, n, seed=seed)
-        seconds = time.perf_counter() - t0
-        row = {"checkpoint": str(loaded.path), "objective": loaded.config.objective, "train_step": loaded.step,
-               "steps": n, "nfe": len(step_schedule(n, loaded.config.max_steps)), "num": num,
-               "swd": sliced_wasserstein(x, ref), "swd_floor": floor, "seconds": seconds}
+        row = {**_row(loaded, n, num, 1.0), "seconds": time.perf_counter() - t0,
+               "swd": sliced_wasserstein(x, ref), "swd_floor": floor}
         if loaded.config.data == "checkerboard":
             row["in_square"] = float(on_checkerboard(x).float().mean())
             row["in_square_data"] = float(on_checkerboard(ref).float().mean())
+        rows.append(row)
+    return rows
+
+
+def evaluate_images(
+    loaded: LoadedModel, steps: list[int], num: int, metric: ImageMetric, seed: int = 0, cfg_scale: float = 1.0,
+    batch_size: int = 500, save_dir: Path | None = None, progress: bool = True,
+) -> list[dict[str, Any]]:
+    """One row per step count: the metric (and floor), class accuracy, nfe, seconds."""
+    labels = loaded.balanced_labels(num)
+    key = metric_key(metric.name)
+    rows = []
+    for n in steps:
+        stats, correct = FeatureStats(), 0
+        kept = [] if save_dir is not None else None
+        t0 = time.perf_counter()
+        bar = tqdm(total=num, desc=f"eval {loaded.label} {n} step(s)", unit="img", disable=not progress, leave=False)
+        start = 0
+        for x in loaded.generate_batches(num, n, seed, labels, cfg_scale, batch_size):
+            images = loaded.decode(x).clamp(-1, 1)
+            stats.update(metric.extractor(images))
+            if labels is not None and metric.classifier is not None:
+                pred = metric.classifier(images).argmax(dim=1).cpu()
+                correct += int((pred == labels[start : start + len(x)]).sum())
+            if kept is not None:
+                kept.append(images.cpu())
+            start += len(x)
+            bar.update(len(x))
+        bar.close()
+        row = {**_row(loaded, n, num, cfg_scale), "seconds": time.perf_counter() - t0,
+               key: frechet_distance_from_stats(stats, metric.reference)}
+        if metric.floor is not None:
+            row[f"{key}_floor"] = metric.floor
+        if labels is not None and metric.classifier is not None:
+            row["class_accuracy"] = correct / num
+        if kept is not None:
+            from .images import to_uint8
+
+            save_dir.mkdir(parents=True, exist_ok=True)
+            y = labels.numpy() if labels is not None else np.full(num, loaded.model.num_classes, dtype=np.int64)
+            out = save_dir / f"{loaded.config.objective}-{loaded.step}-steps{n:03d}.npz"
+            np.savez(out, arr_0=to_uint8(torch.cat(kept)), labels=y)
+            row["samples_file"] = str(out)
         rows.append(row)
     return rows
 
@@ -57,17 +189,17 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path, metric: str) -> Non
         writer.writerows(rows)
     from .plotting import plot_metric_vs_steps
 
-    plot_metric_vs_steps(rows, metric, out_dir / "metric_vs_steps.png")
+    plot_metric_vs_steps(rows, metric_key(metric), out_dir / "metric_vs_steps.png", ylabel=metric)
 
 
 def format_table(rows: list[dict[str, Any]], metric: str) -> str:
     """A plain-text table: one line per (checkpoint, steps)."""
-    extra = [k for k in ("in_square",) if any(k in r for r in rows)]
-    head = ["model", "steps", "nfe", metric, f"{metric}_floor", *extra, "seconds"]
-    lines = ["  ".join(f"{h:>14}" for h in head)]
+    key = metric_key(metric)
+    extra = [k for k in (f"{key}_floor", "in_square", "class_accuracy") if any(k in r for r in rows)]
+    head = ["model", "steps", "nfe", key, *extra, "seconds"]
+    lines = ["  ".join(f"{h:>16}" for h in head)]
     for r in rows:
-        name = f"{r['objective']}@{r['train_step']}"
-        vals = [name, r["steps"], r["nfe"], f"{r[metric]:.4f}", f"{r[metric + '_floor']:.4f}",
+        vals = [f"{r['objective']}@{r['train_step']}", r["steps"], r["nfe"], f"{r[key]:.4f}",
                 *[f"{r[k]:.4f}" if k in r else "-" for k in extra], f"{r['seconds']:.2f}"]
-        lines.append("  ".join(f"{v:>14}" for v in vals))
+        lines.append("  ".join(f"{v:>16}" for v in vals))
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -28,25 +29,52 @@ class LoadedModel:
     source: DataSource
     step: int
     device: torch.device
+    autoencoder: object | None = None  # decodes latents to images; None for pixel/vector data
 
     @property
     def label(self) -> str:
         """Short name for tables and plots, e.g. 'shortcut@3000'."""
         return f"{self.config.objective}@{self.step}"
 
-    def generate(
-        self, num: int, steps: int, seed: int = 0, labels: torch.Tensor | None = None, cfg_scale: float = 1.0, batch_size: int = 1024
-    ) -> torch.Tensor:
-        """``num`` samples (float, data space) from noise seeded by ``seed``; batched, same result for any batch_size."""
-        out = []
+    def generate_batches(
+        self, num: int, steps: int, seed: int = 0, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
+        batch_size: int = 1024,
+    ) -> Iterator[torch.Tensor]:
+        """Yield ``num`` samples batch by batch (float32, on ``device``, in the model's data space).
+
+        Sample i starts from the noise of index i under ``seed``, so results do not depend on
+        ``batch_size``. On CUDA the network runs under bf16 autocast (precision "auto"/"bf16").
+        """
+        amp = self.device.type == "cuda" and self.config.precision in ("auto", "bf16")
         for start in range(0, num, batch_size):
             n = min(batch_size, num - start)
             noise = torch.cat([self.noise(seed, i) for i in range(start, start + n)])
             y = None if labels is None else labels[start : start + n].to(self.device)
-            x = sample(self.model, noise, steps, y=y, cfg_scale=cfg_scale, fixed_d=self.objective.sampling_d,
-                       max_steps=self.config.max_steps)
-            out.append(x.float().cpu())
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                x = sample(self.model, noise, steps, y=y, cfg_scale=cfg_scale, fixed_d=self.objective.sampling_d,
+                           max_steps=self.config.max_steps)
+            yield x.float()
+
+    def generate(
+        self, num: int, steps: int, seed: int = 0, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
+        batch_size: int = 1024,
+    ) -> torch.Tensor:
+        """All ``num`` samples of :meth:`generate_batches` on the CPU."""
+        out = [x.cpu() for x in self.generate_batches(num, steps, seed, labels, cfg_scale, batch_size)]
         return torch.cat(out) if out else torch.empty(0, *self.source.shape)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> data space: the autoencoder's decoder for latents, else the identity."""
+        return x if self.autoencoder is None else self.autoencoder.decode(x)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.source.shape) == 3
+
+    def balanced_labels(self, num: int) -> torch.Tensor | None:
+        """Labels 0, 1, ..., C-1, 0, 1, ... for class-conditional models; None when unconditional."""
+        nc = getattr(self.model, "num_classes", 0)
+        return torch.arange(num) % nc if nc > 0 else None
 
     def noise(self, seed: int, index: int) -> torch.Tensor:
         """The noise of sample ``index`` under ``seed`` (per-sample seeds: independent of batching)."""

@@ -12,19 +12,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def plot_metric_vs_steps(rows: list[dict[str, Any]], metric: str, out: Path) -> None:
+def plot_metric_vs_steps(rows: list[dict[str, Any]], metric: str, out: Path, ylabel: str | None = None) -> None:
     """One line per checkpoint (named by objective and step) on a log2 step axis; floor dashed."""
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for ckpt in dict.fromkeys(r["checkpoint"] for r in rows):
         sel = sorted((r for r in rows if r["checkpoint"] == ckpt), key=lambda r: r["steps"])
-        ax.plot([r["steps"] for r in sel], [r[metric] for r in sel], marker="o",
-                label=f"{sel[0]['objective']} (step {sel[0]['train_step']})")
+        name = "flow matching" if sel[0]["objective"] == "flow" else sel[0]["objective"]
+        ax.plot([r["steps"] for r in sel], [r[metric] for r in sel], marker="o", label=f"{name} (step {sel[0]['train_step']})")
     floors = [r[f"{metric}_floor"] for r in rows if f"{metric}_floor" in r]
     if floors:
         ax.axhline(float(np.mean(floors)), color="gray", linestyle="--", label="data vs data")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({r["steps"] for r in rows}), [str(s) for s in sorted({r["steps"] for r in rows})])
     ax.set_xlabel("sampling steps")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(ylabel or metric)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -1,0 +1,153 @@
+"""FID features: the Inception-v3 pool layer (2048-d) of the standard FID network, via torch-fidelity."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import os
+import sys
+import types
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+_INCEPTION_HINT = (
+    "the 'fid' feature extractor needs the PyPI package torch-fidelity; install it with "
+    "`pip install torch-fidelity` (or `pip install --no-deps torch-fidelity` where torchvision "
+    "does not work with the installed torch: its Inception network needs only torch)"
+)
+
+
+def _import_inception_module_alone(spec) -> types.ModuleType:
+    """Import ``torch_fidelity.feature_extractor_inceptionv3`` without running the package's ``__init__``.
+
+    The package's ``__init__`` imports every extractor it has, some of which import torchvision;
+    the Inception module needs only torch. A bare stand-in parent module is put in
+    ``sys.modules`` for the duration of the import and removed afterwards.
+    """
+    stand_in = types.ModuleType("torch_fidelity")
+    stand_in.__path__ = list(spec.submodule_search_locations or [])
+    stand_in.__package__ = "torch_fidelity"
+    previous = sys.modules.get("torch_fidelity")
+    sys.modules["torch_fidelity"] = stand_in
+    try:
+        return importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
+    finally:
+        if sys.modules.get("torch_fidelity") is stand_in:
+            if previous is None:
+                del sys.modules["torch_fidelity"]
+            else:
+                sys.modules["torch_fidelity"] = previous
+
+
+@lru_cache(maxsize=1)
+def _inception_network_class() -> type:
+    """torch-fidelity's FeatureExtractorInceptionV3, subclassed so it can be built without weights."""
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise ImportError(_INCEPTION_HINT)
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except Exception as package_error:  # torchvision missing or unusable with this torch
+        try:
+            module = _import_inception_module_alone(importlib.util.find_spec("torch_fidelity"))
+        except Exception as module_error:
+            raise ImportError(f"{_INCEPTION_HINT}; importing it failed: {package_error!r}") from module_error
+        FeatureExtractorInceptionV3 = module.FeatureExtractorInceptionV3
+
+    class _InceptionNetwork(FeatureExtractorInceptionV3):
+        # The package's constructor always loads a state dict; an empty one means "keep the
+        # random initialisation" (weights="random", or weights that are loaded afterwards).
+        def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+            if len(state_dict) == 0:
+                return None
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    return _InceptionNetwork
+
+
+def _empty_state_dict_file() -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save({}, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+class InceptionFeatures:
+    """2048-d pool features of the FID Inception-v3 (``name = "fid"``), from ``torch-fidelity``.
+
+    Why torch-fidelity: the usual PyTorch FID tool, ``pytorch-fid``, builds its network from
+    torchvision, and PyPI's torchvision does not import beside the CPU build of torch this project
+    installs. torch-fidelity's Inception module is written in plain torch, carries the same
+    network (the TensorFlow FID graph "2015-12-05", converted) and reproduces the TensorFlow
+    resize. When its package ``__init__`` cannot import (it also imports torchvision for other
+    extractors), the Inception module is imported on its own. The package is imported only here,
+    in the constructor; without it an ImportError says what to install.
+
+    ``weights``:
+      - a path to a state dict (``.pth``/``.pt`` read with ``torch.load(weights_only=True)``, or
+        ``.safetensors``): torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``, or
+        pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (same parameter names). A missing
+        file raises FileNotFoundError.
+      - ``"download"``: torch-fidelity's own download and cache (``$TORCH_HOME/hub/checkpoints``).
+      - ``"random"``: the same architecture, initialised from seed 0 (tests; nothing is read).
+
+    Pixel mapping: images in [-1, 1] become 8-bit pixels ``round((x + 1) * 127.5)`` (clipped to
+    0..255; grey images are repeated to three channels), as if written to PNG; the network then
+    resizes them to 299x299 with TensorFlow-1-style bilinear interpolation and maps pixels to
+    ``(p - 128) / 128``, as the reference TensorFlow FID code does. Features are float32 on
+    ``device``.
+    """
+
+    name = "fid"
+    dim = 2048
+
+    def __init__(
+        self, weights: str | os.PathLike = "download", device: torch.device | str = "cpu", batch_size: int = 64
+    ) -> None:
+        if not isinstance(weights, (str, os.PathLike)):
+            raise TypeError(f"weights must be a path, 'download' or 'random', got {type(weights).__name__}")
+        weights_file: Path | None = None
+        if weights not in ("random", "download"):
+            weights_file = Path(weights).expanduser()
+            if not weights_file.is_file():
+                raise FileNotFoundError(f"Inception weights file not found: {weights_file}")
+        network_class = _inception_network_class()
+        source = None if weights == "download" else _empty_state_dict_file()
+        with torch.random.fork_rng(devices=[]):  # "random" weights are the same every time
+            torch.manual_seed(0)
+            network = network_class("shortcut-models-inception-v3", ["2048"], feature_extractor_weights_path=source)
+        if weights_file is not None:
+            network.load_state_dict(_read_state_dict(weights_file), strict=True)
+        self.network = network.to(device).eval().requires_grad_(False)
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.weights = str(weights)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            shape = tuple(images.shape)
+            raise ValueError(f"InceptionFeatures expects images [N, 1 or 3, H, W] in [-1, 1], got {shape}")
+        out = []
+        with torch.no_grad():
+            for chunk in images.split(self.batch_size):
+                x = chunk.to(self.device, torch.float32)
+                pixels = torch.floor((x + 1.0) * 127.5 + 0.5).clamp_(0, 255).to(torch.uint8)
+                if pixels.shape[1] == 1:
+                    pixels = pixels.expand(-1, 3, -1, -1).contiguous()
+                out.append(self.network(pixels)[0].to(torch.float32))
+        if not out:
+            return torch.zeros(0, self.dim, device=self.device)
+        return torch.cat(out)
+
+
+def _read_state_dict(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or len(state) == 0:
+        raise ValueError(f"{path}: expected a non-empty state dict of the Inception network")
+    return state

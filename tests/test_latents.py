@@ -1,0 +1,247 @@
+"""Latent cache: autoencoders, image folders, encode_folder (resume, errors) and LatentSource."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shortcut_models.autoencoders import IdentityAutoencoder, StableDiffusionVAE, build_autoencoder, decode_in_batches
+from shortcut_models.data.folder import UnreadableImage, load_image, scan_folder
+from shortcut_models.data.latents import LatentSource, encode_folder
+from shortcut_models.errors import UserError
+
+pytest.importorskip("diffusers")
+
+RES = 32
+
+
+def _png(path: Path, rng: np.random.Generator, size=(40, 36)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory) -> Path:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+        layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=RES, scaling_factor=0.18215,
+    )
+    out = tmp_path_factory.mktemp("tiny_vae")
+    vae.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vae(vae_dir) -> StableDiffusionVAE:
+    return StableDiffusionVAE(str(vae_dir))
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        for i in range(3):
+            _png(root / cls / f"img{i}.png", rng)
+    (root / "cats" / "broken.png").write_bytes(b"this is not a png at all")
+    return root
+
+
+def _encode(image_dir, out, ae, **kw) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return encode_folder(image_dir, out, ae, resolution=RES, batch_size=2, shard_size=2, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def cache(image_dir, vae, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cache") / "latents"
+    with pytest.warns(UserWarning, match="broken.png"):
+        encode_folder(image_dir, out, vae, resolution=RES, batch_size=2, shard_size=2, progress=False)
+    return out
+
+
+def test_vae_reads_scaling_factor_and_shapes(vae, vae_dir):
+    assert vae.scaling_factor == pytest.approx(0.18215)
+    assert vae.latent_shape((3, RES, RES)) == (4, RES // 2, RES // 2)
+    assert vae.name == str(Path(vae_dir).resolve())
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    mean, std = vae.encode(x)
+    post = vae.vae.encode(x).latent_dist
+    torch.testing.assert_close(mean, post.mean * 0.18215)
+    torch.testing.assert_close(std, post.std * 0.18215)
+    assert (std > 0).all()
+
+
+def test_scan_folder_layouts(image_dir, tmp_path):
+    items, classes = scan_folder(image_dir)
+    assert classes == ["cats", "dogs"]
+    assert [(p.relative_to(image_dir).as_posix(), y) for p, y in items] == [
+        ("cats/broken.png", 0), ("cats/img0.png", 0), ("cats/img1.png", 0), ("cats/img2.png", 0),
+        ("dogs/img0.png", 1), ("dogs/img1.png", 1), ("dogs/img2.png", 1)]
+    rng = np.random.default_rng(1)
+    _png(tmp_path / "b.PNG", rng)
+    _png(tmp_path / "sub" / "a.jpg", rng)
+    (tmp_path / "notes.txt").write_text("x")
+    _png(tmp_path / ".hidden.png", rng)
+    items, classes = scan_folder(tmp_path)
+    assert classes == [] and [(p.name, y) for p, y in items] == [("b.PNG", 0), ("a.jpg", 0)]
+    with pytest.raises(UserError, match="does not exist"):
+        scan_folder(tmp_path / "nope")
+
+
+def test_load_image_adm_center_crop(tmp_path):
+    rng = np.random.default_rng(2)
+    _png(tmp_path / "big.png", rng, size=(150, 100))
+    x = load_image(tmp_path / "big.png", RES)
+    assert x.shape == (3, RES, RES) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+    img = Image.open(tmp_path / "big.png").convert("RGB").resize((75, 50), Image.Resampling.BOX)  # 100 >= 64: halve once
+    img = np.asarray(img.resize((48, 32), Image.Resampling.BICUBIC))[:, 8:40]
+    torch.testing.assert_close(x, torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1))
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    with pytest.raises(UnreadableImage):
+        load_image(tmp_path / "bad.jpg", RES)
+
+
+def test_encode_manifest_and_stored_posterior(cache, image_dir, vae):
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["num_files"] == 7 and manifest["num_images"] == 6 and manifest["num_entries"] == 12
+    assert [s["file"] for s in manifest["skipped"]] == ["cats/broken.png"] and manifest["skipped"][0]["reason"]
+    assert manifest["class_names"] == ["cats", "dogs"] and manifest["num_classes"] == 2
+    assert manifest["latent_shape"] == [4, 16, 16] and manifest["scaling_factor"] == pytest.approx(0.18215)
+    assert sum(s["entries"] for s in manifest["shards"]) == 12 and len(manifest["shards"]) == 4
+    files = (cache / "files.txt").read_text().splitlines()
+    src = LatentSource(cache)
+    assert src.flip.tolist() == [0, 1] * 6
+    for e in range(12):
+        rel = files[int(src.index[e])]
+        assert src.label[e] == (0 if rel.startswith("cats/") else 1)
+        x = load_image(image_dir / rel, RES)[None]
+        mean, std = vae.encode(x.flip(-1) if src.flip[e] else x)
+        torch.testing.assert_close(src.mean[e].float(), mean[0], atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(src.std[e].float(), std[0], atol=2e-3, rtol=2e-3)
+
+
+class _Interrupting:
+    """The tiny VAE, interrupted at its ``fail_at``-th encode call (like Ctrl-C mid-run)."""
+
+    def __init__(self, vae, fail_at: int) -> None:
+        self.vae, self.fail_at, self.calls = vae, fail_at, 0
+        self.name, self.scaling_factor, self.latent_shape = vae.name, vae.scaling_factor, vae.latent_shape
+
+    def encode(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        return self.vae.encode(x)
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_interrupted_encode_resumes_to_identical_cache(cache, image_dir, vae, tmp_path):
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        _encode(image_dir, out, _Interrupting(vae, fail_at=2))  # shard 0 = [broken, img0]; dies in shard 1
+    assert (out / "shard_00000.safetensors").exists() and not (out / "shard_00001.safetensors").exists()
+    with pytest.raises(UserError, match="unfinished"):
+        LatentSource(out)
+    resumer = _Interrupting(vae, fail_at=0)
+    _encode(image_dir, out, resumer)
+    assert resumer.calls == 3  # shards 1, 2, 3 only
+    assert _files(out) == _files(cache)
+    _encode(image_dir, out, _Interrupting(vae, fail_at=1))  # complete: nothing is encoded again
+    assert _files(out) == _files(cache)
+    with pytest.raises(UserError, match="different arguments"):
+        encode_folder(image_dir, out, vae, resolution=16, shard_size=2, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    with pytest.raises(UserError, match="not empty"):
+        _encode(image_dir, tmp_path / "other", vae)
+
+
+def test_encode_errors(tmp_path, vae):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images"):
+        _encode(tmp_path / "empty", tmp_path / "o1", vae)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="could be read.*broken.png"):
+        _encode(tmp_path / "bad", tmp_path / "o2", vae)
+    with pytest.raises(UserError, match="does not exist"):
+        _encode(tmp_path / "missing", tmp_path / "o3", vae)
+    with pytest.raises(UserError, match="no latent cache"):
+        LatentSource(tmp_path / "empty")
+
+
+def test_vae_load_errors(tmp_path):
+    for spec, match in [(str(tmp_path / "nope"), "no such directory"), ("./nope/vae", "no such directory")]:
+        with pytest.raises(UserError, match=match) as info:
+            StableDiffusionVAE(spec)
+        assert "\n" not in str(info.value) and "save_pretrained" in str(info.value)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a directory"):
+        build_autoencoder(str(tmp_path / "file"))
+    (tmp_path / "emptydir").mkdir()
+    with pytest.raises(UserError, match="cannot load VAE") as info:
+        StableDiffusionVAE(str(tmp_path / "emptydir"))
+    assert "\n" not in str(info.value)
+
+
+def test_latent_source_batches(cache):
+    src = LatentSource(cache)
+    assert src.shape == (4, 16, 16) and src.num_classes == 2 and src.image_shape == (3, RES, RES)
+    x, y = src.batch(3, 5, seed=7)
+    assert x.shape == (5, 4, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+    x2, y2 = src.batch(3, 5, seed=7)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.allclose(src.batch(4, 5, seed=7)[0], x)
+    idx = src.indices(3, 5, seed=7)
+    assert torch.equal(y, src.label[idx])
+    # one full epoch per step: every entry is drawn 300 times with fresh noise
+    n, draws = 12, 300
+    samples = torch.zeros(draws, n, 4, 16, 16)
+    for step in range(draws):
+        xs, _ = src.batch(step, n, seed=1)
+        samples[step, src.indices(step, n, seed=1)] = xs
+    assert sorted(src.indices(0, n, seed=1).tolist()) == list(range(n))
+    mean, std = src.mean.float(), src.std.float()
+    z = (samples.mean(0) - mean) / (std / draws**0.5)
+    assert abs(z.mean().item()) < 0.1 and 0.9 < z.std().item() < 1.1
+    assert (samples.std(0) / std).mean().item() == pytest.approx(1.0, abs=0.03)
+    ref, ref_y = src.reference(4, seed=0)
+    assert ref.shape == (4, 4, 16, 16) and torch.equal(ref, mean[[0, 2, 4, 6]]) and torch.equal(ref_y, src.label[[0, 2, 4, 6]])
+
+
+def test_decode_through_cache_vae(cache):
+    src = LatentSource(cache)
+    ae = src.autoencoder()
+    images = decode_in_batches(ae, src.batch(0, 5, seed=0)[0], batch_size=2)
+    assert images.shape == (5, 3, RES, RES) and images.min() >= -1 and images.max() <= 1
+
+
+def test_identity_autoencoder_and_pixel_cache(image_dir, tmp_path):
+    ae = build_autoencoder(None)
+    assert isinstance(ae, IdentityAutoencoder) and build_autoencoder("identity").name == "identity"
+    x = torch.rand(3, 3, 8, 8) * 2 - 1
+    mean, std = ae.encode(x)
+    assert torch.equal(ae.decode(mean), x) and torch.equal(std, torch.zeros_like(x))
+    assert torch.equal(ae.decode(x * 3), (x * 3).clamp(-1, 1))
+    _encode(image_dir, tmp_path / "pixels", ae)
+    src = LatentSource(tmp_path / "pixels")
+    assert src.shape == (3, RES, RES) and src.autoencoder_spec == "identity" and torch.all(src.std == 0)
+    files = (tmp_path / "pixels" / "files.txt").read_text().splitlines()
+    img = load_image(image_dir / files[int(src.index[0])], RES)
+    torch.testing.assert_close(src.mean[0].float(), img, atol=4e-3, rtol=0)
+    torch.testing.assert_close(src.mean[1].float(), img.flip(-1), atol=4e-3, rtol=0)
+    assert torch.equal(src.batch(0, 4, seed=0)[0], src.mean[src.indices(0, 4, seed=0)].float())
