@@ -208,13 +208,12 @@ def test_latent_source_batches(cache):
     assert not torch.allclose(src.batch(4, 5, seed=7)[0], x)
     idx = src.indices(3, 5, seed=7)
     assert torch.equal(y, src.label[idx])
-    # one full epoch per step: every entry is drawn 300 times with fresh noise
+    # one batch of 300 epochs: every entry is drawn 300 times, each with fresh noise
     n, draws = 12, 300
-    samples = torch.zeros(draws, n, 4, 16, 16)
-    for step in range(draws):
-        xs, _ = src.batch(step, n, seed=1)
-        samples[step, src.indices(step, n, seed=1)] = xs
-    assert sorted(src.indices(0, n, seed=1).tolist()) == list(range(n))
+    xs, ys = src.batch(0, n * draws, seed=1)
+    idx = src.indices(0, n * draws, seed=1)
+    assert torch.equal(torch.bincount(idx), torch.full((n,), draws)) and torch.equal(ys, src.label[idx])
+    samples = torch.stack([xs[idx == e] for e in range(n)], dim=1)
     mean, std = src.mean.float(), src.std.float()
     z = (samples.mean(0) - mean) / (std / draws**0.5)
     assert abs(z.mean().item()) < 0.1 and 0.9 < z.std().item() < 1.1

@@ -74,24 +74,24 @@ def _looks_like_path(spec: str) -> bool:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    return (text[0] if text else type(exc).__name__)[:300].rstrip(".")
 
 
 class StableDiffusionVAE:
     """A ``diffusers.AutoencoderKL`` (e.g. ``stabilityai/sd-vae-ft-mse``), frozen, in eval mode.
 
-    ``name_or_path`` is a Hugging Face hub name (downloaded by diffusers when online) or a local
-    directory written by ``save_pretrained`` (loaded with ``local_files_only=True``; a directory whose
-    ``vae/`` subfolder holds the VAE, as in a full Stable Diffusion checkout, also works). Latents
-    are ``(z - shift_factor) * scaling_factor`` with both factors read from the VAE's config
-    (0.18215 and no shift for Stable Diffusion 1.x/2.x).
+    ``name_or_path`` is a Hugging Face hub name (taken from the local hub cache when there, else
+    downloaded by diffusers) or a local directory written by ``save_pretrained`` (loaded with
+    ``local_files_only=True``; a directory whose ``vae/`` subfolder holds the VAE, as in a full
+    Stable Diffusion checkout, also works). Latents are ``(z - shift_factor) * scaling_factor`` with
+    both factors read from the VAE's config (0.18215 and no shift for Stable Diffusion 1.x/2.x).
     """
 
     def __init__(self, name_or_path: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        self.vae = self._load(str(name_or_path))
         self.device = torch.device(device)
         self.dtype = dtype
-        self.vae.requires_grad_(False).eval().to(self.device, dtype)
+        self.vae = self._load(str(name_or_path))
+        self.vae.requires_grad_(False).eval().to(self.device)
         config = self.vae.config
         self.scaling_factor = float(config.scaling_factor)
         self.shift_factor = float(getattr(config, "shift_factor", None) or 0.0)
@@ -105,23 +105,30 @@ class StableDiffusionVAE:
         except ImportError:
             raise UserError(f"cannot load VAE {spec!r}: the 'diffusers' package is not installed (pip install diffusers)") from None
         local = Path(spec).expanduser()
-        kwargs: dict = {"low_cpu_mem_usage": False}
+        kwargs: dict = {"low_cpu_mem_usage": False, "torch_dtype": self.dtype}
         if local.is_dir():
             self.name = str(local.resolve())
-            kwargs["local_files_only"] = True
             if not (local / "config.json").is_file() and (local / "vae" / "config.json").is_file():
                 kwargs["subfolder"] = "vae"
-            source = str(local)
-        elif local.exists():
+            try:
+                return AutoencoderKL.from_pretrained(str(local), local_files_only=True, **kwargs)
+            except Exception as exc:  # diffusers raises OSError, ValueError, JSON errors...
+                raise UserError(f"cannot load VAE {spec!r}: {_first_line(exc)}; {OFFLINE_HINT}") from None
+        if local.exists():
             raise UserError(f"cannot load VAE {spec!r}: it is a file, not a directory; {OFFLINE_HINT}")
-        elif _looks_like_path(spec):
+        if _looks_like_path(spec):
             raise UserError(f"cannot load VAE {spec!r}: no such directory; {OFFLINE_HINT}")
-        else:
-            self.name = source = spec
+        self.name = spec
+        try:  # the local hub cache first (no network), then a download
+            return AutoencoderKL.from_pretrained(spec, local_files_only=True, **kwargs)
+        except Exception:
+            pass
         try:
-            return AutoencoderKL.from_pretrained(source, **kwargs)
-        except Exception as exc:  # diffusers raises OSError, ValueError, HTTP errors...
-            raise UserError(f"cannot load VAE {spec!r}: {_first_line(exc)}; {OFFLINE_HINT}") from None
+            return AutoencoderKL.from_pretrained(spec, **kwargs)
+        except Exception as exc:
+            raise UserError(
+                f"cannot load VAE {spec!r} from the Hugging Face hub (offline, or not a VAE repository: {_first_line(exc)}); {OFFLINE_HINT}"
+            ) from None
 
     def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         _, h, w = image_shape

@@ -126,14 +126,15 @@ def cmd_ref_stats(args: argparse.Namespace) -> int:
             from .evaluation import fid_extractor
 
             extractor = fid_extractor(args.inception_weights, args.device)
-        images = load_digits(args.split)[0]
-        stats = feature_stats(extractor, images.to(args.device if args.device != "auto" else "cpu"))
+        images = load_digits(args.split)[0][: args.num]
+        stats = feature_stats(extractor, images.to(args.device))
     else:
         from .evaluation import folder_feature_stats
 
         if args.metric != "fid":
             raise UserError("--metric fd-digits needs --data digits; image folders use --metric fid")
-        stats = folder_feature_stats(args.data, args.resolution, args.inception_weights, args.device, progress=not args.quiet)
+        stats = folder_feature_stats(args.data, args.resolution, args.inception_weights, args.device, args.num,
+                                     progress=not args.quiet)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stats.to_npz(out)
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=["fd-digits", "fid"], default=None,
                    help="feature space (default: fd-digits for digits, fid for folders)")
     p.add_argument("--resolution", type=int, default=256, help="folder images: center crop and resize")
+    p.add_argument("--num", type=int, default=None, help="use only the first N images (default: all)")
     p.add_argument("--inception-weights", help="local Inception weights file for fid")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")

@@ -180,7 +180,7 @@ def encode_folder(
         for k in todo:
             tensors, info = _encode_shard(k, items, rel, autoencoder, resolution, batch_size, shard_size, pool, bar, fingerprint)
             meta = {"shard_info": json.dumps(info, sort_keys=True)}  # one key: the header bytes stay deterministic
-            _write_atomic(out / shard_name(k), lambda p: save_file(tensors, str(p), metadata=meta))
+            _write_atomic(out / shard_name(k), lambda p: (save_file(tensors, str(p), metadata=meta), p.chmod(0o644)))
 
     infos = [_shard_info(out / shard_name(k), fingerprint, k) for k in range(num_shards)]
     if any(info is None for info in infos):
