@@ -14,27 +14,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
 
 from shortcut_models.config import build_config
 from shortcut_models.runtime import tune_allocator
+from shortcut_models.timing import interleaved_step_times, median_ratio
 from shortcut_models.training.trainer import Trainer
 
 CASES = {
     "mlp-checkerboard": ("checkerboard", ["tensorboard=false"]),
     "dit-digits": ("digits", ["tensorboard=false"]),
 }
-
-
-def time_step(trainer: Trainer, step: int) -> float:
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    logs = trainer.train_step(step)
-    float(logs["loss"])  # wait for the step to finish
-    return time.perf_counter() - t0
 
 
 def bench_case(name: str, repeats: int, warmup: int, extra: list[str]) -> dict[str, float]:
@@ -44,19 +35,12 @@ def bench_case(name: str, repeats: int, warmup: int, extra: list[str]) -> dict[s
             obj: Trainer(build_config(preset, obj, None, [*overrides, *extra]), f"{tmp}/{obj}", progress=False)
             for obj in ("shortcut", "flow")
         }
-        times: dict[str, list[float]] = {"shortcut": [], "flow": []}
-        for i in range(warmup + repeats):
-            order = ("shortcut", "flow") if i % 2 == 0 else ("flow", "shortcut")
-            for obj in order:
-                dt = time_step(runs[obj], i)
-                if i >= warmup:
-                    times[obj].append(dt)
+        times = interleaved_step_times(runs, repeats, warmup)
         f = 1.0 / runs["shortcut"].cfg.bootstrap_every
-        ratios = [s / fl for s, fl in zip(times["shortcut"], times["flow"])]
         return {
             "shortcut_ms": 1e3 * statistics.median(times["shortcut"]),
             "flow_ms": 1e3 * statistics.median(times["flow"]),
-            "ratio": statistics.median(ratios),
+            "ratio": median_ratio(times["shortcut"], times["flow"]),
             "cost_model": 1 + 2 * f / 3,
             "batch": runs["flow"].cfg.batch_size,
         }

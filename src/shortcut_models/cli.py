@@ -142,6 +142,20 @@ def cmd_ref_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoPlan, run_demo
+
+    plan = DemoPlan(overrides=list(args.overrides), conditional_ckpt=args.conditional_ckpt)
+    if args.quick:  # a smoke-test budget: seconds, not minutes (numbers are meaningless)
+        plan = DemoPlan(overrides=["model=DiT-Nano", "steps=4", "log_every=2", "batch_size=16", "sample_steps=[1]",
+                                   *args.overrides],
+                        track_every=2, track_num=20, eval_num=20, eval_steps=(1, 2, 4, 128), timing_repeats=2,
+                        conditional_ckpt=args.conditional_ckpt)
+    report = run_demo(Path(args.out), plan, progress=not args.quiet)
+    print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shortcut", description="Train, sample and evaluate shortcut models and flow matching.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -182,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="flow matching vs shortcut on unconditional digits, with a report")
+    p.add_argument("--out", default="runs/demo", help="output directory (resumable)")
+    p.add_argument("--conditional-ckpt", help="a class-conditional digits checkpoint to add to the report")
+    p.add_argument("--quick", action="store_true", help="tiny budget for smoke tests")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both models")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ref-stats", help="reference feature statistics (mu, sigma) of a data set")
     p.add_argument("--data", required=True, help="'digits' or an image folder")

@@ -91,6 +91,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits": {"data": "digits", "model": "DiT-Digits", "model_args": {}, "class_conditional": True,
                "class_dropout": 0.1, "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200,
                "ema_warmup": True, "ckpt_every": 1000, "log_every": 100, "sample_cfg_scale": 1.0},
+    # The seed's study in miniature (make demo): unconditional digits, null label everywhere.
+    "digits-uncond": {"data": "digits", "model": "DiT-Digits", "model_args": {}, "class_conditional": False,
+                      "class_dropout": 0.0, "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200,
+                      "ema_warmup": True, "ckpt_every": 1000, "log_every": 100, "sample_steps": [1, 2, 4, 128]},
     "checkerboard": {**_TOY_PRESET, "data": "checkerboard"},
     "eight_gaussians": {**_TOY_PRESET, "data": "eight_gaussians"},
     "moons": {**_TOY_PRESET, "data": "moons"},

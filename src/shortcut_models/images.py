@@ -58,25 +58,41 @@ def save_grid(images: torch.Tensor, out: Path, rows: int, scale: int = 4) -> Non
 
 
 def save_sheet(
-    grids: Sequence[tuple[str, torch.Tensor]], out: Path, rows: int, row_labels: Sequence[str] | None = None, title: str = ""
+    grids: Sequence[tuple[str, torch.Tensor]] | Sequence[Sequence[tuple[str, torch.Tensor]]],
+    out: Path,
+    rows: int,
+    row_labels: Sequence[str] | None = None,
+    title: str = "",
 ) -> None:
-    """Side-by-side grids (e.g. one per step count) with column titles and row labels, as one PNG."""
+    """Grids side by side (e.g. one per step count) with titles and row labels, as one PNG.
+
+    ``grids`` is one row of (title, images) panels, or a list of such rows (a panel matrix).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tiles = [tile(to_uint8(x), rows) for _, x in grids]
-    h, w = tiles[0].shape[:2]
-    fig, axes = plt.subplots(1, len(tiles), figsize=(1.6 * len(tiles) * w / h + 0.6, 2.0 + 0.1 * rows), dpi=150, squeeze=False)
-    for ax, (name, _), img in zip(axes[0], grids, tiles):
-        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest", vmin=0, vmax=255)
-        ax.set_title(name, fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if row_labels is not None:
-        step = h / rows
-        axes[0][0].set_yticks([step * (r + 0.5) for r in range(rows)], list(row_labels), fontsize=6)
+    matrix = [list(grids)] if isinstance(grids[0][0], str) else [list(r) for r in grids]
+    tiles = [[tile(to_uint8(x), rows) for _, x in panel_row] for panel_row in matrix]
+    h, w = tiles[0][0].shape[:2]
+    n_rows, n_cols = len(matrix), max(len(r) for r in matrix)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols * w / h + 0.6, 1.8 * n_rows + 0.4), dpi=150,
+                             squeeze=False)
+    for r, panel_row in enumerate(matrix):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(panel_row):
+                ax.axis("off")
+                continue
+            img = tiles[r][c]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest", vmin=0, vmax=255)
+            ax.set_title(panel_row[c][0], fontsize=7)
+        if row_labels is not None:
+            step = h / rows
+            axes[r][0].set_yticks([step * (k + 0.5) for k in range(rows)], list(row_labels), fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -1,0 +1,191 @@
+"""The main job: the seed's study in miniature, on embedded data, with one command.
+
+``shortcut demo`` trains a flow-matching model and a shortcut model on unconditional digits with the
+same budget, tracks the digits Fréchet distance at 1 and 128 steps during training on a fixed noise
+set, evaluates both at 1..128 steps over thousands of samples, renders side-by-side grids from the same
+noise, measures the training-cost ratio side by side, and writes ``OUT/report.md``. Every stage is
+resumable: a rerun skips the training and evaluations already done.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import build_config
+from .evaluation import digits_metric, evaluate_images, write_results
+from .images import save_sheet
+from .inference import LoadedModel, load_model
+from .timing import interleaved_step_times, median_ratio
+from .training.trainer import Trainer
+
+OBJECTIVES = ("flow", "shortcut")
+NAMES = {"flow": "flow matching", "shortcut": "shortcut"}
+
+
+@dataclass
+class DemoPlan:
+    """Budget of the demo (defaults: the README's `make demo`, about 20 minutes on 2 CPU cores)."""
+
+    preset: str = "digits-uncond"
+    overrides: list[str] = field(default_factory=list)
+    track_every: int = 1000
+    track_num: int = 2000
+    track_steps: tuple[int, ...] = (1, 128)
+    eval_num: int = 5000
+    eval_steps: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    grid_steps: tuple[int, ...] = (1, 2, 4, 128)
+    timing_repeats: int = 20
+    conditional_ckpt: str | None = None
+    seed: int = 0
+
+
+class Tracker:
+    """Fréchet distance at a few step counts on a fixed noise set, every ``every`` training steps."""
+
+    def __init__(self, plan: DemoPlan, metric, path: Path) -> None:
+        self.plan, self.metric, self.path = plan, metric, path
+        self.done = {int(r["train_step"]) for r in read_csv(path)}
+
+    def __call__(self, trainer: Trainer, step: int) -> None:
+        if step % self.plan.track_every or step in self.done:
+            return
+        rows = evaluate_images(trainer.loaded_view(), list(self.plan.track_steps), self.plan.track_num, self.metric,
+                               seed=self.plan.seed + 1, progress=False)
+        new = not self.path.exists()
+        with open(self.path, "a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(["train_step", "steps", "fd_digits"])
+            for r in rows:
+                writer.writerow([step, r["steps"], f"{r['fd_digits']:.6g}"])
+        self.done.add(step)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def train_both(out: Path, plan: DemoPlan, metric, progress: bool) -> dict[str, float]:
+    """Train flow matching then shortcut (resumable); returns wall seconds spent training each now."""
+    seconds = {}
+    for objective in OBJECTIVES:
+        cfg = build_config(plan.preset, objective, None, plan.overrides)
+        trainer = Trainer(cfg, out / objective, progress=progress)
+        tracker = Tracker(plan, metric, out / objective / "tracking.csv")
+        t0 = time.perf_counter()
+        trainer.run(on_log=lambda step, row, tr=trainer, tk=tracker: tk(tr, step))
+        seconds[objective] = time.perf_counter() - t0
+    return seconds
+
+
+def evaluate_both(out: Path, plan: DemoPlan, models: dict[str, LoadedModel], metric, progress: bool) -> list[dict]:
+    """Final evaluation at every step count (cached in OUT/eval/metrics.json when settings match)."""
+    eval_dir = out / "eval"
+    key = {"num": plan.eval_num, "steps": list(plan.eval_steps), "checkpoints": [str(m.path) for m in models.values()]}
+    cached = eval_dir / "metrics.json"
+    if cached.exists():
+        saved = json.loads(cached.read_text())
+        if saved.get("settings") == key:
+            return saved["rows"]
+    rows = []
+    for model in models.values():
+        rows += evaluate_images(model, list(plan.eval_steps), plan.eval_num, metric, seed=plan.seed, progress=progress)
+    write_results(rows, eval_dir, "fd-digits")
+    cached.write_text(json.dumps({"metric": "fd-digits", "settings": key, "rows": rows}, indent=2) + "\n")
+    return rows
+
+
+def comparison_grids(out: Path, plan: DemoPlan, models: dict[str, LoadedModel]) -> Path:
+    """One panel per (model, step count) from the same 64 noise vectors; flow matching above shortcut."""
+    matrix = []
+    for objective, model in models.items():
+        matrix.append([(f"{NAMES[objective]}, {n} step{'s' if n > 1 else ''}",
+                        model.generate(64, n, seed=plan.seed + 2).clamp(-1, 1)) for n in plan.grid_steps])
+    path = out / "grids.png"
+    save_sheet(matrix, path, rows=8)
+    return path
+
+
+def plot_tracking(out: Path, plan: DemoPlan) -> Path:
+    """Fréchet distance against training step, 1 and 128 steps, both models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for objective in OBJECTIVES:
+        rows = read_csv(out / objective / "tracking.csv")
+        for n in plan.track_steps:
+            sel = sorted((int(r["train_step"]), float(r["fd_digits"])) for r in rows if int(r["steps"]) == n)
+            if sel:
+                style = "-" if objective == "shortcut" else "--"
+                ax.plot(*zip(*sel), style, marker="o", label=f"{NAMES[objective]}, {n} step{'s' if n > 1 else ''}")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"FD (digits features, {plan.track_num} samples)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "fd_vs_training_step.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def measure_cost_ratio(plan: DemoPlan) -> dict[str, float]:
+    """Shortcut over flow-matching training-step time, same model and batch, interleaved."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {obj: Trainer(build_config(plan.preset, obj, None, [*plan.overrides, "tensorboard=false"]),
+                                 f"{tmp}/{obj}", progress=False) for obj in OBJECTIVES}
+        times = interleaved_step_times(trainers, plan.timing_repeats)
+        f = 1.0 / trainers["shortcut"].cfg.bootstrap_every
+    return {"ratio": median_ratio(times["shortcut"], times["flow"]), "cost_model": 1 + 2 * f / 3,
+            "flow_ms": 1e3 * sorted(times["flow"])[len(times["flow"]) // 2],
+            "shortcut_ms": 1e3 * sorted(times["shortcut"])[len(times["shortcut"]) // 2]}
+
+
+def conditional_section(plan: DemoPlan, metric, out: Path, progress: bool) -> dict[str, Any] | None:
+    """Class accuracy by step count and guided sample sheets of a class-conditional checkpoint."""
+    if not plan.conditional_ckpt:
+        return None
+    model = load_model(plan.conditional_ckpt, "cpu")
+    rows = {}
+    for w in (1.0, 1.5):
+        rows[w] = evaluate_images(model, list(plan.grid_steps), min(plan.eval_num, 2000), metric, seed=plan.seed,
+                                  cfg_scale=w, progress=progress)
+    from .visualize import write_sample_sheets
+
+    sheet = write_sample_sheets(model, out / "conditional", plan.grid_steps, cfg_scale=1.5)
+    return {"label": model.label, "rows": rows, "sheet": sheet}
+
+
+def run_demo(out: Path, plan: DemoPlan, progress: bool = True) -> Path:
+    """Run every stage (skipping those already done) and write OUT/report.md; returns its path."""
+    from .report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n")
+    t_start = time.perf_counter()
+    metric = digits_metric()
+    train_seconds = train_both(out, plan, metric, progress)
+    models = {obj: load_model(out / obj, "cpu") for obj in OBJECTIVES}
+    rows = evaluate_both(out, plan, models, metric, progress)
+    grids = comparison_grids(out, plan, models)
+    tracking = plot_tracking(out, plan)
+    cost = measure_cost_ratio(plan)
+    conditional = conditional_section(plan, metric, out, progress)
+    params = sum(p.numel() for p in models["shortcut"].model.parameters())
+    return write_report(out, plan, rows, cost, train_seconds, time.perf_counter() - t_start, params,
+                        models["shortcut"].config, grids, tracking, conditional, torch.get_num_threads())
