@@ -1,4 +1,7 @@
-"""Latent cache: autoencoders, image folders, encode_folder (resume, errors) and LatentSource."""
+"""Latent cache: autoencoders, image folders, encode_folder (resume, errors) and LatentSource.
+
+The VAE tests use a tiny randomly initialised diffusers AutoencoderKL and are skipped without diffusers.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,6 @@ from shortcut_models.data.folder import UnreadableImage, load_image, scan_folder
 from shortcut_models.data.latents import LatentSource, encode_folder
 from shortcut_models.errors import UserError
 
-pytest.importorskip("diffusers")
-
 RES = 32
 
 
@@ -28,7 +29,7 @@ def _png(path: Path, rng: np.random.Generator, size=(40, 36)) -> None:
 
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory) -> Path:
-    from diffusers import AutoencoderKL
+    AutoencoderKL = pytest.importorskip("diffusers").AutoencoderKL
 
     torch.manual_seed(0)
     vae = AutoencoderKL(
@@ -170,7 +171,8 @@ def test_interrupted_encode_resumes_to_identical_cache(cache, image_dir, vae, tm
         _encode(image_dir, tmp_path / "other", vae)
 
 
-def test_encode_errors(tmp_path, vae):
+def test_encode_errors(tmp_path):
+    vae = IdentityAutoencoder()
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no images"):
         _encode(tmp_path / "empty", tmp_path / "o1", vae)
@@ -185,6 +187,7 @@ def test_encode_errors(tmp_path, vae):
 
 
 def test_vae_load_errors(tmp_path):
+    pytest.importorskip("diffusers")
     for spec, match in [(str(tmp_path / "nope"), "no such directory"), ("./nope/vae", "no such directory")]:
         with pytest.raises(UserError, match=match) as info:
             StableDiffusionVAE(spec)

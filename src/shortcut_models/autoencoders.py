@@ -38,7 +38,7 @@ class Autoencoder(Protocol):
         """Scaled latents -> images in [-1, 1] (clamped), float32."""
         ...
 
-    def to(self, device: torch.device | str) -> "Autoencoder":
+    def to(self, device: torch.device | str) -> Autoencoder:
         """Move to ``device``; returns self."""
         ...
 
@@ -62,7 +62,7 @@ class IdentityAutoencoder:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return latents.to(self.device, torch.float32).clamp(-1.0, 1.0)
 
-    def to(self, device: torch.device | str) -> "IdentityAutoencoder":
+    def to(self, device: torch.device | str) -> IdentityAutoencoder:
         self.device = torch.device(device)
         return self
 
@@ -112,23 +112,21 @@ class StableDiffusionVAE:
                 kwargs["subfolder"] = "vae"
             try:
                 return AutoencoderKL.from_pretrained(str(local), local_files_only=True, **kwargs)
-            except Exception as exc:  # diffusers raises OSError, ValueError, JSON errors...
+            except Exception as exc:  # noqa: BLE001 - diffusers raises OSError, ValueError, JSON errors...
                 raise UserError(f"cannot load VAE {spec!r}: {_first_line(exc)}; {OFFLINE_HINT}") from None
         if local.exists():
             raise UserError(f"cannot load VAE {spec!r}: it is a file, not a directory; {OFFLINE_HINT}")
         if _looks_like_path(spec):
             raise UserError(f"cannot load VAE {spec!r}: no such directory; {OFFLINE_HINT}")
         self.name = spec
-        try:  # the local hub cache first (no network), then a download
-            return AutoencoderKL.from_pretrained(spec, local_files_only=True, **kwargs)
-        except Exception:
-            pass
-        try:
-            return AutoencoderKL.from_pretrained(spec, **kwargs)
-        except Exception as exc:
-            raise UserError(
-                f"cannot load VAE {spec!r} from the Hugging Face hub (offline, or not a VAE repository: {_first_line(exc)}); {OFFLINE_HINT}"
-            ) from None
+        for local_only in (True, False):  # the local hub cache first (no network), then a download
+            try:
+                return AutoencoderKL.from_pretrained(spec, local_files_only=local_only, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any failure is reported as one line
+                error = exc
+        raise UserError(
+            f"cannot load VAE {spec!r} from the Hugging Face hub (offline, or not a VAE repository: {_first_line(error)}); {OFFLINE_HINT}"
+        )
 
     def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         _, h, w = image_shape
@@ -147,7 +145,7 @@ class StableDiffusionVAE:
         z = latents.to(self.device, torch.float32) / self.scaling_factor + self.shift_factor
         return self.vae.decode(z.to(self.dtype)).sample.float().clamp(-1.0, 1.0)
 
-    def to(self, device: torch.device | str) -> "StableDiffusionVAE":
+    def to(self, device: torch.device | str) -> StableDiffusionVAE:
         self.device = torch.device(device)
         self.vae.to(self.device)
         return self

@@ -142,6 +142,19 @@ def cmd_ref_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    from .autoencoders import build_autoencoder
+    from .data.latents import encode_folder
+    from .training.trainer import resolve_device
+
+    autoencoder = build_autoencoder(args.vae, device=resolve_device(args.device))
+    manifest = encode_folder(args.data, args.out, autoencoder, resolution=args.resolution, batch_size=args.batch_size,
+                             shard_size=args.shard_size, progress=not args.quiet, workers=args.workers)
+    print(f"encoded {manifest['num_images']} images ({manifest['num_entries']} entries with mirrors, "
+          f"{manifest['num_skipped']} unreadable skipped) -> {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoPlan, run_demo
 
@@ -196,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("encode", help="encode an image folder into a latent cache (resumable)")
+    p.add_argument("--data", required=True, help="image folder: one subfolder per class, or flat (unconditional)")
+    p.add_argument("--vae", default="stabilityai/sd-vae-ft-mse", help="hub name, local save_pretrained directory, or 'identity'")
+    p.add_argument("--resolution", type=int, default=256, help="center crop and resize (ADM recipe)")
+    p.add_argument("--out", required=True, help="cache directory")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shard-size", type=int, default=1024, help="images per shard")
+    p.add_argument("--workers", type=int, help="image decoding threads")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("demo", help="flow matching vs shortcut on unconditional digits, with a report")
     p.add_argument("--out", default="runs/demo", help="output directory (resumable)")

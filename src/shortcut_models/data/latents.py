@@ -82,9 +82,19 @@ def _shard_info(path: Path, fingerprint: str, k: int) -> dict | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             info = json.loads((f.metadata() or {})["shard_info"])
-    except Exception:  # truncated or foreign file: encode it again
+    except Exception:  # noqa: BLE001 - truncated or foreign file: encode it again
         return None
     return info if info.get("fingerprint") == fingerprint and info.get("shard") == k else None
+
+
+def _write_shard(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> None:
+    meta = {"shard_info": json.dumps(info, sort_keys=True)}  # one key: the header bytes stay deterministic
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.chmod(0o644)  # safetensors creates files readable by their owner only
+
+    _write_atomic(path, write)
 
 
 def _load(path: Path, resolution: int) -> np.ndarray | str:
@@ -179,8 +189,7 @@ def encode_folder(
             ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         for k in todo:
             tensors, info = _encode_shard(k, items, rel, autoencoder, resolution, batch_size, shard_size, pool, bar, fingerprint)
-            meta = {"shard_info": json.dumps(info, sort_keys=True)}  # one key: the header bytes stay deterministic
-            _write_atomic(out / shard_name(k), lambda p: (save_file(tensors, str(p), metadata=meta), p.chmod(0o644)))
+            _write_shard(out / shard_name(k), tensors, info)
 
     infos = [_shard_info(out / shard_name(k), fingerprint, k) for k in range(num_shards)]
     if any(info is None for info in infos):
