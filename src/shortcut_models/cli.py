@@ -31,17 +31,26 @@ def _steps_list(text: str) -> list[int]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import build_config
+    from .training import distributed
     from .training.trainer import Trainer
 
     cfg = build_config(args.preset, args.objective, args.config, args.overrides)
+    if args.init_from is not None:
+        cfg.init_from = args.init_from
+    world = distributed.env_world_size()
+    distributed.split_batch(cfg.batch_size, world, cfg.grad_accum, cfg.batch_per_gpu)  # bad input before any launch work
     out = Path(args.out or f"runs/{cfg.preset}-{cfg.objective}")
-    trainer = Trainer(cfg, out, progress=not args.quiet)
-    print(f"training {cfg.objective} on {cfg.data} ({cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}) -> {out}",
-          file=sys.stderr)
-    final = trainer.run()
-    print(f"checkpoint: {final}")
-    if trainer.samples_dir is not None:
-        print(f"samples:    {trainer.samples_dir}")
+    with distributed.session(cfg.device):
+        trainer = Trainer(cfg, out, progress=not args.quiet)
+        if trainer.is_main:
+            where = f", {world} processes, {trainer.rows_per_rank} rows each" if world > 1 else ""
+            print(f"training {cfg.objective} on {cfg.data} ({cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}{where}) -> {out}",
+                  file=sys.stderr)
+        final = trainer.run()
+    if trainer.is_main:
+        print(f"checkpoint: {final}")
+        if trainer.samples_dir is not None:
+            print(f"samples:    {trainer.samples_dir}")
     return 0
 
 
@@ -49,24 +58,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .inference import load_model
+    from .inference import generate_shared, load_model
+    from .training import distributed
 
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise UserError(f"--out must end in .npz or .png, got {out.name!r}")
-    loaded = load_model(args.ckpt, args.device)
-    labels = None
-    if args.class_label is not None:
-        nc = loaded.model.num_classes
-        if not 0 <= args.class_label < nc:
-            raise UserError(f"--class must lie in 0..{nc - 1} for this checkpoint" if nc else "--class given but the model is unconditional")
-        labels = torch.full((args.num,), args.class_label, dtype=torch.long)
-    elif loaded.model.num_classes > 0:  # class-conditional model: cycle through the classes
-        labels = torch.arange(args.num) % loaded.model.num_classes
-    x = loaded.generate(args.num, args.steps, seed=args.seed, labels=labels, cfg_scale=args.cfg_scale)
+    with distributed.session(args.device):  # under torchrun: each process its share, rank 0 writes
+        loaded = load_model(args.ckpt, args.device)
+        labels = None
+        if args.class_label is not None:
+            nc = loaded.model.num_classes
+            if not 0 <= args.class_label < nc:
+                raise UserError(f"--class must lie in 0..{nc - 1} for this checkpoint" if nc else "--class given but the model is unconditional")
+            labels = torch.full((args.num,), args.class_label, dtype=torch.long)
+        elif loaded.model.num_classes > 0:  # class-conditional model: cycle through the classes
+            labels = torch.arange(args.num) % loaded.model.num_classes
+        x = generate_shared(loaded, args.num, args.steps, seed=args.seed, labels=labels, cfg_scale=args.cfg_scale)
+    if x is None:  # not rank 0
+        return 0
     out.parent.mkdir(parents=True, exist_ok=True)
     y = labels.numpy() if labels is not None else np.full(args.num, loaded.model.num_classes, dtype=np.int64)
-    is_image = len(loaded.source.shape) == 3
+    is_image = x.ndim == 4  # decoded images (pixels or VAE decodes); [N, D] for vector data
     if out.suffix == ".npz":
         from .images import to_uint8
 
@@ -90,23 +103,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import build_metric, evaluate_images, evaluate_toy, format_table, write_results
     from .inference import load_model
+    from .training import distributed
 
     rows, metric_name = [], None
-    for path in args.ckpt:
-        loaded = load_model(path, args.device)
-        metric = build_metric(args.metric, loaded, args.ref_stats, args.inception_weights)
-        name = "swd" if metric is None else metric.name
-        if metric_name not in (None, name):
-            raise UserError(f"checkpoints need different metrics ({metric_name} and {name}); evaluate them separately")
-        metric_name = name
-        if metric is None:
-            if args.cfg_scale != 1.0:
-                raise UserError("--cfg-scale applies to class-conditional image models")
-            rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
-        else:
-            save_dir = Path(args.out) / "samples" if args.save_samples else None
-            rows += evaluate_images(loaded, args.steps, args.num, metric, seed=args.seed, cfg_scale=args.cfg_scale,
-                                    batch_size=args.batch_size, save_dir=save_dir, progress=not args.quiet)
+    with distributed.session(args.device):  # under torchrun: samples split over processes, rank 0 writes
+        for path in args.ckpt:
+            loaded = load_model(path, args.device)
+            with distributed.main_first():  # rank 0 fills caches and downloads first
+                metric = build_metric(args.metric, loaded, args.ref_stats, args.inception_weights)
+            name = "swd" if metric is None else metric.name
+            if metric_name not in (None, name):
+                raise UserError(f"checkpoints need different metrics ({metric_name} and {name}); evaluate them separately")
+            metric_name = name
+            if metric is None:
+                if args.cfg_scale != 1.0:
+                    raise UserError("--cfg-scale applies to class-conditional image models")
+                rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
+            else:
+                save_dir = Path(args.out) / "samples" if args.save_samples else None
+                rows += evaluate_images(loaded, args.steps, args.num, metric, seed=args.seed, cfg_scale=args.cfg_scale,
+                                        batch_size=args.batch_size, save_dir=save_dir, progress=not args.quiet)
+        if not distributed.is_main():
+            return 0
     out = Path(args.out)
     write_results(rows, out, metric_name)
     print(format_table(rows, metric_name))
@@ -178,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=["shortcut", "flow"])
     p.add_argument("--config", help="JSON or TOML file of config values")
     p.add_argument("--out", help="run directory (default runs/PRESET-OBJECTIVE)")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="start a fresh run from this checkpoint's weights (checkpoint or run directory; same data "
+                        "and network; step 0, fresh optimizer); a resumed run keeps its own weights (pass the same value)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 lr=3e-4")
     p.set_defaults(func=cmd_train)

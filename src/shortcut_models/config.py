@@ -36,9 +36,11 @@ class TrainConfig:
     dt_bias: bool = False
     class_dropout: float = 0.0
     max_steps: int = 128
+    # fine-tuning: a checkpoint or run directory whose weights start a fresh run (training/init_from.py)
+    init_from: str = ""
     # optimisation
     steps: int = 3000
-    batch_size: int = 256
+    batch_size: int = 256  # the global batch: under torchrun each of W processes computes batch_size / W rows
     lr: float = 1e-3
     weight_decay: float = 0.0
     beta1: float = 0.9
@@ -48,6 +50,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = False
     grad_accum: int = 1  # split each batch into this many micro-batches (same result, less memory)
+    batch_per_gpu: int = 0  # micro-batch per process; > 0 sets grad_accum = batch_size / (processes * this)
     # speed
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"
     compile: bool = False  # torch.compile the network
@@ -79,6 +82,7 @@ class TrainConfig:
 RESUMABLE_KEYS = {
     "steps", "log_every", "ckpt_every", "keep_checkpoints", "device", "compile",
     "sample_every", "sample_steps", "sample_cfg_scale", "tensorboard",
+    "grad_accum", "batch_per_gpu",  # same gradients up to rounding: resume on other hardware
 }
 
 # Short CPU runs: the EMA warm-up lets a run of a few thousand steps leave its initialisation (the
@@ -86,15 +90,32 @@ RESUMABLE_KEYS = {
 _TOY_PRESET = {"model": "mlp", "model_args": {"width": 128, "depth": 3}, "class_conditional": False,
                "steps": 3000, "batch_size": 256, "lr": 1e-3, "ema_warmup": True}
 
+# The paper's recipe: AdamW lr 1e-4 constant, betas (0.9, 0.999), weight decay 0.1, no warm-up, no
+# gradient clipping, EMA 0.999 every step, bf16 autocast with fp32 parameters (precision auto on CUDA).
+_PAPER = {"model_args": {}, "lr": 1e-4, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.1, "warmup_steps": 0,
+          "grad_clip": 0.0, "ema_decay": 0.999, "ema_warmup": False, "bootstrap_every": 8, "log_every": 100,
+          "ckpt_every": 10_000, "sample_every": 20_000, "keep_checkpoints": 3}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The embedded default: class-conditional 8x8 digits with a small DiT, minutes on a laptop CPU.
     "digits": {"data": "digits", "model": "DiT-Digits", "model_args": {}, "class_conditional": True,
                "class_dropout": 0.1, "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200,
                "ema_warmup": True, "ckpt_every": 1000, "log_every": 100, "sample_cfg_scale": 1.0},
     # The seed's study in miniature (make demo): unconditional digits, null label everywhere.
-    "digits-uncond": {"data": "digits", "model": "DiT-Digits", "model_args": {}, "class_conditional": False,
+    # DiT-Digits narrowed to hidden 64 (0.35M params): the demo's 2 x 2.55M sampling passes must fit 20 CPU minutes.
+    "digits-uncond": {"data": "digits", "model": "DiT-Digits", "model_args": {"hidden_size": 64}, "class_conditional": False,
                       "class_dropout": 0.0, "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200,
                       "ema_warmup": True, "ckpt_every": 1000, "log_every": 100, "sample_steps": [1, 2, 4, 128]},
+    # The paper's settings (ALGORITHM.md) on Stable Diffusion VAE latents of 256x256 images. Point `data`
+    # at a cache made by `shortcut encode` (data=latents:DIR); see docs/latents.md.
+    "celebahq256": {**_PAPER, "data": "latents:data/celebahq256-latents", "model": "DiT-B/2",
+                    "class_conditional": False, "batch_size": 64, "steps": 410_000},
+    "imagenet256": {**_PAPER, "data": "latents:data/imagenet256-latents", "model": "DiT-B/2",
+                    "class_conditional": True, "batch_size": 256, "steps": 810_000, "class_dropout": 0.1,
+                    "bootstrap_cfg": True, "cfg_scale": 1.5, "sample_cfg_scale": 1.5},
+    "imagenet256-xl": {**_PAPER, "data": "latents:data/imagenet256-latents", "model": "DiT-XL/2",
+                       "class_conditional": True, "batch_size": 256, "steps": 810_000, "class_dropout": 0.1,
+                       "bootstrap_cfg": True, "cfg_scale": 1.5, "sample_cfg_scale": 1.5},
     "checkerboard": {**_TOY_PRESET, "data": "checkerboard"},
     "eight_gaussians": {**_TOY_PRESET, "data": "eight_gaussians"},
     "moons": {**_TOY_PRESET, "data": "moons"},
@@ -170,6 +191,8 @@ def validate(cfg: TrainConfig) -> None:
     """Reject values that cannot run, with one clear message."""
     if cfg.objective not in ("shortcut", "flow"):
         raise UserError(f"objective must be 'shortcut' or 'flow', got {cfg.objective!r}")
+    if not isinstance(cfg.init_from, str):
+        raise UserError(f"init_from must be a checkpoint or run directory path, got {cfg.init_from!r}")
     for key in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints", "max_steps", "bootstrap_every", "grad_accum"):
         value = getattr(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -184,6 +207,10 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"precision must be 'auto', 'fp32' or 'bf16', got {cfg.precision!r}")
     if cfg.batch_size % cfg.grad_accum:
         raise UserError(f"batch_size {cfg.batch_size} is not divisible by grad_accum {cfg.grad_accum}")
+    if isinstance(cfg.batch_per_gpu, bool) or not isinstance(cfg.batch_per_gpu, int) or cfg.batch_per_gpu < 0:
+        raise UserError(f"batch_per_gpu must be an integer >= 0 (0 = batch_size / processes), got {cfg.batch_per_gpu!r}")
+    if cfg.batch_per_gpu and cfg.batch_size % cfg.batch_per_gpu:
+        raise UserError(f"batch_size {cfg.batch_size} is not divisible by batch_per_gpu {cfg.batch_per_gpu}")
     if isinstance(cfg.sample_every, bool) or not isinstance(cfg.sample_every, int) or cfg.sample_every < 0:
         raise UserError(f"sample_every must be an integer >= 0, got {cfg.sample_every!r}")
     if cfg.objective == "shortcut" and cfg.batch_size < cfg.bootstrap_every:

@@ -36,7 +36,7 @@ class DemoPlan:
 
     preset: str = "digits-uncond"
     overrides: list[str] = field(default_factory=list)
-    track_every: int = 1000
+    track_every: int = 2000
     track_num: int = 2000
     track_steps: tuple[int, ...] = (1, 128)
     eval_num: int = 5000
@@ -85,6 +85,8 @@ def train_both(out: Path, plan: DemoPlan, metric, progress: bool) -> dict[str, f
         tracker = Tracker(plan, metric, out / objective / "tracking.csv")
         t0 = time.perf_counter()
         trainer.run(on_log=lambda step, row, tr=trainer, tk=tracker: tk(tr, step))
+        if trainer.stopped_by_signal:  # checkpoint saved; rerunning the demo resumes here
+            raise KeyboardInterrupt
         seconds[objective] = time.perf_counter() - t0
     return seconds
 

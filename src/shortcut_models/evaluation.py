@@ -10,6 +10,10 @@ Metrics (``--metric``, "auto" picks by data):
 - ``fid`` (images): Fréchet distance of Inception-v3 pool features against reference statistics
   (``shortcut ref-stats``); no floor unless one is given.
 Statistics are accumulated in float64 batch by batch, so K can be tens of thousands.
+
+Under torchrun every process generates an interleaved share of the K samples (per-sample seeds: the
+same samples as one process); feature statistics are summed over processes in float64 and class
+accuracy counts likewise, so the numbers match a single process up to rounding.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from tqdm.auto import tqdm
 
 from .data import on_checkerboard
 from .errors import UserError
-from .inference import LoadedModel
+from .inference import LoadedModel, generate_shared, sample_blocks
 from .metrics.frechet import FeatureStats, ReferenceStats, frechet_distance_from_stats
 from .metrics.swd import sliced_wasserstein
 from .sampling import step_schedule
+from .training import distributed
 
 METRICS = ("auto", "swd", "fd-digits", "fid")
 
@@ -111,6 +116,18 @@ def build_metric(name: str, loaded: LoadedModel, ref_stats: str | None = None, i
     return fid_metric(ref_stats, inception_weights, loaded.device)
 
 
+def reduce_feature_stats(stats: FeatureStats) -> FeatureStats:
+    """The statistics of the union of every process's features (float64 sums, one all-reduce)."""
+    if distributed.world_size() == 1:
+        return stats
+    dim = distributed.max_int(stats.dim or 0)
+    if stats.dim is None:  # this process kept no sample
+        stats = FeatureStats(dim, device=stats.device)
+    count, total, outer = stats.state_tensors()
+    summed = distributed.all_reduce(torch.cat([count[None], total, outer.flatten()]))
+    return FeatureStats.from_state_tensors(summed[0], summed[1 : 1 + dim], summed[1 + dim :].view(dim, dim), stats.device)
+
+
 def _row(loaded: LoadedModel, steps: int, num: int, cfg_scale: float) -> dict[str, Any]:
     nfe = len(step_schedule(steps, loaded.config.max_steps)) * (2 if cfg_scale != 1.0 else 1)
     return {"checkpoint": str(loaded.path), "objective": loaded.config.objective, "train_step": loaded.step,
@@ -123,9 +140,9 @@ def evaluate_toy(loaded: LoadedModel, steps: list[int], num: int, seed: int = 0,
     ref, ref2 = ref[:num], ref[num:]
     floor = sliced_wasserstein(ref, ref2)
     rows = []
-    for n in tqdm(steps, desc=f"eval {loaded.label}", disable=not progress, leave=False):
+    for n in tqdm(steps, desc=f"eval {loaded.label}", disable=not (progress and distributed.is_main()), leave=False):
         t0 = time.perf_counter()
-        x = loaded.generate(num, n, seed=seed)
+        x = generate_shared(loaded, num, n, seed=seed, everyone=True)
         row = {**_row(loaded, n, num, 1.0), "seconds": time.perf_counter() - t0,
                "swd": sliced_wasserstein(x, ref), "swd_floor": floor}
         if loaded.config.data == "checkerboard":
@@ -142,31 +159,37 @@ def evaluate_images(
     """One row per step count: the metric (and floor), class accuracy, nfe, seconds."""
     labels = loaded.balanced_labels(num)
     key = metric_key(metric.name)
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     rows = []
     for n in steps:
         stats, correct = FeatureStats(), 0
         kept = [] if save_dir is not None else None
         t0 = time.perf_counter()
-        bar = tqdm(total=num, desc=f"eval {loaded.label} {n} step(s)", unit="img", disable=not progress, leave=False)
-        start = 0
-        for x in loaded.generate_batches(num, n, seed, labels, cfg_scale, batch_size):
-            images = loaded.decode(x).clamp(-1, 1)
-            stats.update(metric.extractor(images))
-            if labels is not None and metric.classifier is not None:
-                pred = metric.classifier(images).argmax(dim=1).cpu()
-                correct += int((pred == labels[start : start + len(x)]).sum())
+        bar = tqdm(total=num, desc=f"eval {loaded.label} {n} step(s)", unit="img", disable=not (progress and main), leave=False)
+        for indices, size in sample_blocks(num, batch_size, rank, world):
+            images = loaded.decode(loaded.generate_indices(indices, n, seed, labels, cfg_scale)).clamp(-1, 1)
+            valid = indices < num  # the last block's padding rows are dropped
+            if bool(valid.any()):
+                mine = images[valid.to(images.device)]
+                stats.update(metric.extractor(mine))
+                if labels is not None and metric.classifier is not None:
+                    pred = metric.classifier(mine).argmax(dim=1).cpu()
+                    correct += int((pred == labels[indices[valid]]).sum())
             if kept is not None:
-                kept.append(images.cpu())
-            start += len(x)
-            bar.update(len(x))
+                merged = distributed.gather_interleaved(images)
+                if merged is not None:
+                    kept.append(merged[:size].cpu())
+            bar.update(size)
         bar.close()
+        stats = reduce_feature_stats(stats)
+        correct = int(distributed.all_reduce(torch.tensor([correct], dtype=torch.int64)).item())
         row = {**_row(loaded, n, num, cfg_scale), "seconds": time.perf_counter() - t0,
                key: frechet_distance_from_stats(stats, metric.reference)}
         if metric.floor is not None:
             row[f"{key}_floor"] = metric.floor
         if labels is not None and metric.classifier is not None:
             row["class_accuracy"] = correct / num
-        if kept is not None:
+        if kept is not None and main:
             from .images import to_uint8
 
             save_dir.mkdir(parents=True, exist_ok=True)
@@ -203,3 +226,29 @@ def format_table(rows: list[dict[str, Any]], metric: str) -> str:
                 *[f"{r[k]:.4f}" if k in r else "-" for k in extra], f"{r['seconds']:.2f}"]
         lines.append("  ".join(f"{v:>16}" for v in vals))
     return "\n".join(lines)
+
+
+def folder_feature_stats(folder: str, resolution: int, weights: str | None, device: str = "cpu", num: int | None = None,
+                         batch_size: int = 64, progress: bool = True) -> FeatureStats:
+    """Inception statistics of an image folder (ADM center crop to ``resolution``); unreadable files skipped."""
+    from .data.folder import UnreadableImage, load_image, scan_folder
+
+    extractor = fid_extractor(weights, device)
+    items = [path for path, _ in scan_folder(folder)[0]][:num]
+    if not items:
+        raise UserError(f"no images found in {folder}")
+    stats, batch, skipped = FeatureStats(), [], 0
+    for path in tqdm(items, desc="ref-stats", unit="img", disable=not progress):
+        try:
+            batch.append(load_image(path, resolution))
+        except UnreadableImage:
+            skipped += 1
+            continue
+        if len(batch) == batch_size:
+            stats.update(extractor(torch.stack(batch)))
+            batch = []
+    if batch:
+        stats.update(extractor(torch.stack(batch)))
+    if stats.count < 2:
+        raise UserError(f"{folder}: fewer than 2 readable images ({skipped} unreadable)")
+    return stats

@@ -3,9 +3,15 @@
 Training draws the data batch and the objective's noise, times and levels from generators made
 here, keyed by the step number: a resumed run reproduces exactly the batches of an uninterrupted one
 without saving generator state.
+
+Several processes (see ``training/distributed.py``) share one global batch: :class:`RowShare` names
+the global rows a process holds. Row r of step s gets the same data item, noise, time and level
+whichever process computes it, so a run does not depend on the number of processes.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,3 +28,94 @@ def derive_seed(seed: int, *keys: int) -> int:
 def generator(seed: int, *keys: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch.Generator on ``device`` seeded from (seed, *keys)."""
     return torch.Generator(device=device).manual_seed(derive_seed(seed, *keys))
+
+
+@dataclass(frozen=True, eq=False)
+class RowShare:
+    """The rows of a global batch of ``total`` rows that one process holds.
+
+    ``index`` (int64, on the CPU, strictly increasing) lists their global row numbers; local row i
+    is global row ``index[i]``. A single process holds :meth:`whole`; process k of W holds
+    :meth:`interleaved` rows k, k + W, k + 2W, ..., so any leading block of global rows (the
+    self-consistency rows) is spread evenly over the processes.
+    """
+
+    total: int
+    index: torch.Tensor
+
+    def __post_init__(self) -> None:
+        idx = self.index
+        if idx.ndim != 1 or idx.dtype != torch.int64 or idx.device.type != "cpu":
+            raise ValueError("RowShare.index must be a 1-D int64 CPU tensor")
+        if idx.numel() and (idx[0] < 0 or idx[-1] >= self.total or (idx[1:] <= idx[:-1]).any()):
+            raise ValueError(f"RowShare.index must be strictly increasing rows of 0..{self.total - 1}")
+
+    @classmethod
+    def whole(cls, total: int) -> "RowShare":
+        return cls(int(total), torch.arange(int(total)))
+
+    @classmethod
+    def interleaved(cls, total: int, rank: int, world: int) -> "RowShare":
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of {world} processes")
+        return cls(int(total), torch.arange(rank, int(total), world))
+
+    def __len__(self) -> int:
+        return int(self.index.numel())
+
+    @property
+    def is_whole(self) -> bool:
+        return len(self) == self.total
+
+    def count_below(self, row: int) -> int:
+        """How many of this share's rows come before global row ``row`` (they are its first rows)."""
+        return int((self.index < row).sum())
+
+
+# Noise of a global batch with at most this many elements is drawn whole on every process (one call,
+# microseconds); larger batches draw only their own rows, each from a generator of its own.
+GLOBAL_NOISE_LIMIT = 1 << 24
+
+
+def noise_rows(
+    share: RowShare, row_shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Standard normal noise [len(share), *row_shape] for the rows of ``share``.
+
+    Global row r gets the same noise whatever the share. Up to ``GLOBAL_NOISE_LIMIT`` elements in the
+    global batch, the whole batch is drawn from ``generator`` (for the whole share this is exactly
+    one ``randn`` call) and the share's rows are taken; above it, row r comes from its own generator
+    seeded by (``generator.initial_seed()``, r), so each process draws only its rows and
+    ``generator`` is not advanced. Either way the choice depends only on the global batch.
+    """
+    gen_device = generator.device if generator is not None else device
+    numel = share.total * int(np.prod(row_shape, dtype=np.int64))
+    if generator is None or numel <= GLOBAL_NOISE_LIMIT:
+        out = torch.randn((share.total, *row_shape), generator=generator, device=gen_device, dtype=torch.float32)
+        if not share.is_whole:
+            out = out[share.index.to(gen_device)]
+    else:
+        base = generator.initial_seed()
+        rows = [
+            torch.randn(row_shape, generator=torch.Generator(gen_device).manual_seed(derive_seed(base, r)), device=gen_device)
+            for r in share.index.tolist()
+        ]
+        out = torch.stack(rows) if rows else torch.empty((0, *row_shape), device=gen_device)
+    return out.to(device, dtype)
+
+
+def uniform_rows(
+    share: RowShare, generator: torch.Generator | None, device: torch.device, kind: str = "rand", high: int = 0,
+) -> torch.Tensor:
+    """One uniform draw per global row, taken for ``share``'s rows: floats in [0, 1) (kind 'rand') or
+    integers in [0, high) (kind 'int'). The whole global batch's draws are made (``total`` scalars,
+    cheap), so every process advances ``generator`` alike."""
+    gen_device = generator.device if generator is not None else device
+    if kind == "rand":
+        out = torch.rand((share.total,), generator=generator, device=gen_device)
+    else:
+        out = torch.randint(0, high, (share.total,), generator=generator, device=gen_device)
+    if not share.is_whole:
+        out = out[share.index.to(gen_device)]
+    return out.to(device)

@@ -2,6 +2,10 @@
 
 A source knows its sample ``shape`` and its number of classes (0 = unlabelled) and yields
 ``(x1, y)`` batches: x1 float32 data (t = 1 end of the path), y int64 labels.
+
+Because the batch of step s is a function of s, a resumed run continues with exactly the samples it
+had not seen yet (an "infinite sampler" with nothing to save), and several processes can each take
+their own rows of the same global batch (:func:`take_rows`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Protocol
 import torch
 
 from .. import seeding
+from ..seeding import RowShare
 from .toy2d import TOYS, toy_samples
 
 
@@ -72,15 +77,40 @@ class TensorSource:
         idx = self.indices(step, batch_size, seed)
         return self.x[idx], self.y[idx]
 
+    def batch_rows(self, step: int, batch_size: int, seed: int, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``rows`` of the global batch of ``step`` (only those items are gathered)."""
+        idx = self.indices(step, batch_size, seed)[rows]
+        return self.x[idx], self.y[idx]
+
     def reference(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.heldout if self.heldout is not None else (self.x, self.y)
         return x[:n], y[:n]
 
 
+def take_rows(source: DataSource, step: int, batch_size: int, seed: int, share: RowShare) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``share`` of the global batch of ``step`` (of ``batch_size`` rows).
+
+    The whole share is ``source.batch``; a part uses the source's ``batch_rows`` when it has one
+    (in-memory data: gather only those items), else the global batch is built and sliced (cheap
+    for generated toys).
+    """
+    if share.is_whole:
+        return source.batch(step, batch_size, seed)
+    take = getattr(source, "batch_rows", None)
+    if take is not None:
+        return take(step, batch_size, seed, share.index)
+    x, y = source.batch(step, batch_size, seed)
+    return x[share.index], y[share.index]
+
+
 def build_source(name: str) -> DataSource:
-    """The data source called ``name`` (a 2-D toy, or 'digits')."""
+    """The data source called ``name``: a 2-D toy, 'digits', or 'latents:DIR' (a `shortcut encode` cache)."""
     from ..errors import UserError
 
+    if name.startswith("latents:"):
+        from .latents import LatentSource
+
+        return LatentSource(name.split(":", 1)[1], name=name)
     if name in TOYS:
         return ToySource(name)
     if name == "digits":
@@ -88,4 +118,4 @@ def build_source(name: str) -> DataSource:
 
         x, y = load_digits("train")
         return TensorSource("digits", x, y, NUM_CLASSES, heldout=load_digits("test"))
-    raise UserError(f"unknown data {name!r}; choose from {', '.join([*TOYS, 'digits'])}")
+    raise UserError(f"unknown data {name!r}; choose from {', '.join([*TOYS, 'digits', 'latents:DIR'])}")

@@ -4,6 +4,10 @@ Every row is a flow-matching row: t uniform on the grid {0, 1/M, ..., (M-1)/M}, 
 size input held at d = 1/M (the finest level), target v = x1 - (1 - eps) x0. Labels are dropped to
 the null label (num_classes) with probability ``class_dropout``; unconditional data (y=None) uses
 the null label everywhere.
+
+Random draws are made per global row (``rows``, a :class:`~shortcut_models.seeding.RowShare`): a
+process holding some rows of a global batch gets exactly the noise, times and dropouts that a single
+process holding the whole batch gets for those rows.
 """
 
 from __future__ import annotations
@@ -14,18 +18,13 @@ import torch
 from torch import nn
 
 from .. import path
+from ..seeding import RowShare, noise_rows, uniform_rows
 from .base import Targets, regression_loss
 
 
 def null_labels(batch: int, num_classes: int, device: torch.device) -> torch.Tensor:
     """The null (unconditional) label ``num_classes`` for every row."""
     return torch.full((batch,), num_classes, dtype=torch.long, device=device)
-
-
-def draw_noise(x1: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like x1, drawn on the generator's device then moved."""
-    gen_device = generator.device if generator is not None else x1.device
-    return torch.randn(x1.shape, generator=generator, device=gen_device, dtype=torch.float32).to(x1.device, x1.dtype)
 
 
 def draw(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, kind: str, high: int = 0):
@@ -75,31 +74,37 @@ class FlowMatching:
         y: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         x0: torch.Tensor | None = None,
+        rows: RowShare | None = None,
     ) -> Targets:
-        """Flow-matching targets for every row of x1 (``teacher`` is unused; noise ``x0`` drawn if None)."""
+        """Flow-matching targets for every row of x1 (``teacher`` is unused; noise ``x0`` drawn if None).
+
+        ``rows`` names the global rows that x1 holds (default: x1 is the whole batch).
+        """
         no_bootstrap = torch.zeros(x1.shape[0], dtype=torch.bool, device=x1.device)
-        return self.flow_rows(x1, y, generator, no_bootstrap, x0)
+        return self.flow_rows(x1, y, generator, no_bootstrap, x0, rows)
 
     def flow_rows(
-        self, x1: torch.Tensor, y: torch.Tensor | None, generator, bootstrap: torch.Tensor, x0: torch.Tensor | None = None
+        self, x1: torch.Tensor, y: torch.Tensor | None, generator, bootstrap: torch.Tensor, x0: torch.Tensor | None = None,
+        rows: RowShare | None = None,
     ) -> Targets:
         """Flow rows for every row of x1 (noise ``x0`` drawn if not given); the shortcut objective
-        then overwrites its self-consistency rows."""
+        then overwrites its self-consistency rows. Draw order: noise, times, label dropout."""
         b, device = x1.shape[0], x1.device
+        share = check_share(rows, b)
         m = self.max_steps
-        x0 = draw_noise(x1, generator) if x0 is None else x0
-        t = draw((b,), generator, device, "int", m).float() / m
+        x0 = noise_rows(share, tuple(x1.shape[1:]), generator, device, x1.dtype) if x0 is None else x0
+        t = uniform_rows(share, generator, device, "int", m).float() / m
         d = torch.full((b,), 1.0 / m, device=device)
-        labels = self.dropped_labels(y, b, generator, device)
+        labels = self.dropped_labels(y, share, generator, device)
         return Targets(path.interpolate(x0, x1, t), t, d, path.velocity(x0, x1), labels, bootstrap)
 
-    def dropped_labels(self, y: torch.Tensor | None, b: int, generator, device: torch.device) -> torch.Tensor:
-        """Labels after dropout to the null label with probability ``class_dropout``."""
+    def dropped_labels(self, y: torch.Tensor | None, share: RowShare, generator, device: torch.device) -> torch.Tensor:
+        """Labels of ``share``'s rows after dropout to the null label with probability ``class_dropout``."""
         if y is None:
-            return null_labels(b, self.num_classes, device)
+            return null_labels(len(share), self.num_classes, device)
         y = y.to(device=device, dtype=torch.long)
         if self.class_dropout > 0:
-            drop = draw((b,), generator, device, "rand") < self.class_dropout
+            drop = uniform_rows(share, generator, device, "rand") < self.class_dropout
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         return y
 
@@ -108,6 +113,14 @@ class FlowMatching:
         loss, logs = regression_loss(model, targets)
         logs.pop("loss_consistency")
         return loss, logs
+
+
+def check_share(rows: RowShare | None, batch: int) -> RowShare:
+    """``rows``, or the whole batch when None; its size must match the ``batch`` rows given."""
+    share = RowShare.whole(batch) if rows is None else rows
+    if len(share) != batch:
+        raise ValueError(f"rows names {len(share)} rows but the batch holds {batch}")
+    return share
 
 
 def _check_common(num_classes: int, class_dropout: float, max_steps: int) -> None:

@@ -20,6 +20,11 @@ Self-consistency rows, with M = max_steps and K = log2 M:
 Flow rows are those of :class:`FlowMatching` (t on the 1/M grid, d = 1/M, label dropout).
 The paper's text uses a quarter of the batch for self-consistency (bootstrap_every = 4); the
 authors' code uses an eighth (bootstrap_every = 8, the default here).
+
+Several processes: with ``rows`` (a :class:`~shortcut_models.seeding.RowShare`) x1 holds some rows
+of a global batch of B rows. B_b, the level strata and the small-batch rule are those of the global
+batch; every random draw is made per global row, and each process runs the teacher on its own
+self-consistency rows only. The union of the processes' targets is the single-process batch.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import torch
 from torch import nn
 
 from .. import path
+from ..seeding import RowShare, noise_rows, uniform_rows
 from .base import Targets, regression_loss
-from .flow_matching import FlowMatching, _check_common, draw, draw_noise, null_labels
+from .flow_matching import FlowMatching, _check_common, check_share, draw, null_labels
 
 
 def level_strata(n_rows: int, num_levels: int, dt_bias: bool = False) -> torch.Tensor:
@@ -124,21 +130,32 @@ class Shortcut:
         y: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         x0: torch.Tensor | None = None,
+        rows: RowShare | None = None,
     ) -> Targets:
-        """Build a training batch; the first B // bootstrap_every rows are self-consistency rows.
+        """Build a training batch; the first B // bootstrap_every global rows are self-consistency rows.
 
-        ``x0`` is the noise of every row (drawn from ``generator`` when None).
+        ``x0`` is the noise of every row of x1 (drawn from ``generator`` when None). ``rows`` names
+        the global rows x1 holds (default: the whole batch); the self-consistency rows among them
+        are its first ones. Draw order: noise, flow times, label dropout, levels (small batches
+        only), grid positions.
         """
         b, device = x1.shape[0], x1.device
-        nb = self.num_bootstrap_rows(b)
+        share = check_share(rows, b)
+        nb_global = self.num_bootstrap_rows(share.total)
+        nb = share.count_below(nb_global)
         bootstrap = torch.arange(b, device=device) < nb
-        x0 = draw_noise(x1, generator) if x0 is None else x0
-        tg = self._flow.flow_rows(x1, y, generator, bootstrap, x0)
+        x0 = noise_rows(share, tuple(x1.shape[1:]), generator, device, x1.dtype) if x0 is None else x0
+        tg = self._flow.flow_rows(x1, y, generator, bootstrap, x0, share)
 
-        levels = self.levels(nb, generator, device)
+        boot_share = RowShare(nb_global, share.index[:nb])
+        levels = self.levels(nb_global, generator, device)
+        if not boot_share.is_whole:
+            levels = levels[boot_share.index.to(device)]
+        u = uniform_rows(boot_share, generator, device, "rand")
+        if nb == 0:
+            return tg
         d = torch.pow(2.0, -levels.float())
-        i = (draw((nb,), generator, device, "rand") * torch.pow(2.0, levels.float())).floor()
-        t = i * d
+        t = (u * torch.pow(2.0, levels.float())).floor() * d
         x_t = path.interpolate(x0[:nb], x1[:nb], t)
         labels = y[:nb].to(device=device, dtype=torch.long) if y is not None else null_labels(nb, self.num_classes, device)
         guided = (levels == self.num_levels - 1) if self.bootstrap_cfg else None

@@ -8,7 +8,8 @@ Layout of ``RUN/checkpoints/step_00001000/``::
     state.pt           step, optimizer state, EMA counters, RNG states
 
 A checkpoint is written under a temporary name and renamed when complete, so a crash leaves either
-the previous checkpoint or the new one, never a half-written directory.
+the previous checkpoint or the new one, never a half-written directory. Under torchrun only rank 0
+writes; every rank reads the same checkpoint when a run resumes.
 """
 
 from __future__ import annotations
@@ -68,13 +69,18 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    """Where checkpoint ``step`` of a run lives (``RUN/checkpoints/step_00001000``)."""
+    return Path(run_dir) / CHECKPOINTS / f"{PREFIX}{step:08d}"
+
+
 def save_checkpoint(
     run_dir: Path, step: int, config: dict[str, Any], model: nn.Module, ema: nn.Module, state: dict[str, Any], keep: int = 2
 ) -> Path:
     """Write checkpoint ``step`` atomically and delete all but the newest ``keep``; returns its path."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step:08d}"
+    final = checkpoint_dir(run_dir, step)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)

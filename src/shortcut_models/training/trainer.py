@@ -5,6 +5,11 @@ come from generators keyed by the step (see :mod:`shortcut_models.seeding`), so 
 resumed from its checkpoint computes exactly what an uninterrupted run computes.
 Checkpoints are written every ``ckpt_every`` steps, at the end, and on SIGINT/SIGTERM; a NaN or
 infinite loss stops the run before anything non-finite is saved.
+
+Under torchrun (see :mod:`.distributed` and docs/distributed.md) ``batch_size`` is the global batch:
+process k of W computes global rows k, k + W, ... of each step (data, noise, times and levels of a
+row do not depend on W), DistributedDataParallel averages the gradients, and rank 0 alone writes
+logs, samples and checkpoints. A stop signal on any process stops every process at the same step.
 """
 
 from __future__ import annotations
@@ -22,24 +27,33 @@ from tqdm.auto import tqdm
 from .. import seeding
 from ..config import RESUMABLE_KEYS, TrainConfig
 from ..data import build_source
+from ..data.sources import take_rows
 from ..errors import TrainingDiverged, UserError
 from ..models import build_model
 from ..objectives import FlowMatching, Shortcut, Targets
+from ..seeding import RowShare
 from . import checkpoint as ckpt
+from . import distributed
 from .ema import EMA
-from .logging import MetricsLogger
+from .init_from import InitSource, load_initial_weights
+from .logging import IntervalMeans, MetricsLogger
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device.
+
+    Under torchrun, 'auto' and 'cuda' mean ``cuda:LOCAL_RANK`` (one GPU per process).
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as exc:
         raise UserError(f"bad device {name!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is None and distributed.is_active():
+        device = torch.device("cuda", distributed.cuda_index())
     return device
 
 
@@ -86,21 +100,35 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.progress = progress
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.is_main = self.rank == 0
+        self.progress = progress and self.is_main
+        self.rows_per_rank, self.grad_accum = distributed.split_batch(
+            cfg.batch_size, self.world, cfg.grad_accum, cfg.batch_per_gpu
+        )
+        self.share = RowShare.interleaved(cfg.batch_size, self.rank, self.world)
         self.device = resolve_device(cfg.device)
         self.source = build_source(cfg.data)
         self.num_classes = model_num_classes(cfg, self.source.num_classes)
         torch.manual_seed(seeding.derive_seed(cfg.seed, 99))  # network initialisation
         self.model = build_model(cfg.model, self.source.shape, self.num_classes, cfg.model_args).to(self.device)
         self.objective = build_objective(cfg, self.num_classes)
+        n_boot = self.share.count_below(self.objective.num_bootstrap_rows(cfg.batch_size)) if cfg.objective == "shortcut" else 0
+        rows = self.rows_per_rank
+        self.log_weights = {"loss": rows, "loss_flow": rows - n_boot, "loss_consistency": n_boot}
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         # compiled views share parameters with the plain modules (checkpoints save the plain ones)
-        self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        self.ddp = distributed.wrap_ddp(self.model, self.device) if self.world > 1 else None
+        net = self.ddp if self.ddp is not None else self.model
+        self.train_model = torch.compile(net) if cfg.compile else net
         self.teacher_ema = torch.compile(self.ema.module) if cfg.compile else self.ema.module
+        # the online network as teacher (bootstrap_ema=false) bypasses DDP: a no-grad call is no collective
+        plain = (torch.compile(self.model) if cfg.compile else self.model) if self.ddp is not None else None
+        self.teacher_online = self.train_model if plain is None else plain
         fused = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=fused
@@ -110,14 +138,25 @@ class Trainer:
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
         self._stop_signal: int | None = None
         self.samples_dir: Path | None = None
+        self.init_source: InitSource | None = None
         self._resume()
+        if self.last_checkpoint is None and cfg.init_from:  # a fresh fine-tuning run: see training/init_from.py
+            self.init_source = load_initial_weights(self.model, self.ema.module, cfg)
+            if self.is_main:
+                print(self.init_source.describe(), file=sys.stderr)
 
     # ----------------------------------------------------------------- state
     def _resume(self) -> None:
         latest = ckpt.latest_checkpoint(self.run_dir)
+        step = int(latest.name[len(ckpt.PREFIX) :]) if latest is not None else -1
+        if distributed.max_int(step) != -distributed.max_int(-step):
+            raise UserError(
+                f"the processes see different latest checkpoints in {self.run_dir}; "
+                "the run directory must be on a file system that every node shares"
+            )
         if latest is None:
             return
-        saved = ckpt.read_config(latest)
+        saved = {"init_from": "", **ckpt.read_config(latest)}  # runs saved before init_from existed
         mine = self.cfg.to_dict()
         diff = [k for k in mine if k not in RESUMABLE_KEYS and saved.get(k) != mine[k]]
         if diff:
@@ -138,21 +177,28 @@ class Trainer:
         self.last_checkpoint = latest
 
     def save(self) -> Path:
-        """Checkpoint the current step (refuses if a non-finite loss was seen since the last one)."""
+        """Checkpoint the current step (refuses if a non-finite loss was seen since the last one).
+
+        Rank 0 writes; every process waits until the checkpoint is complete.
+        """
         self._check_finite()
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-        }
-        self.last_checkpoint = ckpt.save_checkpoint(
-            self.run_dir, self.step, self.cfg.to_dict(), self.model, self.ema.module, state, self.cfg.keep_checkpoints
-        )
+        if self.is_main:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            }
+            ckpt.save_checkpoint(
+                self.run_dir, self.step, self.cfg.to_dict(), self.model, self.ema.module, state, self.cfg.keep_checkpoints
+            )
+        distributed.barrier()
+        self.last_checkpoint = ckpt.checkpoint_dir(self.run_dir, self.step)
         return self.last_checkpoint
 
     def _check_finite(self) -> None:
-        if not bool(self._finite):
+        """Raise TrainingDiverged on every process when any process saw a non-finite loss or gradient."""
+        if distributed.any_true(not bool(self._finite)):
             where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
             raise TrainingDiverged(
                 f"loss or gradient became NaN/infinite before step {self.step}; stopped ({where}); try a lower lr or grad_clip"
@@ -174,16 +220,16 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step on the batch of ``step``; returns detached log tensors."""
         cfg = self.cfg
-        x1, y = self.source.batch(step, cfg.batch_size, cfg.seed)
+        x1, y = take_rows(self.source, step, cfg.batch_size, cfg.seed, self.share)
         x1 = x1.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True) if self.num_classes > 0 else None
         gen = seeding.generator(cfg.seed, seeding.STREAMS["targets"], step, device=self.device)
-        teacher = self.objective.select_teacher(self.train_model, self.teacher_ema)
+        teacher = self.objective.select_teacher(self.teacher_online, self.teacher_ema)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            targets = self.objective.targets(teacher, x1, y, gen)
-        if cfg.grad_accum == 1:
+            targets = self.objective.targets(teacher, x1, y, gen, rows=self.share)
+        if self.grad_accum == 1:
             with self.autocast():
                 loss, logs = self.objective.loss(self.train_model, targets)
             loss.backward()
@@ -201,15 +247,21 @@ class Trainer:
         return logs
 
     def _accumulate(self, targets: Targets) -> dict[str, torch.Tensor]:
-        """Backward over ``grad_accum`` row blocks; gradients and logs equal the full-batch ones."""
+        """Backward over ``grad_accum`` row blocks; gradients and logs equal the full-batch ones.
+
+        Under DDP the gradients are exchanged once, in the last block's backward.
+        """
         total = targets.t.shape[0]
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, torch.Tensor] = {}
-        for chunk in split_rows(targets, self.cfg.grad_accum):
+        chunks = split_rows(targets, self.grad_accum)
+        for i, chunk in enumerate(chunks):
             rows = chunk.t.shape[0]
-            with self.autocast():
-                loss, logs = self.objective.loss(self.train_model, chunk)
-            (loss * (rows / total)).backward()
+            hold = self.ddp is not None and i < len(chunks) - 1
+            with self.ddp.no_sync() if hold else contextlib.nullcontext():
+                with self.autocast():
+                    loss, logs = self.objective.loss(self.train_model, chunk)
+                (loss * (rows / total)).backward()
             n_boot = chunk.bootstrap.sum()
             weights = {"loss": torch.tensor(float(rows)), "loss_flow": rows - n_boot, "loss_consistency": n_boot}
             for key, value in logs.items():
@@ -218,12 +270,19 @@ class Trainer:
                 counts[key] = counts.get(key, 0) + w
         return {k: sums[k] / counts[k] for k in sums}
 
+    @property
+    def stopped_by_signal(self) -> bool:
+        """True when the last :meth:`run` ended early on SIGINT/SIGTERM (after saving a checkpoint)."""
+        return self._stop_signal is not None
+
     def loaded_view(self):
         """The EMA network as a :class:`~shortcut_models.inference.LoadedModel` (for sampling)."""
-        from ..inference import LoadedModel
+        from ..inference import LoadedModel, source_autoencoder
 
+        if not hasattr(self, "_autoencoder"):  # built on first use: only latent sources have one
+            self._autoencoder = source_autoencoder(self.source, self.device)
         return LoadedModel(self.last_checkpoint or self.run_dir, self.cfg, self.ema.module, self.objective,
-                           self.source, self.step, self.device)
+                           self.source, self.step, self.device, self._autoencoder)
 
     def write_samples(self) -> Path:
         """Sample sheets of the EMA network at ``sample_steps`` into RUN/samples/step_N/."""
@@ -237,14 +296,33 @@ class Trainer:
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
         self._stop_signal = signum
 
+    def _stop_requested(self) -> bool:
+        """True on every process once any process caught SIGINT/SIGTERM (one CPU all-reduce per step)."""
+        signum = distributed.max_int(self._stop_signal or 0)
+        if signum:
+            self._stop_signal = signum
+        return bool(signum)
+
+    def _log(self, means: IntervalMeans, elapsed: float, logger: MetricsLogger | None) -> dict[str, float]:
+        """Reduce the interval's logs over processes into one row; rank 0 writes it."""
+        steps = means.steps
+        row = means.means(distributed.all_reduce)
+        row.update(lr=self.lr_at(self.step - 1), samples_per_sec=steps * self.cfg.batch_size / max(elapsed, 1e-9))
+        if self.device.type == "cuda":
+            row["max_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        if logger is not None:
+            logger.log(self.step, row)
+        return row
+
     def run(self, on_log: Callable[[int, dict[str, float]], None] | None = None) -> Path:
         """Train until ``cfg.steps``; returns the final checkpoint directory."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.step >= cfg.steps:
-            print(f"run already complete at step {self.step}: {self.last_checkpoint}", file=sys.stderr)
+            if self.is_main:
+                print(f"run already complete at step {self.step}: {self.last_checkpoint}", file=sys.stderr)
             return self.last_checkpoint or self.save()
-        logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard)
+        logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard) if self.is_main else None
         handlers = {}
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -253,40 +331,33 @@ class Trainer:
             handlers = {}
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.objective}", disable=not self.progress,
                    dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
-        sums: dict[str, torch.Tensor] = {}
-        count, t0 = 0, time.perf_counter()
+        means, t0 = IntervalMeans(), time.perf_counter()
         try:
-            while self.step < cfg.steps and self._stop_signal is None:
+            while self.step < cfg.steps and not self._stop_requested():
                 logs = self.train_step(self.step)
                 self.step += 1
-                count += 1
-                for k, v in logs.items():
-                    sums[k] = sums[k] + v if k in sums else v.clone()
+                means.add(logs, self.log_weights)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self._check_finite()
-                    elapsed = time.perf_counter() - t0
-                    row = {k: float(v) / count for k, v in sums.items()}
-                    row.update(lr=self.lr_at(self.step - 1), samples_per_sec=count * cfg.batch_size / max(elapsed, 1e-9))
-                    if self.device.type == "cuda":
-                        row["max_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-                    logger.log(self.step, row)
+                    row = self._log(means, time.perf_counter() - t0, logger)
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
                     if on_log is not None:
                         on_log(self.step, row)
-                    sums, count, t0 = {}, 0, time.perf_counter()
+                    t0 = time.perf_counter()
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
                     self.save()
-                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step < cfg.steps:
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step < cfg.steps and self.is_main:
                     self.write_samples()
             final = self.save()
-            if self._stop_signal is None:
+            if self._stop_signal is None and self.is_main:
                 self.samples_dir = self.write_samples()
-            if self._stop_signal is not None:
+            if self._stop_signal is not None and self.is_main:
                 print(f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint {final}", file=sys.stderr)
             return final
         finally:
             bar.close()
-            logger.close()
+            if logger is not None:
+                logger.close()
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)

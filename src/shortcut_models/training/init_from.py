@@ -1,0 +1,173 @@
+"""Start a run from another run's weights: fine-tune a flow-matching model into a shortcut model.
+
+``init_from`` (config key; ``shortcut train --init-from CKPT``) names a checkpoint directory or a run
+directory (its latest checkpoint). When a run starts fresh, i.e. its own run directory holds no
+checkpoint yet, :func:`load_initial_weights` copies
+
+- the source's online weights (``model.safetensors``) into the new online network, and
+- the source's EMA weights (``ema.safetensors``) into the new EMA module (the teacher of the
+  self-consistency targets and the network sampling uses).
+
+Conventions:
+
+- Only weights are taken. The new run starts at step 0 with a fresh AdamW state, fresh EMA counters
+  (so ``ema_warmup`` starts over), its own learning-rate schedule (warm-up included) and the objective
+  of its own config. The source's Adam moments were estimated for another loss and another step
+  count; starting them afresh keeps a fine-tuning run a function of (source weights, config) alone.
+- A run that already has a checkpoint of its own resumes from it and never reads the source again.
+  ``init_from`` stays in the saved config so the run describes where it started.
+- The source must have been trained on the same data with the same network: its config's ``data``,
+  ``class_conditional``, ``model`` and ``model_args`` (hence input shape and number of classes) must
+  equal the new config's; the first key that differs is named in a :class:`~shortcut_models.errors.UserError`.
+- A source network without a step-size embedding (no ``*.d_embedder.*`` entries, e.g. a network trained
+  elsewhere that ignored d) gets one that starts at zero: the d embedder keeps its fresh
+  initialisation except its last Linear, whose weight and bias are zeroed, so ``emb_d(d) = 0`` for
+  every d and the network's outputs equal the source's at every d (in particular at the flow level
+  d = 1/128), while gradients still reach the zeroed layer. No other key may be missing or extra.
+- Under torchrun every process reads the same files and loads the same weights; a failure on any
+  process stops every process.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from ..config import TrainConfig
+from ..errors import UserError
+from . import checkpoint as ckpt
+from . import distributed
+
+# Config keys that fix the data and the network; they must be equal in the source and the new run.
+COMPATIBLE_KEYS = ("data", "class_conditional", "model", "model_args")
+
+# Attribute name of the step-size embedder inside ``models.embeddings.Conditioning``.
+D_EMBEDDER = "d_embedder"
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """Where a run's initial weights came from."""
+
+    checkpoint: Path
+    step: int | None  # the source's training step (None when its directory name does not say)
+    objective: str  # the source's objective ("flow" or "shortcut")
+    added_d_embedders: tuple[str, ...] = ()  # module names given a zero step-size embedding
+
+    def describe(self) -> str:
+        """The one-line message the trainer prints to stderr."""
+        step = "?" if self.step is None else str(self.step)
+        extra = "; no step-size embedding there: added one that starts at zero" if self.added_d_embedders else ""
+        return f"initialised from {self.checkpoint} (step {step}, objective {self.objective}){extra}"
+
+
+def check_compatible(source: dict, cfg: TrainConfig, where: Path) -> None:
+    """Raise UserError naming the first of :data:`COMPATIBLE_KEYS` on which ``source`` and ``cfg`` differ."""
+    mine = cfg.to_dict()
+    for key in COMPATIBLE_KEYS:
+        if source.get(key) != mine[key]:
+            raise UserError(
+                f"init_from {where} was trained with a different {key} ({source.get(key)!r} there, {mine[key]!r} now); "
+                "fine-tuning keeps the data and the network"
+            )
+
+
+def d_embedder_keys(module: nn.Module) -> dict[str, list[str]]:
+    """State-dict keys of every step-size embedder in ``module``: {module name: [keys]}."""
+    keys = list(module.state_dict())
+    found: dict[str, list[str]] = {}
+    for name, _ in module.named_modules():
+        if name.split(".")[-1] == D_EMBEDDER:
+            found[name] = [k for k in keys if k.startswith(name + ".")]
+    return found
+
+
+@torch.no_grad()
+def zero_last_linear(module: nn.Module) -> None:
+    """Zero the weight and bias of the last ``nn.Linear`` inside ``module`` (its output becomes 0)."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(module).__name__} has no Linear layer to zero")
+    nn.init.zeros_(linears[-1].weight)
+    if linears[-1].bias is not None:
+        nn.init.zeros_(linears[-1].bias)
+
+
+def load_network(module: nn.Module, file: Path) -> tuple[str, ...]:
+    """Load ``file`` into ``module``; returns the names of step-size embedders that were absent there.
+
+    Every key must match by name and shape, except that the complete set of keys of a ``d_embedder``
+    may be missing; such an embedder is kept with its last Linear zeroed (see the module docstring).
+    """
+    module = ckpt.unwrap(module)
+    if not file.is_file():
+        raise UserError(f"init_from checkpoint lacks {file.name}: {file}")
+    try:
+        state = load_file(str(file))
+    except Exception as exc:  # noqa: BLE001 - any read error is a bad file given by the user
+        raise UserError(f"cannot read {file}: {exc}") from None
+    own = module.state_dict()
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    embedders = d_embedder_keys(module)
+    added = tuple(name for name, keys in embedders.items() if keys and set(keys) <= missing)
+    missing -= {k for name in added for k in embedders[name]}
+    if missing or unexpected:
+        what = [f"missing {k!r}" for k in sorted(missing)[:1]] + [f"unexpected {k!r}" for k in sorted(unexpected)[:1]]
+        raise UserError(
+            f"{file} does not fit the network ({len(missing)} missing, {len(unexpected)} unexpected keys; "
+            f"first {', '.join(what)})"
+        )
+    for key, tensor in state.items():
+        if tensor.shape != own[key].shape:
+            raise UserError(f"{file}: {key} has shape {tuple(tensor.shape)} there, {tuple(own[key].shape)} in the network")
+    module.load_state_dict(state, strict=False)
+    named = dict(module.named_modules())
+    for name in added:
+        zero_last_linear(named[name])
+    return added
+
+
+def source_step(path: Path) -> int | None:
+    """The step of a checkpoint directory named ``step_N`` (None for other names)."""
+    digits = path.name[len(ckpt.PREFIX) :]
+    return int(digits) if path.name.startswith(ckpt.PREFIX) and digits.isdigit() else None
+
+
+def _load(model: nn.Module, ema_module: nn.Module, cfg: TrainConfig) -> InitSource:
+    try:
+        path = ckpt.resolve_checkpoint(cfg.init_from)
+    except UserError as exc:
+        raise UserError(f"init_from: {exc}") from None
+    try:
+        source = ckpt.read_config(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path / 'config.json'}: {exc}") from None
+    if not isinstance(source, dict):
+        raise UserError(f"{path / 'config.json'} is not a config (a JSON object)")
+    check_compatible(source, cfg, path)
+    added = load_network(model, path / "model.safetensors")
+    added_ema = load_network(ema_module, path / "ema.safetensors")
+    return InitSource(path, source_step(path), str(source.get("objective", "?")), tuple(sorted(set(added) | set(added_ema))))
+
+
+def load_initial_weights(model: nn.Module, ema_module: nn.Module, cfg: TrainConfig) -> InitSource:
+    """Copy the weights of checkpoint ``cfg.init_from`` into ``model`` (online) and ``ema_module`` (EMA).
+
+    Both modules must already be built from ``cfg`` (wrappers such as DDP or torch.compile are looked
+    through). Raises UserError on a missing or unreadable checkpoint, a source trained on other data or
+    with another network, or weights that do not fit. Collective under torchrun: call it on every
+    process; if any process fails, every process raises.
+    """
+    error: UserError | None = None
+    try:
+        info = _load(model, ema_module, cfg)
+    except UserError as exc:
+        error = exc
+    if distributed.any_true(error is not None):
+        raise error or UserError(f"another process could not load init_from {cfg.init_from}")
+    return info
