@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo demo-finetune digits test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -21,11 +21,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps 'torch-fidelity>=0.3'
 	touch $(STAMP)
 
-## The main job on the embedded default: train the default class-conditional digits shortcut model
-## on the CPU, evaluate it at 1..128 steps and write sample sheets (outputs under runs/demo/).
+## The main job: the seed's study in miniature on embedded data (unconditional digits): flow matching
+## and shortcut trained with one budget, FD at 1..128 steps over 5,000 samples, FD during training,
+## grids, cost ratio -> runs/demo/report.md (about 20 minutes on 2 CPU cores; resumable).
 demo: $(STAMP)
-	$(VENV)/bin/shortcut train --out runs/demo/digits-shortcut
-	$(VENV)/bin/shortcut eval --ckpt runs/demo/digits-shortcut --steps 1,2,4,8,16,32,64,128 --num 1000 --out runs/demo/eval
+	$(VENV)/bin/shortcut demo --out runs/demo
+
+## The demo plus flow matching fine-tuned into shortcut at 10/25/50% of the budget (about 10 more minutes).
+demo-finetune: $(STAMP)
+	$(VENV)/bin/shortcut demo --out runs/demo --finetune
+
+## The embedded default of `shortcut train`: class-conditional digits (about 8 minutes on 2 CPU cores).
+digits: $(STAMP)
+	$(VENV)/bin/shortcut train --out runs/digits-shortcut
 
 ## The whole test suite (CPU, a few minutes).
 test: $(STAMP)

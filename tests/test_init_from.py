@@ -20,6 +20,7 @@ from shortcut_models.training.init_from import (
     zero_last_linear,
 )
 from shortcut_models.training.trainer import Trainer
+from test_trainer import all_tensors
 
 NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "warmup_steps=0", "tensorboard=false", "sample_steps=[1]"]
 TOY = ["model_args.width=32", "model_args.depth=1", "batch_size=16", "log_every=2", "tensorboard=false", "sample_steps=[1]"]
@@ -45,15 +46,6 @@ def flow_run(tmp_path_factory):
     """A class-conditional digits flow-matching run of 3 steps (the fine-tuning source)."""
     out = tmp_path_factory.mktemp("flow")
     Trainer(config("dit", "steps=3", objective="flow"), out, progress=False).run()
-    return out
-
-
-def all_tensors(trainer):
-    out = {f"model.{k}": v.clone() for k, v in trainer.model.state_dict().items()}
-    out.update({f"ema.{k}": v.clone() for k, v in trainer.ema.module.state_dict().items()})
-    for i, st in enumerate(trainer.optimizer.state.values()):
-        for k, v in st.items():
-            out[f"opt.{i}.{k}"] = v.clone() if torch.is_tensor(v) else torch.tensor(v)
     return out
 
 

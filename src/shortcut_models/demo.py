@@ -44,6 +44,8 @@ class DemoPlan:
     grid_steps: tuple[int, ...] = (1, 2, 4, 128)
     timing_repeats: int = 20
     conditional_ckpt: str | None = None
+    finetune_fractions: tuple[float, ...] = ()  # e.g. (0.1, 0.25, 0.5): fine-tune flow matching into shortcut
+    finetune_steps: tuple[int, ...] = (1, 2, 4, 128)
     seed: int = 0
 
 
@@ -173,6 +175,40 @@ def conditional_section(plan: DemoPlan, metric, out: Path, progress: bool) -> di
     return {"label": model.label, "rows": rows, "sheet": sheet}
 
 
+def finetune_section(out: Path, plan: DemoPlan, eval_rows: list[dict], metric, progress: bool) -> list[dict] | None:
+    """Flow matching fine-tuned into shortcut for fractions of the from-scratch budget, evaluated like the rest.
+
+    Each run starts from the flow-matching run's weights (``init_from``), trains ``fraction * steps``
+    shortcut steps, and is evaluated with the same samples count and noise as the main evaluation.
+    """
+    if not plan.finetune_fractions:
+        return None
+    scratch = build_config(plan.preset, "shortcut", None, plan.overrides)
+    rows = [r for r in eval_rows if int(r["steps"]) in plan.finetune_steps]
+    for r in rows:
+        r["budget_fraction"] = 0.0 if r["objective"] == "flow" else 1.0
+    for fraction in plan.finetune_fractions:
+        steps = max(1, round(scratch.steps * fraction))
+        run_dir = out / f"finetune-{round(fraction * 100)}pct"
+        cfg = build_config(plan.preset, "shortcut", None, [*plan.overrides, f"steps={steps}"])
+        cfg.init_from = str(out / "flow")
+        trainer = Trainer(cfg, run_dir, progress=progress)
+        trainer.run()
+        if trainer.stopped_by_signal:
+            raise KeyboardInterrupt
+        cached = run_dir / "eval.json"
+        if cached.exists() and json.loads(cached.read_text()).get("num") == plan.eval_num:
+            new = json.loads(cached.read_text())["rows"]
+        else:
+            new = evaluate_images(load_model(run_dir, "cpu"), list(plan.finetune_steps), plan.eval_num, metric,
+                                  seed=plan.seed, progress=progress)
+            for r in new:
+                r["objective"], r["budget_fraction"] = "finetune", fraction
+            cached.write_text(json.dumps({"num": plan.eval_num, "rows": new}, indent=2) + "\n")
+        rows += new
+    return rows
+
+
 def run_demo(out: Path, plan: DemoPlan, progress: bool = True) -> Path:
     """Run every stage (skipping those already done) and write OUT/report.md; returns its path."""
     from .report import write_report
@@ -188,6 +224,7 @@ def run_demo(out: Path, plan: DemoPlan, progress: bool = True) -> Path:
     tracking = plot_tracking(out, plan)
     cost = measure_cost_ratio(plan)
     conditional = conditional_section(plan, metric, out, progress)
+    finetune = finetune_section(out, plan, rows, metric, progress)
     params = sum(p.numel() for p in models["shortcut"].model.parameters())
     return write_report(out, plan, rows, cost, train_seconds, time.perf_counter() - t_start, params,
-                        models["shortcut"].config, grids, tracking, conditional, torch.get_num_threads())
+                        models["shortcut"].config, grids, tracking, conditional, torch.get_num_threads(), finetune)
