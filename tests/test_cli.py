@@ -73,3 +73,19 @@ def test_console_script_and_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "shortcut_models", "train", "--preset", "nope"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+
+
+def test_config_files_json_and_toml(tmp_path):
+    from shortcut_models.config import build_config
+    from shortcut_models.errors import UserError
+
+    (tmp_path / "c.json").write_text('{"steps": 7, "model_args": {"width": 8}}')
+    (tmp_path / "c.toml").write_text('steps = 9\nlr = 0.002\n')
+    (tmp_path / "bad.json").write_text("{not json")
+    assert build_config("checkerboard", None, str(tmp_path / "c.json"), []).model_args == {"width": 8}
+    cfg = build_config("checkerboard", None, str(tmp_path / "c.toml"), ["steps=11"])
+    assert (cfg.steps, cfg.lr) == (11, 0.002)  # key=value overrides win over the file
+    with pytest.raises(UserError, match="cannot parse config file"):
+        build_config("checkerboard", None, str(tmp_path / "bad.json"), [])
+    with pytest.raises(UserError, match="config file not found"):
+        build_config("checkerboard", None, str(tmp_path / "none.json"), [])

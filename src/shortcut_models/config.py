@@ -160,8 +160,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     text = path.read_text()
     try:
         if path.suffix == ".toml":
-            import tomllib
-
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise UserError(f"{path}: TOML config files need Python 3.11 or newer; use JSON") from None
             return tomllib.loads(text)
         return json.loads(text)
     except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
