@@ -20,7 +20,7 @@ from shortcut_models.training.init_from import (
     zero_last_linear,
 )
 from shortcut_models.training.trainer import Trainer
-from test_trainer import all_tensors
+from test_trainer import assert_same_state
 
 NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "warmup_steps=0", "tensorboard=false", "sample_steps=[1]"]
 TOY = ["model_args.width=32", "model_args.depth=1", "batch_size=16", "log_every=2", "tensorboard=false", "sample_steps=[1]"]
@@ -193,10 +193,7 @@ def test_resume_uses_the_runs_own_checkpoint_not_the_source(flow_run, tmp_path):
     resumed = Trainer(config("dit", "steps=4", "ckpt_every=100", f"init_from={source}"), tmp_path / "b", progress=False)
     assert resumed.step == 2 and resumed.init_source is None
     resumed.run()
-    a, b = all_tensors(straight), all_tensors(resumed)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_state(straight, resumed)
     assert resumed.ema.num_updates == straight.ema.num_updates == 4
 
 

@@ -26,6 +26,14 @@ def all_tensors(trainer):
     return out
 
 
+def assert_same_state(a_trainer, b_trainer):
+    """Model, EMA and optimizer tensors of two trainers are bit-identical."""
+    a, b = all_tensors(a_trainer), all_tensors(b_trainer)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 @pytest.mark.parametrize("objective", ["shortcut", "flow"])
 def test_stop_and_resume_is_bit_identical(tmp_path, objective):
     straight = Trainer(tiny_config("steps=20", "ckpt_every=100", objective=objective), tmp_path / "a", progress=False)
@@ -35,10 +43,7 @@ def test_stop_and_resume_is_bit_identical(tmp_path, objective):
     resumed = Trainer(tiny_config("steps=20", "ckpt_every=100", objective=objective), tmp_path / "b", progress=False)
     assert resumed.step == 10
     resumed.run()
-    a, b = all_tensors(straight), all_tensors(resumed)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_state(straight, resumed)
     assert resumed.ema.num_updates == straight.ema.num_updates == 20
 
 

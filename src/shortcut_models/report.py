@@ -91,7 +91,7 @@ def write_report(out: Path, plan, rows, cost, train_seconds, total_seconds, para
         f"(CPU, {threads} threads; stages already done are skipped on a rerun).",
         "",
         "## Setup",
-        f"- Data: scikit-learn digits, 8x8, train split (1,497 images), unconditional (null label everywhere).",
+        "- Data: scikit-learn digits, 8x8, train split (1,497 images), unconditional (null label everywhere).",
         f"- Network: {config.model} ({params / 1e6:.2f}M parameters), the same for both objectives.",
         f"- Budget per model: {config.steps} steps at batch {config.batch_size}, AdamW lr {config.lr:g} "
         f"(warm-up {config.warmup_steps}), EMA {config.ema_decay} with warm-up; "
@@ -108,7 +108,7 @@ def write_report(out: Path, plan, rows, cost, train_seconds, total_seconds, para
     ]
     for objective in ("flow", "shortcut"):
         lines.append(f"| {NAMES[objective]} | " + " | ".join(f"{fd[objective][n]:.2f}" for n in steps) + " |")
-    lines += [f"| data floor | " + " | ".join(f"{floor:.2f}" for _ in steps) + " |", "",
+    lines += ["| data floor | " + " | ".join(f"{floor:.2f}" for _ in steps) + " |", "",
               "![FD against sampling steps](eval/metric_vs_steps.png)", "",
               "## During training (fixed noise set)", "",
               f"FD at {', '.join(map(str, plan.track_steps))} steps every {plan.track_every} training steps, "
@@ -116,7 +116,7 @@ def write_report(out: Path, plan, rows, cost, train_seconds, total_seconds, para
               "seed's single-batch FID did).", "",
               f"![FD against training step]({tracking.name})", "",
               "## Samples from the same noise", "",
-              f"Top row flow matching, bottom row shortcut; 1, 2, 4 and 128 steps.", "",
+              "Top row flow matching, bottom row shortcut; 1, 2, 4 and 128 steps.", "",
               f"![grids]({grids.name})", "",
               "## Training cost", "",
               f"Shortcut over flow matching, same model and batch, steps alternated ({plan.timing_repeats} each): "

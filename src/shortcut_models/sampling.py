@@ -45,17 +45,6 @@ def step_schedule(steps: int, max_steps: int = MAX_STEPS) -> list[float]:
     return [1.0 / p] * (2 * p - n) + [1.0 / (2 * p)] * (2 * n - 2 * p)
 
 
-def guided_velocity(
-    model: nn.Module, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, null: torch.Tensor, cfg_scale: float
-) -> torch.Tensor:
-    """Network velocity, with classifier-free guidance when ``cfg_scale != 1`` (one batched call)."""
-    if cfg_scale == 1.0:
-        return model(x, t, d, y)
-    out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([d, d]), torch.cat([y, null]))
-    v_cond, v_uncond = out.chunk(2)
-    return v_uncond + cfg_scale * (v_cond - v_uncond)
-
-
 @torch.inference_mode()
 def sample(
     model: nn.Module,
@@ -85,10 +74,14 @@ def sample(
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     t_all = torch.tensor(starts, dtype=torch.float32, device=device)
     d_all = torch.tensor(sizes if fixed_d is None else [fixed_d] * len(sizes), dtype=torch.float32, device=device)
+    guided = cfg_scale != 1.0  # both branches in one batched call: rows [cond; uncond]
+    labels = torch.cat([y, null]) if guided else y  # built once, not per step
+    ones = torch.ones(2 * b if guided else b, device=device)
     x = noise.clone()
-    ones = torch.ones(b, device=device)
     for i, size in enumerate(sizes):
-        t, d = ones * t_all[i], ones * d_all[i]
-        v = guided_velocity(model, x, t, d, y, null, cfg_scale)
-        x = x + size * v.to(x.dtype)
+        out = model(torch.cat([x, x]) if guided else x, ones * t_all[i], ones * d_all[i], labels)
+        if guided:
+            v_cond, v_uncond = out.chunk(2)
+            out = v_uncond + cfg_scale * (v_cond - v_uncond)
+        x = x + size * out.to(x.dtype)
     return x
