@@ -3,9 +3,12 @@
 Both trainers are built from one config (only ``objective`` differs) and their steps are timed
 alternately in one process, so machine noise hits both alike; the median ratio is printed next to
 the cost model of REFERENCE_NUMBERS.md: 1 + 2f/3 with f = 1 / bootstrap_every (a training step is
-~3 forward-equivalents; shortcut adds two no-grad forwards on a fraction f of the batch).
+~3 forward-equivalents; shortcut adds two no-grad forwards on a fraction f of the batch). With a guided
+teacher (bootstrap_cfg, the ImageNet recipe) the rows at the finest level get a second, unconditional
+pass, counted in f.
 
-    python benchmarks/train_step.py                 # MLP on the 2-D checkerboard and a small DiT on digits
+    python benchmarks/train_step.py                 # CPU: MLP on the 2-D checkerboard and a small DiT on digits;
+                                                    # GPU: DiT-B/2 on latents, unconditional and ImageNet recipe
     python benchmarks/train_step.py --repeats 200 --threads 2
 """
 
@@ -25,7 +28,19 @@ from shortcut_models.training.trainer import Trainer
 CASES = {
     "mlp-checkerboard": ("checkerboard", ["tensorboard=false"]),
     "dit-digits": ("digits", ["tensorboard=false"]),
+    # GPU cases: DiT-B/2 on 4x32x32 latents (synthetic batches of the latent cache's size), bf16
+    "dit-b2-celebahq": ("celebahq256", ["data=synthetic:4x32x32", "tensorboard=false"]),
+    "dit-b2-imagenet": ("imagenet256", ["data=synthetic:4x32x32:1000", "tensorboard=false"]),
 }
+DEFAULT_CASES = {"cpu": ["mlp-checkerboard", "dit-digits"], "cuda": ["dit-b2-celebahq", "dit-b2-imagenet"]}
+
+
+def cost_fraction(trainer: Trainer) -> float:
+    """Extra teacher rows per batch row: f = B_b / B, plus the guided rows' extra passes (bootstrap_cfg)."""
+    objective, batch = trainer.objective, trainer.cfg.batch_size
+    nb = objective.num_bootstrap_rows(batch)
+    guided = int((objective.levels(nb, None, "cpu") == objective.num_levels - 1).sum()) if objective.bootstrap_cfg else 0
+    return (nb + guided) / batch
 
 
 def bench_case(name: str, repeats: int, warmup: int, extra: list[str]) -> dict[str, float]:
@@ -36,7 +51,7 @@ def bench_case(name: str, repeats: int, warmup: int, extra: list[str]) -> dict[s
             for obj in ("shortcut", "flow")
         }
         times = interleaved_step_times(runs, repeats, warmup)
-        f = 1.0 / runs["shortcut"].cfg.bootstrap_every
+        f = cost_fraction(runs["shortcut"])
         return {
             "shortcut_ms": 1e3 * statistics.median(times["shortcut"]),
             "flow_ms": 1e3 * statistics.median(times["flow"]),
@@ -60,7 +75,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
     print(f"{'case':>18} {'batch':>6} {'flow ms':>9} {'shortcut ms':>12} {'ratio':>7} {'1+2f/3':>7} {'vs model':>9}")
-    for name in args.case or list(CASES):
+    for name in args.case or DEFAULT_CASES[device]:
         r = bench_case(name, args.repeats, args.warmup, args.overrides)
         print(f"{name:>18} {r['batch']:>6} {r['flow_ms']:>9.2f} {r['shortcut_ms']:>12.2f} {r['ratio']:>7.3f} "
               f"{r['cost_model']:>7.3f} {r['ratio'] / r['cost_model']:>9.3f}")

@@ -85,11 +85,15 @@ class StableDiffusionVAE:
     ``local_files_only=True``; a directory whose ``vae/`` subfolder holds the VAE, as in a full
     Stable Diffusion checkout, also works). Latents are ``(z - shift_factor) * scaling_factor`` with
     both factors read from the VAE's config (0.18215 and no shift for Stable Diffusion 1.x/2.x).
+    Encoding (the latent cache) runs in ``dtype``; decoding on CUDA runs under bf16 autocast
+    (``decode_amp``), which benchmarks/RESULTS.md measures against fp32.
     """
 
-    def __init__(self, name_or_path: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, name_or_path: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 decode_amp: bool = True) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
+        self.decode_amp = decode_amp  # bf16 autocast for decoding on CUDA (samples, FID); encoding stays fp32
         self.vae = self._load(str(name_or_path))
         self.vae.requires_grad_(False).eval().to(self.device)
         config = self.vae.config
@@ -142,8 +146,11 @@ class StableDiffusionVAE:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images; on CUDA under bf16 autocast unless ``decode_amp`` is False."""
         z = latents.to(self.device, torch.float32) / self.scaling_factor + self.shift_factor
-        return self.vae.decode(z.to(self.dtype)).sample.float().clamp(-1.0, 1.0)
+        amp = self.decode_amp and self.device.type == "cuda" and self.dtype == torch.float32
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            return self.vae.decode(z.to(self.dtype)).sample.float().clamp(-1.0, 1.0)
 
     def to(self, device: torch.device | str) -> StableDiffusionVAE:
         self.device = torch.device(device)

@@ -1,4 +1,4 @@
-"""Process-wide settings for speed that do not change results.
+"""Process-wide settings and helpers for speed that do not change results.
 
 ``tune_allocator`` keeps freed memory in glibc's heap instead of returning it to the system after
 every tensor: on virtual machines where page faults are expensive, a CPU training step of a small
@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+
+import torch
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
@@ -32,3 +34,16 @@ def tune_allocator() -> bool:
         return False
     _done = bool(ok)
     return _done
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Copy a CPU tensor to ``device`` without making the host wait for the GPU.
+
+    To CUDA the tensor goes through pinned memory with ``non_blocking=True``, so the copy is queued
+    behind the kernels already launched instead of synchronising with them (a pageable copy would);
+    elsewhere this is a plain ``.to(device)``.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

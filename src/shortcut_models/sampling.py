@@ -19,6 +19,8 @@ import numbers
 import torch
 from torch import nn
 
+from .runtime import to_device
+
 
 MAX_STEPS = 128
 
@@ -72,8 +74,9 @@ def sample(
     if y.shape != (b,):
         raise ValueError(f"y must have shape [{b}], got {tuple(y.shape)}")
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    t_all = torch.tensor(starts, dtype=torch.float32, device=device)
-    d_all = torch.tensor(sizes if fixed_d is None else [fixed_d] * len(sizes), dtype=torch.float32, device=device)
+    # per-step t and d as one tensor each, copied without a host sync; no Python work per sample
+    t_all = to_device(torch.tensor(starts, dtype=torch.float32), device)
+    d_all = to_device(torch.tensor(sizes if fixed_d is None else [fixed_d] * len(sizes), dtype=torch.float32), device)
     guided = cfg_scale != 1.0  # both branches in one batched call: rows [cond; uncond]
     labels = torch.cat([y, null]) if guided else y  # built once, not per step
     ones = torch.ones(2 * b if guided else b, device=device)

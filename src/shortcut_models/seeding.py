@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .runtime import to_device
+
 STREAMS = {"data": 0, "targets": 1, "sample": 2, "eval": 3, "reference": 4}
 
 
@@ -94,7 +96,7 @@ def noise_rows(
     if generator is None or numel <= GLOBAL_NOISE_LIMIT:
         out = torch.randn((share.total, *row_shape), generator=generator, device=gen_device, dtype=torch.float32)
         if not share.is_whole:
-            out = out[share.index.to(gen_device)]
+            out = out[to_device(share.index, gen_device)]
     else:
         base = generator.initial_seed()
         rows = [
@@ -117,5 +119,5 @@ def uniform_rows(
     else:
         out = torch.randint(0, high, (share.total,), generator=generator, device=gen_device)
     if not share.is_whole:
-        out = out[share.index.to(gen_device)]
+        out = out[to_device(share.index, gen_device)]
     return out.to(device)

@@ -104,13 +104,18 @@ def take_rows(source: DataSource, step: int, batch_size: int, seed: int, share: 
 
 
 def build_source(name: str) -> DataSource:
-    """The data source called ``name``: a 2-D toy, 'digits', or 'latents:DIR' (a `shortcut encode` cache)."""
+    """The data source called ``name``: a 2-D toy, 'digits', 'latents:DIR' (a `shortcut encode` cache), or
+    'synthetic:CxHxW[:CLASSES]' (random data for benchmarks)."""
     from ..errors import UserError
 
     if name.startswith("latents:"):
         from .latents import LatentSource
 
         return LatentSource(name.split(":", 1)[1], name=name)
+    if name.startswith("synthetic:"):
+        from .synthetic import SyntheticSource
+
+        return SyntheticSource(name)
     if name in TOYS:
         return ToySource(name)
     if name == "digits":
@@ -118,4 +123,4 @@ def build_source(name: str) -> DataSource:
 
         x, y = load_digits("train")
         return TensorSource("digits", x, y, NUM_CLASSES, heldout=load_digits("test"))
-    raise UserError(f"unknown data {name!r}; choose from {', '.join([*TOYS, 'digits', 'latents:DIR'])}")
+    raise UserError(f"unknown data {name!r}; choose from {', '.join([*TOYS, 'digits', 'latents:DIR', 'synthetic:CxHxW[:CLASSES]'])}")

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .. import path
+from ..runtime import to_device
 from ..seeding import RowShare, noise_rows, uniform_rows
 from .base import Targets, regression_loss
 from .flow_matching import FlowMatching, _check_common, check_share, draw, null_labels
@@ -116,11 +117,15 @@ class Shortcut:
         return n
 
     def levels(self, n_rows: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-        """Levels of the self-consistency rows: strata, or uniform draws when n_rows < K."""
+        """Levels of the self-consistency rows: strata, or uniform draws when n_rows < K.
+
+        The strata are deterministic and returned on the CPU (the caller moves them without a host
+        sync and reads the guided rows from them); uniform draws come from ``generator`` on ``device``.
+        """
         k = self.num_levels
         if n_rows < k:
             return draw((n_rows,), generator, device, "int", k)
-        return level_strata(n_rows, k, self.dt_bias).to(device)
+        return level_strata(n_rows, k, self.dt_bias)
 
     @torch.no_grad()
     def targets(
@@ -150,15 +155,18 @@ class Shortcut:
         boot_share = RowShare(nb_global, share.index[:nb])
         levels = self.levels(nb_global, generator, device)
         if not boot_share.is_whole:
-            levels = levels[boot_share.index.to(device)]
+            levels = levels[boot_share.index.to(levels.device)]
         u = uniform_rows(boot_share, generator, device, "rand")
         if nb == 0:
             return tg
+        # guided rows are found where the levels live (the CPU for strata: no host sync)
+        guided = (levels == self.num_levels - 1).nonzero().squeeze(1) if self.bootstrap_cfg else None
+        guided = to_device(guided, device) if guided is not None and guided.numel() else None
+        levels = to_device(levels, device)
         d = torch.pow(2.0, -levels.float())
         t = (u * torch.pow(2.0, levels.float())).floor() * d
         x_t = path.interpolate(x0[:nb], x1[:nb], t)
         labels = y[:nb].to(device=device, dtype=torch.long) if y is not None else null_labels(nb, self.num_classes, device)
-        guided = (levels == self.num_levels - 1) if self.bootstrap_cfg else None
         v = self.teacher_target(teacher, x_t, t, d, labels, guided)
 
         tg.x_t[:nb], tg.t[:nb], tg.d[:nb], tg.v[:nb], tg.y[:nb] = x_t, t, d, v, labels
@@ -173,7 +181,10 @@ class Shortcut:
         y: torch.Tensor,
         guided: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Two half steps of the teacher, averaged: clip((v1 + v2) / 2) with a clipped midpoint."""
+        """Two half steps of the teacher, averaged: clip((v1 + v2) / 2) with a clipped midpoint.
+
+        ``guided``: int64 indices of the rows whose teacher velocities are guided (None: none).
+        """
         half = d / 2
         v1 = self._teacher_velocity(teacher, x_t, t, half, y, guided)
         x_mid = (x_t + path.expand_like(half, x_t) * v1).clamp(-self.clip, self.clip)
@@ -181,10 +192,10 @@ class Shortcut:
         return ((v1 + v2) / 2).clamp(-self.clip, self.clip)
 
     def _teacher_velocity(self, teacher, x, t, d, y, guided: torch.Tensor | None) -> torch.Tensor:
-        """Teacher output; rows in ``guided`` get v_u + w (v_c - v_u) from one extra batched call."""
-        if guided is None or not bool(guided.any()):
+        """Teacher output; rows ``guided`` (indices) get v_u + w (v_c - v_u) from one batched call."""
+        if guided is None:
             return teacher(x, t, d, y).to(x.dtype)
-        idx = guided.nonzero().squeeze(1)
+        idx = guided
         null = null_labels(idx.numel(), self.num_classes, x.device)
         out = teacher(torch.cat([x, x[idx]]), torch.cat([t, t[idx]]), torch.cat([d, d[idx]]), torch.cat([y, null])).to(x.dtype)
         v, v_uncond = out[: x.shape[0]], out[x.shape[0] :]

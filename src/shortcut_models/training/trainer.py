@@ -31,6 +31,7 @@ from ..data.sources import take_rows
 from ..errors import TrainingDiverged, UserError
 from ..models import build_model
 from ..objectives import FlowMatching, Shortcut, Targets
+from ..runtime import to_device
 from ..seeding import RowShare
 from . import checkpoint as ckpt
 from . import distributed
@@ -221,8 +222,8 @@ class Trainer:
         """One optimizer step on the batch of ``step``; returns detached log tensors."""
         cfg = self.cfg
         x1, y = take_rows(self.source, step, cfg.batch_size, cfg.seed, self.share)
-        x1 = x1.to(self.device, non_blocking=True)
-        y = y.to(self.device, non_blocking=True) if self.num_classes > 0 else None
+        x1 = to_device(x1, self.device)  # pinned + non_blocking on CUDA: no host sync
+        y = to_device(y, self.device) if self.num_classes > 0 else None
         gen = seeding.generator(cfg.seed, seeding.STREAMS["targets"], step, device=self.device)
         teacher = self.objective.select_teacher(self.teacher_online, self.teacher_ema)
         self.model.train()

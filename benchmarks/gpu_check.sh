@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU check for sessions lent a GPU: the CUDA tests, then every benchmark, in about 7 minutes on one H100.
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR]        # default OUT_DIR: $OUT, else gpu-check/
+#
+# Uses the machine's python3 (PyTorch with CUDA) and this checkout's src/ (no install). Wheels that the
+# machine lacks (diffusers for the VAE benchmarks) are installed from .whl/ when that folder exists.
+# Each stage has its own time limit, so a slow stage costs its own numbers only. Results go to OUT_DIR.
+set -u
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-gpu-check}}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}
+stage() {  # stage NAME SECONDS COMMAND...: run with a limit, keep the log, report time and status
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  echo "=== $name (limit ${limit}s): $*"
+  timeout "$limit" "$@" 2>&1 | tee "$out/$name.txt"
+  echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s"
+}
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch; print('torch', torch.__version__)"; } \
+  > "$out/env.txt" 2>&1; cat "$out/env.txt"
+stage tests 150 python3 -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider
+stage train_step 60 python3 benchmarks/train_step.py --repeats 20
+stage sampling 60 python3 benchmarks/sampling_overhead.py --model DiT-B/2 --shape 4x32x32 --classes 1000 --batch 64 --repeats 2
+stage sampling_guided 40 python3 benchmarks/sampling_overhead.py --model DiT-B/2 --shape 4x32x32 --classes 1000 --batch 128 --cfg-scale 1.5 --repeats 3 --steps 1,16
+stage reference 90 python3 benchmarks/reference_loop.py --repeats 8
+stage throughput 240 python3 benchmarks/gpu_throughput.py --json "$out/throughput.jsonl"
