@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--batches", default="64,256")
     parser.add_argument("--compile", choices=["off", "on", "both"], default="both")
     parser.add_argument("--compile-batches", default="256", help="batches also run compiled (compilation takes minutes)")
+    parser.add_argument("--compile-models", help="models also run compiled (default: all of --models)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--objective", default="shortcut", choices=["shortcut", "flow"])
@@ -123,6 +124,7 @@ def main() -> None:
     models = args.models.split(",")
     batches = [int(b) for b in args.batches.split(",")]
     compile_batches = {int(b) for b in args.compile_batches.split(",")}
+    compile_models = args.compile_models.split(",") if args.compile_models else models
     flags = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     results = []
 
@@ -144,7 +146,7 @@ def main() -> None:
     def train_cases(compiled: bool) -> None:
         for model in models:
             for batch in batches:
-                if compiled and batch not in compile_batches:
+                if compiled and (batch not in compile_batches or model not in compile_models):
                     continue
                 t0 = time.perf_counter()
                 emit(train_case(model, batch, compiled, args.steps, args.warmup, args.objective, tmp))
