@@ -5,7 +5,9 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        # default OUT_DIR: $OUT, else gpu-check/
 #
 # Uses the machine's python3 (PyTorch with CUDA) and this checkout's src/ (no install). Wheels that the
-# machine lacks (diffusers for the VAE benchmarks) are installed from .whl/ when that folder exists.
+# machine lacks (diffusers for the VAE benchmarks) are installed from .whl/ when that folder exists; make it with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+#       diffusers==0.42.1 importlib_metadata
 # Each stage has its own time limit, so a slow stage costs its own numbers only. Results go to OUT_DIR.
 set -u
 cd "$(dirname "$0")/.."
