@@ -96,7 +96,7 @@ def test_presets_have_the_documented_sizes() -> None:
         for patch in (2, 4, 8):
             cfg = DIT_PRESETS[f"DiT-{family}/{patch}"]
             assert cfg == {"patch_size": patch, "hidden_size": hidden, "depth": depth, "num_heads": heads}
-    for name in ("DiT-Ti/2", "DiT-Digits", "DiT-Nano"):
+    for name in ("DiT-Ti/2", "DiT-Digits", "DiT-Digits/4", "DiT-Nano"):
         assert name in DIT_PRESETS
 
 

@@ -102,10 +102,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                "class_dropout": 0.1, "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200,
                "ema_warmup": True, "ckpt_every": 1000, "log_every": 100, "sample_cfg_scale": 1.0},
     # The seed's study in miniature (make demo): unconditional digits, null label everywhere.
-    # DiT-Digits narrowed to hidden 64 (0.35M params): the demo's 2 x 2.55M sampling passes must fit 20 CPU minutes.
-    "digits-uncond": {"data": "digits", "model": "DiT-Digits", "model_args": {"hidden_size": 64}, "class_conditional": False,
+    # DiT-Digits/4 (patch 4, hidden 128): cheap enough per sample for the demo's 2 x 2.55M sampling passes in 20 CPU
+    # minutes. bootstrap_ema=false: with 4k steps the EMA teacher (~1k steps behind, compounded over 7 levels) held
+    # the large-step targets back; the online teacher halved FD at 1-4 steps (docs/demo/tuning.md).
+    "digits-uncond": {"data": "digits", "model": "DiT-Digits/4", "model_args": {}, "class_conditional": False,
                       "class_dropout": 0.0, "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200,
-                      "ema_warmup": True, "ckpt_every": 1000, "log_every": 100, "sample_steps": [1, 2, 4, 128]},
+                      "ema_warmup": True, "bootstrap_ema": False, "ckpt_every": 1000, "log_every": 100,
+                      "sample_steps": [1, 2, 4, 128]},
     # The paper's settings (ALGORITHM.md) on Stable Diffusion VAE latents of 256x256 images. Point `data`
     # at a cache made by `shortcut encode` (data=latents:DIR); see docs/latents.md.
     "celebahq256": {**_PAPER, "data": "latents:data/celebahq256-latents", "model": "DiT-B/2",
