@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Callable
 import torch
 
 from shortcut_models.runtime import tune_allocator
+from shortcut_models.timing import interleaved_times, median_ratio  # noqa: F401 (re-exported)
 
 # Stable Diffusion's VAE (the config of stabilityai/sd-vae-ft-mse, 83.7M parameters). Benchmarks build it
 # with random weights: encoding and decoding cost the same as with the real weights, and nothing is downloaded.
@@ -55,18 +55,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 1) -> dict[str, list[float]]:
     """Times of each function, run alternately (order flipped every round); warm-up rounds dropped."""
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(warmup + repeats):
-        for name in names if i % 2 == 0 else reversed(names):
-            dt = timed(fns[name], device)
-            if i >= warmup:
-                times[name].append(dt)
-    return times
-
-
-def median_ratio(a: list[float], b: list[float]) -> float:
-    return statistics.median(x / y for x, y in zip(a, b))
+    return interleaved_times({name: (lambda i, f=f: timed(f, device)) for name, f in fns.items()}, repeats, warmup)
 
 
 def random_sd_vae(directory: Path, device: torch.device):

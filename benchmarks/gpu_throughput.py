@@ -67,7 +67,7 @@ def _train_case(model: str, batch: int, per_gpu: int, compiled: bool, steps: int
     seconds = timed(lambda: [trainer.train_step(warmup + i) for i in range(steps)], device)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
-    del trainer
+    trainer = None  # free the GPU memory before the next case
     release()
     return {"kind": "train", "model": model, "params_m": params, "batch": batch, "rows_per_pass": per_gpu,
             "compile": compiled, "objective": objective,
@@ -94,12 +94,12 @@ def sampling_case(model_name: str, batch: int, vae, device: torch.device, repeat
         generate(), decode(generate())  # warm-up
         net = min(timed(generate, device) for _ in range(repeats))
         latents = generate()
-        dec = min(timed(lambda: decode(latents), device) for _ in range(repeats))
+        dec = min(timed(lambda z=latents: decode(z), device) for _ in range(repeats))
         rows.append({"kind": "sample", "model": model_name, "batch": batch, "steps": 1,
                      "decode": "bf16" if decode_amp else "fp32", "net_images_per_s": batch / net,
                      "images_per_s_with_decode": batch / (net + dec), "decode_ms": 1e3 * dec,
                      "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")})
-    del model
+    model = None
     release()
     return rows
 
