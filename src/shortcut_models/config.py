@@ -97,10 +97,11 @@ _PAPER = {"model_args": {}, "lr": 1e-4, "beta1": 0.9, "beta2": 0.999, "weight_de
           "ckpt_every": 10_000, "sample_every": 20_000, "keep_checkpoints": 3}
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The embedded default: class-conditional 8x8 digits with a small DiT, minutes on a laptop CPU.
+    # The embedded default: class-conditional 8x8 digits with a small DiT, minutes on a laptop CPU. Online teacher
+    # (bootstrap_ema=false) for this short budget: FD at 1 step 44.8 -> 27.7 (README; docs/demo/tuning.md says why).
     "digits": {"data": "digits", "model": "DiT-Digits", "model_args": {}, "class_conditional": True,
                "class_dropout": 0.1, "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200,
-               "ema_warmup": True, "ckpt_every": 1000, "log_every": 100, "sample_cfg_scale": 1.0},
+               "ema_warmup": True, "bootstrap_ema": False, "ckpt_every": 1000, "log_every": 100, "sample_cfg_scale": 1.0},
     # The seed's study in miniature (make demo): unconditional digits, null label everywhere.
     # DiT-Digits/4 (patch 4, hidden 128): cheap enough per sample for the demo's 2 x 2.55M sampling passes in 20 CPU
     # minutes. bootstrap_ema=false: with 4k steps the EMA teacher (~1k steps behind, compounded over 7 levels) held
