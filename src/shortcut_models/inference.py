@@ -73,7 +73,12 @@ class LoadedModel:
     ) -> torch.Tensor:
         """All ``num`` samples of :meth:`generate_batches`, decoded to data space (images for latents), on the CPU."""
         out = [self.decode(x).cpu() for x in self.generate_batches(num, steps, seed, labels, cfg_scale, batch_size)]
-        return torch.cat(out) if out else torch.empty(0, *getattr(self.source, "image_shape", self.source.shape))
+        return torch.cat(out) if out else torch.empty(0, *self.data_shape)
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """Shape of one decoded sample: the image for latent sources, else the model's sample shape."""
+        return tuple(getattr(self.source, "image_shape", self.source.shape))
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Model space -> data space: the autoencoder's decoder for latents, else the identity."""
@@ -127,7 +132,7 @@ def generate_shared(
             out.append(merged[:size].cpu())
     if not (everyone or distributed.is_main()):
         return None
-    return torch.cat(out) if out else torch.empty(0, *getattr(loaded.source, "image_shape", loaded.source.shape))
+    return torch.cat(out) if out else torch.empty(0, *loaded.data_shape)
 
 
 def load_model(path: str | Path, device: str = "auto") -> LoadedModel:

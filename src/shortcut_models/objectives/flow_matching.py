@@ -27,16 +27,6 @@ def null_labels(batch: int, num_classes: int, device: torch.device) -> torch.Ten
     return torch.full((batch,), num_classes, dtype=torch.long, device=device)
 
 
-def draw(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, kind: str, high: int = 0):
-    """Uniform floats in [0, 1) (kind='rand') or integers in [0, high) (kind='int') from ``generator``."""
-    gen_device = generator.device if generator is not None else device
-    if kind == "rand":
-        out = torch.rand(shape, generator=generator, device=gen_device)
-    else:
-        out = torch.randint(0, high, shape, generator=generator, device=gen_device)
-    return out.to(device)
-
-
 @dataclass
 class FlowMatching:
     """Flow-matching objective on the same network interface as the shortcut objective.

@@ -38,7 +38,7 @@ from .. import path
 from ..runtime import to_device
 from ..seeding import RowShare, noise_rows, uniform_rows
 from .base import Targets, regression_loss
-from .flow_matching import FlowMatching, _check_common, check_share, draw, null_labels
+from .flow_matching import FlowMatching, _check_common, check_share, null_labels
 
 
 def level_strata(n_rows: int, num_levels: int, dt_bias: bool = False) -> torch.Tensor:
@@ -124,7 +124,7 @@ class Shortcut:
         """
         k = self.num_levels
         if n_rows < k:
-            return draw((n_rows,), generator, device, "int", k)
+            return uniform_rows(RowShare.whole(n_rows), generator, device, "int", k)
         return level_strata(n_rows, k, self.dt_bias)
 
     @torch.no_grad()
@@ -195,12 +195,11 @@ class Shortcut:
         """Teacher output; rows ``guided`` (indices) get v_u + w (v_c - v_u) from one batched call."""
         if guided is None:
             return teacher(x, t, d, y).to(x.dtype)
-        idx = guided
-        null = null_labels(idx.numel(), self.num_classes, x.device)
-        out = teacher(torch.cat([x, x[idx]]), torch.cat([t, t[idx]]), torch.cat([d, d[idx]]), torch.cat([y, null])).to(x.dtype)
+        null = null_labels(guided.numel(), self.num_classes, x.device)
+        out = teacher(torch.cat([x, x[guided]]), torch.cat([t, t[guided]]), torch.cat([d, d[guided]]), torch.cat([y, null])).to(x.dtype)
         v, v_uncond = out[: x.shape[0]], out[x.shape[0] :]
         v = v.clone()
-        v[idx] = v_uncond + self.cfg_scale * (v[idx] - v_uncond)
+        v[guided] = v_uncond + self.cfg_scale * (v[guided] - v_uncond)
         return v
 
     def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
