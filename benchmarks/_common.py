@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from shortcut_models.runtime import tune_allocator
-from shortcut_models.timing import interleaved_times, median_ratio  # noqa: F401 (re-exported)
+from shortcut_models.experiments.timing import interleaved_times, median_ratio  # noqa: F401 (re-exported)
 
 # Stable Diffusion's VAE (the config of stabilityai/sd-vae-ft-mse, 83.7M parameters). Benchmarks build it
 # with random weights: encoding and decoding cost the same as with the real weights, and nothing is downloaded.

@@ -26,7 +26,7 @@ from _common import describe, random_sd_vae, setup, sync, timed
 from shortcut_models.config import build_config
 from shortcut_models.models import build_model
 from shortcut_models.sampling import sample
-from shortcut_models.training.trainer import Trainer
+from shortcut_models.training import Trainer
 
 
 def release() -> None:
@@ -56,7 +56,7 @@ def _train_case(model: str, batch: int, per_gpu: int, compiled: bool, steps: int
                 tmp: str) -> dict:
     cfg = build_config("imagenet256", objective, None, [
         f"model={model}", "data=synthetic:4x32x32:1000", f"batch_size={batch}", f"compile={str(compiled).lower()}",
-        "tensorboard=false", *([f"batch_per_gpu={per_gpu}"] if per_gpu < batch else [])])
+        "logger=none", *([f"batch_per_gpu={per_gpu}"] if per_gpu < batch else [])])
     trainer = Trainer(cfg, f"{tmp}/{model.replace('/', '_')}-{batch}-{compiled}", progress=False)
     device = trainer.device
     first = timed(lambda: trainer.train_step(0), device)

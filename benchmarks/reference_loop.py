@@ -32,7 +32,7 @@ from _common import describe, interleaved, median_ratio, random_sd_vae, setup
 from shortcut_models.config import build_config
 from shortcut_models.models import build_model
 from shortcut_models.objectives.shortcut import level_strata
-from shortcut_models.training.trainer import Trainer
+from shortcut_models.training import Trainer
 
 
 @contextlib.contextmanager
@@ -114,7 +114,7 @@ def main() -> None:
         for compiled in [False, True] if args.compile else [False]:
             cfg = build_config("celebahq256", "shortcut", None, [
                 f"model={args.model}", f"data=synthetic:4x{side}x{side}", f"batch_size={args.batch}",
-                f"compile={str(compiled).lower()}", "tensorboard=false"])
+                f"compile={str(compiled).lower()}", "logger=none"])
             runs["library" + (" compiled" if compiled else "")] = Trainer(cfg, f"{tmp}/run-{compiled}", progress=False)
         counter = {name: 0 for name in runs}
 

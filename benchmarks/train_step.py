@@ -22,15 +22,15 @@ import torch
 
 from shortcut_models.config import build_config
 from shortcut_models.runtime import tune_allocator
-from shortcut_models.timing import interleaved_step_times, median_ratio
-from shortcut_models.training.trainer import Trainer
+from shortcut_models.experiments.timing import interleaved_step_times, median_ratio
+from shortcut_models.training import Trainer
 
 CASES = {
-    "mlp-checkerboard": ("checkerboard", ["tensorboard=false"]),
-    "dit-digits": ("digits", ["tensorboard=false"]),
+    "mlp-checkerboard": ("checkerboard", ["logger=none"]),
+    "dit-digits": ("digits", ["logger=none"]),
     # GPU cases: DiT-B/2 on 4x32x32 latents (synthetic batches of the latent cache's size), bf16
-    "dit-b2-celebahq": ("celebahq256", ["data=synthetic:4x32x32", "tensorboard=false"]),
-    "dit-b2-imagenet": ("imagenet256", ["data=synthetic:4x32x32:1000", "tensorboard=false"]),
+    "dit-b2-celebahq": ("celebahq256", ["data=synthetic:4x32x32", "logger=none"]),
+    "dit-b2-imagenet": ("imagenet256", ["data=synthetic:4x32x32:1000", "logger=none"]),
 }
 DEFAULT_CASES = {"cpu": ["mlp-checkerboard", "dit-digits"], "cuda": ["dit-b2-celebahq", "dit-b2-imagenet"]}
 

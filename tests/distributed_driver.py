@@ -17,9 +17,9 @@ from pathlib import Path
 from shortcut_models.cli import main
 from shortcut_models.config import build_config
 from shortcut_models.errors import TrainingDiverged
-from shortcut_models.training import checkpoint as ckpt
-from shortcut_models.training import distributed
-from shortcut_models.training.trainer import Trainer
+from shortcut_models import checkpoints as ckpt
+from shortcut_models import distributed
+from shortcut_models.training import Trainer
 
 
 def command(argv: list[str]) -> None:

@@ -5,7 +5,7 @@ import json
 import torch
 
 from shortcut_models.cli import main
-from shortcut_models.report import compare_at, goals
+from shortcut_models.experiments.report import compare_at, goals
 
 
 def test_quick_demo_writes_the_whole_report(tmp_path):
@@ -14,7 +14,7 @@ def test_quick_demo_writes_the_whole_report(tmp_path):
     assert main(["demo", "--quick", "--finetune", "--quiet", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     for heading in ("## Fréchet distance by number of sampling steps", "## During training", "## Samples from the same noise",
-                    "## Training cost", "## The seed's first question", "## Quality goals", "## The seed's second question"):
+                    "## Training cost", "## First question", "## Quality goals", "## Second question"):
         assert heading in report, heading
     for image in ("eval/metric_vs_steps.png", "fd_vs_training_step.png", "grids.png"):
         assert (out / image).read_bytes()[:4] == b"\x89PNG"

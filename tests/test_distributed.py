@@ -27,12 +27,12 @@ from shortcut_models.errors import UserError
 from shortcut_models.inference import sample_blocks
 from shortcut_models.objectives import FlowMatching, Shortcut
 from shortcut_models.seeding import RowShare
-from shortcut_models.training.distributed import split_batch
-from shortcut_models.training.logging import IntervalMeans
-from shortcut_models.training.trainer import Trainer
+from shortcut_models.distributed import split_batch
+from shortcut_models.training.interval_means import IntervalMeans
+from shortcut_models.training import Trainer
 
 TINY = ["model_args.width=32", "model_args.depth=1", "batch_size=32", "log_every=2", "ema_decay=0.9",
-        "sample_steps=[1]", "tensorboard=false", "ckpt_every=100"]
+        "sample_steps=[1]", "logger=none", "ckpt_every=100"]
 NUM = 37  # eval/sample count: not a multiple of 2 processes x batch 8, so the last block is padded
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,7 +206,7 @@ def one_process_run(work):
 def digits_ckpt(work):
     out = work / "digits"
     assert main(["train", "--out", str(out), "--quiet", "model=DiT-Nano", "batch_size=16", "steps=2", "warmup_steps=0",
-                 "tensorboard=false", "sample_steps=[1]"]) == 0
+                 "logger=none", "sample_steps=[1]"]) == 0
     return out
 
 

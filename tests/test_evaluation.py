@@ -9,7 +9,7 @@ import torch
 from shortcut_models.cli import main
 from shortcut_models.metrics.frechet import ReferenceStats
 
-NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "tensorboard=false", "sample_steps=[1]", "steps=2"]
+NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "logger=none", "sample_steps=[1]", "steps=2"]
 
 
 @pytest.fixture(scope="module")

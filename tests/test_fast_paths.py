@@ -18,7 +18,7 @@ from shortcut_models.models import MLP
 from shortcut_models.objectives import Shortcut
 from shortcut_models.runtime import to_device
 from shortcut_models.sampling import sample
-from shortcut_models.training.trainer import Trainer
+from shortcut_models.training import Trainer
 
 
 def trained_like_mlp() -> MLP:
@@ -95,7 +95,7 @@ def test_synthetic_source_is_deterministic_and_validated():
 
 def test_trainer_runs_on_synthetic_latent_shaped_data(tmp_path):
     cfg = build_config("celebahq256", "shortcut", None, ["model=DiT-Nano", "data=synthetic:4x8x8", "batch_size=16",
-                                                          "tensorboard=false", "steps=3", "device=cpu", "precision=fp32"])
+                                                          "logger=none", "steps=3", "device=cpu", "precision=fp32"])
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     losses = [float(trainer.train_step(step)["loss"]) for step in range(3)]
     assert all(loss == loss and loss > 0 for loss in losses)

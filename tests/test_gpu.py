@@ -21,7 +21,7 @@ from shortcut_models.config import build_config
 from shortcut_models.models.dit import DiT
 from shortcut_models.objectives import Shortcut
 from shortcut_models.sampling import sample
-from shortcut_models.training.trainer import Trainer
+from shortcut_models.training import Trainer
 
 pytestmark = [
     pytest.mark.gpu,
@@ -42,7 +42,7 @@ def no_host_sync():
 
 
 def digits_trainer(tmp_path, objective: str, *extra: str) -> Trainer:
-    cfg = build_config("digits", objective, None, ["device=cuda", "tensorboard=false", "batch_size=64",
+    cfg = build_config("digits", objective, None, ["device=cuda", "logger=none", "batch_size=64",
                                                    "bootstrap_cfg=true", "cfg_scale=1.5", *extra])
     return Trainer(cfg, tmp_path / objective, progress=False)
 
@@ -134,7 +134,7 @@ def test_train_resume_and_eval_on_gpu_through_the_cli(tmp_path):
     run = tmp_path / "run"
     base = [sys.executable, "-m", "shortcut_models"]
     train = [*base, "train", "--out", str(run), "--quiet", "device=cuda", "ckpt_every=20", "log_every=10",
-             "sample_every=0", "tensorboard=false"]
+             "sample_every=0", "logger=none"]
     subprocess.run([*train, "steps=20"], check=True)
     subprocess.run([*train, "steps=40"], check=True)  # resumes at step 20
     rows = (run / "metrics.csv").read_text().splitlines()

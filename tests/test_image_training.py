@@ -11,10 +11,10 @@ import torch
 
 from shortcut_models.cli import main
 from shortcut_models.config import build_config
-from shortcut_models.training import checkpoint as ckpt
-from shortcut_models.training.trainer import Trainer
+from shortcut_models import checkpoints as ckpt
+from shortcut_models.training import Trainer
 
-NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "warmup_steps=0", "tensorboard=false", "sample_steps=[1,2]"]
+NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "warmup_steps=0", "logger=none", "sample_steps=[1,2]"]
 
 
 def nano(*extra, objective="shortcut"):
@@ -86,4 +86,4 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "stopped by signal" in err
     latest = ckpt.latest_checkpoint(run)
     assert latest is not None and int(latest.name.split("_")[-1]) >= 2
-    assert json.loads((latest / "config.json").read_text())["steps"] == 100000
+    assert json.loads((latest / "config.json").read_text())["training"]["steps"] == 100000

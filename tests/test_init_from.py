@@ -13,17 +13,16 @@ from shortcut_models.errors import UserError
 from shortcut_models.inference import load_model
 from shortcut_models.models.mlp import MLP
 from shortcut_models.sampling import sample
-from shortcut_models.training import checkpoint as ckpt
+from shortcut_models import checkpoints as ckpt
 from shortcut_models.training.init_from import (
     d_embedder_keys,
     load_network,
     zero_last_linear,
 )
-from shortcut_models.training.trainer import Trainer
-from test_trainer import assert_same_state
+from shortcut_models.training import Trainer
 
-NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "warmup_steps=0", "tensorboard=false", "sample_steps=[1]"]
-TOY = ["model_args.width=32", "model_args.depth=1", "batch_size=16", "log_every=2", "tensorboard=false", "sample_steps=[1]"]
+NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "warmup_steps=0", "logger=none", "sample_steps=[1]"]
+TOY = ["model_args.width=32", "model_args.depth=1", "batch_size=16", "log_every=2", "logger=none", "sample_steps=[1]"]
 PRESETS = {"dit": ("digits", NANO), "mlp": ("checkerboard", TOY)}
 
 
@@ -84,7 +83,7 @@ def test_fine_tuning_runs_and_changes_the_one_step_output(flow_run, tmp_path):
     with torch.no_grad():
         after = sample(tuned.ema.module, noise, 1, y=y)
     assert torch.isfinite(after).all() and not torch.allclose(before, after)
-    saved = json.loads((final / "config.json").read_text())
+    saved = json.loads((final / "config.json").read_text())["training"]
     assert saved["init_from"] == str(flow_run) and saved["objective"] == "shortcut"
 
 
@@ -92,7 +91,7 @@ def test_cli_flag_sets_init_from(flow_run, tmp_path, capsys):
     out = tmp_path / "ft"
     assert main(["train", "--out", str(out), "--quiet", "--objective", "shortcut", "--init-from", str(flow_run), *NANO, "steps=1"]) == 0
     assert f"initialised from {ckpt.latest_checkpoint(flow_run)} (step 3, objective flow)" in capsys.readouterr().err
-    saved = ckpt.read_config(ckpt.latest_checkpoint(out))
+    saved = ckpt.training_config(ckpt.read_config(ckpt.latest_checkpoint(out)))
     assert saved["init_from"] == str(flow_run) and saved["objective"] == "shortcut"
 
 
@@ -180,7 +179,7 @@ def test_only_step_size_embedder_keys_may_be_missing(tmp_path):
         load_network(model, tmp_path / "absent.safetensors")
 
 
-def test_resume_uses_the_runs_own_checkpoint_not_the_source(flow_run, tmp_path):
+def test_resume_uses_the_runs_own_checkpoint_not_the_source(flow_run, tmp_path, assert_same_state):
     straight = Trainer(config("dit", "steps=4", "ckpt_every=100", f"init_from={flow_run}"), tmp_path / "a", progress=False)
     straight.run()
     source = tmp_path / "source"
@@ -197,12 +196,10 @@ def test_resume_uses_the_runs_own_checkpoint_not_the_source(flow_run, tmp_path):
     assert resumed.ema.num_updates == straight.ema.num_updates == 4
 
 
-def test_runs_saved_before_init_from_existed_still_resume(toy_run, tmp_path):
+def test_runs_saved_before_init_from_existed_still_resume(toy_run, tmp_path, as_format_1):
     run = tmp_path / "old"
     shutil.copytree(toy_run, run)
-    cfg_file = ckpt.latest_checkpoint(run) / "config.json"
-    saved = json.loads(cfg_file.read_text())
-    del saved["init_from"]
-    cfg_file.write_text(json.dumps(saved))
+    saved = as_format_1(ckpt.latest_checkpoint(run))  # the layout of the time: no init_from, flat knobs
+    assert "init_from" not in saved and "bootstrap_every" in saved
     resumed = Trainer(config("mlp", "steps=3", objective="flow"), run, progress=False)
     assert resumed.step == 2

@@ -6,9 +6,9 @@ import pytest
 from shortcut_models.config import build_config
 from shortcut_models.evaluation import evaluate_toy
 from shortcut_models.inference import load_model
-from shortcut_models.training.trainer import Trainer
+from shortcut_models.training import Trainer
 
-BUDGET = ["steps=1200", "log_every=400", "ckpt_every=1200", "tensorboard=false"]
+BUDGET = ["steps=1200", "log_every=400", "ckpt_every=1200", "logger=none"]
 
 
 @pytest.mark.slow

@@ -7,35 +7,18 @@ import torch
 
 from shortcut_models.config import build_config
 from shortcut_models.errors import TrainingDiverged, UserError
-from shortcut_models.training import checkpoint as ckpt
-from shortcut_models.training.trainer import Trainer
+from shortcut_models import checkpoints as ckpt
+from shortcut_models.training import Trainer
 
-TINY = ["model_args.width=32", "model_args.depth=1", "batch_size=32", "log_every=5", "ema_decay=0.9", "sample_steps=[1]", "tensorboard=false"]
+TINY = ["model_args.width=32", "model_args.depth=1", "batch_size=32", "log_every=5", "ema_decay=0.9", "sample_steps=[1]", "logger=none"]
 
 
 def tiny_config(*extra, objective="shortcut"):
     return build_config("checkerboard", objective, None, [*TINY, *extra])
 
 
-def all_tensors(trainer):
-    out = {f"model.{k}": v.clone() for k, v in trainer.model.state_dict().items()}
-    out.update({f"ema.{k}": v.clone() for k, v in trainer.ema.module.state_dict().items()})
-    for i, st in enumerate(trainer.optimizer.state.values()):
-        for k, v in st.items():
-            out[f"opt.{i}.{k}"] = v.clone() if torch.is_tensor(v) else torch.tensor(v)
-    return out
-
-
-def assert_same_state(a_trainer, b_trainer):
-    """Model, EMA and optimizer tensors of two trainers are bit-identical."""
-    a, b = all_tensors(a_trainer), all_tensors(b_trainer)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-
-
 @pytest.mark.parametrize("objective", ["shortcut", "flow"])
-def test_stop_and_resume_is_bit_identical(tmp_path, objective):
+def test_stop_and_resume_is_bit_identical(tmp_path, objective, assert_same_state):
     straight = Trainer(tiny_config("steps=20", "ckpt_every=100", objective=objective), tmp_path / "a", progress=False)
     straight.run()
     first = Trainer(tiny_config("steps=10", "ckpt_every=100", objective=objective), tmp_path / "b", progress=False)
@@ -54,7 +37,7 @@ def test_checkpoint_layout_and_pruning(tmp_path):
     assert names == ["step_00000008", "step_00000012"]
     assert final.name == "step_00000012"
     assert {p.name for p in final.iterdir()} == {"config.json", "model.safetensors", "ema.safetensors", "state.pt"}
-    assert json.loads((final / "config.json").read_text())["steps"] == 12
+    assert json.loads((final / "config.json").read_text())["training"]["steps"] == 12
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("step,loss,loss_flow,loss_consistency,grad_norm,lr")
     assert len(lines) == 1 + 12 // 5 + 1  # rows at 5, 10 and the final step

@@ -10,7 +10,34 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from . import distributed
+from .autoencoders import build_autoencoder
+from .config import build_config
+from .data.digits import load_digits
+from .data.latents import encode_folder
 from .errors import TrainingDiverged, UserError
+from .evaluation import (
+    build_metric,
+    digits_metric,
+    evaluate_images,
+    evaluate_toy,
+    feature_stats,
+    fid_extractor,
+    folder_feature_stats,
+    format_table,
+    write_results,
+)
+from .experiments import DemoPlan, run_demo
+from .images import save_grid, to_uint8
+from .inference import generate_shared, load_model
+from .objectives import OBJECTIVES
+from .plotting import scatter_2d
+from .runtime import tune_allocator
+from .sampling import check_steps
+from .training import Trainer
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,8 +48,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _steps_list(text: str) -> list[int]:
-    from .sampling import check_steps
-
     try:
         return [check_steps(int(s)) for s in text.split(",") if s.strip()]
     except ValueError as exc:
@@ -30,10 +55,6 @@ def _steps_list(text: str) -> list[int]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import build_config
-    from .training import distributed
-    from .training.trainer import Trainer
-
     cfg = build_config(args.preset, args.objective, args.config, args.overrides)
     if args.init_from is not None:
         cfg.init_from = args.init_from
@@ -55,12 +76,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    from .inference import generate_shared, load_model
-    from .training import distributed
-
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise UserError(f"--out must end in .npz or .png, got {out.name!r}")
@@ -68,31 +83,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
         loaded = load_model(args.ckpt, args.device)
         labels = None
         if args.class_label is not None:
-            nc = loaded.model.num_classes
+            nc = loaded.num_classes
             if not 0 <= args.class_label < nc:
                 raise UserError(f"--class must lie in 0..{nc - 1} for this checkpoint" if nc else "--class given but the model is unconditional")
             labels = torch.full((args.num,), args.class_label, dtype=torch.long)
-        elif loaded.model.num_classes > 0:  # class-conditional model: cycle through the classes
-            labels = torch.arange(args.num) % loaded.model.num_classes
+        elif loaded.num_classes > 0:  # class-conditional model: cycle through the classes
+            labels = torch.arange(args.num) % loaded.num_classes
         x = generate_shared(loaded, args.num, args.steps, seed=args.seed, labels=labels, cfg_scale=args.cfg_scale)
     if x is None:  # not rank 0
         return 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    y = labels.numpy() if labels is not None else np.full(args.num, loaded.model.num_classes, dtype=np.int64)
+    y = labels.numpy() if labels is not None else np.full(args.num, loaded.num_classes, dtype=np.int64)
     is_image = x.ndim == 4  # decoded images (pixels or VAE decodes); [N, D] for vector data
     if out.suffix == ".npz":
-        from .images import to_uint8
-
         arr = to_uint8(x.clamp(-1, 1)) if is_image else x.numpy().astype(np.float32)
         np.savez(out, arr_0=arr, labels=y)
     elif out.suffix == ".png":
         if is_image:
-            from .images import save_grid
-
             save_grid(x.clamp(-1, 1), out, rows=max(1, int(round(args.num**0.5))))
         else:
-            from .plotting import scatter_2d
-
             scatter_2d(x.numpy(), out, title=f"{loaded.label}, {args.steps} step(s)")
     else:
         raise UserError(f"--out must end in .npz or .png, got {out.name!r}")
@@ -101,10 +110,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import build_metric, evaluate_images, evaluate_toy, format_table, write_results
-    from .inference import load_model
-    from .training import distributed
-
     rows, metric_name = [], None
     with distributed.session(args.device):  # under torchrun: samples split over processes, rank 0 writes
         for path in args.ckpt:
@@ -133,22 +138,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_ref_stats(args: argparse.Namespace) -> int:
-    from .evaluation import digits_metric, feature_stats
-
     if args.data == "digits":
-        from .data.digits import load_digits
-
         if args.metric == "fd-digits":
             extractor = digits_metric(args.device).extractor
         else:
-            from .evaluation import fid_extractor
-
             extractor = fid_extractor(args.inception_weights, args.device)
         images = load_digits(args.split)[0][: args.num]
         stats = feature_stats(extractor, images.to(args.device))
     else:
-        from .evaluation import folder_feature_stats
-
         if args.metric != "fid":
             raise UserError("--metric fd-digits needs --data digits; image folders use --metric fid")
         stats = folder_feature_stats(args.data, args.resolution, args.inception_weights, args.device, args.num,
@@ -161,11 +158,7 @@ def cmd_ref_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .autoencoders import build_autoencoder
-    from .data.latents import encode_folder
-    from .training.trainer import resolve_device
-
-    autoencoder = build_autoencoder(args.vae, device=resolve_device(args.device))
+    autoencoder = build_autoencoder(args.vae, device=distributed.resolve_device(args.device))
     manifest = encode_folder(args.data, args.out, autoencoder, resolution=args.resolution, batch_size=args.batch_size,
                              shard_size=args.shard_size, progress=not args.quiet, workers=args.workers)
     print(f"encoded {manifest['num_images']} images ({manifest['num_entries']} entries with mirrors, "
@@ -174,8 +167,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoPlan, run_demo
-
     fractions = (0.1, 0.25, 0.5) if args.finetune else ()
     plan = DemoPlan(overrides=list(args.overrides), conditional_ckpt=args.conditional_ckpt, finetune_fractions=fractions)
     if args.quick:  # a smoke-test budget: seconds, not minutes (numbers are meaningless)
@@ -194,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (resumes from --out automatically)")
     p.add_argument("--preset", help="named preset (default: digits)")
-    p.add_argument("--objective", choices=["shortcut", "flow"])
+    p.add_argument("--objective", choices=list(OBJECTIVES), help="training objective (default: the preset's)")
     p.add_argument("--config", help="JSON or TOML file of config values")
     p.add_argument("--out", help="run directory (default runs/PRESET-OBJECTIVE)")
     p.add_argument("--init-from", metavar="CKPT",
@@ -270,8 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .runtime import tune_allocator
-
     tune_allocator()
     try:
         args = build_parser().parse_args(argv)
@@ -280,8 +269,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ref-stats" and args.metric is None:
             args.metric = "fd-digits" if args.data == "digits" else "fid"
         if args.command == "sample":
-            from .sampling import check_steps
-
             try:
                 check_steps(args.steps)
             except ValueError as exc:

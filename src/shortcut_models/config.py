@@ -1,7 +1,14 @@
 """Training configuration: one flat dataclass, named presets, and ``key=value`` overrides.
 
-A run is fully described by a :class:`TrainConfig`; it is saved as ``config.json`` inside every
-checkpoint, so a checkpoint directory is self-describing.
+A run is fully described by a :class:`TrainConfig`; it is saved inside every checkpoint (the
+``training`` entry of config.json). ``TrainConfig()`` is the embedded default, class-conditional
+digits, and is valid as it stands. Every key carries its own range check and whether it may change
+when a run resumes (``metadata`` of the field); :func:`validate` applies them.
+
+The objective's knobs (``bootstrap_every``, ``class_dropout``...) are defined once, on the objective
+dataclasses (``shortcut_models.objectives``), and set through ``objective_args``. A knob may also be
+given as a top-level key (``bootstrap_every=4``): it is moved into ``objective_args``. Knobs of
+objectives other than the run's are ignored, so one preset serves every objective.
 """
 
 from __future__ import annotations
@@ -10,120 +17,194 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import UserError
+from .loggers import parse_backends
+from .models import MODEL_NAMES
+from .objectives import OBJECTIVES, all_knobs, build_objective
+from .sampling import MAX_STEPS
+from .validation import check_bool, check_choice, check_float, check_int
 
 DEFAULT_PRESET = "digits"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+Check = Callable[[str, Any], Any]
+
+
+def _key(default: Any = dataclasses.MISSING, check: Check | None = None, resumable: bool = False, factory=None):
+    """A config field with its range check and whether a resumed run may change it."""
+    meta = {"check": check, "resumable": resumable}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    return check_int(name, value, low=1)
+
+
+def _count(name: str, value: Any) -> int:
+    return check_int(name, value, low=0)
+
+
+def _string(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _mapping(name: str, value: Any) -> dict:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{name} must be a dictionary of settings, got {value!r}")
+    return value
+
+
+def _beta(name: str, value: Any) -> float:
+    return check_float(name, value, 0.0, 1.0, high_open=True)
+
+
+def _step_list(name: str, value: Any) -> list:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{name} must be a non-empty list of step counts, got {value!r}")
+    for v in value:
+        check_int(f"each of {name}", v, 1, MAX_STEPS)
+    return value
 
 
 @dataclass
 class TrainConfig:
-    """Every knob of a training run (defaults: the 2-D checkerboard with the shortcut objective)."""
+    """Every knob of a training run; the defaults are the embedded ``digits`` preset.
 
-    preset: str = DEFAULT_PRESET
+    ``batch_size`` is the global batch: under torchrun each of W processes computes batch_size / W rows.
+    """
+
+    preset: str = _key(DEFAULT_PRESET, _string)
     # data and network
-    data: str = "digits"  # a 2-D toy name or "digits"
-    model: str = "mlp"
-    model_args: dict[str, Any] = field(default_factory=dict)  # e.g. {"width": 256, "depth": 4}
-    class_conditional: bool = False
-    # objective (see objectives.Shortcut for the meaning of each)
-    objective: str = "shortcut"  # "shortcut" or "flow"
-    bootstrap_every: int = 8
-    bootstrap_ema: bool = True
-    bootstrap_cfg: bool = False
-    cfg_scale: float = 1.0
-    dt_bias: bool = False
-    class_dropout: float = 0.0
-    max_steps: int = 128
+    data: str = _key("digits", _string)  # a 2-D toy name, "digits", "latents:DIR" or "synthetic:CxHxW[:CLASSES]"
+    model: str = _key("DiT-Digits", lambda n, v: check_choice(n, v, MODEL_NAMES))
+    model_args: dict[str, Any] = _key(check=_mapping, factory=dict)  # e.g. {"width": 256, "depth": 4}
+    class_conditional: bool = _key(True, check_bool)
+    # objective: its name in the registry and its knobs (see shortcut_models.objectives)
+    objective: str = _key("shortcut", lambda n, v: check_choice(n, v, tuple(OBJECTIVES)))
+    # online self-consistency teacher: on a 4,000-step budget the EMA teacher lags (docs/demo/tuning.md)
+    objective_args: dict[str, Any] = _key(check=_mapping, factory=lambda: {"class_dropout": 0.1, "bootstrap_ema": False})
     # fine-tuning: a checkpoint or run directory whose weights start a fresh run (training/init_from.py)
-    init_from: str = ""
-    # optimisation
-    steps: int = 3000
-    batch_size: int = 256  # the global batch: under torchrun each of W processes computes batch_size / W rows
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    warmup_steps: int = 0
-    grad_clip: float = 0.0  # 0 = no clipping (the paper's recipe)
-    ema_decay: float = 0.999
-    ema_warmup: bool = False
-    grad_accum: int = 1  # split each batch into this many micro-batches (same result, less memory)
-    batch_per_gpu: int = 0  # micro-batch per process; > 0 sets grad_accum = batch_size / (processes * this)
+    init_from: str = _key("", _string)
+    # optimisation (AdamW; constant learning rate after a linear warm-up)
+    steps: int = _key(4000, _positive_int, resumable=True)
+    batch_size: int = _key(64, _positive_int)
+    lr: float = _key(1e-3, lambda n, v: check_float(n, v, low=0.0, low_open=True))
+    weight_decay: float = _key(0.0, lambda n, v: check_float(n, v, low=0.0))
+    beta1: float = _key(0.9, _beta)
+    beta2: float = _key(0.999, _beta)
+    warmup_steps: int = _key(200, _count)
+    grad_clip: float = _key(0.0, lambda n, v: check_float(n, v, low=0.0))  # 0 = no clipping (the paper's recipe)
+    ema_decay: float = _key(0.999, lambda n, v: check_float(n, v, 0.0, 1.0))
+    ema_warmup: bool = _key(True, check_bool)  # decay min(ema_decay, (1 + n) / (10 + n)): short runs leave their init
+    # same gradients up to rounding: these may change when a run resumes (e.g. on other hardware)
+    grad_accum: int = _key(1, _positive_int, resumable=True)  # micro-batches per step (less memory)
+    batch_per_gpu: int = _key(0, _count, resumable=True)  # > 0 sets grad_accum = batch_size / (processes * this)
     # speed
-    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"
-    compile: bool = False  # torch.compile the network
+    precision: str = _key("auto", lambda n, v: check_choice(n, v, PRECISIONS))  # auto: bf16 autocast on CUDA
+    compile: bool = _key(False, check_bool, resumable=True)  # torch.compile the network
     # sample sheets during training (0 = only at the end)
-    sample_every: int = 0
-    sample_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 128])
-    sample_cfg_scale: float = 1.0
-    tensorboard: bool = True  # also log to RUN/tensorboard when tensorboard is installed
+    sample_every: int = _key(0, _count, resumable=True)
+    sample_steps: list[int] = _key(check=_step_list, resumable=True, factory=lambda: [1, 2, 4, 8, 16, 32, 128])
+    sample_cfg_scale: float = _key(1.0, lambda n, v: check_float(n, v), resumable=True)
+    # logs: RUN/metrics.csv always; plus "tensorboard", "wandb", both ("tensorboard,wandb") or "none"
+    logger: str = _key("tensorboard", lambda n, v: parse_backends(_string(n, v)), resumable=True)
     # bookkeeping
-    seed: int = 0
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    log_every: int = 100
-    ckpt_every: int = 1000
-    keep_checkpoints: int = 2
+    seed: int = _key(0, _count)
+    device: str = _key("auto", _string, resumable=True)  # "auto", "cpu", "cuda", "cuda:1", ...
+    log_every: int = _key(100, _positive_int, resumable=True)
+    ckpt_every: int = _key(1000, _positive_int, resumable=True)
+    keep_checkpoints: int = _key(2, _positive_int, resumable=True)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from a dict (a preset, a file, a saved run); unknown keys are a UserError.
+
+        Objective knobs given as top-level keys go into ``objective_args`` (runs saved before
+        ``objective_args`` existed store them so); ``tensorboard`` true/false becomes ``logger``.
+        """
+        values = normalise_keys(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise UserError(f"unknown config key(s): {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
         return cls(**values)
 
+    def network_classes(self, data_classes: int) -> int:
+        """Classes the network is conditioned on: the data's when class_conditional, else 0."""
+        if self.class_conditional and data_classes == 0:
+            raise UserError(f"class_conditional=true but data {self.data!r} has no labels")
+        return data_classes if self.class_conditional else 0
 
-# Keys whose change does not alter what a resumed run computes.
-RESUMABLE_KEYS = {
-    "steps", "log_every", "ckpt_every", "keep_checkpoints", "device", "compile",
-    "sample_every", "sample_steps", "sample_cfg_scale", "tensorboard",
-    "grad_accum", "batch_per_gpu",  # same gradients up to rounding: resume on other hardware
-}
+    def resolved_objective_args(self) -> dict[str, Any]:
+        """Every knob of the run's objective, defaults included (what the run computes with)."""
+        return build_objective(self.objective, 0, self.objective_args).args()
 
-# Short CPU runs: the EMA warm-up lets a run of a few thousand steps leave its initialisation (the
-# paper's 400k-step runs use a plain 0.999 decay).
-_TOY_PRESET = {"model": "mlp", "model_args": {"width": 128, "depth": 3}, "class_conditional": False,
-               "steps": 3000, "batch_size": 256, "lr": 1e-3, "ema_warmup": True}
+    @property
+    def max_steps(self) -> int:
+        """M, the finest step count of the run's objective."""
+        return int(self.resolved_objective_args()["max_steps"])
+
+
+RESUMABLE_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])
+
+
+def normalise_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """Move top-level objective knobs into ``objective_args`` and ``tensorboard`` into ``logger``."""
+    values = dict(values)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    knobs = [k for k in values if k in all_knobs() and k not in fields]
+    if knobs:
+        values["objective_args"] = {**values.get("objective_args", {}), **{k: values.pop(k) for k in knobs}}
+    if "tensorboard" in values and "tensorboard" not in fields:
+        values["logger"] = "tensorboard" if values.pop("tensorboard") else "none"
+    return values
+
+
+# 2-D toys: a residual MLP; the EMA warm-up lets a run of a few thousand steps leave its initialisation.
+_TOY = {"model": "mlp", "model_args": {"width": 128, "depth": 3}, "class_conditional": False, "objective_args": {},
+        "steps": 3000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 0}
 
 # The paper's recipe: AdamW lr 1e-4 constant, betas (0.9, 0.999), weight decay 0.1, no warm-up, no
-# gradient clipping, EMA 0.999 every step, bf16 autocast with fp32 parameters (precision auto on CUDA).
+# gradient clipping, EMA 0.999 every step, bf16 autocast with fp32 parameters (precision auto on CUDA),
+# the EMA network as self-consistency teacher, one self-consistency row in 8.
 _PAPER = {"model_args": {}, "lr": 1e-4, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.1, "warmup_steps": 0,
-          "grad_clip": 0.0, "ema_decay": 0.999, "ema_warmup": False, "bootstrap_every": 8, "log_every": 100,
+          "grad_clip": 0.0, "ema_decay": 0.999, "ema_warmup": False, "log_every": 100,
           "ckpt_every": 10_000, "sample_every": 20_000, "keep_checkpoints": 3}
 
+# Each preset lists what differs from the TrainConfig defaults (the digits preset).
 PRESETS: dict[str, dict[str, Any]] = {
     # The embedded default: class-conditional 8x8 digits with a small DiT, minutes on a laptop CPU. Online teacher
     # (bootstrap_ema=false) for this short budget: FD at 1 step 44.8 -> 27.7 (README; docs/demo/tuning.md says why).
-    "digits": {"data": "digits", "model": "DiT-Digits", "model_args": {}, "class_conditional": True,
-               "class_dropout": 0.1, "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200,
-               "ema_warmup": True, "bootstrap_ema": False, "ckpt_every": 1000, "log_every": 100, "sample_cfg_scale": 1.0},
-    # The seed's study in miniature (make demo): unconditional digits, null label everywhere.
+    "digits": {},
+    # The demo's study in miniature (make demo): unconditional digits, null label everywhere.
     # DiT-Digits/4 (patch 4, hidden 128): cheap enough per sample for the demo's 2 x 2.55M sampling passes in 20 CPU
     # minutes. bootstrap_ema=false: with 4k steps the EMA teacher (~1k steps behind, compounded over 7 levels) held
     # the large-step targets back; the online teacher halved FD at 1-4 steps (docs/demo/tuning.md).
-    "digits-uncond": {"data": "digits", "model": "DiT-Digits/4", "model_args": {}, "class_conditional": False,
-                      "class_dropout": 0.0, "steps": 4000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200,
-                      "ema_warmup": True, "bootstrap_ema": False, "ckpt_every": 1000, "log_every": 100,
+    "digits-uncond": {"model": "DiT-Digits/4", "class_conditional": False, "objective_args": {"bootstrap_ema": False},
                       "sample_steps": [1, 2, 4, 128]},
-    # The paper's settings (ALGORITHM.md) on Stable Diffusion VAE latents of 256x256 images. Point `data`
-    # at a cache made by `shortcut encode` (data=latents:DIR); see docs/latents.md.
+    # The paper's settings on Stable Diffusion VAE latents of 256x256 images. Point `data` at a cache made by
+    # `shortcut encode` (data=latents:DIR); see docs/latents.md.
     "celebahq256": {**_PAPER, "data": "latents:data/celebahq256-latents", "model": "DiT-B/2",
-                    "class_conditional": False, "batch_size": 64, "steps": 410_000},
+                    "class_conditional": False, "objective_args": {}, "batch_size": 64, "steps": 410_000},
     "imagenet256": {**_PAPER, "data": "latents:data/imagenet256-latents", "model": "DiT-B/2",
-                    "class_conditional": True, "batch_size": 256, "steps": 810_000, "class_dropout": 0.1,
-                    "bootstrap_cfg": True, "cfg_scale": 1.5, "sample_cfg_scale": 1.5},
+                    "batch_size": 256, "steps": 810_000, "sample_cfg_scale": 1.5,
+                    "objective_args": {"class_dropout": 0.1, "bootstrap_cfg": True, "cfg_scale": 1.5}},
     "imagenet256-xl": {**_PAPER, "data": "latents:data/imagenet256-latents", "model": "DiT-XL/2",
-                       "class_conditional": True, "batch_size": 256, "steps": 810_000, "class_dropout": 0.1,
-                       "bootstrap_cfg": True, "cfg_scale": 1.5, "sample_cfg_scale": 1.5},
-    "checkerboard": {**_TOY_PRESET, "data": "checkerboard"},
-    "eight_gaussians": {**_TOY_PRESET, "data": "eight_gaussians"},
-    "moons": {**_TOY_PRESET, "data": "moons"},
-    "spirals": {**_TOY_PRESET, "data": "spirals"},
+                       "batch_size": 256, "steps": 810_000, "sample_cfg_scale": 1.5,
+                       "objective_args": {"class_dropout": 0.1, "bootstrap_cfg": True, "cfg_scale": 1.5}},
+    "checkerboard": {**_TOY, "data": "checkerboard"},
+    "eight_gaussians": {**_TOY, "data": "eight_gaussians"},
+    "moons": {**_TOY, "data": "moons"},
+    "spirals": {**_TOY, "data": "spirals"},
 }
 
 
@@ -153,6 +234,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             values[outer][inner] = value
         else:
             values[key] = value
+        values = normalise_keys(values)
     return values
 
 
@@ -168,10 +250,16 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
                 import tomllib
             except ImportError:  # Python 3.10
                 raise UserError(f"{path}: TOML config files need Python 3.11 or newer; use JSON") from None
-            return tomllib.loads(text)
-        return json.loads(text)
+            values = tomllib.loads(text)
+        else:
+            values = json.loads(text)
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
         raise UserError(f"cannot parse config file {path}: {exc}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a table of keys (a JSON object), got {type(values).__name__}")
+    return normalise_keys(values)
 
 
 def build_config(
@@ -184,7 +272,10 @@ def build_config(
     values = TrainConfig(preset=name).to_dict()
     values.update(PRESETS[name])
     if config_file:
-        values.update(load_config_file(config_file))
+        file_values = load_config_file(config_file)
+        if "objective_args" in file_values:  # a file's knobs add to the preset's
+            file_values["objective_args"] = {**values["objective_args"], **file_values["objective_args"]}
+        values.update(file_values)
     if objective:
         values["objective"] = objective
     values = apply_overrides(values, list(overrides))
@@ -194,30 +285,17 @@ def build_config(
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Reject values that cannot run, with one clear message."""
-    if cfg.objective not in ("shortcut", "flow"):
-        raise UserError(f"objective must be 'shortcut' or 'flow', got {cfg.objective!r}")
-    if not isinstance(cfg.init_from, str):
-        raise UserError(f"init_from must be a checkpoint or run directory path, got {cfg.init_from!r}")
-    for key in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints", "max_steps", "bootstrap_every", "grad_accum"):
-        value = getattr(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{key} must be a positive integer, got {value!r}")
-    if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0):
-        raise UserError(f"lr must be a positive number, got {cfg.lr!r}")
-    if not 0.0 <= cfg.ema_decay <= 1.0:
-        raise UserError(f"ema_decay must lie in [0, 1], got {cfg.ema_decay!r}")
-    if not 0.0 <= cfg.class_dropout <= 1.0:
-        raise UserError(f"class_dropout must lie in [0, 1], got {cfg.class_dropout!r}")
-    if cfg.precision not in ("auto", "fp32", "bf16"):
-        raise UserError(f"precision must be 'auto', 'fp32' or 'bf16', got {cfg.precision!r}")
+    """Reject values that cannot run, with one line naming the key (UserError)."""
+    try:
+        for f in dataclasses.fields(cfg):
+            f.metadata["check"](f.name, getattr(cfg, f.name))
+        objective = build_objective(cfg.objective, 0, cfg.objective_args)
+        objective.teacher_rows(cfg.batch_size)  # e.g. a batch too small for one self-consistency row
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if any(s > objective.max_steps for s in cfg.sample_steps):
+        raise UserError(f"sample_steps {cfg.sample_steps} go beyond max_steps {objective.max_steps}")
     if cfg.batch_size % cfg.grad_accum:
         raise UserError(f"batch_size {cfg.batch_size} is not divisible by grad_accum {cfg.grad_accum}")
-    if isinstance(cfg.batch_per_gpu, bool) or not isinstance(cfg.batch_per_gpu, int) or cfg.batch_per_gpu < 0:
-        raise UserError(f"batch_per_gpu must be an integer >= 0 (0 = batch_size / processes), got {cfg.batch_per_gpu!r}")
     if cfg.batch_per_gpu and cfg.batch_size % cfg.batch_per_gpu:
         raise UserError(f"batch_size {cfg.batch_size} is not divisible by batch_per_gpu {cfg.batch_per_gpu}")
-    if isinstance(cfg.sample_every, bool) or not isinstance(cfg.sample_every, int) or cfg.sample_every < 0:
-        raise UserError(f"sample_every must be an integer >= 0, got {cfg.sample_every!r}")
-    if cfg.objective == "shortcut" and cfg.batch_size < cfg.bootstrap_every:
-        raise UserError(f"batch_size {cfg.batch_size} is smaller than bootstrap_every {cfg.bootstrap_every}: no self-consistency rows")

@@ -29,13 +29,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import on_checkerboard
+from . import distributed
+from .data import build_source, on_checkerboard
+from .data.digits import load_digits
+from .data.folder import UnreadableImage, load_image, scan_folder
 from .errors import UserError
+from .images import to_uint8
 from .inference import LoadedModel, generate_shared, sample_blocks
+from .metrics.digits_net import load_digits_feature_net
 from .metrics.frechet import FeatureStats, ReferenceStats, frechet_distance_from_stats
+from .metrics.inception import InceptionFeatures
 from .metrics.swd import sliced_wasserstein
+from .objectives import OBJECTIVES
+from .plotting import plot_metric_vs_steps
 from .sampling import step_schedule
-from .training import distributed
 
 METRICS = ("auto", "swd", "fd-digits", "fid")
 
@@ -48,7 +55,7 @@ def metric_key(metric: str) -> str:
 def default_metric(loaded: LoadedModel) -> str:
     if not loaded.is_image:
         return "swd"
-    return "fd-digits" if loaded.config.data == "digits" else "fid"
+    return "fd-digits" if loaded.spec.data == "digits" else "fid"
 
 
 @dataclass
@@ -71,9 +78,6 @@ def feature_stats(extractor, images: torch.Tensor, batch_size: int = 1024) -> Fe
 
 def digits_metric(device: str | torch.device = "cpu") -> ImageMetric:
     """fd-digits: reference = train split, floor = FD(test split, train split)."""
-    from .data.digits import load_digits
-    from .metrics.digits_net import load_digits_feature_net
-
     net = load_digits_feature_net(device=device)
     train = feature_stats(net.features, load_digits("train")[0].to(device))
     test = feature_stats(net.features, load_digits("test")[0].to(device))
@@ -82,8 +86,6 @@ def digits_metric(device: str | torch.device = "cpu") -> ImageMetric:
 
 def fid_extractor(weights: str | None, device: str | torch.device = "cpu"):
     """Inception-v3 features; a missing weights file or package is a UserError (one line)."""
-    from .metrics.inception import InceptionFeatures
-
     try:
         return InceptionFeatures(weights=weights or "download", device=device)
     except (FileNotFoundError, ImportError) as exc:
@@ -109,9 +111,9 @@ def build_metric(name: str, loaded: LoadedModel, ref_stats: str | None = None, i
     if not loaded.is_image:
         raise UserError(f"--metric {name} is for images; use swd for 2-D data")
     if name == "fd-digits":
-        if loaded.config.data != "digits":
+        if loaded.spec.data != "digits":
             raise UserError("--metric fd-digits compares with the digits data set; this checkpoint was trained on "
-                            f"{loaded.config.data!r}")
+                            f"{loaded.spec.data!r}")
         return digits_metric(loaded.device)
     return fid_metric(ref_stats, inception_weights, loaded.device)
 
@@ -129,14 +131,14 @@ def reduce_feature_stats(stats: FeatureStats) -> FeatureStats:
 
 
 def _row(loaded: LoadedModel, steps: int, num: int, cfg_scale: float) -> dict[str, Any]:
-    nfe = len(step_schedule(steps, loaded.config.max_steps)) * (2 if cfg_scale != 1.0 else 1)
-    return {"checkpoint": str(loaded.path), "objective": loaded.config.objective, "train_step": loaded.step,
+    nfe = len(step_schedule(steps, loaded.max_steps)) * (2 if cfg_scale != 1.0 else 1)
+    return {"checkpoint": str(loaded.path), "objective": loaded.spec.objective, "train_step": loaded.step,
             "steps": steps, "nfe": nfe, "num": num, "cfg_scale": cfg_scale}
 
 
 def evaluate_toy(loaded: LoadedModel, steps: list[int], num: int, seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
     """One row per step count: swd, swd_floor, (in_square, in_square_data), nfe, seconds."""
-    ref, _ = loaded.source.reference(2 * num, seed)
+    ref, _ = build_source(loaded.spec.data).reference(2 * num, seed)
     ref, ref2 = ref[:num], ref[num:]
     floor = sliced_wasserstein(ref, ref2)
     rows = []
@@ -145,7 +147,7 @@ def evaluate_toy(loaded: LoadedModel, steps: list[int], num: int, seed: int = 0,
         x = generate_shared(loaded, num, n, seed=seed, everyone=True)
         row = {**_row(loaded, n, num, 1.0), "seconds": time.perf_counter() - t0,
                "swd": sliced_wasserstein(x, ref), "swd_floor": floor}
-        if loaded.config.data == "checkerboard":
+        if loaded.spec.data == "checkerboard":
             row["in_square"] = float(on_checkerboard(x).float().mean())
             row["in_square_data"] = float(on_checkerboard(ref).float().mean())
         rows.append(row)
@@ -190,11 +192,9 @@ def evaluate_images(
         if labels is not None and metric.classifier is not None:
             row["class_accuracy"] = correct / num
         if kept is not None and main:
-            from .images import to_uint8
-
             save_dir.mkdir(parents=True, exist_ok=True)
-            y = labels.numpy() if labels is not None else np.full(num, loaded.model.num_classes, dtype=np.int64)
-            out = save_dir / f"{loaded.config.objective}-{loaded.step}-steps{n:03d}.npz"
+            y = labels.numpy() if labels is not None else np.full(num, loaded.num_classes, dtype=np.int64)
+            out = save_dir / f"{loaded.spec.objective}-{loaded.step}-steps{n:03d}.npz"
             np.savez(out, arr_0=to_uint8(torch.cat(kept)), labels=y)
             row["samples_file"] = str(out)
         rows.append(row)
@@ -210,9 +210,8 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path, metric: str) -> Non
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    from .plotting import plot_metric_vs_steps
-
-    plot_metric_vs_steps(rows, metric_key(metric), out_dir / "metric_vs_steps.png", ylabel=metric)
+    names = {name: cls.title for name, cls in OBJECTIVES.items()}
+    plot_metric_vs_steps(rows, metric_key(metric), out_dir / "metric_vs_steps.png", ylabel=metric, names=names)
 
 
 def format_table(rows: list[dict[str, Any]], metric: str) -> str:
@@ -231,8 +230,6 @@ def format_table(rows: list[dict[str, Any]], metric: str) -> str:
 def folder_feature_stats(folder: str, resolution: int, weights: str | None, device: str = "cpu", num: int | None = None,
                          batch_size: int = 64, progress: bool = True) -> FeatureStats:
     """Inception statistics of an image folder (ADM center crop to ``resolution``); unreadable files skipped."""
-    from .data.folder import UnreadableImage, load_image, scan_folder
-
     extractor = fid_extractor(weights, device)
     items = [path for path, _ in scan_folder(folder)[0]][:num]
     if not items:

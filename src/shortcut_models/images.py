@@ -68,17 +68,14 @@ def save_sheet(
 
     ``grids`` is one row of (title, images) panels, or a list of such rows (a panel matrix).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     matrix = [list(grids)] if isinstance(grids[0][0], str) else [list(r) for r in grids]
     tiles = [[tile(to_uint8(x), rows) for _, x in panel_row] for panel_row in matrix]
     h, w = tiles[0][0].shape[:2]
     n_rows, n_cols = len(matrix), max(len(r) for r in matrix)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols * w / h + 0.6, 1.8 * n_rows + 0.4), dpi=150,
-                             squeeze=False)
+    fig = Figure(figsize=(1.6 * n_cols * w / h + 0.6, 1.8 * n_rows + 0.4), dpi=150)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r, panel_row in enumerate(matrix):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -97,4 +94,3 @@ def save_sheet(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out)
-    plt.close(fig)

@@ -1,23 +1,30 @@
-"""Figures: metric against steps, and scatter plots of 2-D samples (matplotlib, no screen needed)."""
+"""Figures: metric against steps, and scatter plots of 2-D samples.
+
+Figures are drawn with matplotlib's object interface (``matplotlib.figure.Figure``) and saved to files:
+no screen is needed, and the user's pyplot state and backend are left alone.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
-def plot_metric_vs_steps(rows: list[dict[str, Any]], metric: str, out: Path, ylabel: str | None = None) -> None:
-    """One line per checkpoint (named by objective and step) on a log2 step axis; floor dashed."""
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+def plot_metric_vs_steps(
+    rows: list[dict[str, Any]], metric: str, out: Path, ylabel: str | None = None, names: dict[str, str] | None = None
+) -> None:
+    """One line per checkpoint (named by objective and step) on a log2 step axis; floor dashed.
+
+    ``names`` maps an objective's registry name to the name shown (e.g. "flow" -> "flow matching").
+    """
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     for ckpt in dict.fromkeys(r["checkpoint"] for r in rows):
         sel = sorted((r for r in rows if r["checkpoint"] == ckpt), key=lambda r: r["steps"])
-        name = "flow matching" if sel[0]["objective"] == "flow" else sel[0]["objective"]
+        name = (names or {}).get(sel[0]["objective"], sel[0]["objective"])
         ax.plot([r["steps"] for r in sel], [r[metric] for r in sel], marker="o", label=f"{name} (step {sel[0]['train_step']})")
     floors = [r[f"{metric}_floor"] for r in rows if f"{metric}_floor" in r]
     if floors:
@@ -30,12 +37,12 @@ def plot_metric_vs_steps(rows: list[dict[str, Any]], metric: str, out: Path, yla
     ax.legend()
     fig.tight_layout()
     fig.savefig(out)
-    plt.close(fig)
 
 
 def scatter_2d(points: np.ndarray, out: Path, title: str = "", lim: float = 3.0) -> None:
     """Scatter plot of [N, 2] points."""
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+    fig = Figure(figsize=(4, 4), dpi=120)
+    ax = fig.subplots()
     ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
@@ -43,4 +50,3 @@ def scatter_2d(points: np.ndarray, out: Path, title: str = "", lim: float = 3.0)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(out)
-    plt.close(fig)

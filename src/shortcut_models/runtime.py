@@ -36,6 +36,13 @@ def tune_allocator() -> bool:
     return _done
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for 'bf16', and for 'auto' on CUDA; None (plain fp32) otherwise."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
 def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """Copy a CPU tensor to ``device`` without making the host wait for the GPU.
 

@@ -121,3 +121,60 @@ def uniform_rows(
     if not share.is_whole:
         out = out[to_device(share.index, gen_device)]
     return out.to(device)
+
+
+@dataclass(frozen=True, eq=False)
+class RowDraws:
+    """The random draws of the rows one process holds, made per global row of the batch.
+
+    Objectives draw their noise, times and label dropouts through this object, so their maths never
+    deals with processes: each draw is made for the whole global batch (noise of a large batch per
+    row) and the local rows are taken. Row r gets the same values whichever process holds it, and
+    :meth:`head` narrows the draws to the leading global rows (e.g. the self-consistency rows).
+    """
+
+    share: RowShare
+    generator: torch.Generator | None
+    device: torch.device
+
+    @classmethod
+    def for_batch(
+        cls, batch: int, generator: torch.Generator | None, device: torch.device, rows: RowShare | None = None
+    ) -> "RowDraws":
+        """Draws for a local batch of ``batch`` rows: global rows ``rows`` (default: the whole batch)."""
+        share = RowShare.whole(batch) if rows is None else rows
+        if len(share) != batch:
+            raise ValueError(f"rows names {len(share)} rows but the batch holds {batch}")
+        return cls(share, generator, torch.device(device))
+
+    def __len__(self) -> int:
+        return len(self.share)
+
+    @property
+    def total(self) -> int:
+        """Rows of the global batch."""
+        return self.share.total
+
+    def normal(self, row_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Standard normal noise ``[len(self), *row_shape]`` (see :func:`noise_rows`)."""
+        return noise_rows(self.share, row_shape, self.generator, self.device, dtype)
+
+    def uniform(self) -> torch.Tensor:
+        """One float in [0, 1) per local row."""
+        return uniform_rows(self.share, self.generator, self.device, "rand")
+
+    def integers(self, high: int) -> torch.Tensor:
+        """One integer in [0, high) per local row."""
+        return uniform_rows(self.share, self.generator, self.device, "int", high)
+
+    def head(self, rows: int) -> "RowDraws":
+        """The draws of global rows ``[0, rows)``: a batch of ``rows`` rows, of which this process holds
+        its first :meth:`RowShare.count_below` rows. Same generator, so draws continue in order."""
+        index = self.share.index[: self.share.count_below(rows)]
+        return RowDraws(RowShare(rows, index), self.generator, self.device)
+
+    def local(self, values: torch.Tensor) -> torch.Tensor:
+        """The local rows of ``values``, a tensor with one entry per global row (on its own device)."""
+        if self.share.is_whole:
+            return values
+        return values[self.share.index.to(values.device)]

@@ -1,6 +1,18 @@
-"""Data: seeded 2-D toys, scikit-learn digits, and step-indexed training sources."""
+"""Data: seeded 2-D toys, scikit-learn digits, latent caches, and step-indexed training sources."""
 
-from .sources import DataSource, TensorSource, ToySource, build_source
+from .info import SourceInfo
+from .registry import build_source, describe_source
+from .sources import DataSource, TensorSource, ToySource
 from .toy2d import TOYS, on_checkerboard, toy_samples
 
-__all__ = ["DataSource", "TensorSource", "ToySource", "build_source", "TOYS", "on_checkerboard", "toy_samples"]
+__all__ = [
+    "TOYS",
+    "DataSource",
+    "SourceInfo",
+    "TensorSource",
+    "ToySource",
+    "build_source",
+    "describe_source",
+    "on_checkerboard",
+    "toy_samples",
+]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..images import from_uint8
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 
@@ -94,6 +95,4 @@ def load_image_uint8(path: str | Path, resolution: int) -> np.ndarray:
 
 def load_image(path: str | Path, resolution: int) -> torch.Tensor:
     """Float ``[3, R, R]`` in [-1, 1] (ADM center crop); raises :class:`UnreadableImage`."""
-    from ..images import from_uint8
-
     return from_uint8(load_image_uint8(path, resolution)[None])[0]

@@ -11,6 +11,10 @@ Cache directory (``encode_folder``):
 Shards are written to a temporary name and renamed, each tagged with a fingerprint of the arguments:
 a rerun skips finished shards, so an interrupted and resumed run leaves the same bytes as an
 uninterrupted one (for the same batch size and device). Labels are 0 for flat (unconditional) folders.
+
+:class:`LatentSource` serves a finished cache, reading the ``mean``/``std`` rows of each batch from
+the shards (``shard_reader.py``); :func:`describe_cache` reads the manifest only;
+:func:`write_random_cache` writes a cache of random latents in this layout, without images or VAE.
 """
 
 from __future__ import annotations
@@ -19,20 +23,24 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .. import seeding
 from ..autoencoders import Autoencoder, build_autoencoder
 from ..errors import UserError
 from ..images import from_uint8
 from .folder import IMAGE_EXTENSIONS, UnreadableImage, load_image_uint8, scan_folder
-from .sources import TensorSource
+from .info import SourceInfo
+from .order import epoch_indices
+from .shard_reader import ShardError, ShardReader
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
@@ -208,6 +216,60 @@ def encode_folder(
     return manifest
 
 
+def write_random_cache(
+    out_dir: str | Path, num_files: int, latent_shape: tuple[int, ...] = (4, 32, 32), shard_size: int = 1024,
+    num_classes: int = 0, skip: Iterable[int] = (), seed: int = 0,
+) -> dict:
+    """A finished latent cache of random posteriors in ``out_dir``, made without images or VAE (tests, benchmarks).
+
+    It has the layout ``encode_folder`` writes, with ``vae`` "random" (nothing to decode with), a
+    resolution of 8x the latent width, files named ``img_NNNNNNN.png`` and labels ``file % num_classes``
+    (0 when ``num_classes`` is 0). File numbers in ``skip`` count as unreadable, so their shards hold
+    fewer entries. Entry values: ``mean`` ~ N(0, 1), ``std`` uniform in [0.1, 0.2), seeded by (seed, shard).
+    ``out_dir`` must be new or empty. Returns the manifest.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; choose an empty or new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    skip = {int(i) for i in skip}
+    rel = [f"img_{i:07d}.png" for i in range(num_files)]
+    file_list = "".join(f"{r}\n" for r in rel)
+    args = {
+        "version": CACHE_VERSION, "vae": "random", "scaling_factor": 1.0, "resolution": 8 * int(latent_shape[-1]),
+        "latent_shape": [int(s) for s in latent_shape], "shard_size": shard_size, "flip": True,
+        "class_names": [f"class_{c}" for c in range(num_classes)], "num_classes": num_classes, "num_files": num_files,
+        "files_sha256": hashlib.sha256(file_list.encode()).hexdigest(),
+    }
+    fingerprint = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
+    _write_atomic(out / FILE_LIST, lambda p: p.write_text(file_list))
+    shards, skipped = [], []
+    for k, start in enumerate(range(0, num_files, shard_size)):
+        files = range(start, min(start + shard_size, num_files))
+        good = torch.tensor([i for i in files if i not in skip], dtype=torch.int64)
+        missed = [{"file": rel[i], "reason": "skipped on purpose (random cache)"} for i in files if i in skip]
+        skipped += missed
+        gen = seeding.generator(seed, k)
+        n = 2 * len(good)
+        tensors = {
+            "mean": torch.randn(n, *latent_shape, generator=gen).half(),
+            "std": (0.1 + 0.1 * torch.rand(n, *latent_shape, generator=gen)).half(),
+            "label": (good % max(num_classes, 1)).repeat_interleave(2),
+            "flip": torch.tensor([0, 1], dtype=torch.uint8).repeat(len(good)),
+            "index": good.repeat_interleave(2),
+        }
+        info = {"fingerprint": fingerprint, "shard": k, "files": len(files), "images": len(good), "entries": n, "skipped": missed}
+        _write_shard(out / shard_name(k), tensors, info)
+        shards.append({"file": shard_name(k), "files": len(files), "images": len(good), "entries": n})
+    num_images = sum(s["images"] for s in shards)
+    manifest = {
+        **args, "fingerprint": fingerprint, "complete": True, "file_list": FILE_LIST, "num_images": num_images,
+        "num_entries": 2 * num_images, "num_skipped": len(skipped), "skipped": skipped, "shards": shards,
+    }
+    _write_json(out / MANIFEST, manifest)
+    return manifest
+
+
 def read_manifest(cache_dir: str | Path) -> dict:
     """The manifest of a finished latent cache; UserError if missing, unfinished or of another version."""
     path = Path(cache_dir) / MANIFEST
@@ -224,56 +286,100 @@ def read_manifest(cache_dir: str | Path) -> dict:
     return manifest
 
 
-class LatentSource:
-    """A finished latent cache as a data source (see data/sources.py), held in memory in float16.
+def _manifest_error(cache_dir: str | Path, exc: Exception) -> UserError:
+    return UserError(f"{Path(cache_dir) / MANIFEST} is damaged ({type(exc).__name__}: {exc}); encode again")
 
-    Entries (images and mirrors) are visited in the epoch permutations of :class:`TensorSource`;
-    the batch of ``step`` is a posterior sample ``mean + std * eps`` with ``eps`` from the generator
-    ``(seed, data stream, step, 1)``: a pure function of (step, batch_size, seed). float32 latents,
-    int64 labels (0 for unconditional caches, whose num_classes is 0).
+
+def describe_cache(cache_dir: str | Path, name: str | None = None) -> SourceInfo:
+    """The shapes, classes and VAE of a latent cache, from its manifest alone (no shard is opened)."""
+    return _manifest_info(read_manifest(cache_dir), cache_dir, name)
+
+
+def _manifest_info(manifest: dict, cache_dir: str | Path, name: str | None) -> SourceInfo:
+    try:
+        resolution = int(manifest["resolution"])
+        return SourceInfo(
+            name=name or f"latents:{cache_dir}", shape=tuple(int(s) for s in manifest["latent_shape"]),
+            num_classes=int(manifest["num_classes"]), data_shape=(3, resolution, resolution),
+            autoencoder=str(manifest["vae"]), scaling_factor=float(manifest["scaling_factor"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _manifest_error(cache_dir, exc) from None
+
+
+class LatentSource:
+    """A finished latent cache as a data source (see data/sources.py), read from disk on demand.
+
+    Only the per-entry metadata (``label`` int64, ``flip`` uint8, ``index`` int64) is held in
+    memory; the float16 ``mean``/``std`` rows a batch needs are read from the shard files, so a
+    process needs memory of the order of a batch, not of the cache. Entries (images and mirrors)
+    are visited in the epoch permutations of :func:`order.epoch_indices`; the batch of ``step`` is a
+    posterior sample ``mean + std * eps`` with ``eps`` from the generator ``(seed, data stream,
+    step, 1)``: a pure function of (step, batch_size, seed). float32 latents, int64 labels (0 for
+    unconditional caches, whose num_classes is 0).
     """
 
     def __init__(self, cache_dir: str | Path, name: str | None = None) -> None:
-        root = Path(cache_dir)
-        self.manifest = manifest = read_manifest(root)
+        self.cache_dir = root = Path(cache_dir)
         self.name = name or f"latents:{cache_dir}"
-        self.shape = tuple(int(s) for s in manifest["latent_shape"])
-        self.num_classes = int(manifest["num_classes"])
-        self.class_names = list(manifest["class_names"])
-        self.autoencoder_spec = str(manifest["vae"])
-        self.scaling_factor = float(manifest["scaling_factor"])
-        self.image_shape = (3, int(manifest["resolution"]), int(manifest["resolution"]))
-        n = int(manifest["num_entries"])
-        self.mean = torch.empty(n, *self.shape, dtype=torch.float16)
-        self.std = torch.empty(n, *self.shape, dtype=torch.float16)
-        self.label = torch.empty(n, dtype=torch.int64)
-        self.flip = torch.empty(n, dtype=torch.uint8)
-        self.index = torch.empty(n, dtype=torch.int64)
-        pos = 0
-        for shard in manifest["shards"]:
-            try:
-                tensors = load_file(str(root / shard["file"]))
-                count = int(shard["entries"])
-                for key in ("mean", "std", "label", "flip", "index"):
-                    getattr(self, key)[pos : pos + count] = tensors[key]
-            except (OSError, KeyError, RuntimeError, ValueError) as exc:
-                raise UserError(f"latent cache {str(cache_dir)!r}: shard {shard['file']} is missing or damaged ({exc}); encode again") from None
-            pos += count
-        self._order = TensorSource(self.name, self.mean, self.label, self.num_classes)
+        self.manifest = manifest = read_manifest(root)
+        self.info = _manifest_info(manifest, root, self.name)
+        self.shape, self.num_classes, self.image_shape = self.info.shape, self.info.num_classes, self.info.data_shape
+        self.autoencoder_spec, self.scaling_factor = self.info.autoencoder, self.info.scaling_factor
+        try:
+            self.class_names = list(manifest["class_names"])
+            files = [root / str(shard["file"]) for shard in manifest["shards"]]
+            counts = [int(shard["entries"]) for shard in manifest["shards"]]
+            if sum(counts) != int(manifest["num_entries"]) or not counts or min(counts) < 0:
+                raise ValueError(f"shard entries add up to {sum(counts)}, num_entries is {manifest['num_entries']}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _manifest_error(root, exc) from None
+        columns = {"mean": ("F16", self.shape), "std": ("F16", self.shape), "label": ("I64", ()), "flip": ("U8", ()), "index": ("I64", ())}
+        with self._shard_errors():
+            self._shards = ShardReader(files, counts, columns)
+            self.label = self._shards.column("label")
+            self.flip = self._shards.column("flip")
+            self.index = self._shards.column("index")
+        self.num_entries = self._shards.num_rows
+
+    @contextmanager
+    def _shard_errors(self) -> Iterator[None]:
+        """Turn a missing or damaged shard into a one-line UserError."""
+        try:
+            yield
+        except ShardError as exc:
+            raise UserError(f"latent cache {str(self.cache_dir)!r}: shard {exc.file} is missing or damaged "
+                            f"({exc.reason}); encode again") from None
+
+    def posterior(self, entries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """float16 ``mean`` and ``std`` of ``entries`` (int64 global entry numbers), read from the shards."""
+        with self._shard_errors():
+            return self._shards.rows("mean", entries), self._shards.rows("std", entries)
 
     def indices(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
-        """Entries of the batch of ``step`` (the permutation rule of TensorSource)."""
-        return self._order.indices(step, batch_size, seed)
+        """Entries of the batch of ``step``."""
+        return epoch_indices(self.num_entries, step, batch_size, seed)
+
+    def _noise(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
+        return torch.randn(batch_size, *self.shape, generator=seeding.generator(seed, seeding.STREAMS["data"], step, 1))
 
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.indices(step, batch_size, seed)
-        eps = torch.randn(batch_size, *self.shape, generator=seeding.generator(seed, seeding.STREAMS["data"], step, 1))
-        return self.mean[idx].float() + self.std[idx].float() * eps, self.label[idx]
+        eps = self._noise(step, batch_size, seed)
+        mean, std = self.posterior(idx)
+        return mean.float() + std.float() * eps, self.label[idx]
+
+    def batch_rows(self, step: int, batch_size: int, seed: int, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``rows`` of the global batch of ``step``, the same as in :meth:`batch` (only those entries are read)."""
+        idx = self.indices(step, batch_size, seed)[rows]
+        eps = self._noise(step, batch_size, seed)[rows]
+        mean, std = self.posterior(idx)
+        return mean.float() + std.float() * eps, self.label[idx]
 
     def reference(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` posterior means, unmirrored entries first (``seed`` is unused)."""
         order = torch.argsort(self.flip, stable=True)[:n]
-        return self.mean[order].float(), self.label[order]
+        return self.posterior(order)[0].float(), self.label[order]
 
     def autoencoder(self, device: torch.device | str = "cpu") -> Autoencoder:
         """The autoencoder that made this cache, to decode samples back to images."""
@@ -281,3 +387,8 @@ class LatentSource:
         if abs(float(ae.scaling_factor) - self.scaling_factor) > 1e-9:
             raise UserError(f"VAE {self.autoencoder_spec!r} now has scaling factor {ae.scaling_factor}, the cache used {self.scaling_factor}")
         return ae
+
+    def close(self) -> None:
+        """Close the shard files (reopened if batches are read again)."""
+        if hasattr(self, "_shards"):
+            self._shards.close()

@@ -16,6 +16,8 @@ import torch
 
 from .. import seeding
 from ..seeding import RowShare
+from .info import SourceInfo
+from .order import epoch_indices
 from .toy2d import TOYS, toy_samples
 
 
@@ -23,6 +25,11 @@ class DataSource(Protocol):
     name: str
     shape: tuple[int, ...]
     num_classes: int
+
+    @property
+    def info(self) -> SourceInfo:
+        """Shapes and classes (the same as ``describe_source(name)``)."""
+        ...
 
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The training batch of ``step`` (pure function of its arguments)."""
@@ -41,6 +48,10 @@ class ToySource:
         self.shape = (2,)
         self.num_classes = TOYS[name].num_classes
 
+    @property
+    def info(self) -> SourceInfo:
+        return SourceInfo.plain(self.name, self.shape, self.num_classes)
+
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         return toy_samples(self.name, batch_size, seeding.derive_seed(seed, seeding.STREAMS["data"], step))
 
@@ -51,8 +62,8 @@ class ToySource:
 class TensorSource:
     """A finite dataset held in memory, visited in a fresh permutation every epoch.
 
-    Sample j of the run (j = step * batch_size + row) is item ``perm_e[j mod N]`` of epoch
-    ``e = j // N``, where ``perm_e`` is seeded by (seed, e): the order depends only on the seed.
+    Items are visited in the epoch permutations of :func:`order.epoch_indices`: the order depends
+    only on the seed and the number of items.
     """
 
     def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, heldout: tuple | None = None) -> None:
@@ -62,16 +73,13 @@ class TensorSource:
         self.num_classes = num_classes
         self.heldout = heldout
 
+    @property
+    def info(self) -> SourceInfo:
+        return SourceInfo.plain(self.name, self.shape, self.num_classes)
+
     def indices(self, step: int, batch_size: int, seed: int) -> torch.Tensor:
-        n = self.x.shape[0]
-        j = torch.arange(step * batch_size, (step + 1) * batch_size)
-        epochs = j // n
-        out = torch.empty_like(j)
-        for e in epochs.unique().tolist():
-            perm = torch.randperm(n, generator=seeding.generator(seed, seeding.STREAMS["data"], e))
-            sel = epochs == e
-            out[sel] = perm[j[sel] % n]
-        return out
+        """Items of the batch of ``step``."""
+        return epoch_indices(self.x.shape[0], step, batch_size, seed)
 
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.indices(step, batch_size, seed)
@@ -91,7 +99,7 @@ def take_rows(source: DataSource, step: int, batch_size: int, seed: int, share: 
     """The rows of ``share`` of the global batch of ``step`` (of ``batch_size`` rows).
 
     The whole share is ``source.batch``; a part uses the source's ``batch_rows`` when it has one
-    (in-memory data: gather only those items), else the global batch is built and sliced (cheap
+    (finite data: gather or read only those items), else the global batch is built and sliced (cheap
     for generated toys).
     """
     if share.is_whole:
@@ -101,26 +109,3 @@ def take_rows(source: DataSource, step: int, batch_size: int, seed: int, share: 
         return take(step, batch_size, seed, share.index)
     x, y = source.batch(step, batch_size, seed)
     return x[share.index], y[share.index]
-
-
-def build_source(name: str) -> DataSource:
-    """The data source called ``name``: a 2-D toy, 'digits', 'latents:DIR' (a `shortcut encode` cache), or
-    'synthetic:CxHxW[:CLASSES]' (random data for benchmarks)."""
-    from ..errors import UserError
-
-    if name.startswith("latents:"):
-        from .latents import LatentSource
-
-        return LatentSource(name.split(":", 1)[1], name=name)
-    if name.startswith("synthetic:"):
-        from .synthetic import SyntheticSource
-
-        return SyntheticSource(name)
-    if name in TOYS:
-        return ToySource(name)
-    if name == "digits":
-        from .digits import NUM_CLASSES, load_digits
-
-        x, y = load_digits("train")
-        return TensorSource("digits", x, y, NUM_CLASSES, heldout=load_digits("test"))
-    raise UserError(f"unknown data {name!r}; choose from {', '.join([*TOYS, 'digits', 'latents:DIR', 'synthetic:CxHxW[:CLASSES]'])}")

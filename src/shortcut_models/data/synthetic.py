@@ -12,6 +12,7 @@ import torch
 
 from .. import seeding
 from ..errors import UserError
+from .info import SourceInfo
 
 PREFIX = "synthetic:"
 
@@ -36,6 +37,10 @@ class SyntheticSource:
     def __init__(self, name: str) -> None:
         self.name = name
         self.shape, self.num_classes = parse_synthetic(name)
+
+    @property
+    def info(self) -> SourceInfo:
+        return SourceInfo.plain(self.name, self.shape, self.num_classes)
 
     def _draw(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.randn((n, *self.shape), generator=gen)

@@ -8,8 +8,8 @@ checkerboard: 0 = unlabelled). The same ``seed`` always gives the same points.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

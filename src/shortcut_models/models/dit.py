@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shortcut_models.models.embeddings import Conditioning
+from .embeddings import Conditioning
 
 _FAMILY = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
 
@@ -147,6 +147,9 @@ class DiT(nn.Module):
         super().__init__()
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} must be divisible by patch_size {patch_size}")
+        self.config = {"input_size": input_size, "in_channels": in_channels, "patch_size": patch_size,
+                       "hidden_size": hidden_size, "depth": depth, "num_heads": num_heads, "num_classes": num_classes,
+                       "mlp_ratio": mlp_ratio, "authors_quirks": authors_quirks}  # rebuilds this network: DiT(**config)
         self.input_size = input_size
         self.in_channels = in_channels
         self.out_channels = in_channels

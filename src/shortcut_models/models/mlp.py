@@ -37,6 +37,7 @@ class MLP(nn.Module):
         super().__init__()
         if dim < 1 or width < 1 or depth < 1:
             raise ValueError(f"MLP needs dim, width and depth >= 1, got {dim}, {width}, {depth}")
+        self.config = {"dim": dim, "width": width, "depth": depth, "num_classes": num_classes, "freq_dim": freq_dim}
         self.dim = dim
         self.num_classes = num_classes
         self.cond = Conditioning(width, num_classes, freq_dim)

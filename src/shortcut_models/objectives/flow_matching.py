@@ -5,9 +5,9 @@ size input held at d = 1/M (the finest level), target v = x1 - (1 - eps) x0. Lab
 the null label (num_classes) with probability ``class_dropout``; unconditional data (y=None) uses
 the null label everywhere.
 
-Random draws are made per global row (``rows``, a :class:`~shortcut_models.seeding.RowShare`): a
-process holding some rows of a global batch gets exactly the noise, times and dropouts that a single
-process holding the whole batch gets for those rows.
+Random draws are made per global row (:class:`~shortcut_models.seeding.RowDraws`): a process
+holding some rows of a global batch gets exactly the noise, times and dropouts that a single process
+holding the whole batch gets for those rows.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from .. import path
-from ..seeding import RowShare, noise_rows, uniform_rows
-from .base import Targets, regression_loss
+from ..seeding import RowDraws, RowShare
+from ..validation import check_float, check_int
+from .base import Objective, Targets, regression_loss
 
 
 def null_labels(batch: int, num_classes: int, device: torch.device) -> torch.Tensor:
@@ -28,7 +29,7 @@ def null_labels(batch: int, num_classes: int, device: torch.device) -> torch.Ten
 
 
 @dataclass
-class FlowMatching:
+class FlowMatching(Objective):
     """Flow-matching objective on the same network interface as the shortcut objective.
 
     Args:
@@ -43,18 +44,19 @@ class FlowMatching:
     max_steps: int = 128
 
     name = "flow"
+    title = "flow matching"
 
     def __post_init__(self) -> None:
-        _check_common(self.num_classes, self.class_dropout, self.max_steps)
+        check_common(self.num_classes, self.class_dropout, self.max_steps)
 
     @property
     def sampling_d(self) -> float | None:
         """The step size a sampler feeds this objective's models: always 1/M."""
         return 1.0 / self.max_steps
 
-    def select_teacher(self, model: nn.Module, ema_model: nn.Module) -> nn.Module:
-        """Flow matching needs no teacher; the EMA module is returned for interface symmetry."""
-        return ema_model
+    def select_teacher(self, model: nn.Module, ema_model: nn.Module) -> nn.Module | None:
+        """Flow matching needs no teacher."""
+        return None
 
     @torch.no_grad()
     def targets(
@@ -66,35 +68,31 @@ class FlowMatching:
         x0: torch.Tensor | None = None,
         rows: RowShare | None = None,
     ) -> Targets:
-        """Flow-matching targets for every row of x1 (``teacher`` is unused; noise ``x0`` drawn if None).
-
-        ``rows`` names the global rows that x1 holds (default: x1 is the whole batch).
-        """
+        """Flow-matching targets for every row of x1 (``teacher`` is unused; noise ``x0`` drawn if None)."""
+        draws = RowDraws.for_batch(x1.shape[0], generator, x1.device, rows)
         no_bootstrap = torch.zeros(x1.shape[0], dtype=torch.bool, device=x1.device)
-        return self.flow_rows(x1, y, generator, no_bootstrap, x0, rows)
+        return self.flow_rows(x1, y, draws, no_bootstrap, x0)
 
     def flow_rows(
-        self, x1: torch.Tensor, y: torch.Tensor | None, generator, bootstrap: torch.Tensor, x0: torch.Tensor | None = None,
-        rows: RowShare | None = None,
+        self, x1: torch.Tensor, y: torch.Tensor | None, draws: RowDraws, bootstrap: torch.Tensor, x0: torch.Tensor | None = None
     ) -> Targets:
         """Flow rows for every row of x1 (noise ``x0`` drawn if not given); the shortcut objective
         then overwrites its self-consistency rows. Draw order: noise, times, label dropout."""
         b, device = x1.shape[0], x1.device
-        share = check_share(rows, b)
         m = self.max_steps
-        x0 = noise_rows(share, tuple(x1.shape[1:]), generator, device, x1.dtype) if x0 is None else x0
-        t = uniform_rows(share, generator, device, "int", m).float() / m
+        x0 = draws.normal(tuple(x1.shape[1:]), x1.dtype) if x0 is None else x0
+        t = draws.integers(m).float() / m
         d = torch.full((b,), 1.0 / m, device=device)
-        labels = self.dropped_labels(y, share, generator, device)
+        labels = self.dropped_labels(y, draws)
         return Targets(path.interpolate(x0, x1, t), t, d, path.velocity(x0, x1), labels, bootstrap)
 
-    def dropped_labels(self, y: torch.Tensor | None, share: RowShare, generator, device: torch.device) -> torch.Tensor:
-        """Labels of ``share``'s rows after dropout to the null label with probability ``class_dropout``."""
+    def dropped_labels(self, y: torch.Tensor | None, draws: RowDraws) -> torch.Tensor:
+        """Labels of the draws' rows after dropout to the null label with probability ``class_dropout``."""
         if y is None:
-            return null_labels(len(share), self.num_classes, device)
-        y = y.to(device=device, dtype=torch.long)
+            return null_labels(len(draws), self.num_classes, draws.device)
+        y = y.to(device=draws.device, dtype=torch.long)
         if self.class_dropout > 0:
-            drop = uniform_rows(share, generator, device, "rand") < self.class_dropout
+            drop = draws.uniform() < self.class_dropout
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         return y
 
@@ -105,18 +103,10 @@ class FlowMatching:
         return loss, logs
 
 
-def check_share(rows: RowShare | None, batch: int) -> RowShare:
-    """``rows``, or the whole batch when None; its size must match the ``batch`` rows given."""
-    share = RowShare.whole(batch) if rows is None else rows
-    if len(share) != batch:
-        raise ValueError(f"rows names {len(share)} rows but the batch holds {batch}")
-    return share
-
-
-def _check_common(num_classes: int, class_dropout: float, max_steps: int) -> None:
-    if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}")
-    if not 0.0 <= class_dropout <= 1.0:
-        raise ValueError(f"class_dropout must lie in [0, 1], got {class_dropout}")
-    if max_steps < 1 or max_steps & (max_steps - 1):
-        raise ValueError(f"max_steps must be a power of two >= 1, got {max_steps}")
+def check_common(num_classes: int, class_dropout: float, max_steps: int) -> None:
+    """Range checks of the knobs every objective here shares (ValueError naming the knob)."""
+    check_int("num_classes", num_classes, low=0)
+    check_float("class_dropout", class_dropout, 0.0, 1.0)
+    check_int("max_steps", max_steps, low=1)
+    if max_steps & (max_steps - 1):
+        raise ValueError(f"max_steps must be a power of two, got {max_steps}")

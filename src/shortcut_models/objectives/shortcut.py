@@ -23,8 +23,9 @@ authors' code uses an eighth (bootstrap_every = 8, the default here).
 
 Several processes: with ``rows`` (a :class:`~shortcut_models.seeding.RowShare`) x1 holds some rows
 of a global batch of B rows. B_b, the level strata and the small-batch rule are those of the global
-batch; every random draw is made per global row, and each process runs the teacher on its own
-self-consistency rows only. The union of the processes' targets is the single-process batch.
+batch; every random draw is made per global row (:class:`~shortcut_models.seeding.RowDraws`), and
+each process runs the teacher on its own self-consistency rows only. The union of the processes'
+targets is the single-process batch.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from torch import nn
 
 from .. import path
 from ..runtime import to_device
-from ..seeding import RowShare, noise_rows, uniform_rows
-from .base import Targets, regression_loss
-from .flow_matching import FlowMatching, _check_common, check_share, null_labels
+from ..seeding import RowDraws, RowShare
+from ..validation import check_bool, check_float, check_int
+from .base import Objective, Targets
+from .flow_matching import FlowMatching, check_common, null_labels
 
 
 def level_strata(n_rows: int, num_levels: int, dt_bias: bool = False) -> torch.Tensor:
@@ -57,7 +59,7 @@ def level_strata(n_rows: int, num_levels: int, dt_bias: bool = False) -> torch.T
 
 
 @dataclass
-class Shortcut:
+class Shortcut(Objective):
     """Shortcut objective: flow matching plus self-consistency across step sizes.
 
     Args:
@@ -83,11 +85,15 @@ class Shortcut:
     clip: float = 4.0
 
     name = "shortcut"
+    title = "shortcut"
 
     def __post_init__(self) -> None:
-        _check_common(self.num_classes, self.class_dropout, self.max_steps)
-        if self.bootstrap_every < 1:
-            raise ValueError(f"bootstrap_every must be >= 1, got {self.bootstrap_every}")
+        check_common(self.num_classes, self.class_dropout, self.max_steps)
+        check_int("bootstrap_every", self.bootstrap_every, low=1)
+        for flag in ("bootstrap_ema", "bootstrap_cfg", "dt_bias"):
+            check_bool(flag, getattr(self, flag))
+        check_float("cfg_scale", self.cfg_scale)
+        check_float("clip", self.clip, low=0.0, low_open=True)
         if self.max_steps < 2:
             raise ValueError("max_steps must be >= 2 for the shortcut objective")
         self._flow = FlowMatching(self.num_classes, self.class_dropout, self.max_steps)
@@ -106,6 +112,10 @@ class Shortcut:
         """The network that builds self-consistency targets: EMA if ``bootstrap_ema`` else online."""
         return ema_model if self.bootstrap_ema else model
 
+    def teacher_rows(self, batch: int) -> int:
+        """The self-consistency rows: the first B // bootstrap_every rows (see :meth:`num_bootstrap_rows`)."""
+        return self.num_bootstrap_rows(batch)
+
     def num_bootstrap_rows(self, batch: int) -> int:
         """B_b = B // bootstrap_every; a batch too small for one such row is an error."""
         n = batch // self.bootstrap_every
@@ -116,16 +126,17 @@ class Shortcut:
             )
         return n
 
-    def levels(self, n_rows: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-        """Levels of the self-consistency rows: strata, or uniform draws when n_rows < K.
+    def levels(self, draws: RowDraws) -> torch.Tensor:
+        """Levels of the self-consistency rows ``draws`` (a batch of B_b rows): the strata, or
+        uniform draws when B_b < K.
 
         The strata are deterministic and returned on the CPU (the caller moves them without a host
-        sync and reads the guided rows from them); uniform draws come from ``generator`` on ``device``.
+        sync and reads the guided rows from them); uniform draws are made on the draws' device.
         """
         k = self.num_levels
-        if n_rows < k:
-            return uniform_rows(RowShare.whole(n_rows), generator, device, "int", k)
-        return level_strata(n_rows, k, self.dt_bias)
+        if draws.total < k:
+            return draws.integers(k)
+        return draws.local(level_strata(draws.total, k, self.dt_bias))
 
     @torch.no_grad()
     def targets(
@@ -145,18 +156,15 @@ class Shortcut:
         only), grid positions.
         """
         b, device = x1.shape[0], x1.device
-        share = check_share(rows, b)
-        nb_global = self.num_bootstrap_rows(share.total)
-        nb = share.count_below(nb_global)
+        draws = RowDraws.for_batch(b, generator, device, rows)
+        boot = draws.head(self.num_bootstrap_rows(draws.total))
+        nb = len(boot)
         bootstrap = torch.arange(b, device=device) < nb
-        x0 = noise_rows(share, tuple(x1.shape[1:]), generator, device, x1.dtype) if x0 is None else x0
-        tg = self._flow.flow_rows(x1, y, generator, bootstrap, x0, share)
+        x0 = draws.normal(tuple(x1.shape[1:]), x1.dtype) if x0 is None else x0
+        tg = self._flow.flow_rows(x1, y, draws, bootstrap, x0)
 
-        boot_share = RowShare(nb_global, share.index[:nb])
-        levels = self.levels(nb_global, generator, device)
-        if not boot_share.is_whole:
-            levels = levels[boot_share.index.to(levels.device)]
-        u = uniform_rows(boot_share, generator, device, "rand")
+        levels = self.levels(boot)
+        u = boot.uniform()
         if nb == 0:
             return tg
         # guided rows are found where the levels live (the CPU for strata: no host sync)
@@ -201,7 +209,3 @@ class Shortcut:
         v = v.clone()
         v[guided] = v_uncond + self.cfg_scale * (v[guided] - v_uncond)
         return v
-
-    def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MSE over the batch (one mean over all rows); logs hold the flow and self-consistency parts."""
-        return regression_loss(model, targets)

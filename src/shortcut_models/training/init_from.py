@@ -30,7 +30,6 @@ Conventions:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +37,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from .. import checkpoints as ckpt
+from .. import distributed
 from ..config import TrainConfig
 from ..errors import UserError
-from . import checkpoint as ckpt
-from . import distributed
 
 # Config keys that fix the data and the network; they must be equal in the source and the new run.
 COMPATIBLE_KEYS = ("data", "class_conditional", "model", "model_args")
@@ -132,27 +131,20 @@ def load_network(module: nn.Module, file: Path) -> tuple[str, ...]:
     return added
 
 
-def source_step(path: Path) -> int | None:
-    """The step of a checkpoint directory named ``step_N`` (None for other names)."""
-    digits = path.name[len(ckpt.PREFIX) :]
-    return int(digits) if path.name.startswith(ckpt.PREFIX) and digits.isdigit() else None
-
-
 def _load(model: nn.Module, ema_module: nn.Module, cfg: TrainConfig) -> InitSource:
     try:
         path = ckpt.resolve_checkpoint(cfg.init_from)
     except UserError as exc:
         raise UserError(f"init_from: {exc}") from None
-    try:
-        source = ckpt.read_config(path)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path / 'config.json'}: {exc}") from None
+    config = ckpt.read_config(path)
+    source = ckpt.training_config(config)
     if not isinstance(source, dict):
-        raise UserError(f"{path / 'config.json'} is not a config (a JSON object)")
+        raise UserError(f"{path / ckpt.CONFIG} holds no training config (a JSON object)")
     check_compatible(source, cfg, path)
-    added = load_network(model, path / "model.safetensors")
-    added_ema = load_network(ema_module, path / "ema.safetensors")
-    return InitSource(path, source_step(path), str(source.get("objective", "?")), tuple(sorted(set(added) | set(added_ema))))
+    added = load_network(model, path / ckpt.ONLINE_WEIGHTS)
+    added_ema = load_network(ema_module, path / ckpt.EMA_WEIGHTS)
+    step = config.get("step", ckpt.step_of(path))
+    return InitSource(path, step, str(source.get("objective", "?")), tuple(sorted(set(added) | set(added_ema))))
 
 
 def load_initial_weights(model: nn.Module, ema_module: nn.Module, cfg: TrainConfig) -> InitSource:

@@ -19,80 +19,36 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from .. import seeding
+from .. import checkpoints as ckpt
+from .. import distributed, seeding
+from ..autoencoders import Autoencoder
+from ..checkpoints import ModelSpec
 from ..config import RESUMABLE_KEYS, TrainConfig
 from ..data import build_source
 from ..data.sources import take_rows
 from ..errors import TrainingDiverged, UserError
-from ..models import build_model
-from ..objectives import FlowMatching, Shortcut, Targets
-from ..runtime import to_device
+from ..inference import LoadedModel, load_autoencoder, write_sample_sheets
+from ..loggers import RunLogger, parse_backends
+from ..models import build_model, network_spec
+from ..objectives import Targets, build_objective, log_weights
+from ..runtime import autocast_dtype, to_device
 from ..seeding import RowShare
-from . import checkpoint as ckpt
-from . import distributed
 from .ema import EMA
 from .init_from import InitSource, load_initial_weights
-from .logging import IntervalMeans, MetricsLogger
+from .interval_means import IntervalMeans
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device.
-
-    Under torchrun, 'auto' and 'cuda' mean ``cuda:LOCAL_RANK`` (one GPU per process).
-    """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"bad device {name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is None and distributed.is_active():
-        device = torch.device("cuda", distributed.cuda_index())
-    return device
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 for 'bf16', and for 'auto' on CUDA; None (plain fp32) otherwise."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def split_rows(targets: Targets, chunks: int) -> list[Targets]:
-    """Split a batch of targets into ``chunks`` equal row blocks (for gradient accumulation)."""
-    fields = ("x_t", "t", "d", "v", "y", "bootstrap")
-    parts = [getattr(targets, f).chunk(chunks) for f in fields]
-    return [Targets(*(p[i] for p in parts)) for i in range(chunks)]
-
-
-def build_objective(cfg: TrainConfig, num_classes: int) -> FlowMatching | Shortcut:
-    """The objective named by ``cfg.objective`` with the config's knobs."""
-    if cfg.objective == "flow":
-        return FlowMatching(num_classes=num_classes, class_dropout=cfg.class_dropout, max_steps=cfg.max_steps)
-    return Shortcut(
-        num_classes=num_classes,
-        class_dropout=cfg.class_dropout,
-        bootstrap_every=cfg.bootstrap_every,
-        bootstrap_ema=cfg.bootstrap_ema,
-        bootstrap_cfg=cfg.bootstrap_cfg,
-        cfg_scale=cfg.cfg_scale,
-        dt_bias=cfg.dt_bias,
-        max_steps=cfg.max_steps,
-    )
-
-
-def model_num_classes(cfg: TrainConfig, data_classes: int) -> int:
-    """Classes the network is conditioned on: the data's when class_conditional, else 0."""
-    if cfg.class_conditional and data_classes == 0:
-        raise UserError(f"class_conditional=true but data {cfg.data!r} has no labels")
-    return data_classes if cfg.class_conditional else 0
+def comparable(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings that fix what a run computes, with every objective knob spelled out, for the
+    check that a resumed run continues the run in its directory."""
+    values = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_KEYS and k != "objective_args"}
+    values.update({f"objective_args.{k}": v for k, v in cfg.resolved_objective_args().items()})
+    return values
 
 
 class Trainer:
@@ -108,15 +64,23 @@ class Trainer:
             cfg.batch_size, self.world, cfg.grad_accum, cfg.batch_per_gpu
         )
         self.share = RowShare.interleaved(cfg.batch_size, self.rank, self.world)
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.resolve_device(cfg.device)
         self.source = build_source(cfg.data)
-        self.num_classes = model_num_classes(cfg, self.source.num_classes)
+        self.num_classes = cfg.network_classes(self.source.num_classes)
         torch.manual_seed(seeding.derive_seed(cfg.seed, 99))  # network initialisation
         self.model = build_model(cfg.model, self.source.shape, self.num_classes, cfg.model_args).to(self.device)
-        self.objective = build_objective(cfg, self.num_classes)
-        n_boot = self.share.count_below(self.objective.num_bootstrap_rows(cfg.batch_size)) if cfg.objective == "shortcut" else 0
-        rows = self.rows_per_rank
-        self.log_weights = {"loss": rows, "loss_flow": rows - n_boot, "loss_consistency": n_boot}
+        try:
+            self.objective = build_objective(cfg.objective, self.num_classes, cfg.objective_args)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        info = self.source.info
+        self.spec = ModelSpec(
+            network=network_spec(self.model), sample_shape=info.shape, num_classes=self.num_classes,
+            objective=self.objective.name, objective_args=self.objective.args(), sampling_d=self.objective.sampling_d,
+            data_shape=info.data_shape, data=cfg.data, autoencoder=info.autoencoder, scaling_factor=info.scaling_factor,
+        )
+        n_teacher = self.share.count_below(self.objective.teacher_rows(cfg.batch_size))
+        self.log_weights = log_weights(self.rows_per_rank, n_teacher)
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         if self.device.type == "cuda":
@@ -140,6 +104,7 @@ class Trainer:
         self._stop_signal: int | None = None
         self.samples_dir: Path | None = None
         self.init_source: InitSource | None = None
+        self._autoencoder: Autoencoder | None = None
         self._resume()
         if self.last_checkpoint is None and cfg.init_from:  # a fresh fine-tuning run: see training/init_from.py
             self.init_source = load_initial_weights(self.model, self.ema.module, cfg)
@@ -149,7 +114,7 @@ class Trainer:
     # ----------------------------------------------------------------- state
     def _resume(self) -> None:
         latest = ckpt.latest_checkpoint(self.run_dir)
-        step = int(latest.name[len(ckpt.PREFIX) :]) if latest is not None else -1
+        step = ckpt.step_of(latest) if latest is not None else -1
         if distributed.max_int(step) != -distributed.max_int(-step):
             raise UserError(
                 f"the processes see different latest checkpoints in {self.run_dir}; "
@@ -157,17 +122,17 @@ class Trainer:
             )
         if latest is None:
             return
-        saved = {"init_from": "", **ckpt.read_config(latest)}  # runs saved before init_from existed
-        mine = self.cfg.to_dict()
-        diff = [k for k in mine if k not in RESUMABLE_KEYS and saved.get(k) != mine[k]]
+        saved_values = {"init_from": "", **ckpt.training_config(ckpt.read_config(latest))}  # (older runs lack init_from)
+        saved, mine = comparable(TrainConfig.from_dict(saved_values)), comparable(self.cfg)
+        diff = [k for k in mine if saved.get(k) != mine[k]]
         if diff:
             k = diff[0]
             raise UserError(
                 f"{self.run_dir} holds a run with a different config ({k}: {saved.get(k)!r} there, {mine[k]!r} now); "
                 "use another --out or the same settings"
             )
-        ckpt.load_weights(self.model, latest / "model.safetensors")
-        ckpt.load_weights(self.ema.module, latest / "ema.safetensors")
+        ckpt.load_weights(self.model, latest / ckpt.ONLINE_WEIGHTS)
+        ckpt.load_weights(self.ema.module, latest / ckpt.EMA_WEIGHTS)
         state = ckpt.load_state(latest)
         self.optimizer.load_state_dict(state["optimizer"])
         self.ema.load_state_dict(state["ema"])
@@ -190,9 +155,8 @@ class Trainer:
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             }
-            ckpt.save_checkpoint(
-                self.run_dir, self.step, self.cfg.to_dict(), self.model, self.ema.module, state, self.cfg.keep_checkpoints
-            )
+            config = ckpt.checkpoint_config(self.spec, self.step, self.cfg.to_dict())
+            ckpt.save_checkpoint(self.run_dir, self.step, config, self.model, self.ema.module, state, self.cfg.keep_checkpoints)
         distributed.barrier()
         self.last_checkpoint = ckpt.checkpoint_dir(self.run_dir, self.step)
         return self.last_checkpoint
@@ -255,7 +219,7 @@ class Trainer:
         total = targets.t.shape[0]
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, torch.Tensor] = {}
-        chunks = split_rows(targets, self.grad_accum)
+        chunks = targets.split(self.grad_accum)
         for i, chunk in enumerate(chunks):
             rows = chunk.t.shape[0]
             hold = self.ddp is not None and i < len(chunks) - 1
@@ -263,10 +227,9 @@ class Trainer:
                 with self.autocast():
                     loss, logs = self.objective.loss(self.train_model, chunk)
                 (loss * (rows / total)).backward()
-            n_boot = chunk.bootstrap.sum()
-            weights = {"loss": torch.tensor(float(rows)), "loss_flow": rows - n_boot, "loss_consistency": n_boot}
+            weights = log_weights(rows, chunk.bootstrap.sum())
             for key, value in logs.items():
-                w = weights[key].to(value.device, value.dtype)
+                w = torch.as_tensor(weights[key]).to(value.device, value.dtype)
                 sums[key] = sums.get(key, 0) + torch.nan_to_num(value) * w
                 counts[key] = counts.get(key, 0) + w
         return {k: sums[k] / counts[k] for k in sums}
@@ -276,19 +239,15 @@ class Trainer:
         """True when the last :meth:`run` ended early on SIGINT/SIGTERM (after saving a checkpoint)."""
         return self._stop_signal is not None
 
-    def loaded_view(self):
+    def loaded_view(self) -> LoadedModel:
         """The EMA network as a :class:`~shortcut_models.inference.LoadedModel` (for sampling)."""
-        from ..inference import LoadedModel, source_autoencoder
-
-        if not hasattr(self, "_autoencoder"):  # built on first use: only latent sources have one
-            self._autoencoder = source_autoencoder(self.source, self.device)
-        return LoadedModel(self.last_checkpoint or self.run_dir, self.cfg, self.ema.module, self.objective,
-                           self.source, self.step, self.device, self._autoencoder)
+        if self._autoencoder is None and self.spec.autoencoder is not None:  # loaded on first use (a VAE)
+            self._autoencoder = load_autoencoder(self.spec, self.device)
+        return LoadedModel(self.last_checkpoint or self.run_dir, self.spec, self.ema.module, self.objective, self.step,
+                           self.device, self._autoencoder, self.cfg.precision, self.cfg.to_dict())
 
     def write_samples(self) -> Path:
         """Sample sheets of the EMA network at ``sample_steps`` into RUN/samples/step_N/."""
-        from ..visualize import write_sample_sheets
-
         out = self.run_dir / "samples" / f"step_{self.step:08d}"
         with self.autocast():
             return write_sample_sheets(self.loaded_view(), out, self.cfg.sample_steps, cfg_scale=self.cfg.sample_cfg_scale)
@@ -304,7 +263,7 @@ class Trainer:
             self._stop_signal = signum
         return bool(signum)
 
-    def _log(self, means: IntervalMeans, elapsed: float, logger: MetricsLogger | None) -> dict[str, float]:
+    def _log(self, means: IntervalMeans, elapsed: float, logger: RunLogger | None) -> dict[str, float]:
         """Reduce the interval's logs over processes into one row; rank 0 writes it."""
         steps = means.steps
         row = means.means(distributed.all_reduce)
@@ -323,7 +282,9 @@ class Trainer:
             if self.is_main:
                 print(f"run already complete at step {self.step}: {self.last_checkpoint}", file=sys.stderr)
             return self.last_checkpoint or self.save()
-        logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard) if self.is_main else None
+        logger = None
+        if self.is_main:
+            logger = RunLogger(self.run_dir, parse_backends(cfg.logger), config=cfg.to_dict(), name=self.run_dir.name)
         handlers = {}
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):

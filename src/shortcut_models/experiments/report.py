@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-NAMES = {"flow": "flow matching", "shortcut": "shortcut"}
+from ..objectives import OBJECTIVES, Shortcut
+
+NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
 
 
 def fd_by_steps(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
@@ -25,7 +27,7 @@ def compare_at(fd: dict[str, dict[int, float]], steps: int, tolerance: float = 0
 
 
 def goals(fd: dict[str, dict[int, float]]) -> list[tuple[str, bool, str]]:
-    """The issue's quality goals, each with whether it is met and the numbers behind it."""
+    """The study's quality goals, each with whether it is met and the numbers behind it."""
     s, f = fd["shortcut"], fd["flow"]
     out = [("shortcut at 1 step within 2x of flow matching at 128 steps", s[1] <= 2 * f[128],
             f"{s[1]:.2f} vs 2 x {f[128]:.2f} = {2 * f[128]:.2f}")]
@@ -82,6 +84,7 @@ def finetune_lines(rows: list[dict[str, Any]], scratch_steps: int) -> list[str]:
 def write_report(out: Path, plan, rows, cost, train_seconds, total_seconds, params, config, grids: Path,
                  tracking: Path, conditional, threads: int, finetune=None) -> Path:
     fd = fd_by_steps(rows)
+    knobs = {**Shortcut().args(), **config.objective_args}
     floor = next(float(r["fd_digits_floor"]) for r in rows)
     steps = sorted({int(r["steps"]) for r in rows})
     lines = [
@@ -95,8 +98,8 @@ def write_report(out: Path, plan, rows, cost, train_seconds, total_seconds, para
         f"- Network: {config.model} ({params / 1e6:.2f}M parameters), the same for both objectives.",
         f"- Budget per model: {config.steps} steps at batch {config.batch_size}, AdamW lr {config.lr:g} "
         f"(warm-up {config.warmup_steps}), EMA {config.ema_decay} with warm-up; "
-        f"shortcut: one self-consistency row in {config.bootstrap_every}, targets from the "
-        f"{'EMA' if config.bootstrap_ema else 'online'} network.",
+        f"shortcut: one self-consistency row in {knobs['bootstrap_every']}, targets from the "
+        f"{'EMA' if knobs['bootstrap_ema'] else 'online'} network.",
         "- Training wall time this run: " + ", ".join(f"{NAMES[k]} {_fmt_minutes(v)}" for k, v in train_seconds.items())
         + " (0 when resumed from a finished run; includes periodic tracking).",
         f"- Metric: Fréchet distance in the features of the digits CNN (`fd-digits`), {plan.eval_num} samples per "
@@ -113,8 +116,8 @@ def write_report(out: Path, plan, rows, cost, train_seconds, total_seconds, para
               "![FD against sampling steps](eval/metric_vs_steps.png)", "",
               "## During training (fixed noise set)", "",
               f"FD at {', '.join(map(str, plan.track_steps))} steps every {plan.track_every} training steps, "
-              f"{plan.track_num} samples from the same noise each time (so the curve does not oscillate as the "
-              "seed's single-batch FID did).", "",
+              f"{plan.track_num} samples from the same noise each time (so the curve does not oscillate as an "
+              "FID of one fresh batch per evaluation does).", "",
               f"![FD against training step]({tracking.name})", "",
               "## Samples from the same noise", "",
               "Top row flow matching, bottom row shortcut; 1, 2, 4 and 128 steps.", "",
@@ -125,7 +128,7 @@ def write_report(out: Path, plan, rows, cost, train_seconds, total_seconds, para
               f"the FLOP cost model 1 + 2f/3 gives {cost['cost_model']:.3f}. On a CPU, small networks cost "
               "mostly per-operation overhead, so the teacher's passes on few rows cost more than their share "
               "(see benchmarks/RESULTS.md).", "",
-              "## The seed's first question: does shortcut training help at many steps?", ""]
+              "## First question: does shortcut training help at many steps?", ""]
     verdict = compare_at(fd, 128)
     s128, f128 = fd["shortcut"][128], fd["flow"][128]
     lines.append(f"At 128 steps the shortcut model is **{verdict}** compared with flow matching here: "
@@ -144,7 +147,7 @@ def write_report(out: Path, plan, rows, cost, train_seconds, total_seconds, para
         rel = Path(conditional["sheet"]).relative_to(out)
         lines += ["", f"Guided samples (w = 1.5), one class per row: ![conditional]({rel})"]
     if finetune:
-        lines += ["", "## The seed's second question: fine-tuning flow matching into a shortcut model", "",
+        lines += ["", "## Second question: can flow matching be fine-tuned into a shortcut model?", "",
                   "Each fine-tuned model starts from the flow-matching model above (online and EMA weights, fresh "
                   "optimizer) and trains with the shortcut objective for a fraction of the from-scratch budget; "
                   f"FD over {plan.eval_num} samples from the same noise as the main table.", ""]

@@ -1,4 +1,4 @@
-"""Load a trained checkpoint for sampling: the EMA network, its objective and its data source.
+"""A trained network as a sampler: load a checkpoint (no data needed) and generate from it.
 
 Sample i always starts from the noise of index i (per-sample seeds), so the samples do not depend
 on the batch size or on how many processes share the work (:func:`sample_blocks`,
@@ -9,44 +9,59 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-from . import seeding
-from .config import TrainConfig
-from .data import DataSource, build_source
-from .models import build_model
-from .sampling import sample
-from .training import checkpoint as ckpt
-from .training import distributed
-from .training.trainer import build_objective, model_num_classes, resolve_device
+from .. import checkpoints as ckpt
+from .. import distributed, seeding
+from ..autoencoders import Autoencoder, build_autoencoder
+from ..checkpoints import ModelSpec
+from ..errors import UserError
+from ..models import build_network
+from ..objectives import Objective, build_objective
+from ..runtime import autocast_dtype
+from ..sampling import sample
+from .legacy import spec_from_legacy_config
 
 
 @dataclass
 class LoadedModel:
-    """A checkpoint ready to sample: ``model`` holds the EMA weights in eval mode."""
+    """A network ready to sample: ``model`` holds the EMA weights in eval mode.
+
+    ``spec`` describes the network, its sample shape, classes, objective and autoencoder;
+    ``training`` is the training config of the run when the checkpoint holds one.
+    """
 
     path: Path
-    config: TrainConfig
+    spec: ModelSpec
     model: nn.Module
-    objective: object
-    source: DataSource
+    objective: Objective
     step: int
     device: torch.device
-    autoencoder: object | None = None  # decodes latents to images; None for pixel/vector data
+    autoencoder: Autoencoder | None = None  # decodes latents to images; None for pixel/vector data
+    precision: str = "auto"  # "auto" = bf16 autocast on CUDA, "fp32", "bf16"
+    training: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
         """Short name for tables and plots, e.g. 'shortcut@3000'."""
-        return f"{self.config.objective}@{self.step}"
+        return f"{self.spec.objective}@{self.step}"
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def max_steps(self) -> int:
+        return self.spec.max_steps
 
     def generate_batches(
         self, num: int, steps: int, seed: int = 0, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
         batch_size: int = 1024,
     ) -> Iterator[torch.Tensor]:
-        """Yield ``num`` samples batch by batch (float32, on ``device``, in the model's data space).
+        """Yield ``num`` samples batch by batch (float32, on ``device``, in the model's space).
 
         Sample i starts from the noise of index i under ``seed``, so results do not depend on
         ``batch_size``. On CUDA the network runs under bf16 autocast (precision "auto"/"bf16").
@@ -59,12 +74,12 @@ class LoadedModel:
     ) -> torch.Tensor:
         """Samples number ``indices`` (float32, on ``device``); ``labels`` is indexed by sample number
         (numbers past its end, padding rows of :func:`sample_blocks`, take its last label)."""
-        amp = self.device.type == "cuda" and self.config.precision in ("auto", "bf16")
+        amp = autocast_dtype(self.precision, self.device) if self.device.type == "cuda" else None
         noise = torch.cat([self.noise(seed, i) for i in indices.tolist()])
         y = None if labels is None else labels[indices.clamp(max=len(labels) - 1)].to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(self.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             x = sample(self.model, noise, steps, y=y, cfg_scale=cfg_scale, fixed_d=self.objective.sampling_d,
-                       max_steps=self.config.max_steps)
+                       max_steps=self.max_steps)
         return x.float()
 
     def generate(
@@ -77,8 +92,8 @@ class LoadedModel:
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        """Shape of one decoded sample: the image for latent sources, else the model's sample shape."""
-        return tuple(getattr(self.source, "image_shape", self.source.shape))
+        """Shape of one decoded sample: the image for latent models, else the model's sample shape."""
+        return self.spec.data_shape
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Model space -> data space: the autoencoder's decoder for latents, else the identity."""
@@ -86,17 +101,17 @@ class LoadedModel:
 
     @property
     def is_image(self) -> bool:
-        return len(self.source.shape) == 3
+        return len(self.spec.sample_shape) == 3
 
     def balanced_labels(self, num: int) -> torch.Tensor | None:
         """Labels 0, 1, ..., C-1, 0, 1, ... for class-conditional models; None when unconditional."""
-        nc = getattr(self.model, "num_classes", 0)
+        nc = self.num_classes
         return torch.arange(num) % nc if nc > 0 else None
 
     def noise(self, seed: int, index: int) -> torch.Tensor:
         """The noise of sample ``index`` under ``seed`` (per-sample seeds: independent of batching)."""
         g = seeding.generator(seed, seeding.STREAMS["sample"], index)
-        return torch.randn(1, *self.source.shape, generator=g).to(self.device)
+        return torch.randn(1, *self.spec.sample_shape, generator=g).to(self.device)
 
 
 def sample_blocks(num: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, int]]:
@@ -105,7 +120,7 @@ def sample_blocks(num: int, batch_size: int, rank: int = 0, world: int = 1) -> I
     Block j covers samples ``start = j * world * batch_size`` to ``start + size``; process k takes
     numbers start + k, start + k + world, ... Every process gets the same count per block (the last
     block is padded with numbers >= ``num``, which callers drop), so gathers stay in step and
-    :func:`~shortcut_models.training.distributed.gather_interleaved` restores the index order. One
+    :func:`~shortcut_models.distributed.gather_interleaved` restores the index order. One
     process gets the contiguous batches ``[start, start + batch_size)``.
     """
     for start in range(0, num, world * batch_size):
@@ -135,20 +150,52 @@ def generate_shared(
     return torch.cat(out) if out else torch.empty(0, *loaded.data_shape)
 
 
-def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
-    """Load the EMA network of a checkpoint (or of a run directory's latest checkpoint)."""
+def read_spec(config: dict[str, Any], where: Path) -> ModelSpec:
+    """The :class:`ModelSpec` of a checkpoint's config.json (either layout); UserError if malformed."""
+    if "format_version" not in config:
+        return spec_from_legacy_config(config)
+    if config["format_version"] != ckpt.FORMAT_VERSION:
+        raise UserError(f"{where} has checkpoint format {config['format_version']!r}; this version reads "
+                        f"{ckpt.FORMAT_VERSION} (update shortcut-models)")
+    try:
+        return ModelSpec.from_json(config)
+    except ValueError as exc:
+        raise UserError(f"{where / ckpt.CONFIG} does not describe a network: {exc}") from None
+
+
+def load_autoencoder(spec: ModelSpec, device: torch.device | str) -> Autoencoder | None:
+    """The autoencoder that decodes the spec's samples (None for pixels and vectors)."""
+    if spec.autoencoder is None:
+        return None
+    ae = build_autoencoder(spec.autoencoder, device=device)
+    if spec.scaling_factor is not None and abs(float(ae.scaling_factor) - spec.scaling_factor) > 1e-9:
+        raise UserError(f"VAE {spec.autoencoder!r} now has scaling factor {ae.scaling_factor}; the model was trained with "
+                        f"{spec.scaling_factor}")
+    return ae
+
+
+def load_model(path: str | Path, device: str = "auto", precision: str = "auto") -> LoadedModel:
+    """Load the EMA network of a checkpoint for sampling.
+
+    ``path`` is a checkpoint directory, a run directory (its latest checkpoint) or a Hugging Face hub
+    repository id ``owner/name`` holding config.json and the weights. Only config.json and the
+    weights are read: the training data (e.g. a latent cache) is never opened.
+    """
     ckpt_dir = ckpt.resolve_checkpoint(path)
-    cfg = TrainConfig.from_dict(ckpt.read_config(ckpt_dir))
-    dev = resolve_device(device)
-    source = build_source(cfg.data)
-    num_classes = model_num_classes(cfg, source.num_classes)
-    model = build_model(cfg.model, source.shape, num_classes, cfg.model_args)
-    ckpt.load_weights(model, ckpt_dir / "ema.safetensors")
-    step = int(ckpt_dir.name.split("_")[-1])
-    return LoadedModel(ckpt_dir, cfg, model.to(dev).eval(), build_objective(cfg, num_classes), source, step, dev,
-                       source_autoencoder(source, dev))
-
-
-def source_autoencoder(source: DataSource, device: torch.device):
-    """The VAE that decodes a latent source's samples (None for pixel and vector data)."""
-    return source.autoencoder(device) if hasattr(source, "autoencoder_spec") else None
+    config = ckpt.read_config(ckpt_dir)
+    spec = read_spec(config, ckpt_dir)
+    dev = distributed.resolve_device(device)
+    try:
+        model = build_network(spec.network)
+        objective = build_objective(spec.objective, spec.num_classes, spec.objective_args)
+    except ValueError as exc:
+        raise UserError(f"{ckpt_dir / ckpt.CONFIG}: {exc}") from None
+    weights = ckpt.sampling_weights(ckpt_dir)
+    try:
+        ckpt.load_weights(model, weights)
+    except Exception as exc:  # noqa: BLE001 - a damaged or mismatched file is reported as one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UserError(f"cannot load {weights} into the network its config.json describes: {first}") from None
+    step = config.get("step", ckpt.step_of(ckpt_dir))
+    return LoadedModel(ckpt_dir, spec, model.to(dev).eval(), objective, int(step or 0), dev, load_autoencoder(spec, dev),
+                       precision, ckpt.training_config(config))

@@ -12,8 +12,9 @@ from typing import Sequence
 
 import torch
 
-from .images import save_grid, save_sheet
-from .inference import LoadedModel
+from ..images import save_grid, save_sheet
+from ..plotting import scatter_2d
+from .model import LoadedModel
 
 GRID_STEPS = (1, 2, 4, 8, 16, 32, 128)
 
@@ -33,15 +34,13 @@ def write_sample_sheets(
     """Render ``steps`` sample grids from one fixed noise set into ``out_dir``; returns the sheet path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps = [s for s in steps if s <= loaded.config.max_steps]
-    if len(loaded.source.shape) != 3:
-        from .plotting import scatter_2d
-
+    steps = [s for s in steps if s <= loaded.max_steps]
+    if not loaded.is_image:
         for n in steps:
             x = loaded.generate(2000, n, seed=seed)
             scatter_2d(x.numpy(), out_dir / f"steps_{n:03d}.png", title=f"{loaded.label}, {n} step(s)")
         return out_dir
-    labels, rows, row_names = grid_labels(loaded.model.num_classes, per_row)
+    labels, rows, row_names = grid_labels(loaded.num_classes, per_row)
     num = rows * per_row
     grids = []
     for n in steps:

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import UserError
+from .errors import UserError
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 _control: object | None = None  # gloo group for CPU flags (None: use the default group)
@@ -74,6 +74,24 @@ def wants_cuda(device: str) -> bool:
         return torch.device(device).type == "cuda"
     except RuntimeError:
         return False  # a bad name is reported by resolve_device
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device.
+
+    Under torchrun, 'auto' and 'cuda' mean ``cuda:LOCAL_RANK`` (one GPU per process).
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"bad device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is None and is_active():
+        device = torch.device("cuda", cuda_index())
+    return device
 
 
 def init(device: str = "auto") -> bool:

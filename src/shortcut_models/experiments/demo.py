@@ -1,4 +1,4 @@
-"""The main job: the seed's study in miniature, on embedded data, with one command.
+"""The main job: the study of shortcut models against flow matching in miniature, on embedded data.
 
 ``shortcut demo`` trains a flow-matching model and a shortcut model on unconditional digits with the
 same budget, tracks the digits Fréchet distance at 1 and 128 steps during training on a fixed noise
@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 
-from .config import build_config
-from .evaluation import digits_metric, evaluate_images, write_results
-from .images import save_sheet
-from .inference import LoadedModel, load_model
+from ..config import build_config
+from ..evaluation import digits_metric, evaluate_images, write_results
+from ..images import save_sheet
+from ..inference import LoadedModel, load_model, write_sample_sheets
+from ..training import Trainer
+from .report import NAMES, write_report
 from .timing import interleaved_step_times, median_ratio
-from .training.trainer import Trainer
 
-OBJECTIVES = ("flow", "shortcut")
-NAMES = {"flow": "flow matching", "shortcut": "shortcut"}
+OBJECTIVES = ("flow", "shortcut")  # the two objectives the study compares (names in the objective registry)
 
 
 @dataclass
@@ -123,12 +124,8 @@ def comparison_grids(out: Path, plan: DemoPlan, models: dict[str, LoadedModel]) 
 
 def plot_tracking(out: Path, plan: DemoPlan) -> Path:
     """Fréchet distance against training step, 1 and 128 steps, both models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     for objective in OBJECTIVES:
         rows = read_csv(out / objective / "tracking.csv")
         for n in plan.track_steps:
@@ -144,17 +141,17 @@ def plot_tracking(out: Path, plan: DemoPlan) -> Path:
     fig.tight_layout()
     path = out / "fd_vs_training_step.png"
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
 def measure_cost_ratio(plan: DemoPlan) -> dict[str, float]:
     """Shortcut over flow-matching training-step time, same model and batch, interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {obj: Trainer(build_config(plan.preset, obj, None, [*plan.overrides, "tensorboard=false"]),
+        trainers = {obj: Trainer(build_config(plan.preset, obj, None, [*plan.overrides, "logger=none"]),
                                  f"{tmp}/{obj}", progress=False) for obj in OBJECTIVES}
         times = interleaved_step_times(trainers, plan.timing_repeats)
-        f = 1.0 / trainers["shortcut"].cfg.bootstrap_every
+        shortcut = trainers["shortcut"]
+        f = shortcut.objective.teacher_rows(shortcut.cfg.batch_size) / shortcut.cfg.batch_size
     return {"ratio": median_ratio(times["shortcut"], times["flow"]), "cost_model": 1 + 2 * f / 3,
             "flow_ms": 1e3 * sorted(times["flow"])[len(times["flow"]) // 2],
             "shortcut_ms": 1e3 * sorted(times["shortcut"])[len(times["shortcut"]) // 2]}
@@ -169,8 +166,6 @@ def conditional_section(plan: DemoPlan, metric, out: Path, progress: bool) -> di
     for w in (1.0, 1.5):
         rows[w] = evaluate_images(model, list(plan.grid_steps), min(plan.eval_num, 2000), metric, seed=plan.seed,
                                   cfg_scale=w, progress=progress)
-    from .visualize import write_sample_sheets
-
     sheet = write_sample_sheets(model, out / "conditional", plan.grid_steps, cfg_scale=1.5)
     return {"label": model.label, "rows": rows, "sheet": sheet}
 
@@ -211,8 +206,6 @@ def finetune_section(out: Path, plan: DemoPlan, eval_rows: list[dict], metric, p
 
 def run_demo(out: Path, plan: DemoPlan, progress: bool = True) -> Path:
     """Run every stage (skipping those already done) and write OUT/report.md; returns its path."""
-    from .report import write_report
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n")
     t_start = time.perf_counter()
@@ -227,4 +220,4 @@ def run_demo(out: Path, plan: DemoPlan, progress: bool = True) -> Path:
     finetune = finetune_section(out, plan, rows, metric, progress)
     params = sum(p.numel() for p in models["shortcut"].model.parameters())
     return write_report(out, plan, rows, cost, train_seconds, time.perf_counter() - t_start, params,
-                        models["shortcut"].config, grids, tracking, conditional, torch.get_num_threads(), finetune)
+                        build_config(plan.preset, "shortcut", None, plan.overrides), grids, tracking, conditional, torch.get_num_threads(), finetune)

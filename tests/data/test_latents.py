@@ -123,13 +123,14 @@ def test_encode_manifest_and_stored_posterior(cache, image_dir, vae):
     files = (cache / "files.txt").read_text().splitlines()
     src = LatentSource(cache)
     assert src.flip.tolist() == [0, 1] * 6
+    stored_mean, stored_std = src.posterior(torch.arange(12))
     for e in range(12):
         rel = files[int(src.index[e])]
         assert src.label[e] == (0 if rel.startswith("cats/") else 1)
         x = load_image(image_dir / rel, RES)[None]
         mean, std = vae.encode(x.flip(-1) if src.flip[e] else x)
-        torch.testing.assert_close(src.mean[e].float(), mean[0], atol=2e-3, rtol=2e-3)
-        torch.testing.assert_close(src.std[e].float(), std[0], atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(stored_mean[e].float(), mean[0], atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(stored_std[e].float(), std[0], atol=2e-3, rtol=2e-3)
 
 
 class _Interrupting:
@@ -217,7 +218,7 @@ def test_latent_source_batches(cache):
     idx = src.indices(0, n * draws, seed=1)
     assert torch.equal(torch.bincount(idx), torch.full((n,), draws)) and torch.equal(ys, src.label[idx])
     samples = torch.stack([xs[idx == e] for e in range(n)], dim=1)
-    mean, std = src.mean.float(), src.std.float()
+    mean, std = (t.float() for t in src.posterior(torch.arange(n)))
     z = (samples.mean(0) - mean) / (std / draws**0.5)
     assert abs(z.mean().item()) < 0.1 and 0.9 < z.std().item() < 1.1
     assert (samples.std(0) / std).mean().item() == pytest.approx(1.0, abs=0.03)
@@ -241,12 +242,13 @@ def test_identity_autoencoder_and_pixel_cache(image_dir, tmp_path):
     assert torch.equal(ae.decode(x * 3), (x * 3).clamp(-1, 1))
     _encode(image_dir, tmp_path / "pixels", ae)
     src = LatentSource(tmp_path / "pixels")
-    assert src.shape == (3, RES, RES) and src.autoencoder_spec == "identity" and torch.all(src.std == 0)
+    mean, std = src.posterior(torch.arange(src.num_entries))
+    assert src.shape == (3, RES, RES) and src.autoencoder_spec == "identity" and torch.all(std == 0)
     files = (tmp_path / "pixels" / "files.txt").read_text().splitlines()
     img = load_image(image_dir / files[int(src.index[0])], RES)
-    torch.testing.assert_close(src.mean[0].float(), img, atol=4e-3, rtol=0)
-    torch.testing.assert_close(src.mean[1].float(), img.flip(-1), atol=4e-3, rtol=0)
-    assert torch.equal(src.batch(0, 4, seed=0)[0], src.mean[src.indices(0, 4, seed=0)].float())
+    torch.testing.assert_close(mean[0].float(), img, atol=4e-3, rtol=0)
+    torch.testing.assert_close(mean[1].float(), img.flip(-1), atol=4e-3, rtol=0)
+    assert torch.equal(src.batch(0, 4, seed=0)[0], mean[src.indices(0, 4, seed=0)].float())
 
 
 def test_whole_latent_path_through_the_cli(image_dir, vae_dir, tmp_path, capsys):
@@ -260,7 +262,7 @@ def test_whole_latent_path_through_the_cli(image_dir, vae_dir, tmp_path, capsys)
                      str(cache_dir), "--batch-size", "2", "--quiet", "--device", "cpu"]) == 0
     assert "1 unreadable skipped" in capsys.readouterr().out
     assert main(["train", "--out", str(run), "--quiet", f"data=latents:{cache_dir}", "model=DiT-Nano", "batch_size=8",
-                 "steps=2", "log_every=1", "tensorboard=false", "sample_steps=[1]", "class_conditional=true"]) == 0
+                 "steps=2", "log_every=1", "logger=none", "sample_steps=[1]", "class_conditional=true"]) == 0
     sheet = next((run / "samples").glob("step_*/steps_001.png"))
     assert sheet.stat().st_size > 0
     assert main(["sample", "--ckpt", str(run), "--steps", "2", "--num", "3", "--out", str(tmp_path / "s.npz")]) == 0
