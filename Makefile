@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo demo-finetune digits test test-fast bench clean
+.PHONY: venv demo demo-finetune digits lint test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -16,12 +16,12 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip freeze | grep -i '^torch==' > $(VENV)/torch-constraint.txt
-	$(PY) -m pip install --quiet -c $(VENV)/torch-constraint.txt -e '.[dev,tensorboard,latents]'
+	$(PY) -m pip install --quiet -c $(VENV)/torch-constraint.txt -e '.[dev,tensorboard,latents,wandb]'
 	# FID's Inception network (torch-fidelity) needs only torch; --no-deps keeps PyPI's torchvision out
 	$(PY) -m pip install --quiet --no-deps 'torch-fidelity>=0.3'
 	touch $(STAMP)
 
-## The main job: the seed's study in miniature on embedded data (unconditional digits): flow matching
+## The main job: the study in miniature on embedded data (unconditional digits): flow matching
 ## and shortcut trained with one budget, FD at 1..128 steps over 5,000 samples, FD during training,
 ## grids, cost ratio -> runs/demo/report.md (about 20 minutes on 2 CPU cores; resumable).
 demo: $(STAMP)
@@ -35,12 +35,18 @@ demo-finetune: $(STAMP)
 digits: $(STAMP)
 	$(VENV)/bin/shortcut train --out runs/digits-shortcut
 
-## The whole test suite (CPU, a few minutes).
-test: $(STAMP)
+## Style (ruff lint + format check) and the layer contract (import-linter, see docs/architecture.md).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+## Lint, then the whole test suite (CPU, a few minutes).
+test: lint
 	$(PY) -m pytest
 
-## Everything but the learning tests.
-test-fast: $(STAMP)
+## Lint, then everything but the slow tests (learning, several processes, the whole demo): under a minute.
+test-fast: lint
 	$(PY) -m pytest -m "not slow"
 
 ## Speed ratios measured side by side (see benchmarks/).

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from shortcut_models.runtime import tune_allocator
 from shortcut_models.experiments.timing import interleaved_times, median_ratio  # noqa: F401 (re-exported)
+from shortcut_models.runtime import tune_allocator
 
 # Stable Diffusion's VAE (the config of stabilityai/sd-vae-ft-mse, 83.7M parameters). Benchmarks build it
 # with random weights: encoding and decoding cost the same as with the real weights, and nothing is downloaded.
 SD_VAE_ARCHITECTURE = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512], "sample_size": 256, "scaling_factor": 0.18215,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "sample_size": 256,
+    "scaling_factor": 0.18215,
 }
 
 
@@ -53,7 +60,9 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device, warmup: int = 1
+) -> dict[str, list[float]]:
     """Times of each function, run alternately (order flipped every round); warm-up rounds dropped."""
     return interleaved_times({name: (lambda i, f=f: timed(f, device)) for name, f in fns.items()}, repeats, warmup)
 

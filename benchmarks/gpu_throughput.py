@@ -52,11 +52,22 @@ def train_case(model: str, batch: int, compiled: bool, steps: int, warmup: int, 
         per_gpu //= 2
 
 
-def _train_case(model: str, batch: int, per_gpu: int, compiled: bool, steps: int, warmup: int, objective: str,
-                tmp: str) -> dict:
-    cfg = build_config("imagenet256", objective, None, [
-        f"model={model}", "data=synthetic:4x32x32:1000", f"batch_size={batch}", f"compile={str(compiled).lower()}",
-        "logger=none", *([f"batch_per_gpu={per_gpu}"] if per_gpu < batch else [])])
+def _train_case(
+    model: str, batch: int, per_gpu: int, compiled: bool, steps: int, warmup: int, objective: str, tmp: str
+) -> dict:
+    cfg = build_config(
+        "imagenet256",
+        objective,
+        None,
+        [
+            f"model={model}",
+            "data=synthetic:4x32x32:1000",
+            f"batch_size={batch}",
+            f"compile={str(compiled).lower()}",
+            "logger=none",
+            *([f"batch_per_gpu={per_gpu}"] if per_gpu < batch else []),
+        ],
+    )
     trainer = Trainer(cfg, f"{tmp}/{model.replace('/', '_')}-{batch}-{compiled}", progress=False)
     device = trainer.device
     first = timed(lambda: trainer.train_step(0), device)
@@ -69,10 +80,19 @@ def _train_case(model: str, batch: int, per_gpu: int, compiled: bool, steps: int
     params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
     trainer = None  # free the GPU memory before the next case
     release()
-    return {"kind": "train", "model": model, "params_m": params, "batch": batch, "rows_per_pass": per_gpu,
-            "compile": compiled, "objective": objective,
-            "images_per_s": batch * steps / seconds, "step_ms": 1e3 * seconds / steps, "first_step_s": first,
-            "peak_gb": peak}
+    return {
+        "kind": "train",
+        "model": model,
+        "params_m": params,
+        "batch": batch,
+        "rows_per_pass": per_gpu,
+        "compile": compiled,
+        "objective": objective,
+        "images_per_s": batch * steps / seconds,
+        "step_ms": 1e3 * seconds / steps,
+        "first_step_s": first,
+        "peak_gb": peak,
+    }
 
 
 def sampling_case(model_name: str, batch: int, vae, device: torch.device, repeats: int) -> list[dict]:
@@ -86,7 +106,7 @@ def sampling_case(model_name: str, batch: int, vae, device: torch.device, repeat
             return sample(model, noise, 1, y)
 
     def decode(latents, chunk=64):
-        return [vae.decode(latents[i:i + chunk]) for i in range(0, latents.shape[0], chunk)]
+        return [vae.decode(latents[i : i + chunk]) for i in range(0, latents.shape[0], chunk)]
 
     rows = []
     for decode_amp in (True, False):
@@ -95,10 +115,19 @@ def sampling_case(model_name: str, batch: int, vae, device: torch.device, repeat
         net = min(timed(generate, device) for _ in range(repeats))
         latents = generate()
         dec = min(timed(lambda z=latents: decode(z), device) for _ in range(repeats))
-        rows.append({"kind": "sample", "model": model_name, "batch": batch, "steps": 1,
-                     "decode": "bf16" if decode_amp else "fp32", "net_images_per_s": batch / net,
-                     "images_per_s_with_decode": batch / (net + dec), "decode_ms": 1e3 * dec,
-                     "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")})
+        rows.append(
+            {
+                "kind": "sample",
+                "model": model_name,
+                "batch": batch,
+                "steps": 1,
+                "decode": "bf16" if decode_amp else "fp32",
+                "net_images_per_s": batch / net,
+                "images_per_s_with_decode": batch / (net + dec),
+                "decode_ms": 1e3 * dec,
+                "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
+            }
+        )
     model = None
     release()
     return rows
@@ -109,7 +138,9 @@ def main() -> None:
     parser.add_argument("--models", default="DiT-B/2,DiT-XL/2")
     parser.add_argument("--batches", default="64,256")
     parser.add_argument("--compile", choices=["off", "on", "both"], default="both")
-    parser.add_argument("--compile-batches", default="256", help="batches also run compiled (compilation takes minutes)")
+    parser.add_argument(
+        "--compile-batches", default="256", help="batches also run compiled (compilation takes minutes)"
+    )
     parser.add_argument("--compile-models", help="models also run compiled (default: all of --models)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
@@ -134,14 +165,19 @@ def main() -> None:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         if row["kind"] == "train":
-            print(f"train  {row['model']:>9} ({row['params_m']:.1f}M) batch {row['batch']:>4} "
-                  f"{'compiled' if row['compile'] else 'eager   '}{'' if row['rows_per_pass'] == row['batch'] else ' (accum, ' + str(row['rows_per_pass']) + ' rows/pass)'} {row['images_per_s']:>9.1f} img/s "
-                  f"{row['step_ms']:>8.1f} ms/step  first step {row['first_step_s']:>6.1f} s  peak {row['peak_gb']:.2f} GiB",
-                  flush=True)
+            print(
+                f"train  {row['model']:>9} ({row['params_m']:.1f}M) batch {row['batch']:>4} "
+                f"{'compiled' if row['compile'] else 'eager   '}{'' if row['rows_per_pass'] == row['batch'] else ' (accum, ' + str(row['rows_per_pass']) + ' rows/pass)'} {row['images_per_s']:>9.1f} img/s "
+                f"{row['step_ms']:>8.1f} ms/step  first step {row['first_step_s']:>6.1f} s  peak {row['peak_gb']:.2f} GiB",
+                flush=True,
+            )
         else:
-            print(f"sample {row['model']:>9} batch {row['batch']:>4} 1 step: network {row['net_images_per_s']:>9.1f} img/s, "
-                  f"with {row['decode']} VAE decode {row['images_per_s_with_decode']:>8.1f} img/s "
-                  f"(decode {row['decode_ms']:.0f} ms)  peak {row['peak_gb']:.2f} GiB", flush=True)
+            print(
+                f"sample {row['model']:>9} batch {row['batch']:>4} 1 step: network {row['net_images_per_s']:>9.1f} img/s, "
+                f"with {row['decode']} VAE decode {row['images_per_s_with_decode']:>8.1f} img/s "
+                f"(decode {row['decode_ms']:.0f} ms)  peak {row['peak_gb']:.2f} GiB",
+                flush=True,
+            )
 
     def train_cases(compiled: bool) -> None:
         for model in models:

@@ -45,7 +45,9 @@ def train_loop(cache: Path, steps: int, batch: int, net: bool) -> dict:
     after_open = peak_rss_mb()
     torch.manual_seed(0)
     c = source.shape[0]
-    model = torch.nn.Sequential(torch.nn.Conv2d(c, 32, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(32, c, 3, padding=1))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(c, 32, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(32, c, 3, padding=1)
+    )
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     read_s = 0.0
     t0 = time.perf_counter()
@@ -60,8 +62,14 @@ def train_loop(cache: Path, steps: int, batch: int, net: bool) -> dict:
             opt.step()
     total_s = time.perf_counter() - t0
     source.close()
-    return {"entries": source.num_entries, "rss_start_mb": before, "rss_open_mb": after_open, "rss_peak_mb": peak_rss_mb(),
-            "read_ms_per_step": 1e3 * read_s / steps, "ms_per_step": 1e3 * total_s / steps}
+    return {
+        "entries": source.num_entries,
+        "rss_start_mb": before,
+        "rss_open_mb": after_open,
+        "rss_peak_mb": peak_rss_mb(),
+        "read_ms_per_step": 1e3 * read_s / steps,
+        "ms_per_step": 1e3 * total_s / steps,
+    }
 
 
 def disk_gb(path: Path) -> float:
@@ -98,8 +106,19 @@ def main() -> None:
             t = time.perf_counter()
             write_random_cache(cache, n, latent_shape=shape, shard_size=args.shard_size)
             print(f"wrote {n:,} images ({disk_gb(cache):.2f} GB) in {time.perf_counter() - t:.0f} s", flush=True)
-            cmd = [sys.executable, __file__, "--worker", str(cache), "--steps", str(args.steps), "--batch", str(args.batch)]
-            out = subprocess.run(cmd + (["--no-net"] if args.no_net else []), capture_output=True, text=True, check=False)
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                str(cache),
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+            ]
+            out = subprocess.run(
+                cmd + (["--no-net"] if args.no_net else []), capture_output=True, text=True, check=False
+            )
             if out.returncode:
                 sys.exit(f"the run on {n:,} images failed:\n{out.stderr}")
             rows.append((n, disk_gb(cache), json.loads(out.stdout.splitlines()[-1])))
@@ -110,11 +129,17 @@ def main() -> None:
             if not args.dir:
                 shutil.rmtree(root, ignore_errors=True)
 
-    print(f"\n{args.steps} steps of batch {args.batch}, latents {args.shape}, {'reads only' if args.no_net else 'conv net step'}")
-    print(f"{'images':>9} {'entries':>9} {'cache GB':>9} {'RSS start':>10} {'RSS open':>9} {'RSS peak':>9} {'read ms/step':>13} {'ms/step':>8}")
+    print(
+        f"\n{args.steps} steps of batch {args.batch}, latents {args.shape}, {'reads only' if args.no_net else 'conv net step'}"
+    )
+    print(
+        f"{'images':>9} {'entries':>9} {'cache GB':>9} {'RSS start':>10} {'RSS open':>9} {'RSS peak':>9} {'read ms/step':>13} {'ms/step':>8}"
+    )
     for n, gb, r in rows:
-        print(f"{n:>9,} {r['entries']:>9,} {gb:>9.2f} {r['rss_start_mb']:>8.1f}MB {r['rss_open_mb']:>7.1f}MB "
-              f"{r['rss_peak_mb']:>7.1f}MB {r['read_ms_per_step']:>13.1f} {r['ms_per_step']:>8.1f}")
+        print(
+            f"{n:>9,} {r['entries']:>9,} {gb:>9.2f} {r['rss_start_mb']:>8.1f}MB {r['rss_open_mb']:>7.1f}MB "
+            f"{r['rss_peak_mb']:>7.1f}MB {r['read_ms_per_step']:>13.1f} {r['ms_per_step']:>8.1f}"
+        )
     if len(rows) >= 2:
         grown = rows[-1][2]["rss_peak_mb"] - rows[0][2]["rss_peak_mb"]
         print(f"peak RSS difference, {rows[-1][0]:,} vs {rows[0][0]:,} images: {grown:+.1f} MB (goal: < 100 MB)")

@@ -1,4 +1,4 @@
-"""Training throughput of the library against a straightforward loop written the way the seed's code works.
+"""Training throughput of the library against a straightforward training loop, as a first reimplementation writes it.
 
 Both sides train the same network (default DiT-B/2, unconditional, on 256x256 images as 4x32x32
 latents) with the same shortcut objective (one self-consistency row in 8, EMA teacher) and batch; their
@@ -13,7 +13,7 @@ the EMA. The library: the latent cache (encoded once; stood in for by ``data=syn
 draws a batch of the same size per step), bf16 autocast and TF32 on CUDA, targets under ``no_grad``,
 fused AdamW, a foreach EMA, and optionally ``torch.compile``. Goal on a GPU: >= 2x.
 
-    python benchmarks/reference_loop.py                          # GPU: DiT-B/2, batch 64 (the seed's setting)
+    python benchmarks/reference_loop.py                          # GPU: DiT-B/2, batch 64, 256x256 images
     python benchmarks/reference_loop.py --model DiT-Nano --resolution 32 --batch 8 --repeats 3   # CPU smoke run
 """
 
@@ -49,8 +49,9 @@ def plain_fp32():
 class ReferenceLoop:
     """A shortcut training step as a plain first implementation writes it (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, vae, batch: int, resolution: int, device: torch.device,
-                 encode: bool = True) -> None:
+    def __init__(
+        self, model: torch.nn.Module, vae, batch: int, resolution: int, device: torch.device, encode: bool = True
+    ) -> None:
         self.model, self.vae, self.batch, self.device, self.encode = model, vae, batch, device, encode
         self.ema = copy.deepcopy(model)  # parameters still require grad
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
@@ -107,32 +108,56 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         vae = random_sd_vae(Path(tmp) / "sd-vae", device)
         torch.manual_seed(0)
-        references = {name: ReferenceLoop(build_model(args.model, (4, side, side), 0, {}).to(device), vae, args.batch,
-                                          args.resolution, device, encode=encode)
-                      for name, encode in (("reference", True), ("reference, cache", False))}
+        references = {
+            name: ReferenceLoop(
+                build_model(args.model, (4, side, side), 0, {}).to(device),
+                vae,
+                args.batch,
+                args.resolution,
+                device,
+                encode=encode,
+            )
+            for name, encode in (("reference", True), ("reference, cache", False))
+        }
         runs = {}
         for compiled in [False, True] if args.compile else [False]:
-            cfg = build_config("celebahq256", "shortcut", None, [
-                f"model={args.model}", f"data=synthetic:4x{side}x{side}", f"batch_size={args.batch}",
-                f"compile={str(compiled).lower()}", "logger=none"])
+            cfg = build_config(
+                "celebahq256",
+                "shortcut",
+                None,
+                [
+                    f"model={args.model}",
+                    f"data=synthetic:4x{side}x{side}",
+                    f"batch_size={args.batch}",
+                    f"compile={str(compiled).lower()}",
+                    "logger=none",
+                ],
+            )
             runs["library" + (" compiled" if compiled else "")] = Trainer(cfg, f"{tmp}/run-{compiled}", progress=False)
-        counter = {name: 0 for name in runs}
+        counter = dict.fromkeys(runs, 0)
 
         def library_step(name):
             runs[name].train_step(counter[name])
             counter[name] += 1
 
-        fns = {**{name: ref.step for name, ref in references.items()}, **{name: (lambda n=name: library_step(n)) for name in runs}}
+        fns = {
+            **{name: ref.step for name, ref in references.items()},
+            **{name: (lambda n=name: library_step(n)) for name in runs},
+        }
         times = interleaved(fns, args.repeats, device, warmup=3)
     print(describe(device))
-    print(f"{args.model}, batch {args.batch}, {args.resolution}x{args.resolution} images -> 4x{side}x{side} latents, "
-          f"{args.repeats} rounds (steps alternated)")
+    print(
+        f"{args.model}, batch {args.batch}, {args.resolution}x{args.resolution} images -> 4x{side}x{side} latents, "
+        f"{args.repeats} rounds (steps alternated)"
+    )
     ref = statistics.median(times["reference"])
     print(f"{'loop':>18} {'ms/step':>9} {'img/s':>9} {'speed-up':>9}")
     print(f"{'reference':>18} {1e3 * ref:>9.1f} {args.batch / ref:>9.1f} {1.0:>9.2f}")
     for name in [*list(references)[1:], *runs]:
         mine = statistics.median(times[name])
-        print(f"{name:>18} {1e3 * mine:>9.1f} {args.batch / mine:>9.1f} {median_ratio(times['reference'], times[name]):>9.2f}")
+        print(
+            f"{name:>18} {1e3 * mine:>9.1f} {args.batch / mine:>9.1f} {median_ratio(times['reference'], times[name]):>9.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -58,11 +58,14 @@ def main() -> None:
     y_in = torch.full((rows,), args.classes, device=device, dtype=torch.long)
 
     print(describe(device))
-    print(f"model {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), sample {args.shape}, "
-          f"batch {b}{', guided (2x batch per call)' if guided else ''}{', compiled' if args.compile else ''}, "
-          f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}, {args.repeats} rounds")
+    print(
+        f"model {args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params), sample {args.shape}, "
+        f"batch {b}{', guided (2x batch per call)' if guided else ''}{', compiled' if args.compile else ''}, "
+        f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}, {args.repeats} rounds"
+    )
     print(f"{'steps':>6} {'forward ms':>11} {'N forwards ms':>14} {'sampler ms':>11} {'ratio':>7}")
     for n in (int(v) for v in args.steps.split(",")):
+
         def forwards(n=n):
             with torch.inference_mode(), amp:
                 for _ in range(n):
@@ -75,8 +78,11 @@ def main() -> None:
         times = interleaved({"forwards": forwards, "sampler": sampler}, args.repeats, device)
         fwd = statistics.median(times["forwards"])
         smp = statistics.median(times["sampler"])
-        print(f"{n:>6} {1e3 * fwd / n:>11.3f} {1e3 * fwd:>14.2f} {1e3 * smp:>11.2f} "
-              f"{median_ratio(times['sampler'], times['forwards']):>7.3f}", flush=True)
+        print(
+            f"{n:>6} {1e3 * fwd / n:>11.3f} {1e3 * fwd:>14.2f} {1e3 * smp:>11.2f} "
+            f"{median_ratio(times['sampler'], times['forwards']):>7.3f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -24,11 +24,29 @@ from pathlib import Path
 
 def throughput(procs: int, args: argparse.Namespace, tmp: Path) -> float:
     out = tmp / f"procs{procs}"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
-           "-m", "shortcut_models", "train", "--quiet", "--preset", args.preset, "--out", str(out),
-           f"batch_size={procs * args.per_gpu}", f"steps={args.steps}", f"log_every={args.steps // 2}",
-           f"ckpt_every={10 * args.steps}", "sample_steps=[1]", "logger=none", f"device={args.device}",
-           *args.overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={procs}",
+        "-m",
+        "shortcut_models",
+        "train",
+        "--quiet",
+        "--preset",
+        args.preset,
+        "--out",
+        str(out),
+        f"batch_size={procs * args.per_gpu}",
+        f"steps={args.steps}",
+        f"log_every={args.steps // 2}",
+        f"ckpt_every={10 * args.steps}",
+        "sample_steps=[1]",
+        "logger=none",
+        f"device={args.device}",
+        *args.overrides,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     with open(out / "metrics.csv", newline="") as fh:

@@ -2,7 +2,7 @@
 
 Both trainers are built from one config (only ``objective`` differs) and their steps are timed
 alternately in one process, so machine noise hits both alike; the median ratio is printed next to
-the cost model of REFERENCE_NUMBERS.md: 1 + 2f/3 with f = 1 / bootstrap_every (a training step is
+the FLOP cost model 1 + 2f/3 with f = 1 / bootstrap_every (a training step is
 ~3 forward-equivalents; shortcut adds two no-grad forwards on a fraction f of the batch). With a guided
 teacher (bootstrap_cfg, the ImageNet recipe) the rows at the finest level get a second, unconditional
 pass, counted in f.
@@ -21,8 +21,8 @@ import tempfile
 import torch
 
 from shortcut_models.config import build_config
-from shortcut_models.runtime import tune_allocator
 from shortcut_models.experiments.timing import interleaved_step_times, median_ratio
+from shortcut_models.runtime import tune_allocator
 from shortcut_models.training import Trainer
 
 CASES = {
@@ -39,7 +39,9 @@ def cost_fraction(trainer: Trainer) -> float:
     """Extra teacher rows per batch row: f = B_b / B, plus the guided rows' extra passes (bootstrap_cfg)."""
     objective, batch = trainer.objective, trainer.cfg.batch_size
     nb = objective.num_bootstrap_rows(batch)
-    guided = int((objective.levels(nb, None, "cpu") == objective.num_levels - 1).sum()) if objective.bootstrap_cfg else 0
+    guided = (
+        int((objective.levels(nb, None, "cpu") == objective.num_levels - 1).sum()) if objective.bootstrap_cfg else 0
+    )
     return (nb + guided) / batch
 
 
@@ -77,8 +79,10 @@ def main() -> None:
     print(f"{'case':>18} {'batch':>6} {'flow ms':>9} {'shortcut ms':>12} {'ratio':>7} {'1+2f/3':>7} {'vs model':>9}")
     for name in args.case or DEFAULT_CASES[device]:
         r = bench_case(name, args.repeats, args.warmup, args.overrides)
-        print(f"{name:>18} {r['batch']:>6} {r['flow_ms']:>9.2f} {r['shortcut_ms']:>12.2f} {r['ratio']:>7.3f} "
-              f"{r['cost_model']:>7.3f} {r['ratio'] / r['cost_model']:>9.3f}")
+        print(
+            f"{name:>18} {r['batch']:>6} {r['flow_ms']:>9.2f} {r['shortcut_ms']:>12.2f} {r['ratio']:>7.3f} "
+            f"{r['cost_model']:>7.3f} {r['ratio'] / r['cost_model']:>9.3f}"
+        )
 
 
 if __name__ == "__main__":

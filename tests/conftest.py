@@ -1,6 +1,9 @@
 """Shared fixtures and helpers (pytest runs with --import-mode=importlib: tests import nothing from
 each other; what several files need lives here)."""
 
+import json
+import struct
+
 import pytest
 import torch
 
@@ -51,8 +54,16 @@ def write_format_1(checkpoint_dir, drop=("init_from",)) -> dict:
 
     file = Path(checkpoint_dir) / "config.json"
     training = dict(json.loads(file.read_text())["training"])
-    knobs = {"bootstrap_every": 8, "bootstrap_ema": True, "bootstrap_cfg": False, "cfg_scale": 1.0, "dt_bias": False,
-             "class_dropout": 0.0, "max_steps": 128, **training.pop("objective_args")}
+    knobs = {
+        "bootstrap_every": 8,
+        "bootstrap_ema": True,
+        "bootstrap_cfg": False,
+        "cfg_scale": 1.0,
+        "dt_bias": False,
+        "class_dropout": 0.0,
+        "max_steps": 128,
+        **training.pop("objective_args"),
+    }
     training.update(knobs)
     training["tensorboard"] = training.pop("logger") != "none"
     for key in drop:
@@ -65,3 +76,150 @@ def write_format_1(checkpoint_dir, drop=("init_from",)) -> dict:
 def as_format_1():
     """``as_format_1(checkpoint_dir, drop=("init_from",))``: see :func:`write_format_1`."""
     return write_format_1
+
+
+# ------------------------------------------------------------------------------ tiny runs
+
+# A class-conditional digits run with DiT-Nano (8x8 images): a few steps train in about a second on a CPU.
+NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "warmup_steps=0", "logger=none", "sample_steps=[1]"]
+
+
+@pytest.fixture(scope="session")
+def nano_args() -> list[str]:
+    """The overrides of the tiny digits DiT-Nano run (:data:`NANO`), as a fresh list, e.g. for the command line."""
+    return list(NANO)
+
+
+@pytest.fixture(scope="session")
+def nano_config():
+    """``nano_config(*extra, objective="shortcut", preset="digits")``: the config of the tiny DiT-Nano run,
+    ``extra`` overrides applied after :data:`NANO` (a key given again wins)."""
+    from shortcut_models.config import build_config
+
+    def build(*extra: str, objective: str = "shortcut", preset: str = "digits"):
+        return build_config(preset, objective, None, [*NANO, *extra])
+
+    return build
+
+
+def random_batch(b=64, shape=(3,), seed=0):
+    """Data and noise of ``b`` rows of ``shape``, and a generator for the objective's draws (all seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(b, *shape, generator=g),
+        torch.randn(b, *shape, generator=g),
+        torch.Generator().manual_seed(seed + 1),
+    )
+
+
+@pytest.fixture(scope="session")
+def make_batch():
+    """``make_batch(b=64, shape=(3,), seed=0)`` -> ``(x1, x0, generator)``: see :func:`random_batch`."""
+    return random_batch
+
+
+# ------------------------------------------------------------------------- images, autoencoder
+
+
+def write_png(path, rng, size=(40, 36)) -> None:
+    """A random RGB PNG of ``size`` (width, height) at ``path`` (parents created), drawn from numpy ``rng``."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture(scope="session")
+def png():
+    """``png(path, rng, size=(40, 36))``: see :func:`write_png`."""
+    return write_png
+
+
+@pytest.fixture(scope="session")
+def vae_dir(tmp_path_factory):
+    """A tiny randomly initialised diffusers AutoencoderKL saved with ``save_pretrained`` (32x32 RGB images to
+    4x16x16 latents, scaling factor 0.18215); skips the test without diffusers."""
+    AutoencoderKL = pytest.importorskip("diffusers").AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        scaling_factor=0.18215,
+    )
+    out = tmp_path_factory.mktemp("tiny_vae")
+    vae.save_pretrained(out)
+    return out
+
+
+# --- Weights & Biases, offline -----------------------------------------------------------------
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    """W&B in offline mode with every directory it writes inside tmp_path; returns WANDB_DIR."""
+    wandb = pytest.importorskip("wandb")
+    wandb.teardown()  # settings of an earlier test (e.g. its WANDB_DIR) live in a process-wide singleton
+    for var, sub in [
+        ("WANDB_DIR", "wandb_dir"),
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_DATA_DIR", "data"),
+    ]:
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT", "WANDB_NAME", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    yield tmp_path / "wandb_dir"
+    wandb.teardown()
+
+
+def wandb_records(path):
+    """The records of a .wandb file (LevelDB log format after a 7-byte W&B header), as protobufs."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", "unknown .wandb file format"
+    pos, parts = 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        parts += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last part of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            parts = b""
+            yield record
+
+
+def offline_history(wandb_dir):
+    """(run id, directory name, {key: value}) of each history row, over all offline runs in order."""
+    rows = []
+    for run_dir in sorted((wandb_dir / "wandb").glob("offline-run-*")):
+        for data_file in run_dir.glob("run-*.wandb"):
+            for record in wandb_records(data_file):
+                if record.WhichOneof("record_type") == "history":
+                    row = {
+                        item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                        for item in record.history.item
+                    }
+                    rows.append((data_file.stem.removeprefix("run-"), run_dir.name, row))
+    return rows
+
+
+@pytest.fixture
+def wandb_history():
+    """``wandb_history(wandb_dir)``: (run id, directory name, {key: value}) of each logged history row
+    of the offline runs under ``wandb_dir``, in order (see :func:`offline_history`)."""
+    return offline_history

@@ -14,11 +14,11 @@ import signal
 import sys
 from pathlib import Path
 
+from shortcut_models import checkpoints as ckpt
+from shortcut_models import distributed
 from shortcut_models.cli import main
 from shortcut_models.config import build_config
 from shortcut_models.errors import TrainingDiverged
-from shortcut_models import checkpoints as ckpt
-from shortcut_models import distributed
 from shortcut_models.training import Trainer
 
 
@@ -30,7 +30,9 @@ def command(argv: list[str]) -> None:
 
 def stop_on_signal(work: Path, tiny: list[str], rank: int) -> dict:
     """Rank 1 alone receives SIGTERM after step 2: every rank must stop there and save once."""
-    trainer = Trainer(build_config("checkerboard", None, None, [*tiny, "steps=1000", "log_every=1"]), work / "signal", progress=False)
+    trainer = Trainer(
+        build_config("checkerboard", None, None, [*tiny, "steps=1000", "log_every=1"]), work / "signal", progress=False
+    )
 
     def on_log(step: int, row: dict) -> None:
         if rank == 1 and step == 2:
@@ -42,8 +44,11 @@ def stop_on_signal(work: Path, tiny: list[str], rank: int) -> dict:
 
 def nan_on_one_rank(work: Path, tiny: list[str], rank: int) -> dict:
     """Rank 1's rows of step 3 are NaN: every rank must raise, the step-2 checkpoint stays the latest."""
-    trainer = Trainer(build_config("checkerboard", None, None, [*tiny, "steps=10", "log_every=1", "ckpt_every=2"]),
-                      work / "nan", progress=False)
+    trainer = Trainer(
+        build_config("checkerboard", None, None, [*tiny, "steps=10", "log_every=1", "ckpt_every=2"]),
+        work / "nan",
+        progress=False,
+    )
     real = trainer.source.batch
 
     def poisoned(step, batch_size, seed):
@@ -67,11 +72,46 @@ def run(work: Path, settings: dict) -> dict:
     command([*train, "--out", work / "resumed", *tiny, "steps=4"])
     command([*train, "--out", work / "mixed", *tiny, "steps=4"])  # its first 2 steps ran in one process
     command([*train, "--out", work / "accum", *tiny, "steps=4", "batch_per_gpu=8"])  # 2 micro-batches per process
-    command(["eval", "--ckpt", digits, "--steps", "1,2", "--num", settings["num"], "--batch-size", "8", "--save-samples",
-             "--out", work / "eval", "--quiet", "--device", "cpu"])
-    command(["sample", "--ckpt", digits, "--steps", "2", "--num", settings["num"], "--out", work / "sample.npz", "--device", "cpu"])
-    return {"rank": rank, "world": distributed.world_size(), "signal": stop_on_signal(work, tiny, rank),
-            "nan": nan_on_one_rank(work, tiny, rank)}
+    command(
+        [
+            "eval",
+            "--ckpt",
+            digits,
+            "--steps",
+            "1,2",
+            "--num",
+            settings["num"],
+            "--batch-size",
+            "8",
+            "--save-samples",
+            "--out",
+            work / "eval",
+            "--quiet",
+            "--device",
+            "cpu",
+        ]
+    )
+    command(
+        [
+            "sample",
+            "--ckpt",
+            digits,
+            "--steps",
+            "2",
+            "--num",
+            settings["num"],
+            "--out",
+            work / "sample.npz",
+            "--device",
+            "cpu",
+        ]
+    )
+    return {
+        "rank": rank,
+        "world": distributed.world_size(),
+        "signal": stop_on_signal(work, tiny, rank),
+        "nan": nan_on_one_rank(work, tiny, rank),
+    }
 
 
 if __name__ == "__main__":

@@ -9,7 +9,16 @@ import pytest
 
 from shortcut_models.cli import main
 
-TINY = ["--preset", "checkerboard", "steps=6", "model_args.width=16", "model_args.depth=1", "batch_size=16", "log_every=3", "sample_steps=[1]"]
+TINY = [
+    "--preset",
+    "checkerboard",
+    "steps=6",
+    "model_args.width=16",
+    "model_args.depth=1",
+    "batch_size=16",
+    "log_every=3",
+    "sample_steps=[1]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +33,15 @@ def test_train_writes_checkpoint(run_dir):
 
 
 def test_sample_npz_and_png(run_dir, tmp_path):
-    assert main(["sample", "--ckpt", str(run_dir), "--steps", "3", "--num", "50", "--out", str(tmp_path / "s.npz")]) == 0
+    assert (
+        main(["sample", "--ckpt", str(run_dir), "--steps", "3", "--num", "50", "--out", str(tmp_path / "s.npz")]) == 0
+    )
     data = np.load(tmp_path / "s.npz")
     assert data["arr_0"].shape == (50, 2) and data["arr_0"].dtype == np.float32
     assert data["labels"].shape == (50,)
-    assert main(["sample", "--ckpt", str(run_dir), "--steps", "1", "--num", "50", "--out", str(tmp_path / "s.png")]) == 0
+    assert (
+        main(["sample", "--ckpt", str(run_dir), "--steps", "1", "--num", "50", "--out", str(tmp_path / "s.png")]) == 0
+    )
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # deterministic for a seed
     main(["sample", "--ckpt", str(run_dir), "--steps", "3", "--num", "50", "--out", str(tmp_path / "t.npz")])
@@ -70,7 +83,9 @@ def test_bad_steps_for_sample(run_dir, capsys):
 
 
 def test_console_script_and_module_entry_point():
-    result = subprocess.run([sys.executable, "-m", "shortcut_models", "train", "--preset", "nope"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "shortcut_models", "train", "--preset", "nope"], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
 
@@ -80,7 +95,7 @@ def test_config_files_json_and_toml(tmp_path):
     from shortcut_models.errors import UserError
 
     (tmp_path / "c.json").write_text('{"steps": 7, "model_args": {"width": 8}}')
-    (tmp_path / "c.toml").write_text('steps = 9\nlr = 0.002\n')
+    (tmp_path / "c.toml").write_text("steps = 9\nlr = 0.002\n")
     (tmp_path / "bad.json").write_text("{not json")
     assert build_config("checkerboard", None, str(tmp_path / "c.json"), []).model_args == {"width": 8}
     cfg = build_config("checkerboard", None, str(tmp_path / "c.toml"), ["steps=11"])

@@ -29,13 +29,23 @@ def test_the_presets_keep_their_settings():
     """The values the README and the measured results were produced with."""
     uncond = build_config("digits-uncond")
     assert (uncond.model, uncond.class_conditional, uncond.steps, uncond.batch_size, uncond.warmup_steps) == (
-        "DiT-Digits/4", False, 4000, 64, 200)
+        "DiT-Digits/4",
+        False,
+        4000,
+        64,
+        200,
+    )
     assert uncond.resolved_objective_args() == {**Shortcut().args(), "bootstrap_ema": False}
     imagenet = build_config("imagenet256").resolved_objective_args()
     assert imagenet == {**Shortcut().args(), "class_dropout": 0.1, "bootstrap_cfg": True, "cfg_scale": 1.5}
     toy = build_config("checkerboard")
     assert (toy.model, toy.model_args, toy.batch_size, toy.warmup_steps, toy.class_conditional) == (
-        "mlp", {"width": 128, "depth": 3}, 256, 0, False)
+        "mlp",
+        {"width": 128, "depth": 3},
+        256,
+        0,
+        False,
+    )
     assert toy.resolved_objective_args() == Shortcut().args()  # the paper's knobs
     celeb = build_config("celebahq256")
     assert (celeb.lr, celeb.weight_decay, celeb.ema_warmup, celeb.class_conditional) == (1e-4, 0.1, False, False)
@@ -44,18 +54,42 @@ def test_the_presets_keep_their_settings():
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("steps=0", "steps"), ("steps=2.5", "steps"), ("batch_size=-4", "batch_size"), ("lr=0", "lr"), ("lr=nan", "lr"),
-        ("weight_decay=-0.1", "weight_decay"), ("beta1=1", "beta1"), ("beta2=-0.5", "beta2"),
-        ("warmup_steps=-1", "warmup_steps"), ("grad_clip=-1", "grad_clip"), ("ema_decay=1.5", "ema_decay"),
-        ("grad_accum=0", "grad_accum"), ("batch_per_gpu=-2", "batch_per_gpu"), ("sample_every=-1", "sample_every"),
-        ("sample_steps=[0]", "sample_steps"), ("sample_steps=[]", "sample_steps"), ("sample_cfg_scale=inf", "sample_cfg_scale"),
-        ("seed=-1", "seed"), ("log_every=0", "log_every"), ("ckpt_every=0", "ckpt_every"),
-        ("keep_checkpoints=0", "keep_checkpoints"), ("precision=fp16", "precision"), ("logger=mlflow", "logger"),
-        ("compile=yes", "compile"), ("class_conditional=1", "class_conditional"), ("model=DiT-Q/2", "model"),
-        ("model_args=3", "model_args"), ("objective=diffusion", "objective"), ("ema_warmup=2", "ema_warmup"),
-        ("bootstrap_every=0", "bootstrap_every"), ("class_dropout=1.5", "class_dropout"),
-        ("max_steps=100", "max_steps"), ("cfg_scale=nan", "cfg_scale"), ("bootstrap_ema=maybe", "bootstrap_ema"),
-        ("objective_args.clip=0", "clip"), ("objective_args.no_knob=1", "no_knob"),
+        ("steps=0", "steps"),
+        ("steps=2.5", "steps"),
+        ("batch_size=-4", "batch_size"),
+        ("lr=0", "lr"),
+        ("lr=nan", "lr"),
+        ("weight_decay=-0.1", "weight_decay"),
+        ("beta1=1", "beta1"),
+        ("beta2=-0.5", "beta2"),
+        ("warmup_steps=-1", "warmup_steps"),
+        ("grad_clip=-1", "grad_clip"),
+        ("ema_decay=1.5", "ema_decay"),
+        ("grad_accum=0", "grad_accum"),
+        ("batch_per_gpu=-2", "batch_per_gpu"),
+        ("sample_every=-1", "sample_every"),
+        ("sample_steps=[0]", "sample_steps"),
+        ("sample_steps=[]", "sample_steps"),
+        ("sample_cfg_scale=inf", "sample_cfg_scale"),
+        ("seed=-1", "seed"),
+        ("log_every=0", "log_every"),
+        ("ckpt_every=0", "ckpt_every"),
+        ("keep_checkpoints=0", "keep_checkpoints"),
+        ("precision=fp16", "precision"),
+        ("logger=mlflow", "logger"),
+        ("compile=yes", "compile"),
+        ("class_conditional=1", "class_conditional"),
+        ("model=DiT-Q/2", "model"),
+        ("model_args=3", "model_args"),
+        ("objective=diffusion", "objective"),
+        ("ema_warmup=2", "ema_warmup"),
+        ("bootstrap_every=0", "bootstrap_every"),
+        ("class_dropout=1.5", "class_dropout"),
+        ("max_steps=100", "max_steps"),
+        ("cfg_scale=nan", "cfg_scale"),
+        ("bootstrap_ema=maybe", "bootstrap_ema"),
+        ("objective_args.clip=0", "clip"),
+        ("objective_args.no_knob=1", "no_knob"),
     ],
 )
 def test_every_bad_value_is_one_line_naming_the_key(override, key, capsys, tmp_path, monkeypatch):
@@ -71,15 +105,35 @@ def test_every_field_has_a_check_and_a_resume_rule():
     for f in dataclasses.fields(TrainConfig):
         assert callable(f.metadata["check"]), f.name
         assert isinstance(f.metadata["resumable"], bool), f.name
-    assert RESUMABLE_KEYS == {"steps", "grad_accum", "batch_per_gpu", "compile", "sample_every", "sample_steps",
-                              "sample_cfg_scale", "logger", "device", "log_every", "ckpt_every", "keep_checkpoints"}
+    assert {
+        "steps",
+        "grad_accum",
+        "batch_per_gpu",
+        "compile",
+        "sample_every",
+        "sample_steps",
+        "sample_cfg_scale",
+        "logger",
+        "device",
+        "log_every",
+        "ckpt_every",
+        "keep_checkpoints",
+    } == RESUMABLE_KEYS
 
 
 def test_objective_knobs_are_defined_once():
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert not fields & set(all_knobs()), "a knob is also a config key"
-    assert set(all_knobs()) == {"class_dropout", "max_steps", "bootstrap_every", "bootstrap_ema", "bootstrap_cfg",
-                                "cfg_scale", "dt_bias", "clip"}
+    assert set(all_knobs()) == {
+        "class_dropout",
+        "max_steps",
+        "bootstrap_every",
+        "bootstrap_ema",
+        "bootstrap_cfg",
+        "cfg_scale",
+        "dt_bias",
+        "clip",
+    }
 
 
 def test_knobs_are_accepted_flat_or_nested_and_other_objectives_knobs_are_ignored():
@@ -115,3 +169,12 @@ def test_config_files_merge_objective_knobs_with_the_preset(tmp_path):
     assert cfg.objective_args == {"class_dropout": 0.1, "bootstrap_ema": False, "bootstrap_every": 4, "dt_bias": True}
     with pytest.raises(UserError, match="JSON object"):
         build_config("digits", None, str(tmp_path / "list.json"))
+
+
+def test_bad_config_values_are_user_errors():
+    with pytest.raises(UserError, match="unknown config key"):
+        build_config("checkerboard", None, None, ["no_such_key=1"])
+    with pytest.raises(UserError, match="unknown preset"):
+        build_config("nope", None, None, [])
+    with pytest.raises(UserError, match="batch_size"):
+        build_config("checkerboard", None, None, ["batch_size=0"])

@@ -23,16 +23,24 @@ from shortcut_models.cli import main
 from shortcut_models.config import build_config
 from shortcut_models.data import TensorSource, ToySource
 from shortcut_models.data.sources import take_rows
+from shortcut_models.distributed import split_batch
 from shortcut_models.errors import UserError
 from shortcut_models.inference import sample_blocks
 from shortcut_models.objectives import FlowMatching, Shortcut
 from shortcut_models.seeding import RowShare
-from shortcut_models.distributed import split_batch
-from shortcut_models.training.interval_means import IntervalMeans
 from shortcut_models.training import Trainer
+from shortcut_models.training.interval_means import IntervalMeans
 
-TINY = ["model_args.width=32", "model_args.depth=1", "batch_size=32", "log_every=2", "ema_decay=0.9",
-        "sample_steps=[1]", "logger=none", "ckpt_every=100"]
+TINY = [
+    "model_args.width=32",
+    "model_args.depth=1",
+    "batch_size=32",
+    "log_every=2",
+    "ema_decay=0.9",
+    "sample_steps=[1]",
+    "logger=none",
+    "ckpt_every=100",
+]
 NUM = 37  # eval/sample count: not a multiple of 2 processes x batch 8, so the last block is padded
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,8 +98,10 @@ def test_union_over_ranks_equals_single_process_targets(world, batch, per_row_no
     x1 = torch.randn(batch, 2, 3, generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(2))
     teacher = Elementwise()
-    for obj in (Shortcut(num_classes=10, class_dropout=0.3, bootstrap_cfg=True, cfg_scale=1.5),
-                FlowMatching(num_classes=10, class_dropout=0.3)):
+    for obj in (
+        Shortcut(num_classes=10, class_dropout=0.3, bootstrap_cfg=True, cfg_scale=1.5),
+        FlowMatching(num_classes=10, class_dropout=0.3),
+    ):
         single = obj.targets(teacher, x1, y, torch.Generator().manual_seed(5))
         union = assemble(obj, teacher, x1, y, 5, world)
         for field, value in union.items():
@@ -131,20 +141,35 @@ def test_sample_blocks_cover_every_index_once_in_gather_order():
         assert len({len(idx) for idx, _ in blocks}) == 1  # equal counts: gathers stay in step
         merged += torch.stack([idx for idx, _ in blocks], dim=1).flatten().tolist()[:size]
     assert merged == list(range(num))
-    assert [idx.tolist() for idx, _ in sample_blocks(20, 8)] == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+    assert [idx.tolist() for idx, _ in sample_blocks(20, 8)] == [
+        list(range(8)),
+        list(range(8, 16)),
+        list(range(16, 20)),
+    ]
 
 
 def test_interval_means_weigh_parts_by_their_rows():
     means = IntervalMeans()
-    means.add({"loss": torch.tensor(1.0), "loss_consistency": torch.tensor(float("nan"))}, {"loss": 4, "loss_consistency": 0})
+    means.add(
+        {"loss": torch.tensor(1.0), "loss_consistency": torch.tensor(float("nan"))}, {"loss": 4, "loss_consistency": 0}
+    )
     means.add({"loss": torch.tensor(3.0), "loss_consistency": torch.tensor(2.0)}, {"loss": 4, "loss_consistency": 2})
     assert means.means() == {"loss": 2.0, "loss_consistency": 2.0}
 
 
 def test_batch_not_divisible_by_world_size_exits_2(tmp_path):
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "shortcut_models", "train", "--preset", "checkerboard", "--out", str(tmp_path / "run"),
-           "batch_size=32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "shortcut_models",
+        "train",
+        "--preset",
+        "checkerboard",
+        "--out",
+        str(tmp_path / "run"),
+        "batch_size=32",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
     assert result.returncode == 2
     err = result.stderr.strip()
@@ -192,7 +217,9 @@ def work(tmp_path_factory):
 def two_process_cli_run(work):
     """`torchrun -m shortcut_models train`: the command as users launch it."""
     out = work / "cli2"
-    result = torchrun("-m", "shortcut_models", "train", "--preset", "checkerboard", "--quiet", "--out", out, *TINY, "steps=4")
+    result = torchrun(
+        "-m", "shortcut_models", "train", "--preset", "checkerboard", "--quiet", "--out", out, *TINY, "steps=4"
+    )
     assert "2 processes, 16 rows each" in result.stderr
     return out
 
@@ -205,8 +232,23 @@ def one_process_run(work):
 @pytest.fixture(scope="module")
 def digits_ckpt(work):
     out = work / "digits"
-    assert main(["train", "--out", str(out), "--quiet", "model=DiT-Nano", "batch_size=16", "steps=2", "warmup_steps=0",
-                 "logger=none", "sample_steps=[1]"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--quiet",
+                "model=DiT-Nano",
+                "batch_size=16",
+                "steps=2",
+                "warmup_steps=0",
+                "logger=none",
+                "sample_steps=[1]",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -220,33 +262,61 @@ def driver(work, digits_ckpt):
     return work / "drv", reports
 
 
+@pytest.mark.slow  # launches torchrun
 def test_two_processes_train_like_one(one_process_run, two_process_cli_run):
     assert_close(one_process_run, two_process_cli_run)
-    logs = [np.genfromtxt(run / "metrics.csv", delimiter=",", names=True) for run in (one_process_run, two_process_cli_run)]
+    logs = [
+        np.genfromtxt(run / "metrics.csv", delimiter=",", names=True) for run in (one_process_run, two_process_cli_run)
+    ]
     for key in ("loss", "loss_flow", "loss_consistency", "grad_norm"):
         np.testing.assert_allclose(logs[0][key], logs[1][key], rtol=1e-4)
 
 
+@pytest.mark.slow  # launches torchrun
 def test_two_processes_train_flow_like_one(work, driver):
     assert_close(single(work, "flow1", "steps=4", objective="flow"), driver[0] / "flow")
 
 
+@pytest.mark.slow  # launches torchrun
 def test_resume_under_two_processes_is_exact(driver, two_process_cli_run):
     assert_close(driver[0] / "resumed", two_process_cli_run, exact=True)
 
 
+@pytest.mark.slow  # launches torchrun
 def test_resume_with_another_process_count(one_process_run, driver):
     assert_close(one_process_run, driver[0] / "mixed")
 
 
+@pytest.mark.slow  # launches torchrun
 def test_two_processes_with_accumulation_train_like_one(one_process_run, driver):
     assert_close(one_process_run, driver[0] / "accum")  # batch_per_gpu=8: 2 micro-batches of 8 per process
 
 
+@pytest.mark.slow  # launches torchrun
 def test_eval_and_sample_under_two_processes_match_one(work, driver, digits_ckpt):
     out = work / "eval1"
-    assert main(["eval", "--ckpt", str(digits_ckpt), "--steps", "1,2", "--num", str(NUM), "--batch-size", "8",
-                 "--save-samples", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--ckpt",
+                str(digits_ckpt),
+                "--steps",
+                "1,2",
+                "--num",
+                str(NUM),
+                "--batch-size",
+                "8",
+                "--save-samples",
+                "--out",
+                str(out),
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rows1 = json.loads((out / "metrics.json").read_text())["rows"]
     rows2 = json.loads((driver[0] / "eval" / "metrics.json").read_text())["rows"]
     for r1, r2 in zip(rows1, rows2, strict=True):
@@ -254,18 +324,40 @@ def test_eval_and_sample_under_two_processes_match_one(work, driver, digits_ckpt
         assert r1["class_accuracy"] == r2["class_accuracy"] and r1["num"] == r2["num"] == NUM
         a, b = np.load(r1["samples_file"]), np.load(r2["samples_file"])
         assert a["arr_0"].shape == b["arr_0"].shape == (NUM, 8, 8, 1)
-        assert np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int)).max() <= 1 and np.array_equal(a["labels"], b["labels"])
-    assert main(["sample", "--ckpt", str(digits_ckpt), "--steps", "2", "--num", str(NUM), "--out", str(work / "s1.npz"),
-                 "--device", "cpu"]) == 0
+        assert np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int)).max() <= 1 and np.array_equal(
+            a["labels"], b["labels"]
+        )
+    assert (
+        main(
+            [
+                "sample",
+                "--ckpt",
+                str(digits_ckpt),
+                "--steps",
+                "2",
+                "--num",
+                str(NUM),
+                "--out",
+                str(work / "s1.npz"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     a, b = np.load(work / "s1.npz"), np.load(driver[0] / "sample.npz")
-    assert np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int)).max() <= 1 and np.array_equal(a["labels"], b["labels"])
+    assert np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int)).max() <= 1 and np.array_equal(
+        a["labels"], b["labels"]
+    )
 
 
+@pytest.mark.slow  # launches torchrun
 def test_signal_on_one_rank_stops_every_rank_at_one_step(driver):
     run, reports = driver
     assert [r["signal"] for r in reports] == [{"final": "step_00000002", "step": 2, "signal": 15}] * 2
     assert (run / "signal" / "checkpoints" / "step_00000002" / "ema.safetensors").is_file()
 
 
+@pytest.mark.slow  # launches torchrun
 def test_nan_on_one_rank_stops_every_rank(driver):
     assert [r["nan"] for r in driver[1]] == [{"raised": True, "latest": "step_00000002"}] * 2

@@ -21,7 +21,19 @@ def digits_run(tmp_path_factory):
 
 def test_eval_writes_every_file_and_step_count(digits_run, tmp_path, capsys):
     out = tmp_path / "eval"
-    argv = ["eval", "--ckpt", str(digits_run), "--steps", "1,2,3", "--num", "40", "--out", str(out), "--quiet", "--save-samples"]
+    argv = [
+        "eval",
+        "--ckpt",
+        str(digits_run),
+        "--steps",
+        "1,2,3",
+        "--num",
+        "40",
+        "--out",
+        str(out),
+        "--quiet",
+        "--save-samples",
+    ]
     assert main(argv) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["metric"] == "fd-digits"
@@ -41,7 +53,25 @@ def test_eval_writes_every_file_and_step_count(digits_run, tmp_path, capsys):
 
 def test_guidance_doubles_nfe(digits_run, tmp_path):
     out = tmp_path / "eval"
-    assert main(["eval", "--ckpt", str(digits_run), "--steps", "2", "--num", "20", "--cfg-scale", "1.5", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--ckpt",
+                str(digits_run),
+                "--steps",
+                "2",
+                "--num",
+                "20",
+                "--cfg-scale",
+                "1.5",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "metrics.json").read_text())["rows"][0]["nfe"] == 4
 
 
@@ -65,12 +95,49 @@ def test_fid_with_local_weights_and_reference_file(tmp_path, digits_run):
     weights = tmp_path / "inception.pth"
     torch.save(net.network.state_dict(), weights)
     ref = tmp_path / "ref.npz"
-    assert main(["ref-stats", "--data", "digits", "--metric", "fid", "--num", "6", "--inception-weights", str(weights),
-                 "--out", str(ref)]) == 0
+    assert (
+        main(
+            [
+                "ref-stats",
+                "--data",
+                "digits",
+                "--metric",
+                "fid",
+                "--num",
+                "6",
+                "--inception-weights",
+                str(weights),
+                "--out",
+                str(ref),
+            ]
+        )
+        == 0
+    )
     assert ReferenceStats.load_npz(ref).mu.shape == (2048,)
     out = tmp_path / "eval"
-    assert main(["eval", "--ckpt", str(digits_run), "--metric", "fid", "--steps", "1", "--num", "6", "--ref-stats", str(ref),
-                 "--inception-weights", str(weights), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--ckpt",
+                str(digits_run),
+                "--metric",
+                "fid",
+                "--steps",
+                "1",
+                "--num",
+                "6",
+                "--ref-stats",
+                str(ref),
+                "--inception-weights",
+                str(weights),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     row = json.loads((out / "metrics.json").read_text())["rows"][0]
     assert row["fid"] > 0 and "class_accuracy" not in row
 
@@ -90,7 +157,17 @@ def test_eval_bad_metric_arguments_exit_2(digits_run, tmp_path, capsys, extra, m
 
 
 def test_missing_inception_weights_file_exits_2(tmp_path, capsys):
-    argv = ["ref-stats", "--data", "digits", "--metric", "fid", "--inception-weights", str(tmp_path / "none.pth"), "--out", "x.npz"]
+    argv = [
+        "ref-stats",
+        "--data",
+        "digits",
+        "--metric",
+        "fid",
+        "--inception-weights",
+        str(tmp_path / "none.pth"),
+        "--out",
+        "x.npz",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not found" in err

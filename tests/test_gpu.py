@@ -42,8 +42,12 @@ def no_host_sync():
 
 
 def digits_trainer(tmp_path, objective: str, *extra: str) -> Trainer:
-    cfg = build_config("digits", objective, None, ["device=cuda", "logger=none", "batch_size=64",
-                                                   "bootstrap_cfg=true", "cfg_scale=1.5", *extra])
+    cfg = build_config(
+        "digits",
+        objective,
+        None,
+        ["device=cuda", "logger=none", "batch_size=64", "bootstrap_cfg=true", "cfg_scale=1.5", *extra],
+    )
     return Trainer(cfg, tmp_path / objective, progress=False)
 
 
@@ -51,8 +55,11 @@ def random_head(model: DiT, seed: int = 0) -> DiT:
     """Give the zero-initialised output layers random weights, so the network's output is not 0."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for module in [model.final_layer.linear, model.final_layer.adaLN_modulation[1],
-                       *[b.adaLN_modulation[1] for b in model.blocks]]:
+        for module in [
+            model.final_layer.linear,
+            model.final_layer.adaLN_modulation[1],
+            *[b.adaLN_modulation[1] for b in model.blocks],
+        ]:
             module.weight.copy_(0.05 * torch.randn(module.weight.shape, generator=gen))
     return model
 
@@ -122,7 +129,9 @@ def test_compiled_model_gives_the_eager_samples_and_losses(tmp_path):
     noise = torch.randn(64, 1, 8, 8, device=CUDA)
     y = torch.arange(64, device=CUDA) % 10
     for steps in (1, 4):
-        torch.testing.assert_close(sample(compiled, noise, steps, y), sample(model, noise, steps, y), atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(
+            sample(compiled, noise, steps, y), sample(model, noise, steps, y), atol=1e-3, rtol=1e-3
+        )
     losses = {}
     for flag in ("false", "true"):
         trainer = digits_trainer(tmp_path / flag, "shortcut", f"compile={flag}", "precision=fp32")
@@ -133,14 +142,40 @@ def test_compiled_model_gives_the_eager_samples_and_losses(tmp_path):
 def test_train_resume_and_eval_on_gpu_through_the_cli(tmp_path):
     run = tmp_path / "run"
     base = [sys.executable, "-m", "shortcut_models"]
-    train = [*base, "train", "--out", str(run), "--quiet", "device=cuda", "ckpt_every=20", "log_every=10",
-             "sample_every=0", "logger=none"]
+    train = [
+        *base,
+        "train",
+        "--out",
+        str(run),
+        "--quiet",
+        "device=cuda",
+        "ckpt_every=20",
+        "log_every=10",
+        "sample_every=0",
+        "logger=none",
+    ]
     subprocess.run([*train, "steps=20"], check=True)
     subprocess.run([*train, "steps=40"], check=True)  # resumes at step 20
     rows = (run / "metrics.csv").read_text().splitlines()
     assert [int(r.split(",")[0]) for r in rows[1:]] == [10, 20, 30, 40]
-    subprocess.run([*base, "eval", "--ckpt", str(run), "--steps", "1,4", "--num", "200", "--device", "cuda",
-                    "--quiet", "--out", str(tmp_path / "eval")], check=True)
+    subprocess.run(
+        [
+            *base,
+            "eval",
+            "--ckpt",
+            str(run),
+            "--steps",
+            "1,4",
+            "--num",
+            "200",
+            "--device",
+            "cuda",
+            "--quiet",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        check=True,
+    )
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     values = [r["fd_digits"] for r in result["rows"]]
     assert len(values) == 2 and all(v == v and v > 0 for v in values)

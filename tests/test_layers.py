@@ -18,8 +18,14 @@ pytestmark = pytest.mark.skipif(not LINT.exists(), reason="import-linter is not 
 def lint(package_parent: Path, cwd: Path) -> subprocess.CompletedProcess:
     """lint-imports with the project's contract on the ``shortcut_models`` found in ``package_parent``."""
     env = {**os.environ, "PYTHONPATH": str(package_parent)}
-    return subprocess.run([str(LINT), "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(LINT), "--config", str(ROOT / "pyproject.toml"), "--no-cache"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_package_keeps_its_layers(tmp_path):

@@ -4,7 +4,6 @@ import builtins
 import csv
 import importlib.util
 import json
-import struct
 import sys
 
 import pytest
@@ -117,54 +116,7 @@ def test_missing_wandb_is_a_user_error(tmp_path, monkeypatch):
 # --- W&B, offline --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def wandb_offline(tmp_path, monkeypatch):
-    """W&B in offline mode with every directory it writes inside tmp_path; returns WANDB_DIR."""
-    pytest.importorskip("wandb")
-    for var, sub in [("WANDB_DIR", "wandb_dir"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data")]:
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT", "WANDB_NAME", "WANDB_API_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path / "wandb_dir"
-
-
-def wandb_records(path):
-    """The records of a .wandb file (LevelDB log format after a 7-byte W&B header), as protobufs."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block = path.read_bytes(), 32768
-    assert data[:4] == b":W&B", "unknown .wandb file format"
-    pos, parts = 7, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        parts += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # a full record, or the last part of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(parts)
-            parts = b""
-            yield record
-
-
-def offline_history(wandb_dir):
-    """(run id, directory name, {key: value}) of each history row, over all offline runs in order."""
-    rows = []
-    for run_dir in sorted((wandb_dir / "wandb").glob("offline-run-*")):
-        for data_file in run_dir.glob("run-*.wandb"):
-            for record in wandb_records(data_file):
-                if record.WhichOneof("record_type") == "history":
-                    row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-                    rows.append((data_file.stem.removeprefix("run-"), run_dir.name, row))
-    return rows
-
-
-def test_wandb_offline_resume_continues_the_same_run(tmp_path, wandb_offline):
+def test_wandb_offline_resume_continues_the_same_run(tmp_path, wandb_offline, wandb_history):
     run = tmp_path / "run"
     config = {"objective": "shortcut", "lr": 1e-4}
     with RunLogger(run, backends=("wandb",), config=config, name="first") as logger:
@@ -188,7 +140,7 @@ def test_wandb_offline_resume_continues_the_same_run(tmp_path, wandb_offline):
     assert [sorted(p.name for p in d.glob("*.wandb")) for d in offline_runs] == [[f"run-{run_id}.wandb"]] * 2
     assert not (run / "wandb").exists()  # WANDB_DIR wins over the run directory
 
-    history = offline_history(wandb_offline)
+    history = wandb_history(wandb_offline)
     assert {rid for rid, _, _ in history} == {run_id}
     logged = [(row["_step"], {k: v for k, v in row.items() if not k.startswith("_")}) for _, _, row in history]
     assert logged == [
@@ -202,13 +154,13 @@ def test_wandb_offline_resume_continues_the_same_run(tmp_path, wandb_offline):
     assert [r[0] for r in read_csv(run / "metrics.csv")[1:]] == ["10", "20", "30", "20", "30", "40"]
 
 
-def test_wandb_without_wandb_dir_writes_into_the_run(tmp_path, wandb_offline, monkeypatch):
+def test_wandb_without_wandb_dir_writes_into_the_run(tmp_path, wandb_offline, wandb_history, monkeypatch):
     monkeypatch.delenv("WANDB_DIR")
     run = tmp_path / "run"
     with RunLogger(run, backends=parse_backends("tensorboard,wandb")) as logger:
         logger.log(1, {"loss": 2.0})
     run_id = json.loads((run / "wandb.json").read_text())["id"]
     (offline_run,) = (run / "wandb").glob(f"offline-run-*-{run_id}")
-    rows = [row for _, _, row in offline_history(run)]
+    rows = [row for _, _, row in wandb_history(run)]
     assert [(row["_step"], row["train/loss"]) for row in rows] == [(1, 2.0)]
     assert offline_run.is_dir() and not any((wandb_offline / "wandb").glob("*"))

@@ -89,8 +89,13 @@ class StableDiffusionVAE:
     (``decode_amp``), which benchmarks/RESULTS.md measures against fp32.
     """
 
-    def __init__(self, name_or_path: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 decode_amp: bool = True) -> None:
+    def __init__(
+        self,
+        name_or_path: str,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        decode_amp: bool = True,
+    ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
         self.decode_amp = decode_amp  # bf16 autocast for decoding on CUDA (samples, FID); encoding stays fp32
@@ -107,7 +112,9 @@ class StableDiffusionVAE:
         try:
             from diffusers import AutoencoderKL
         except ImportError:
-            raise UserError(f"cannot load VAE {spec!r}: the 'diffusers' package is not installed (pip install diffusers)") from None
+            raise UserError(
+                f"cannot load VAE {spec!r}: the 'diffusers' package is not installed (pip install diffusers)"
+            ) from None
         local = Path(spec).expanduser()
         kwargs: dict = {"low_cpu_mem_usage": False, "torch_dtype": self.dtype}
         if local.is_dir():
@@ -158,7 +165,9 @@ class StableDiffusionVAE:
         return self
 
 
-def build_autoencoder(spec: str | None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Autoencoder:
+def build_autoencoder(
+    spec: str | None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> Autoencoder:
     """None, '' or 'identity' -> pixel space; anything else -> a Stable Diffusion VAE name or path."""
     if spec is None or spec.strip() in ("", "identity"):
         return IdentityAutoencoder(device)

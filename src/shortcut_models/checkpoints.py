@@ -162,7 +162,13 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, config: dict[str, Any], model: nn.Module, ema: nn.Module, state: dict[str, Any], keep: int = 2
+    run_dir: Path,
+    step: int,
+    config: dict[str, Any],
+    model: nn.Module,
+    ema: nn.Module,
+    state: dict[str, Any],
+    keep: int = 2,
 ) -> Path:
     """Write checkpoint ``step`` atomically and delete all but the newest ``keep``; returns its path."""
     root = Path(run_dir) / CHECKPOINTS
@@ -211,13 +217,17 @@ def _from_hub(repo_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise UserError(f"no checkpoint at {repo_id!r}, and loading it from the Hugging Face hub needs the "
-                        "huggingface_hub package (pip install huggingface_hub)") from None
+        raise UserError(
+            f"no checkpoint at {repo_id!r}, and loading it from the Hugging Face hub needs the "
+            "huggingface_hub package (pip install huggingface_hub)"
+        ) from None
     try:
         local = Path(snapshot_download(repo_id, allow_patterns=[CONFIG, ONLINE_WEIGHTS, EMA_WEIGHTS]))
     except Exception as exc:  # noqa: BLE001 - offline, unknown repository, no access: one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise UserError(f"no checkpoint at {repo_id!r} locally, and the Hugging Face hub did not give one: {first}") from None
+        raise UserError(
+            f"no checkpoint at {repo_id!r} locally, and the Hugging Face hub did not give one: {first}"
+        ) from None
     if not is_checkpoint(local):
         raise UserError(f"hub repository {repo_id!r} holds no {CONFIG} with {EMA_WEIGHTS} or {ONLINE_WEIGHTS}")
     return local

@@ -59,14 +59,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.init_from is not None:
         cfg.init_from = args.init_from
     world = distributed.env_world_size()
-    distributed.split_batch(cfg.batch_size, world, cfg.grad_accum, cfg.batch_per_gpu)  # bad input before any launch work
+    distributed.split_batch(
+        cfg.batch_size, world, cfg.grad_accum, cfg.batch_per_gpu
+    )  # bad input before any launch work
     out = Path(args.out or f"runs/{cfg.preset}-{cfg.objective}")
     with distributed.session(cfg.device):
         trainer = Trainer(cfg, out, progress=not args.quiet)
         if trainer.is_main:
             where = f", {world} processes, {trainer.rows_per_rank} rows each" if world > 1 else ""
-            print(f"training {cfg.objective} on {cfg.data} ({cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}{where}) -> {out}",
-                  file=sys.stderr)
+            print(
+                f"training {cfg.objective} on {cfg.data} ({cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}{where}) -> {out}",
+                file=sys.stderr,
+            )
         final = trainer.run()
     if trainer.is_main:
         print(f"checkpoint: {final}")
@@ -85,7 +89,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if args.class_label is not None:
             nc = loaded.num_classes
             if not 0 <= args.class_label < nc:
-                raise UserError(f"--class must lie in 0..{nc - 1} for this checkpoint" if nc else "--class given but the model is unconditional")
+                raise UserError(
+                    f"--class must lie in 0..{nc - 1} for this checkpoint"
+                    if nc
+                    else "--class given but the model is unconditional"
+                )
             labels = torch.full((args.num,), args.class_label, dtype=torch.long)
         elif loaded.num_classes > 0:  # class-conditional model: cycle through the classes
             labels = torch.arange(args.num) % loaded.num_classes
@@ -118,7 +126,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 metric = build_metric(args.metric, loaded, args.ref_stats, args.inception_weights)
             name = "swd" if metric is None else metric.name
             if metric_name not in (None, name):
-                raise UserError(f"checkpoints need different metrics ({metric_name} and {name}); evaluate them separately")
+                raise UserError(
+                    f"checkpoints need different metrics ({metric_name} and {name}); evaluate them separately"
+                )
             metric_name = name
             if metric is None:
                 if args.cfg_scale != 1.0:
@@ -126,8 +136,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
             else:
                 save_dir = Path(args.out) / "samples" if args.save_samples else None
-                rows += evaluate_images(loaded, args.steps, args.num, metric, seed=args.seed, cfg_scale=args.cfg_scale,
-                                        batch_size=args.batch_size, save_dir=save_dir, progress=not args.quiet)
+                rows += evaluate_images(
+                    loaded,
+                    args.steps,
+                    args.num,
+                    metric,
+                    seed=args.seed,
+                    cfg_scale=args.cfg_scale,
+                    batch_size=args.batch_size,
+                    save_dir=save_dir,
+                    progress=not args.quiet,
+                )
         if not distributed.is_main():
             return 0
     out = Path(args.out)
@@ -148,8 +167,9 @@ def cmd_ref_stats(args: argparse.Namespace) -> int:
     else:
         if args.metric != "fid":
             raise UserError("--metric fd-digits needs --data digits; image folders use --metric fid")
-        stats = folder_feature_stats(args.data, args.resolution, args.inception_weights, args.device, args.num,
-                                     progress=not args.quiet)
+        stats = folder_feature_stats(
+            args.data, args.resolution, args.inception_weights, args.device, args.num, progress=not args.quiet
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stats.to_npz(out)
@@ -159,21 +179,46 @@ def cmd_ref_stats(args: argparse.Namespace) -> int:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     autoencoder = build_autoencoder(args.vae, device=distributed.resolve_device(args.device))
-    manifest = encode_folder(args.data, args.out, autoencoder, resolution=args.resolution, batch_size=args.batch_size,
-                             shard_size=args.shard_size, progress=not args.quiet, workers=args.workers)
-    print(f"encoded {manifest['num_images']} images ({manifest['num_entries']} entries with mirrors, "
-          f"{manifest['num_skipped']} unreadable skipped) -> {args.out}")
+    manifest = encode_folder(
+        args.data,
+        args.out,
+        autoencoder,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        progress=not args.quiet,
+        workers=args.workers,
+    )
+    print(
+        f"encoded {manifest['num_images']} images ({manifest['num_entries']} entries with mirrors, "
+        f"{manifest['num_skipped']} unreadable skipped) -> {args.out}"
+    )
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     fractions = (0.1, 0.25, 0.5) if args.finetune else ()
-    plan = DemoPlan(overrides=list(args.overrides), conditional_ckpt=args.conditional_ckpt, finetune_fractions=fractions)
+    plan = DemoPlan(
+        overrides=list(args.overrides), conditional_ckpt=args.conditional_ckpt, finetune_fractions=fractions
+    )
     if args.quick:  # a smoke-test budget: seconds, not minutes (numbers are meaningless)
-        plan = DemoPlan(overrides=["model=DiT-Nano", "steps=4", "log_every=2", "batch_size=16", "sample_steps=[1]",
-                                   *args.overrides],
-                        track_every=2, track_num=20, eval_num=20, eval_steps=(1, 2, 4, 128), timing_repeats=2,
-                        conditional_ckpt=args.conditional_ckpt, finetune_fractions=fractions)
+        plan = DemoPlan(
+            overrides=[
+                "model=DiT-Nano",
+                "steps=4",
+                "log_every=2",
+                "batch_size=16",
+                "sample_steps=[1]",
+                *args.overrides,
+            ],
+            track_every=2,
+            track_num=20,
+            eval_num=20,
+            eval_steps=(1, 2, 4, 128),
+            timing_repeats=2,
+            conditional_ckpt=args.conditional_ckpt,
+            finetune_fractions=fractions,
+        )
     report = run_demo(Path(args.out), plan, progress=not args.quiet)
     print(f"report: {report}")
     return 0
@@ -188,9 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=list(OBJECTIVES), help="training objective (default: the preset's)")
     p.add_argument("--config", help="JSON or TOML file of config values")
     p.add_argument("--out", help="run directory (default runs/PRESET-OBJECTIVE)")
-    p.add_argument("--init-from", metavar="CKPT",
-                   help="start a fresh run from this checkpoint's weights (checkpoint or run directory; same data "
-                        "and network; step 0, fresh optimizer); a resumed run keeps its own weights (pass the same value)")
+    p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start a fresh run from this checkpoint's weights (checkpoint or run directory; same data "
+        "and network; step 0, fresh optimizer); a resumed run keeps its own weights (pass the same value)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 lr=3e-4")
     p.set_defaults(func=cmd_train)
@@ -210,8 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, action="append", help="checkpoint or run directory (repeatable)")
     p.add_argument("--steps", type=_steps_list, default=[1, 2, 4, 8, 16, 32, 64, 128])
     p.add_argument("--num", type=int, default=5000, help="samples per step count")
-    p.add_argument("--metric", choices=["auto", "swd", "fd-digits", "fid"], default="auto",
-                   help="auto: swd for 2-D data, fd-digits for digits, fid for other images")
+    p.add_argument(
+        "--metric",
+        choices=["auto", "swd", "fd-digits", "fid"],
+        default="auto",
+        help="auto: swd for 2-D data, fd-digits for digits, fid for other images",
+    )
     p.add_argument("--cfg-scale", type=float, default=1.0, help="guidance weight for conditional models")
     p.add_argument("--ref-stats", help="reference statistics (.npz with mu, sigma) for --metric fid")
     p.add_argument("--inception-weights", help="local Inception weights file for --metric fid")
@@ -225,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("encode", help="encode an image folder into a latent cache (resumable)")
     p.add_argument("--data", required=True, help="image folder: one subfolder per class, or flat (unconditional)")
-    p.add_argument("--vae", default="stabilityai/sd-vae-ft-mse", help="hub name, local save_pretrained directory, or 'identity'")
+    p.add_argument(
+        "--vae", default="stabilityai/sd-vae-ft-mse", help="hub name, local save_pretrained directory, or 'identity'"
+    )
     p.add_argument("--resolution", type=int, default=256, help="center crop and resize (ADM recipe)")
     p.add_argument("--out", required=True, help="cache directory")
     p.add_argument("--batch-size", type=int, default=32)
@@ -239,8 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output directory (resumable)")
     p.add_argument("--conditional-ckpt", help="a class-conditional digits checkpoint to add to the report")
     p.add_argument("--quick", action="store_true", help="tiny budget for smoke tests")
-    p.add_argument("--finetune", action="store_true",
-                   help="add flow matching fine-tuned into shortcut at 10%%, 25%%, 50%% of the budget (~10 more minutes)")
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="add flow matching fine-tuned into shortcut at 10%%, 25%%, 50%% of the budget (~10 more minutes)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both models")
     p.set_defaults(func=cmd_demo)
@@ -248,8 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ref-stats", help="reference feature statistics (mu, sigma) of a data set")
     p.add_argument("--data", required=True, help="'digits' or an image folder")
     p.add_argument("--split", default="train", choices=["train", "test", "all"], help="digits split")
-    p.add_argument("--metric", choices=["fd-digits", "fid"], default=None,
-                   help="feature space (default: fd-digits for digits, fid for folders)")
+    p.add_argument(
+        "--metric",
+        choices=["fd-digits", "fid"],
+        default=None,
+        help="feature space (default: fd-digits for digits, fid for folders)",
+    )
     p.add_argument("--resolution", type=int, default=256, help="folder images: center crop and resize")
     p.add_argument("--num", type=int, default=None, help="use only the first N images (default: all)")
     p.add_argument("--inception-weights", help="local Inception weights file for fid")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import UserError
 from .loggers import parse_backends
@@ -88,7 +89,9 @@ class TrainConfig:
     # objective: its name in the registry and its knobs (see shortcut_models.objectives)
     objective: str = _key("shortcut", lambda n, v: check_choice(n, v, tuple(OBJECTIVES)))
     # online self-consistency teacher: on a 4,000-step budget the EMA teacher lags (docs/demo/tuning.md)
-    objective_args: dict[str, Any] = _key(check=_mapping, factory=lambda: {"class_dropout": 0.1, "bootstrap_ema": False})
+    objective_args: dict[str, Any] = _key(
+        check=_mapping, factory=lambda: {"class_dropout": 0.1, "bootstrap_ema": False}
+    )
     # fine-tuning: a checkpoint or run directory whose weights start a fresh run (training/init_from.py)
     init_from: str = _key("", _string)
     # optimisation (AdamW; constant learning rate after a linear warm-up)
@@ -170,15 +173,35 @@ def normalise_keys(values: dict[str, Any]) -> dict[str, Any]:
 
 
 # 2-D toys: a residual MLP; the EMA warm-up lets a run of a few thousand steps leave its initialisation.
-_TOY = {"model": "mlp", "model_args": {"width": 128, "depth": 3}, "class_conditional": False, "objective_args": {},
-        "steps": 3000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 0}
+_TOY = {
+    "model": "mlp",
+    "model_args": {"width": 128, "depth": 3},
+    "class_conditional": False,
+    "objective_args": {},
+    "steps": 3000,
+    "batch_size": 256,
+    "lr": 1e-3,
+    "warmup_steps": 0,
+}
 
 # The paper's recipe: AdamW lr 1e-4 constant, betas (0.9, 0.999), weight decay 0.1, no warm-up, no
 # gradient clipping, EMA 0.999 every step, bf16 autocast with fp32 parameters (precision auto on CUDA),
 # the EMA network as self-consistency teacher, one self-consistency row in 8.
-_PAPER = {"model_args": {}, "lr": 1e-4, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.1, "warmup_steps": 0,
-          "grad_clip": 0.0, "ema_decay": 0.999, "ema_warmup": False, "log_every": 100,
-          "ckpt_every": 10_000, "sample_every": 20_000, "keep_checkpoints": 3}
+_PAPER = {
+    "model_args": {},
+    "lr": 1e-4,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "weight_decay": 0.1,
+    "warmup_steps": 0,
+    "grad_clip": 0.0,
+    "ema_decay": 0.999,
+    "ema_warmup": False,
+    "log_every": 100,
+    "ckpt_every": 10_000,
+    "sample_every": 20_000,
+    "keep_checkpoints": 3,
+}
 
 # Each preset lists what differs from the TrainConfig defaults (the digits preset).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -189,18 +212,41 @@ PRESETS: dict[str, dict[str, Any]] = {
     # DiT-Digits/4 (patch 4, hidden 128): cheap enough per sample for the demo's 2 x 2.55M sampling passes in 20 CPU
     # minutes. bootstrap_ema=false: with 4k steps the EMA teacher (~1k steps behind, compounded over 7 levels) held
     # the large-step targets back; the online teacher halved FD at 1-4 steps (docs/demo/tuning.md).
-    "digits-uncond": {"model": "DiT-Digits/4", "class_conditional": False, "objective_args": {"bootstrap_ema": False},
-                      "sample_steps": [1, 2, 4, 128]},
+    "digits-uncond": {
+        "model": "DiT-Digits/4",
+        "class_conditional": False,
+        "objective_args": {"bootstrap_ema": False},
+        "sample_steps": [1, 2, 4, 128],
+    },
     # The paper's settings on Stable Diffusion VAE latents of 256x256 images. Point `data` at a cache made by
     # `shortcut encode` (data=latents:DIR); see docs/latents.md.
-    "celebahq256": {**_PAPER, "data": "latents:data/celebahq256-latents", "model": "DiT-B/2",
-                    "class_conditional": False, "objective_args": {}, "batch_size": 64, "steps": 410_000},
-    "imagenet256": {**_PAPER, "data": "latents:data/imagenet256-latents", "model": "DiT-B/2",
-                    "batch_size": 256, "steps": 810_000, "sample_cfg_scale": 1.5,
-                    "objective_args": {"class_dropout": 0.1, "bootstrap_cfg": True, "cfg_scale": 1.5}},
-    "imagenet256-xl": {**_PAPER, "data": "latents:data/imagenet256-latents", "model": "DiT-XL/2",
-                       "batch_size": 256, "steps": 810_000, "sample_cfg_scale": 1.5,
-                       "objective_args": {"class_dropout": 0.1, "bootstrap_cfg": True, "cfg_scale": 1.5}},
+    "celebahq256": {
+        **_PAPER,
+        "data": "latents:data/celebahq256-latents",
+        "model": "DiT-B/2",
+        "class_conditional": False,
+        "objective_args": {},
+        "batch_size": 64,
+        "steps": 410_000,
+    },
+    "imagenet256": {
+        **_PAPER,
+        "data": "latents:data/imagenet256-latents",
+        "model": "DiT-B/2",
+        "batch_size": 256,
+        "steps": 810_000,
+        "sample_cfg_scale": 1.5,
+        "objective_args": {"class_dropout": 0.1, "bootstrap_cfg": True, "cfg_scale": 1.5},
+    },
+    "imagenet256-xl": {
+        **_PAPER,
+        "data": "latents:data/imagenet256-latents",
+        "model": "DiT-XL/2",
+        "batch_size": 256,
+        "steps": 810_000,
+        "sample_cfg_scale": 1.5,
+        "objective_args": {"class_dropout": 0.1, "bootstrap_cfg": True, "cfg_scale": 1.5},
+    },
     "checkerboard": {**_TOY, "data": "checkerboard"},
     "eight_gaussians": {**_TOY, "data": "eight_gaussians"},
     "moons": {**_TOY, "data": "moons"},

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -218,12 +218,12 @@ def split_batch(batch_size: int, world: int, grad_accum: int = 1, batch_per_gpu:
             )
         accum = per_rank // batch_per_gpu
         if grad_accum not in (1, accum):
-            raise UserError(f"grad_accum {grad_accum} contradicts batch_per_gpu {batch_per_gpu} ({accum} micro-batches); set one")
+            raise UserError(
+                f"grad_accum {grad_accum} contradicts batch_per_gpu {batch_per_gpu} ({accum} micro-batches); set one"
+            )
         return per_rank, accum
     if per_rank % grad_accum:
-        raise UserError(
-            f"batch_size {batch_size} is not divisible by world_size * grad_accum = {world} * {grad_accum}"
-        )
+        raise UserError(f"batch_size {batch_size} is not divisible by world_size * grad_accum = {world} * {grad_accum}")
     return per_rank, grad_accum
 
 

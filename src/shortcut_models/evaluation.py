@@ -21,9 +21,10 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,7 +82,9 @@ def digits_metric(device: str | torch.device = "cpu") -> ImageMetric:
     net = load_digits_feature_net(device=device)
     train = feature_stats(net.features, load_digits("train")[0].to(device))
     test = feature_stats(net.features, load_digits("test")[0].to(device))
-    return ImageMetric("fd-digits", net.features, train.reference(), frechet_distance_from_stats(test, train), net.logits)
+    return ImageMetric(
+        "fd-digits", net.features, train.reference(), frechet_distance_from_stats(test, train), net.logits
+    )
 
 
 def fid_extractor(weights: str | None, device: str | torch.device = "cpu"):
@@ -112,8 +115,10 @@ def build_metric(name: str, loaded: LoadedModel, ref_stats: str | None = None, i
         raise UserError(f"--metric {name} is for images; use swd for 2-D data")
     if name == "fd-digits":
         if loaded.spec.data != "digits":
-            raise UserError("--metric fd-digits compares with the digits data set; this checkpoint was trained on "
-                            f"{loaded.spec.data!r}")
+            raise UserError(
+                "--metric fd-digits compares with the digits data set; this checkpoint was trained on "
+                f"{loaded.spec.data!r}"
+            )
         return digits_metric(loaded.device)
     return fid_metric(ref_stats, inception_weights, loaded.device)
 
@@ -127,16 +132,27 @@ def reduce_feature_stats(stats: FeatureStats) -> FeatureStats:
         stats = FeatureStats(dim, device=stats.device)
     count, total, outer = stats.state_tensors()
     summed = distributed.all_reduce(torch.cat([count[None], total, outer.flatten()]))
-    return FeatureStats.from_state_tensors(summed[0], summed[1 : 1 + dim], summed[1 + dim :].view(dim, dim), stats.device)
+    return FeatureStats.from_state_tensors(
+        summed[0], summed[1 : 1 + dim], summed[1 + dim :].view(dim, dim), stats.device
+    )
 
 
 def _row(loaded: LoadedModel, steps: int, num: int, cfg_scale: float) -> dict[str, Any]:
     nfe = len(step_schedule(steps, loaded.max_steps)) * (2 if cfg_scale != 1.0 else 1)
-    return {"checkpoint": str(loaded.path), "objective": loaded.spec.objective, "train_step": loaded.step,
-            "steps": steps, "nfe": nfe, "num": num, "cfg_scale": cfg_scale}
+    return {
+        "checkpoint": str(loaded.path),
+        "objective": loaded.spec.objective,
+        "train_step": loaded.step,
+        "steps": steps,
+        "nfe": nfe,
+        "num": num,
+        "cfg_scale": cfg_scale,
+    }
 
 
-def evaluate_toy(loaded: LoadedModel, steps: list[int], num: int, seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
+def evaluate_toy(
+    loaded: LoadedModel, steps: list[int], num: int, seed: int = 0, progress: bool = True
+) -> list[dict[str, Any]]:
     """One row per step count: swd, swd_floor, (in_square, in_square_data), nfe, seconds."""
     ref, _ = build_source(loaded.spec.data).reference(2 * num, seed)
     ref, ref2 = ref[:num], ref[num:]
@@ -145,8 +161,12 @@ def evaluate_toy(loaded: LoadedModel, steps: list[int], num: int, seed: int = 0,
     for n in tqdm(steps, desc=f"eval {loaded.label}", disable=not (progress and distributed.is_main()), leave=False):
         t0 = time.perf_counter()
         x = generate_shared(loaded, num, n, seed=seed, everyone=True)
-        row = {**_row(loaded, n, num, 1.0), "seconds": time.perf_counter() - t0,
-               "swd": sliced_wasserstein(x, ref), "swd_floor": floor}
+        row = {
+            **_row(loaded, n, num, 1.0),
+            "seconds": time.perf_counter() - t0,
+            "swd": sliced_wasserstein(x, ref),
+            "swd_floor": floor,
+        }
         if loaded.spec.data == "checkerboard":
             row["in_square"] = float(on_checkerboard(x).float().mean())
             row["in_square_data"] = float(on_checkerboard(ref).float().mean())
@@ -155,8 +175,15 @@ def evaluate_toy(loaded: LoadedModel, steps: list[int], num: int, seed: int = 0,
 
 
 def evaluate_images(
-    loaded: LoadedModel, steps: list[int], num: int, metric: ImageMetric, seed: int = 0, cfg_scale: float = 1.0,
-    batch_size: int = 500, save_dir: Path | None = None, progress: bool = True,
+    loaded: LoadedModel,
+    steps: list[int],
+    num: int,
+    metric: ImageMetric,
+    seed: int = 0,
+    cfg_scale: float = 1.0,
+    batch_size: int = 500,
+    save_dir: Path | None = None,
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per step count: the metric (and floor), class accuracy, nfe, seconds."""
     labels = loaded.balanced_labels(num)
@@ -167,7 +194,9 @@ def evaluate_images(
         stats, correct = FeatureStats(), 0
         kept = [] if save_dir is not None else None
         t0 = time.perf_counter()
-        bar = tqdm(total=num, desc=f"eval {loaded.label} {n} step(s)", unit="img", disable=not (progress and main), leave=False)
+        bar = tqdm(
+            total=num, desc=f"eval {loaded.label} {n} step(s)", unit="img", disable=not (progress and main), leave=False
+        )
         for indices, size in sample_blocks(num, batch_size, rank, world):
             images = loaded.decode(loaded.generate_indices(indices, n, seed, labels, cfg_scale)).clamp(-1, 1)
             valid = indices < num  # the last block's padding rows are dropped
@@ -185,8 +214,11 @@ def evaluate_images(
         bar.close()
         stats = reduce_feature_stats(stats)
         correct = int(distributed.all_reduce(torch.tensor([correct], dtype=torch.int64)).item())
-        row = {**_row(loaded, n, num, cfg_scale), "seconds": time.perf_counter() - t0,
-               key: frechet_distance_from_stats(stats, metric.reference)}
+        row = {
+            **_row(loaded, n, num, cfg_scale),
+            "seconds": time.perf_counter() - t0,
+            key: frechet_distance_from_stats(stats, metric.reference),
+        }
         if metric.floor is not None:
             row[f"{key}_floor"] = metric.floor
         if labels is not None and metric.classifier is not None:
@@ -221,14 +253,27 @@ def format_table(rows: list[dict[str, Any]], metric: str) -> str:
     head = ["model", "steps", "nfe", key, *extra, "seconds"]
     lines = ["  ".join(f"{h:>16}" for h in head)]
     for r in rows:
-        vals = [f"{r['objective']}@{r['train_step']}", r["steps"], r["nfe"], f"{r[key]:.4f}",
-                *[f"{r[k]:.4f}" if k in r else "-" for k in extra], f"{r['seconds']:.2f}"]
+        vals = [
+            f"{r['objective']}@{r['train_step']}",
+            r["steps"],
+            r["nfe"],
+            f"{r[key]:.4f}",
+            *[f"{r[k]:.4f}" if k in r else "-" for k in extra],
+            f"{r['seconds']:.2f}",
+        ]
         lines.append("  ".join(f"{v:>16}" for v in vals))
     return "\n".join(lines)
 
 
-def folder_feature_stats(folder: str, resolution: int, weights: str | None, device: str = "cpu", num: int | None = None,
-                         batch_size: int = 64, progress: bool = True) -> FeatureStats:
+def folder_feature_stats(
+    folder: str,
+    resolution: int,
+    weights: str | None,
+    device: str = "cpu",
+    num: int | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> FeatureStats:
     """Inception statistics of an image folder (ADM center crop to ``resolution``); unreadable files skipped."""
     extractor = fid_extractor(weights, device)
     items = [path for path, _ in scan_folder(folder)[0]][:num]

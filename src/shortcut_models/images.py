@@ -6,8 +6,8 @@ uint8 mapping (the layout common FID tools read, NHWC):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,9 @@ def tile(images_u8: np.ndarray, rows: int, pad: int = 1) -> np.ndarray:
     canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, dtype=np.uint8)
     for i in range(n):
         r, k = divmod(i, cols)
-        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = images_u8[i]
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = (
+            images_u8[i]
+        )
     return canvas
 
 
@@ -85,7 +87,9 @@ def save_sheet(
                 ax.axis("off")
                 continue
             img = tiles[r][c]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest", vmin=0, vmax=255)
+            ax.imshow(
+                img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest", vmin=0, vmax=255
+            )
             ax.set_title(panel_row[c][0], fontsize=7)
         if row_labels is not None:
             step = h / rows

@@ -25,7 +25,12 @@ def plot_metric_vs_steps(
     for ckpt in dict.fromkeys(r["checkpoint"] for r in rows):
         sel = sorted((r for r in rows if r["checkpoint"] == ckpt), key=lambda r: r["steps"])
         name = (names or {}).get(sel[0]["objective"], sel[0]["objective"])
-        ax.plot([r["steps"] for r in sel], [r[metric] for r in sel], marker="o", label=f"{name} (step {sel[0]['train_step']})")
+        ax.plot(
+            [r["steps"] for r in sel],
+            [r[metric] for r in sel],
+            marker="o",
+            label=f"{name} (step {sel[0]['train_step']})",
+        )
     floors = [r[f"{metric}_floor"] for r in rows if f"{metric}_floor" in r]
     if floors:
         ax.axhline(float(np.mean(floors)), color="gray", linestyle="--", label="data vs data")

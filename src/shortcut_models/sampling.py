@@ -21,7 +21,6 @@ from torch import nn
 
 from .runtime import to_device
 
-
 MAX_STEPS = 128
 
 

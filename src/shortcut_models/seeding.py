@@ -4,7 +4,7 @@ Training draws the data batch and the objective's noise, times and levels from g
 here, keyed by the step number: a resumed run reproduces exactly the batches of an uninterrupted one
 without saving generator state.
 
-Several processes (see ``training/distributed.py``) share one global batch: :class:`RowShare` names
+Several processes (see ``distributed.py``) share one global batch: :class:`RowShare` names
 the global rows a process holds. Row r of step s gets the same data item, noise, time and level
 whichever process computes it, so a run does not depend on the number of processes.
 """
@@ -53,11 +53,11 @@ class RowShare:
             raise ValueError(f"RowShare.index must be strictly increasing rows of 0..{self.total - 1}")
 
     @classmethod
-    def whole(cls, total: int) -> "RowShare":
+    def whole(cls, total: int) -> RowShare:
         return cls(int(total), torch.arange(int(total)))
 
     @classmethod
-    def interleaved(cls, total: int, rank: int, world: int) -> "RowShare":
+    def interleaved(cls, total: int, rank: int, world: int) -> RowShare:
         if world < 1 or not 0 <= rank < world:
             raise ValueError(f"rank {rank} is not one of {world} processes")
         return cls(int(total), torch.arange(rank, int(total), world))
@@ -80,7 +80,10 @@ GLOBAL_NOISE_LIMIT = 1 << 24
 
 
 def noise_rows(
-    share: RowShare, row_shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+    share: RowShare,
+    row_shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Standard normal noise [len(share), *row_shape] for the rows of ``share``.
@@ -100,7 +103,9 @@ def noise_rows(
     else:
         base = generator.initial_seed()
         rows = [
-            torch.randn(row_shape, generator=torch.Generator(gen_device).manual_seed(derive_seed(base, r)), device=gen_device)
+            torch.randn(
+                row_shape, generator=torch.Generator(gen_device).manual_seed(derive_seed(base, r)), device=gen_device
+            )
             for r in share.index.tolist()
         ]
         out = torch.stack(rows) if rows else torch.empty((0, *row_shape), device=gen_device)
@@ -108,7 +113,11 @@ def noise_rows(
 
 
 def uniform_rows(
-    share: RowShare, generator: torch.Generator | None, device: torch.device, kind: str = "rand", high: int = 0,
+    share: RowShare,
+    generator: torch.Generator | None,
+    device: torch.device,
+    kind: str = "rand",
+    high: int = 0,
 ) -> torch.Tensor:
     """One uniform draw per global row, taken for ``share``'s rows: floats in [0, 1) (kind 'rand') or
     integers in [0, high) (kind 'int'). The whole global batch's draws are made (``total`` scalars,
@@ -140,7 +149,7 @@ class RowDraws:
     @classmethod
     def for_batch(
         cls, batch: int, generator: torch.Generator | None, device: torch.device, rows: RowShare | None = None
-    ) -> "RowDraws":
+    ) -> RowDraws:
         """Draws for a local batch of ``batch`` rows: global rows ``rows`` (default: the whole batch)."""
         share = RowShare.whole(batch) if rows is None else rows
         if len(share) != batch:
@@ -167,7 +176,7 @@ class RowDraws:
         """One integer in [0, high) per local row."""
         return uniform_rows(self.share, self.generator, self.device, "int", high)
 
-    def head(self, rows: int) -> "RowDraws":
+    def head(self, rows: int) -> RowDraws:
         """The draws of global rows ``[0, rows)``: a batch of ``rows`` rows, of which this process holds
         its first :meth:`RowShare.count_below` rows. Same generator, so draws continue in order."""
         index = self.share.index[: self.share.count_below(rows)]

@@ -21,7 +21,11 @@ def check_int(name: str, value: object, low: int | None = None, high: int | None
 
 
 def check_float(
-    name: str, value: object, low: float | None = None, high: float | None = None, low_open: bool = False,
+    name: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
     high_open: bool = False,
 ) -> float:
     """``value`` as a finite float in the interval given (bounds optional, closed unless ``*_open``)."""

@@ -9,10 +9,18 @@ from shortcut_models.data.latents import write_random_cache
 from shortcut_models.errors import UserError
 
 
-@pytest.mark.parametrize("name, shape, classes", [
-    ("checkerboard", (2,), 0), ("eight_gaussians", (2,), 8), ("moons", (2,), 2), ("spirals", (2,), 2),
-    ("digits", (1, 8, 8), 10), ("synthetic:4x32x32", (4, 32, 32), 0), ("synthetic:3x8x8:7", (3, 8, 8), 7),
-])
+@pytest.mark.parametrize(
+    "name, shape, classes",
+    [
+        ("checkerboard", (2,), 0),
+        ("eight_gaussians", (2,), 8),
+        ("moons", (2,), 2),
+        ("spirals", (2,), 2),
+        ("digits", (1, 8, 8), 10),
+        ("synthetic:4x32x32", (4, 32, 32), 0),
+        ("synthetic:3x8x8:7", (3, 8, 8), 7),
+    ],
+)
 def test_plain_sources(name, shape, classes):
     info = describe_source(name)
     assert info == SourceInfo(name, shape, classes, shape, None, None)

@@ -27,6 +27,7 @@ def _peak_rss_mb(cache) -> float:
     return int(out.stdout.split()[-1]) / 1024
 
 
+@pytest.mark.slow  # two fresh processes
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmHWM from /proc/self/status")
 def test_peak_rss_does_not_grow_with_the_cache(tmp_path):
     # 2,000 vs 20,000 images (4,000 vs 40,000 entries) of latent shape 4x16x16: the large cache holds

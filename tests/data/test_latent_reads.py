@@ -31,7 +31,9 @@ def _in_memory(cache: Path) -> dict[str, torch.Tensor]:
 def _reference_batch(ref: dict, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch as the in-memory LatentSource made it: TensorSource order, eps from (seed, data, step, 1)."""
     idx = TensorSource("ref", ref["mean"], ref["label"], 0).indices(step, batch_size, seed)
-    eps = torch.randn(batch_size, *ref["mean"].shape[1:], generator=seeding.generator(seed, seeding.STREAMS["data"], step, 1))
+    eps = torch.randn(
+        batch_size, *ref["mean"].shape[1:], generator=seeding.generator(seed, seeding.STREAMS["data"], step, 1)
+    )
     return ref["mean"][idx].float() + ref["std"][idx].float() * eps, ref["label"][idx]
 
 
@@ -39,7 +41,9 @@ def _reference_batch(ref: dict, step: int, batch_size: int, seed: int) -> tuple[
 def uneven(tmp_path_factory) -> Path:
     """17 files in shards of 4, seven of them unreadable: shards of 8, 2, 8, 0 and 2 entries."""
     cache = tmp_path_factory.mktemp("uneven") / "cache"
-    write_random_cache(cache, 17, latent_shape=SHAPE, shard_size=4, num_classes=3, skip=[4, 6, 7, 12, 13, 14, 15], seed=1)
+    write_random_cache(
+        cache, 17, latent_shape=SHAPE, shard_size=4, num_classes=3, skip=[4, 6, 7, 12, 13, 14, 15], seed=1
+    )
     return cache
 
 
@@ -72,19 +76,44 @@ def test_batches_are_pinned(tmp_path):
     for k, (start, count) in enumerate([(0, 4), (4, 2), (6, 6)]):
         e = torch.arange(start, start + count)
         mean = (e.view(-1, 1, 1, 1) + torch.arange(8).view(1, 2, 2, 2) / 8).half()
-        save_file({"mean": mean, "std": torch.full((count, 2, 2, 2), 0.5).half(), "label": e % 3,
-                   "flip": (e % 2).to(torch.uint8), "index": e // 2}, str(tmp_path / f"s{k}.safetensors"))
+        save_file(
+            {
+                "mean": mean,
+                "std": torch.full((count, 2, 2, 2), 0.5).half(),
+                "label": e % 3,
+                "flip": (e % 2).to(torch.uint8),
+                "index": e // 2,
+            },
+            str(tmp_path / f"s{k}.safetensors"),
+        )
         shards.append({"file": f"s{k}.safetensors", "entries": count})
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "version": 1, "complete": True, "vae": "identity", "scaling_factor": 1.0, "resolution": 2, "latent_shape": [2, 2, 2],
-        "num_classes": 3, "class_names": ["a", "b", "c"], "num_entries": 12, "shards": shards}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "complete": True,
+                "vae": "identity",
+                "scaling_factor": 1.0,
+                "resolution": 2,
+                "latent_shape": [2, 2, 2],
+                "num_classes": 3,
+                "class_names": ["a", "b", "c"],
+                "num_entries": 12,
+                "shards": shards,
+            }
+        )
+    )
     src = LatentSource(tmp_path)
     x, y = src.batch(2, 5, seed=3)
     assert src.indices(2, 5, seed=3).tolist() == [7, 9, 10, 3, 11] and y.tolist() == [1, 0, 1, 0, 2]
-    assert torch.equal(x[:, 0, 0, 0], torch.tensor([6.872661590576172, 9.57235336303711, 9.61167049407959,
-                                                    4.0594987869262695, 11.423141479492188]))
-    assert torch.equal(x[:, 1, 1, 1], torch.tensor([7.417508602142334, 9.744524002075195, 11.55184555053711,
-                                                    3.2581968307495117, 11.385086059570312]))
+    assert torch.equal(
+        x[:, 0, 0, 0],
+        torch.tensor([6.872661590576172, 9.57235336303711, 9.61167049407959, 4.0594987869262695, 11.423141479492188]),
+    )
+    assert torch.equal(
+        x[:, 1, 1, 1],
+        torch.tensor([7.417508602142334, 9.744524002075195, 11.55184555053711, 3.2581968307495117, 11.385086059570312]),
+    )
     ref, ref_y = src.reference(4, seed=0)
     assert ref[:, 0, 0, 0].tolist() == [0.0, 2.0, 4.0, 6.0] and ref_y.tolist() == [0, 2, 1, 0]
 
@@ -196,5 +225,7 @@ def test_manifest_shard_counts_must_add_up(tmp_path):
         LatentSource(cache)
     manifest["num_entries"] = 11
     (cache / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(UserError, match="shard_00000.safetensors .*mean has shape \\[4, 4, 3, 3\\], expected \\[3, 4, 3, 3\\]"):
+    with pytest.raises(
+        UserError, match="shard_00000.safetensors .*mean has shape \\[4, 4, 3, 3\\], expected \\[3, 4, 3, 3\\]"
+    ):
         LatentSource(cache)

@@ -1,6 +1,7 @@
 """Latent cache: autoencoders, image folders, encode_folder (resume, errors) and LatentSource.
 
-The VAE tests use a tiny randomly initialised diffusers AutoencoderKL and are skipped without diffusers.
+The VAE tests use a tiny randomly initialised diffusers AutoencoderKL (conftest.vae_dir) and are skipped
+without diffusers.
 """
 
 from __future__ import annotations
@@ -19,26 +20,7 @@ from shortcut_models.data.folder import UnreadableImage, load_image, scan_folder
 from shortcut_models.data.latents import LatentSource, encode_folder
 from shortcut_models.errors import UserError
 
-RES = 32
-
-
-def _png(path: Path, rng: np.random.Generator, size=(40, 36)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
-
-
-@pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory) -> Path:
-    AutoencoderKL = pytest.importorskip("diffusers").AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
-        layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=RES, scaling_factor=0.18215,
-    )
-    out = tmp_path_factory.mktemp("tiny_vae")
-    vae.save_pretrained(out)
-    return out
+RES = 32  # the image size of the tiny VAE (conftest.vae_dir) and of every image here
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +29,12 @@ def vae(vae_dir) -> StableDiffusionVAE:
 
 
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory) -> Path:
+def image_dir(tmp_path_factory, png) -> Path:
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     for cls in ("cats", "dogs"):
         for i in range(3):
-            _png(root / cls / f"img{i}.png", rng)
+            png(root / cls / f"img{i}.png", rng)
     (root / "cats" / "broken.png").write_bytes(b"this is not a png at all")
     return root
 
@@ -83,29 +65,37 @@ def test_vae_reads_scaling_factor_and_shapes(vae, vae_dir):
     assert (std > 0).all()
 
 
-def test_scan_folder_layouts(image_dir, tmp_path):
+def test_scan_folder_layouts(image_dir, tmp_path, png):
     items, classes = scan_folder(image_dir)
     assert classes == ["cats", "dogs"]
     assert [(p.relative_to(image_dir).as_posix(), y) for p, y in items] == [
-        ("cats/broken.png", 0), ("cats/img0.png", 0), ("cats/img1.png", 0), ("cats/img2.png", 0),
-        ("dogs/img0.png", 1), ("dogs/img1.png", 1), ("dogs/img2.png", 1)]
+        ("cats/broken.png", 0),
+        ("cats/img0.png", 0),
+        ("cats/img1.png", 0),
+        ("cats/img2.png", 0),
+        ("dogs/img0.png", 1),
+        ("dogs/img1.png", 1),
+        ("dogs/img2.png", 1),
+    ]
     rng = np.random.default_rng(1)
-    _png(tmp_path / "b.PNG", rng)
-    _png(tmp_path / "sub" / "a.jpg", rng)
+    png(tmp_path / "b.PNG", rng)
+    png(tmp_path / "sub" / "a.jpg", rng)
     (tmp_path / "notes.txt").write_text("x")
-    _png(tmp_path / ".hidden.png", rng)
+    png(tmp_path / ".hidden.png", rng)
     items, classes = scan_folder(tmp_path)
     assert classes == [] and [(p.name, y) for p, y in items] == [("b.PNG", 0), ("a.jpg", 0)]
     with pytest.raises(UserError, match="does not exist"):
         scan_folder(tmp_path / "nope")
 
 
-def test_load_image_adm_center_crop(tmp_path):
+def test_load_image_adm_center_crop(tmp_path, png):
     rng = np.random.default_rng(2)
-    _png(tmp_path / "big.png", rng, size=(150, 100))
+    png(tmp_path / "big.png", rng, size=(150, 100))
     x = load_image(tmp_path / "big.png", RES)
     assert x.shape == (3, RES, RES) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
-    img = Image.open(tmp_path / "big.png").convert("RGB").resize((75, 50), Image.Resampling.BOX)  # 100 >= 64: halve once
+    img = (
+        Image.open(tmp_path / "big.png").convert("RGB").resize((75, 50), Image.Resampling.BOX)
+    )  # 100 >= 64: halve once
     img = np.asarray(img.resize((48, 32), Image.Resampling.BICUBIC))[:, 8:40]
     torch.testing.assert_close(x, torch.from_numpy(img.astype(np.float32) / 127.5 - 1).permute(2, 0, 1))
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
@@ -115,7 +105,12 @@ def test_load_image_adm_center_crop(tmp_path):
 
 def test_encode_manifest_and_stored_posterior(cache, image_dir, vae):
     manifest = json.loads((cache / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["num_files"] == 7 and manifest["num_images"] == 6 and manifest["num_entries"] == 12
+    assert (
+        manifest["complete"]
+        and manifest["num_files"] == 7
+        and manifest["num_images"] == 6
+        and manifest["num_entries"] == 12
+    )
     assert [s["file"] for s in manifest["skipped"]] == ["cats/broken.png"] and manifest["skipped"][0]["reason"]
     assert manifest["class_names"] == ["cats", "dogs"] and manifest["num_classes"] == 2
     assert manifest["latent_shape"] == [4, 16, 16] and manifest["scaling_factor"] == pytest.approx(0.18215)
@@ -223,7 +218,11 @@ def test_latent_source_batches(cache):
     assert abs(z.mean().item()) < 0.1 and 0.9 < z.std().item() < 1.1
     assert (samples.std(0) / std).mean().item() == pytest.approx(1.0, abs=0.03)
     ref, ref_y = src.reference(4, seed=0)
-    assert ref.shape == (4, 4, 16, 16) and torch.equal(ref, mean[[0, 2, 4, 6]]) and torch.equal(ref_y, src.label[[0, 2, 4, 6]])
+    assert (
+        ref.shape == (4, 4, 16, 16)
+        and torch.equal(ref, mean[[0, 2, 4, 6]])
+        and torch.equal(ref_y, src.label[[0, 2, 4, 6]])
+    )
 
 
 def test_decode_through_cache_vae(cache):
@@ -258,11 +257,47 @@ def test_whole_latent_path_through_the_cli(image_dir, vae_dir, tmp_path, capsys)
     cache_dir, run = tmp_path / "cache", tmp_path / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["encode", "--data", str(image_dir), "--vae", str(vae_dir), "--resolution", str(RES), "--out",
-                     str(cache_dir), "--batch-size", "2", "--quiet", "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "encode",
+                    "--data",
+                    str(image_dir),
+                    "--vae",
+                    str(vae_dir),
+                    "--resolution",
+                    str(RES),
+                    "--out",
+                    str(cache_dir),
+                    "--batch-size",
+                    "2",
+                    "--quiet",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
     assert "1 unreadable skipped" in capsys.readouterr().out
-    assert main(["train", "--out", str(run), "--quiet", f"data=latents:{cache_dir}", "model=DiT-Nano", "batch_size=8",
-                 "steps=2", "log_every=1", "logger=none", "sample_steps=[1]", "class_conditional=true"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(run),
+                "--quiet",
+                f"data=latents:{cache_dir}",
+                "model=DiT-Nano",
+                "batch_size=8",
+                "steps=2",
+                "log_every=1",
+                "logger=none",
+                "sample_steps=[1]",
+                "class_conditional=true",
+            ]
+        )
+        == 0
+    )
     sheet = next((run / "samples").glob("step_*/steps_001.png"))
     assert sheet.stat().st_size > 0
     assert main(["sample", "--ckpt", str(run), "--steps", "2", "--num", "3", "--out", str(tmp_path / "s.npz")]) == 0
@@ -278,10 +313,44 @@ def test_whole_latent_path_through_the_cli(image_dir, vae_dir, tmp_path, capsys)
     weights = tmp_path / "inception.pth"
     torch.save(net.network.state_dict(), weights)
     ref = tmp_path / "ref.npz"
-    assert main(["ref-stats", "--data", str(image_dir), "--resolution", str(RES), "--inception-weights", str(weights),
-                 "--out", str(ref), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "ref-stats",
+                "--data",
+                str(image_dir),
+                "--resolution",
+                str(RES),
+                "--inception-weights",
+                str(weights),
+                "--out",
+                str(ref),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "eval"
-    assert main(["eval", "--ckpt", str(run), "--steps", "1", "--num", "4", "--ref-stats", str(ref),
-                 "--inception-weights", str(weights), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--ckpt",
+                str(run),
+                "--steps",
+                "1",
+                "--num",
+                "4",
+                "--ref-stats",
+                str(ref),
+                "--inception-weights",
+                str(weights),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     row = json.loads((out / "metrics.json").read_text())["rows"][0]
     assert row["fid"] > 0 and row["num"] == 4

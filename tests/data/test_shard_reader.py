@@ -14,8 +14,11 @@ def shards(tmp_path):
     gen = torch.Generator().manual_seed(0)
     for k, n in enumerate(counts):
         paths.append(tmp_path / f"s{k}.safetensors")
-        save_file({"x": torch.randn(n, 2, 3, generator=gen).half(), "y": torch.arange(n, dtype=torch.int64) + 100 * k},
-                  str(paths[-1]), metadata={"note": "ignored"})
+        save_file(
+            {"x": torch.randn(n, 2, 3, generator=gen).half(), "y": torch.arange(n, dtype=torch.int64) + 100 * k},
+            str(paths[-1]),
+            metadata={"note": "ignored"},
+        )
     return paths, counts
 
 

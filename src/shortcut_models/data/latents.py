@@ -74,10 +74,18 @@ def _prepare_out_dir(out: Path, args: dict) -> None:
             raise UserError(f"cannot read {manifest_path}: {exc}") from None
         for key, value in args.items():
             if old.get(key) != value:
-                what = "the list of image files" if key in ("files_sha256", "num_files") else f"{key} {old.get(key)!r} != {value!r}"
-                raise UserError(f"{out} holds a latent cache made with different arguments ({what}); choose another --out or delete it")
+                what = (
+                    "the list of image files"
+                    if key in ("files_sha256", "num_files")
+                    else f"{key} {old.get(key)!r} != {value!r}"
+                )
+                raise UserError(
+                    f"{out} holds a latent cache made with different arguments ({what}); choose another --out or delete it"
+                )
     elif out.is_dir() and any(not p.name.endswith(".tmp") for p in out.iterdir()):
-        raise UserError(f"{out} is not empty and holds no latent cache ({MANIFEST} missing); choose an empty or new --out")
+        raise UserError(
+            f"{out} is not empty and holds no latent cache ({MANIFEST} missing); choose an empty or new --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp"):
         stale.unlink()
@@ -114,8 +122,16 @@ def _load(path: Path, resolution: int) -> np.ndarray | str:
 
 
 def _encode_shard(
-    k: int, items: list[tuple[Path, int]], rel: list[str], autoencoder: Autoencoder, resolution: int,
-    batch_size: int, shard_size: int, pool: ThreadPoolExecutor, bar, fingerprint: str,
+    k: int,
+    items: list[tuple[Path, int]],
+    rel: list[str],
+    autoencoder: Autoencoder,
+    resolution: int,
+    batch_size: int,
+    shard_size: int,
+    pool: ThreadPoolExecutor,
+    bar,
+    fingerprint: str,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Encode images ``[k * shard_size, (k + 1) * shard_size)`` and their mirrors."""
     start = k * shard_size
@@ -151,17 +167,35 @@ def _encode_shard(
             parts["index"].append(torch.tensor(good, dtype=torch.int64).repeat_interleave(2))
         bar.update(len(batch))
     latent = tuple(autoencoder.latent_shape((3, resolution, resolution)))
-    empty = {"mean": torch.empty(0, *latent, dtype=torch.float16), "std": torch.empty(0, *latent, dtype=torch.float16),
-             "label": torch.empty(0, dtype=torch.int64), "flip": torch.empty(0, dtype=torch.uint8), "index": torch.empty(0, dtype=torch.int64)}
+    empty = {
+        "mean": torch.empty(0, *latent, dtype=torch.float16),
+        "std": torch.empty(0, *latent, dtype=torch.float16),
+        "label": torch.empty(0, dtype=torch.int64),
+        "flip": torch.empty(0, dtype=torch.uint8),
+        "index": torch.empty(0, dtype=torch.int64),
+    }
     tensors = {key: torch.cat(v).contiguous() if v else empty[key] for key, v in parts.items()}
     entries = int(tensors["label"].shape[0])
-    info = {"fingerprint": fingerprint, "shard": k, "files": stop - start, "images": entries // 2, "entries": entries, "skipped": skipped}
+    info = {
+        "fingerprint": fingerprint,
+        "shard": k,
+        "files": stop - start,
+        "images": entries // 2,
+        "entries": entries,
+        "skipped": skipped,
+    }
     return tensors, info
 
 
 def encode_folder(
-    data_dir: str | Path, out_dir: str | Path, autoencoder: Autoencoder, resolution: int = 256, batch_size: int = 32,
-    shard_size: int = 1024, progress: bool = True, workers: int | None = None,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    autoencoder: Autoencoder,
+    resolution: int = 256,
+    batch_size: int = 32,
+    shard_size: int = 1024,
+    progress: bool = True,
+    workers: int | None = None,
 ) -> dict:
     """Encode every image of ``data_dir`` (and its mirror) into a latent cache in ``out_dir``.
 
@@ -180,10 +214,17 @@ def encode_folder(
     rel = [path.relative_to(data_dir).as_posix() for path, _ in items]
     file_list = "".join(f"{r}\n" for r in rel)
     args = {
-        "version": CACHE_VERSION, "vae": autoencoder.name, "scaling_factor": float(autoencoder.scaling_factor),
-        "resolution": resolution, "latent_shape": list(autoencoder.latent_shape((3, resolution, resolution))),
-        "shard_size": shard_size, "flip": True, "class_names": class_names, "num_classes": len(class_names),
-        "num_files": len(items), "files_sha256": hashlib.sha256(file_list.encode()).hexdigest(),
+        "version": CACHE_VERSION,
+        "vae": autoencoder.name,
+        "scaling_factor": float(autoencoder.scaling_factor),
+        "resolution": resolution,
+        "latent_shape": list(autoencoder.latent_shape((3, resolution, resolution))),
+        "shard_size": shard_size,
+        "flip": True,
+        "class_names": class_names,
+        "num_classes": len(class_names),
+        "num_files": len(items),
+        "files_sha256": hashlib.sha256(file_list.encode()).hexdigest(),
     }
     fingerprint = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
     _prepare_out_dir(out, args)
@@ -193,10 +234,14 @@ def encode_folder(
     num_shards = -(-len(items) // shard_size)
     todo = [k for k in range(num_shards) if _shard_info(out / shard_name(k), fingerprint, k) is None]
     done_files = len(items) - sum(min(shard_size, len(items) - k * shard_size) for k in todo)
-    with tqdm(total=len(items), initial=done_files, desc="encode", unit="img", disable=not progress) as bar, \
-            ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+    with (
+        tqdm(total=len(items), initial=done_files, desc="encode", unit="img", disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool,
+    ):
         for k in todo:
-            tensors, info = _encode_shard(k, items, rel, autoencoder, resolution, batch_size, shard_size, pool, bar, fingerprint)
+            tensors, info = _encode_shard(
+                k, items, rel, autoencoder, resolution, batch_size, shard_size, pool, bar, fingerprint
+            )
             _write_shard(out / shard_name(k), tensors, info)
 
     infos = [_shard_info(out / shard_name(k), fingerprint, k) for k in range(num_shards)]
@@ -208,17 +253,31 @@ def encode_folder(
         first = f" (first: {skipped[0]['file']}: {skipped[0]['reason']})" if skipped else ""
         raise UserError(f"none of the {len(items)} image files in {str(data_dir)!r} could be read{first}")
     manifest = {
-        **args, "fingerprint": fingerprint, "complete": True, "file_list": FILE_LIST,
-        "num_images": num_images, "num_entries": 2 * num_images, "num_skipped": len(skipped), "skipped": skipped,
-        "shards": [{"file": shard_name(k), "files": i["files"], "images": i["images"], "entries": i["entries"]} for k, i in enumerate(infos)],
+        **args,
+        "fingerprint": fingerprint,
+        "complete": True,
+        "file_list": FILE_LIST,
+        "num_images": num_images,
+        "num_entries": 2 * num_images,
+        "num_skipped": len(skipped),
+        "skipped": skipped,
+        "shards": [
+            {"file": shard_name(k), "files": i["files"], "images": i["images"], "entries": i["entries"]}
+            for k, i in enumerate(infos)
+        ],
     }
     _write_json(out / MANIFEST, manifest)
     return manifest
 
 
 def write_random_cache(
-    out_dir: str | Path, num_files: int, latent_shape: tuple[int, ...] = (4, 32, 32), shard_size: int = 1024,
-    num_classes: int = 0, skip: Iterable[int] = (), seed: int = 0,
+    out_dir: str | Path,
+    num_files: int,
+    latent_shape: tuple[int, ...] = (4, 32, 32),
+    shard_size: int = 1024,
+    num_classes: int = 0,
+    skip: Iterable[int] = (),
+    seed: int = 0,
 ) -> dict:
     """A finished latent cache of random posteriors in ``out_dir``, made without images or VAE (tests, benchmarks).
 
@@ -236,9 +295,16 @@ def write_random_cache(
     rel = [f"img_{i:07d}.png" for i in range(num_files)]
     file_list = "".join(f"{r}\n" for r in rel)
     args = {
-        "version": CACHE_VERSION, "vae": "random", "scaling_factor": 1.0, "resolution": 8 * int(latent_shape[-1]),
-        "latent_shape": [int(s) for s in latent_shape], "shard_size": shard_size, "flip": True,
-        "class_names": [f"class_{c}" for c in range(num_classes)], "num_classes": num_classes, "num_files": num_files,
+        "version": CACHE_VERSION,
+        "vae": "random",
+        "scaling_factor": 1.0,
+        "resolution": 8 * int(latent_shape[-1]),
+        "latent_shape": [int(s) for s in latent_shape],
+        "shard_size": shard_size,
+        "flip": True,
+        "class_names": [f"class_{c}" for c in range(num_classes)],
+        "num_classes": num_classes,
+        "num_files": num_files,
         "files_sha256": hashlib.sha256(file_list.encode()).hexdigest(),
     }
     fingerprint = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
@@ -258,13 +324,27 @@ def write_random_cache(
             "flip": torch.tensor([0, 1], dtype=torch.uint8).repeat(len(good)),
             "index": good.repeat_interleave(2),
         }
-        info = {"fingerprint": fingerprint, "shard": k, "files": len(files), "images": len(good), "entries": n, "skipped": missed}
+        info = {
+            "fingerprint": fingerprint,
+            "shard": k,
+            "files": len(files),
+            "images": len(good),
+            "entries": n,
+            "skipped": missed,
+        }
         _write_shard(out / shard_name(k), tensors, info)
         shards.append({"file": shard_name(k), "files": len(files), "images": len(good), "entries": n})
     num_images = sum(s["images"] for s in shards)
     manifest = {
-        **args, "fingerprint": fingerprint, "complete": True, "file_list": FILE_LIST, "num_images": num_images,
-        "num_entries": 2 * num_images, "num_skipped": len(skipped), "skipped": skipped, "shards": shards,
+        **args,
+        "fingerprint": fingerprint,
+        "complete": True,
+        "file_list": FILE_LIST,
+        "num_images": num_images,
+        "num_entries": 2 * num_images,
+        "num_skipped": len(skipped),
+        "skipped": skipped,
+        "shards": shards,
     }
     _write_json(out / MANIFEST, manifest)
     return manifest
@@ -274,7 +354,9 @@ def read_manifest(cache_dir: str | Path) -> dict:
     """The manifest of a finished latent cache; UserError if missing, unfinished or of another version."""
     path = Path(cache_dir) / MANIFEST
     if not path.is_file():
-        raise UserError(f"no latent cache in {str(cache_dir)!r} ({MANIFEST} missing); create one with `shortcut encode`")
+        raise UserError(
+            f"no latent cache in {str(cache_dir)!r} ({MANIFEST} missing); create one with `shortcut encode`"
+        )
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -282,7 +364,9 @@ def read_manifest(cache_dir: str | Path) -> dict:
     if manifest.get("version") != CACHE_VERSION:
         raise UserError(f"{path} has cache version {manifest.get('version')!r}, expected {CACHE_VERSION}; encode again")
     if not manifest.get("complete"):
-        raise UserError(f"latent cache {str(cache_dir)!r} is unfinished; rerun `shortcut encode` with the same arguments")
+        raise UserError(
+            f"latent cache {str(cache_dir)!r} is unfinished; rerun `shortcut encode` with the same arguments"
+        )
     return manifest
 
 
@@ -299,9 +383,12 @@ def _manifest_info(manifest: dict, cache_dir: str | Path, name: str | None) -> S
     try:
         resolution = int(manifest["resolution"])
         return SourceInfo(
-            name=name or f"latents:{cache_dir}", shape=tuple(int(s) for s in manifest["latent_shape"]),
-            num_classes=int(manifest["num_classes"]), data_shape=(3, resolution, resolution),
-            autoencoder=str(manifest["vae"]), scaling_factor=float(manifest["scaling_factor"]),
+            name=name or f"latents:{cache_dir}",
+            shape=tuple(int(s) for s in manifest["latent_shape"]),
+            num_classes=int(manifest["num_classes"]),
+            data_shape=(3, resolution, resolution),
+            autoencoder=str(manifest["vae"]),
+            scaling_factor=float(manifest["scaling_factor"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise _manifest_error(cache_dir, exc) from None
@@ -334,7 +421,13 @@ class LatentSource:
                 raise ValueError(f"shard entries add up to {sum(counts)}, num_entries is {manifest['num_entries']}")
         except (KeyError, TypeError, ValueError) as exc:
             raise _manifest_error(root, exc) from None
-        columns = {"mean": ("F16", self.shape), "std": ("F16", self.shape), "label": ("I64", ()), "flip": ("U8", ()), "index": ("I64", ())}
+        columns = {
+            "mean": ("F16", self.shape),
+            "std": ("F16", self.shape),
+            "label": ("I64", ()),
+            "flip": ("U8", ()),
+            "index": ("I64", ()),
+        }
         with self._shard_errors():
             self._shards = ShardReader(files, counts, columns)
             self.label = self._shards.column("label")
@@ -348,8 +441,10 @@ class LatentSource:
         try:
             yield
         except ShardError as exc:
-            raise UserError(f"latent cache {str(self.cache_dir)!r}: shard {exc.file} is missing or damaged "
-                            f"({exc.reason}); encode again") from None
+            raise UserError(
+                f"latent cache {str(self.cache_dir)!r}: shard {exc.file} is missing or damaged "
+                f"({exc.reason}); encode again"
+            ) from None
 
     def posterior(self, entries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """float16 ``mean`` and ``std`` of ``entries`` (int64 global entry numbers), read from the shards."""
@@ -369,7 +464,9 @@ class LatentSource:
         mean, std = self.posterior(idx)
         return mean.float() + std.float() * eps, self.label[idx]
 
-    def batch_rows(self, step: int, batch_size: int, seed: int, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_rows(
+        self, step: int, batch_size: int, seed: int, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``rows`` of the global batch of ``step``, the same as in :meth:`batch` (only those entries are read)."""
         idx = self.indices(step, batch_size, seed)[rows]
         eps = self._noise(step, batch_size, seed)[rows]
@@ -385,7 +482,9 @@ class LatentSource:
         """The autoencoder that made this cache, to decode samples back to images."""
         ae = build_autoencoder(self.autoencoder_spec, device=device)
         if abs(float(ae.scaling_factor) - self.scaling_factor) > 1e-9:
-            raise UserError(f"VAE {self.autoencoder_spec!r} now has scaling factor {ae.scaling_factor}, the cache used {self.scaling_factor}")
+            raise UserError(
+                f"VAE {self.autoencoder_spec!r} now has scaling factor {ae.scaling_factor}, the cache used {self.scaling_factor}"
+            )
         return ae
 
     def close(self) -> None:

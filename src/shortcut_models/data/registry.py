@@ -29,7 +29,7 @@ def _unknown(name: str) -> UserError:
 def build_source(name: str) -> DataSource:
     """The data source called ``name`` (see the module docstring); UserError for an unknown name."""
     if name.startswith(LATENTS_PREFIX):
-        return LatentSource(name[len(LATENTS_PREFIX):], name=name)
+        return LatentSource(name[len(LATENTS_PREFIX) :], name=name)
     if name.startswith(SYNTHETIC_PREFIX):
         return SyntheticSource(name)
     if name in TOYS:
@@ -43,7 +43,7 @@ def build_source(name: str) -> DataSource:
 def describe_source(name: str) -> SourceInfo:
     """What ``build_source(name).info`` would say, without loading data (a latent cache: its manifest only)."""
     if name.startswith(LATENTS_PREFIX):
-        return describe_cache(name[len(LATENTS_PREFIX):], name=name)
+        return describe_cache(name[len(LATENTS_PREFIX) :], name=name)
     if name.startswith(SYNTHETIC_PREFIX):
         shape, num_classes = parse_synthetic(name)
         return SourceInfo.plain(name, shape, num_classes)

@@ -85,8 +85,12 @@ def read_header(fd: int, file: str) -> dict[str, TensorSlot]:
             continue
         try:
             dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-            if not (isinstance(dtype, str) and all(type(s) is int and s >= 0 for s in shape)
-                    and type(begin) is int and type(end) is int):
+            if not (
+                isinstance(dtype, str)
+                and all(type(s) is int and s >= 0 for s in shape)
+                and type(begin) is int
+                and type(end) is int
+            ):
                 raise TypeError
         except (TypeError, KeyError, ValueError):
             raise ShardError(file, f"malformed header entry for {name!r}") from None
@@ -106,7 +110,11 @@ class ShardReader:
     """
 
     def __init__(
-        self, paths: list[Path], counts: list[int], columns: dict[str, tuple[str, tuple[int, ...]]], max_open: int = 64,
+        self,
+        paths: list[Path],
+        counts: list[int],
+        columns: dict[str, tuple[str, tuple[int, ...]]],
+        max_open: int = 64,
     ) -> None:
         if len(paths) != len(counts) or min(counts, default=0) < 0:
             raise ValueError("one non-negative row count per shard is needed")

@@ -66,7 +66,9 @@ class TensorSource:
     only on the seed and the number of items.
     """
 
-    def __init__(self, name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, heldout: tuple | None = None) -> None:
+    def __init__(
+        self, name: str, x: torch.Tensor, y: torch.Tensor, num_classes: int, heldout: tuple | None = None
+    ) -> None:
         self.name = name
         self.x, self.y = x, y
         self.shape = tuple(x.shape[1:])
@@ -85,7 +87,9 @@ class TensorSource:
         idx = self.indices(step, batch_size, seed)
         return self.x[idx], self.y[idx]
 
-    def batch_rows(self, step: int, batch_size: int, seed: int, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_rows(
+        self, step: int, batch_size: int, seed: int, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``rows`` of the global batch of ``step`` (only those items are gathered)."""
         idx = self.indices(step, batch_size, seed)[rows]
         return self.x[idx], self.y[idx]
@@ -95,7 +99,9 @@ class TensorSource:
         return x[:n], y[:n]
 
 
-def take_rows(source: DataSource, step: int, batch_size: int, seed: int, share: RowShare) -> tuple[torch.Tensor, torch.Tensor]:
+def take_rows(
+    source: DataSource, step: int, batch_size: int, seed: int, share: RowShare
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows of ``share`` of the global batch of ``step`` (of ``batch_size`` rows).
 
     The whole share is ``source.batch``; a part uses the source's ``batch_rows`` when it has one

@@ -19,15 +19,16 @@ PREFIX = "synthetic:"
 
 def parse_synthetic(name: str) -> tuple[tuple[int, ...], int]:
     """``synthetic:CxHxW[:CLASSES]`` -> (shape, num_classes); a malformed name is a UserError."""
-    parts = name[len(PREFIX):].split(":")
+    parts = name[len(PREFIX) :].split(":")
     try:
         shape = tuple(int(v) for v in parts[0].lower().split("x"))
         classes = int(parts[1]) if len(parts) > 1 else 0
         if len(parts) > 2 or not shape or min(shape) < 1 or classes < 0:
             raise ValueError
     except ValueError:
-        raise UserError(f"bad synthetic data {name!r}; use synthetic:CxHxW or synthetic:CxHxW:CLASSES, "
-                        "e.g. synthetic:4x32x32:1000") from None
+        raise UserError(
+            f"bad synthetic data {name!r}; use synthetic:CxHxW or synthetic:CxHxW:CLASSES, e.g. synthetic:4x32x32:1000"
+        ) from None
     return shape, classes
 
 

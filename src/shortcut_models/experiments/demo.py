@@ -60,8 +60,14 @@ class Tracker:
     def __call__(self, trainer: Trainer, step: int) -> None:
         if step % self.plan.track_every or step in self.done:
             return
-        rows = evaluate_images(trainer.loaded_view(), list(self.plan.track_steps), self.plan.track_num, self.metric,
-                               seed=self.plan.seed + 1, progress=False)
+        rows = evaluate_images(
+            trainer.loaded_view(),
+            list(self.plan.track_steps),
+            self.plan.track_num,
+            self.metric,
+            seed=self.plan.seed + 1,
+            progress=False,
+        )
         new = not self.path.exists()
         with open(self.path, "a", newline="") as fh:
             writer = csv.writer(fh)
@@ -115,8 +121,15 @@ def comparison_grids(out: Path, plan: DemoPlan, models: dict[str, LoadedModel]) 
     """One panel per (model, step count) from the same 64 noise vectors; flow matching above shortcut."""
     matrix = []
     for objective, model in models.items():
-        matrix.append([(f"{NAMES[objective]}, {n} step{'s' if n > 1 else ''}",
-                        model.generate(64, n, seed=plan.seed + 2).clamp(-1, 1)) for n in plan.grid_steps])
+        matrix.append(
+            [
+                (
+                    f"{NAMES[objective]}, {n} step{'s' if n > 1 else ''}",
+                    model.generate(64, n, seed=plan.seed + 2).clamp(-1, 1),
+                )
+                for n in plan.grid_steps
+            ]
+        )
     path = out / "grids.png"
     save_sheet(matrix, path, rows=8)
     return path
@@ -147,14 +160,21 @@ def plot_tracking(out: Path, plan: DemoPlan) -> Path:
 def measure_cost_ratio(plan: DemoPlan) -> dict[str, float]:
     """Shortcut over flow-matching training-step time, same model and batch, interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {obj: Trainer(build_config(plan.preset, obj, None, [*plan.overrides, "logger=none"]),
-                                 f"{tmp}/{obj}", progress=False) for obj in OBJECTIVES}
+        trainers = {
+            obj: Trainer(
+                build_config(plan.preset, obj, None, [*plan.overrides, "logger=none"]), f"{tmp}/{obj}", progress=False
+            )
+            for obj in OBJECTIVES
+        }
         times = interleaved_step_times(trainers, plan.timing_repeats)
         shortcut = trainers["shortcut"]
         f = shortcut.objective.teacher_rows(shortcut.cfg.batch_size) / shortcut.cfg.batch_size
-    return {"ratio": median_ratio(times["shortcut"], times["flow"]), "cost_model": 1 + 2 * f / 3,
-            "flow_ms": 1e3 * sorted(times["flow"])[len(times["flow"]) // 2],
-            "shortcut_ms": 1e3 * sorted(times["shortcut"])[len(times["shortcut"]) // 2]}
+    return {
+        "ratio": median_ratio(times["shortcut"], times["flow"]),
+        "cost_model": 1 + 2 * f / 3,
+        "flow_ms": 1e3 * sorted(times["flow"])[len(times["flow"]) // 2],
+        "shortcut_ms": 1e3 * sorted(times["shortcut"])[len(times["shortcut"]) // 2],
+    }
 
 
 def conditional_section(plan: DemoPlan, metric, out: Path, progress: bool) -> dict[str, Any] | None:
@@ -164,8 +184,15 @@ def conditional_section(plan: DemoPlan, metric, out: Path, progress: bool) -> di
     model = load_model(plan.conditional_ckpt, "cpu")
     rows = {}
     for w in (1.0, 1.5):
-        rows[w] = evaluate_images(model, list(plan.grid_steps), min(plan.eval_num, 2000), metric, seed=plan.seed,
-                                  cfg_scale=w, progress=progress)
+        rows[w] = evaluate_images(
+            model,
+            list(plan.grid_steps),
+            min(plan.eval_num, 2000),
+            metric,
+            seed=plan.seed,
+            cfg_scale=w,
+            progress=progress,
+        )
     sheet = write_sample_sheets(model, out / "conditional", plan.grid_steps, cfg_scale=1.5)
     return {"label": model.label, "rows": rows, "sheet": sheet}
 
@@ -195,8 +222,14 @@ def finetune_section(out: Path, plan: DemoPlan, eval_rows: list[dict], metric, p
         if cached.exists() and json.loads(cached.read_text()).get("num") == plan.eval_num:
             new = json.loads(cached.read_text())["rows"]
         else:
-            new = evaluate_images(load_model(run_dir, "cpu"), list(plan.finetune_steps), plan.eval_num, metric,
-                                  seed=plan.seed, progress=progress)
+            new = evaluate_images(
+                load_model(run_dir, "cpu"),
+                list(plan.finetune_steps),
+                plan.eval_num,
+                metric,
+                seed=plan.seed,
+                progress=progress,
+            )
             for r in new:
                 r["objective"], r["budget_fraction"] = "finetune", fraction
             cached.write_text(json.dumps({"num": plan.eval_num, "rows": new}, indent=2) + "\n")
@@ -219,5 +252,18 @@ def run_demo(out: Path, plan: DemoPlan, progress: bool = True) -> Path:
     conditional = conditional_section(plan, metric, out, progress)
     finetune = finetune_section(out, plan, rows, metric, progress)
     params = sum(p.numel() for p in models["shortcut"].model.parameters())
-    return write_report(out, plan, rows, cost, train_seconds, time.perf_counter() - t_start, params,
-                        build_config(plan.preset, "shortcut", None, plan.overrides), grids, tracking, conditional, torch.get_num_threads(), finetune)
+    return write_report(
+        out,
+        plan,
+        rows,
+        cost,
+        train_seconds,
+        time.perf_counter() - t_start,
+        params,
+        build_config(plan.preset, "shortcut", None, plan.overrides),
+        grids,
+        tracking,
+        conditional,
+        torch.get_num_threads(),
+        finetune,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -23,7 +23,9 @@ def time_train_step(trainer, step: int) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved_times(measure: dict[str, Callable[[int], float]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
+def interleaved_times(
+    measure: dict[str, Callable[[int], float]], repeats: int, warmup: int = 3
+) -> dict[str, list[float]]:
     """Seconds from each ``measure[name](round)``, called alternately (the order flips every round);
     warm-up rounds are dropped."""
     names = list(measure)
@@ -38,8 +40,9 @@ def interleaved_times(measure: dict[str, Callable[[int], float]], repeats: int, 
 
 def interleaved_step_times(trainers: dict, repeats: int, warmup: int = 3) -> dict[str, list[float]]:
     """Per-trainer step times (seconds), measured alternately; warm-up rounds are dropped."""
-    return interleaved_times({name: (lambda i, tr=tr: time_train_step(tr, i)) for name, tr in trainers.items()},
-                             repeats, warmup)
+    return interleaved_times(
+        {name: (lambda i, tr=tr: time_train_step(tr, i)) for name, tr in trainers.items()}, repeats, warmup
+    )
 
 
 def median_ratio(numerator: list[float], denominator: list[float]) -> float:

@@ -4,5 +4,13 @@
 from .model import LoadedModel, generate_shared, load_autoencoder, load_model, read_spec, sample_blocks
 from .sheets import GRID_STEPS, write_sample_sheets
 
-__all__ = ["GRID_STEPS", "LoadedModel", "generate_shared", "load_autoencoder", "load_model", "read_spec", "sample_blocks",
-           "write_sample_sheets"]
+__all__ = [
+    "GRID_STEPS",
+    "LoadedModel",
+    "generate_shared",
+    "load_autoencoder",
+    "load_model",
+    "read_spec",
+    "sample_blocks",
+    "write_sample_sheets",
+]

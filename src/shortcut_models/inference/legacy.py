@@ -23,7 +23,15 @@ def spec_from_legacy_config(values: dict[str, Any]) -> ModelSpec:
     with torch.device("meta"):  # only the arguments are wanted: allocate nothing
         network = build_model(cfg.model, info.shape, num_classes, cfg.model_args)
     objective = build_objective(cfg.objective, num_classes, cfg.objective_args)
-    return ModelSpec(network=network_spec(network), sample_shape=info.shape, num_classes=num_classes,
-                     objective=objective.name, objective_args=objective.args(), sampling_d=objective.sampling_d,
-                     data_shape=info.data_shape, data=cfg.data, autoencoder=info.autoencoder,
-                     scaling_factor=info.scaling_factor)
+    return ModelSpec(
+        network=network_spec(network),
+        sample_shape=info.shape,
+        num_classes=num_classes,
+        objective=objective.name,
+        objective_args=objective.args(),
+        sampling_d=objective.sampling_d,
+        data_shape=info.data_shape,
+        data=cfg.data,
+        autoencoder=info.autoencoder,
+        scaling_factor=info.scaling_factor,
+    )

@@ -7,9 +7,10 @@ on the batch size or on how many processes share the work (:func:`sample_blocks`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,7 +59,12 @@ class LoadedModel:
         return self.spec.max_steps
 
     def generate_batches(
-        self, num: int, steps: int, seed: int = 0, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
+        self,
+        num: int,
+        steps: int,
+        seed: int = 0,
+        labels: torch.Tensor | None = None,
+        cfg_scale: float = 1.0,
         batch_size: int = 1024,
     ) -> Iterator[torch.Tensor]:
         """Yield ``num`` samples batch by batch (float32, on ``device``, in the model's space).
@@ -70,7 +76,12 @@ class LoadedModel:
             yield self.generate_indices(indices, steps, seed, labels, cfg_scale)
 
     def generate_indices(
-        self, indices: torch.Tensor, steps: int, seed: int = 0, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
+        self,
+        indices: torch.Tensor,
+        steps: int,
+        seed: int = 0,
+        labels: torch.Tensor | None = None,
+        cfg_scale: float = 1.0,
     ) -> torch.Tensor:
         """Samples number ``indices`` (float32, on ``device``); ``labels`` is indexed by sample number
         (numbers past its end, padding rows of :func:`sample_blocks`, take its last label)."""
@@ -78,12 +89,24 @@ class LoadedModel:
         noise = torch.cat([self.noise(seed, i) for i in indices.tolist()])
         y = None if labels is None else labels[indices.clamp(max=len(labels) - 1)].to(self.device)
         with torch.autocast(self.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            x = sample(self.model, noise, steps, y=y, cfg_scale=cfg_scale, fixed_d=self.objective.sampling_d,
-                       max_steps=self.max_steps)
+            x = sample(
+                self.model,
+                noise,
+                steps,
+                y=y,
+                cfg_scale=cfg_scale,
+                fixed_d=self.objective.sampling_d,
+                max_steps=self.max_steps,
+            )
         return x.float()
 
     def generate(
-        self, num: int, steps: int, seed: int = 0, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
+        self,
+        num: int,
+        steps: int,
+        seed: int = 0,
+        labels: torch.Tensor | None = None,
+        cfg_scale: float = 1.0,
         batch_size: int = 1024,
     ) -> torch.Tensor:
         """All ``num`` samples of :meth:`generate_batches`, decoded to data space (images for latents), on the CPU."""
@@ -129,8 +152,14 @@ def sample_blocks(num: int, batch_size: int, rank: int = 0, world: int = 1) -> I
 
 
 def generate_shared(
-    loaded: LoadedModel, num: int, steps: int, seed: int = 0, labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
-    batch_size: int = 1024, everyone: bool = False,
+    loaded: LoadedModel,
+    num: int,
+    steps: int,
+    seed: int = 0,
+    labels: torch.Tensor | None = None,
+    cfg_scale: float = 1.0,
+    batch_size: int = 1024,
+    everyone: bool = False,
 ) -> torch.Tensor | None:
     """:meth:`LoadedModel.generate` with the work split over the processes of a torchrun launch.
 
@@ -141,7 +170,9 @@ def generate_shared(
     rank, world = distributed.rank(), distributed.world_size()
     out = []
     for indices, size in sample_blocks(num, batch_size, rank, world):
-        images = loaded.decode(loaded.generate_indices(indices, steps, seed, labels, cfg_scale))  # each rank decodes its share
+        images = loaded.decode(
+            loaded.generate_indices(indices, steps, seed, labels, cfg_scale)
+        )  # each rank decodes its share
         merged = distributed.gather_interleaved(images, everyone)
         if merged is not None:
             out.append(merged[:size].cpu())
@@ -155,8 +186,10 @@ def read_spec(config: dict[str, Any], where: Path) -> ModelSpec:
     if "format_version" not in config:
         return spec_from_legacy_config(config)
     if config["format_version"] != ckpt.FORMAT_VERSION:
-        raise UserError(f"{where} has checkpoint format {config['format_version']!r}; this version reads "
-                        f"{ckpt.FORMAT_VERSION} (update shortcut-models)")
+        raise UserError(
+            f"{where} has checkpoint format {config['format_version']!r}; this version reads "
+            f"{ckpt.FORMAT_VERSION} (update shortcut-models)"
+        )
     try:
         return ModelSpec.from_json(config)
     except ValueError as exc:
@@ -169,8 +202,10 @@ def load_autoencoder(spec: ModelSpec, device: torch.device | str) -> Autoencoder
         return None
     ae = build_autoencoder(spec.autoencoder, device=device)
     if spec.scaling_factor is not None and abs(float(ae.scaling_factor) - spec.scaling_factor) > 1e-9:
-        raise UserError(f"VAE {spec.autoencoder!r} now has scaling factor {ae.scaling_factor}; the model was trained with "
-                        f"{spec.scaling_factor}")
+        raise UserError(
+            f"VAE {spec.autoencoder!r} now has scaling factor {ae.scaling_factor}; the model was trained with "
+            f"{spec.scaling_factor}"
+        )
     return ae
 
 
@@ -197,5 +232,14 @@ def load_model(path: str | Path, device: str = "auto", precision: str = "auto") 
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise UserError(f"cannot load {weights} into the network its config.json describes: {first}") from None
     step = config.get("step", ckpt.step_of(ckpt_dir))
-    return LoadedModel(ckpt_dir, spec, model.to(dev).eval(), objective, int(step or 0), dev, load_autoencoder(spec, dev),
-                       precision, ckpt.training_config(config))
+    return LoadedModel(
+        ckpt_dir,
+        spec,
+        model.to(dev).eval(),
+        objective,
+        int(step or 0),
+        dev,
+        load_autoencoder(spec, dev),
+        precision,
+        ckpt.training_config(config),
+    )

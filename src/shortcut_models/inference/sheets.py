@@ -7,8 +7,8 @@ one scatter plot per step count.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -29,7 +29,12 @@ def grid_labels(num_classes: int, per_row: int) -> tuple[torch.Tensor | None, in
 
 
 def write_sample_sheets(
-    loaded: LoadedModel, out_dir: Path, steps: Sequence[int] = GRID_STEPS, per_row: int = 10, seed: int = 0, cfg_scale: float = 1.0
+    loaded: LoadedModel,
+    out_dir: Path,
+    steps: Sequence[int] = GRID_STEPS,
+    per_row: int = 10,
+    seed: int = 0,
+    cfg_scale: float = 1.0,
 ) -> Path:
     """Render ``steps`` sample grids from one fixed noise set into ``out_dir``; returns the sheet path."""
     out_dir = Path(out_dir)

@@ -44,7 +44,7 @@ class ReferenceStats:
     count: int | None = None
 
     @classmethod
-    def load_npz(cls, path: str | os.PathLike) -> "ReferenceStats":
+    def load_npz(cls, path: str | os.PathLike) -> ReferenceStats:
         """Read ``mu`` and ``sigma`` (and ``count`` when present) from an .npz file."""
         with np.load(path) as f:
             if "mu" not in f or "sigma" not in f:
@@ -87,7 +87,7 @@ class FeatureStats:
         """Number of feature vectors seen."""
         return self._count
 
-    def update(self, features: torch.Tensor | np.ndarray) -> "FeatureStats":
+    def update(self, features: torch.Tensor | np.ndarray) -> FeatureStats:
         """Add the rows of ``features`` [N, D]; returns self."""
         if not isinstance(features, torch.Tensor):
             features = torch.from_numpy(np.asarray(features))
@@ -105,7 +105,7 @@ class FeatureStats:
         self._sum_outer += x.T @ x
         return self
 
-    def merge(self, other: "FeatureStats") -> "FeatureStats":
+    def merge(self, other: FeatureStats) -> FeatureStats:
         """A new accumulator holding the data of both (exact: counts and sums add); inputs are unchanged."""
         parts = [s for s in (self, other) if s._sum is not None]
         if not parts:
@@ -136,7 +136,7 @@ class FeatureStats:
         total: torch.Tensor,
         total_outer: torch.Tensor,
         device: torch.device | str | None = None,
-    ) -> "FeatureStats":
+    ) -> FeatureStats:
         """Rebuild an accumulator from :meth:`state_tensors` (possibly summed across ranks)."""
         total = torch.as_tensor(total)
         device = total.device if device is None else torch.device(device)

@@ -12,7 +12,9 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, num_projections: int = 
     give the same number. Computed in float64.
     """
     if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"sliced_wasserstein needs two [N, D] arrays of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"sliced_wasserstein needs two [N, D] arrays of one shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     g = torch.Generator().manual_seed(seed)
     dirs = torch.randn(a.shape[1], num_projections, generator=g, dtype=torch.float64)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)

@@ -32,7 +32,9 @@ def build_model(name: str, shape: tuple[int, ...], num_classes: int, model_args:
         if name in DIT_PRESETS:
             if len(shape) != 3 or shape[1] != shape[2]:
                 raise UserError(f"model {name!r} needs square images [C, H, H], got samples of shape {shape}")
-            return DiT.from_preset(name, input_size=shape[1], in_channels=shape[0], num_classes=num_classes, **model_args)
+            return DiT.from_preset(
+                name, input_size=shape[1], in_channels=shape[0], num_classes=num_classes, **model_args
+            )
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     except TypeError as exc:
         raise UserError(f"bad model_args for {name!r}: {exc}") from None
@@ -45,7 +47,9 @@ def network_spec(model: nn.Module) -> dict[str, Any]:
     for name, cls in NETWORKS.items():
         if type(model) is cls:
             return {"class": name, "args": dict(model.config)}
-    raise ValueError(f"{type(model).__name__} is not one of the networks a checkpoint can describe ({', '.join(NETWORKS)})")
+    raise ValueError(
+        f"{type(model).__name__} is not one of the networks a checkpoint can describe ({', '.join(NETWORKS)})"
+    )
 
 
 def build_network(spec: dict[str, Any]) -> nn.Module:

@@ -147,9 +147,17 @@ class DiT(nn.Module):
         super().__init__()
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} must be divisible by patch_size {patch_size}")
-        self.config = {"input_size": input_size, "in_channels": in_channels, "patch_size": patch_size,
-                       "hidden_size": hidden_size, "depth": depth, "num_heads": num_heads, "num_classes": num_classes,
-                       "mlp_ratio": mlp_ratio, "authors_quirks": authors_quirks}  # rebuilds this network: DiT(**config)
+        self.config = {
+            "input_size": input_size,
+            "in_channels": in_channels,
+            "patch_size": patch_size,
+            "hidden_size": hidden_size,
+            "depth": depth,
+            "num_heads": num_heads,
+            "num_classes": num_classes,
+            "mlp_ratio": mlp_ratio,
+            "authors_quirks": authors_quirks,
+        }  # rebuilds this network: DiT(**config)
         self.input_size = input_size
         self.in_channels = in_channels
         self.out_channels = in_channels
@@ -167,9 +175,7 @@ class DiT(nn.Module):
         self.initialize_weights()
 
     @classmethod
-    def from_preset(
-        cls, name: str, input_size: int, in_channels: int, num_classes: int = 0, **overrides
-    ) -> "DiT":
+    def from_preset(cls, name: str, input_size: int, in_channels: int, num_classes: int = 0, **overrides) -> DiT:
         """Build a preset from ``DIT_PRESETS``; ``overrides`` replace preset fields or add options."""
         if name not in DIT_PRESETS:
             raise ValueError(f"unknown DiT preset {name!r}; valid names: {', '.join(DIT_PRESETS)}")

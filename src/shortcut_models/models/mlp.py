@@ -33,7 +33,9 @@ class MLPBlock(nn.Module):
 class MLP(nn.Module):
     """Residual MLP velocity network for [B, dim] data."""
 
-    def __init__(self, dim: int = 2, width: int = 256, depth: int = 4, num_classes: int = 0, freq_dim: int = 128) -> None:
+    def __init__(
+        self, dim: int = 2, width: int = 256, depth: int = 4, num_classes: int = 0, freq_dim: int = 128
+    ) -> None:
         super().__init__()
         if dim < 1 or width < 1 or depth < 1:
             raise ValueError(f"MLP needs dim, width and depth >= 1, got {dim}, {width}, {depth}")

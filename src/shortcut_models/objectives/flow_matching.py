@@ -74,7 +74,12 @@ class FlowMatching(Objective):
         return self.flow_rows(x1, y, draws, no_bootstrap, x0)
 
     def flow_rows(
-        self, x1: torch.Tensor, y: torch.Tensor | None, draws: RowDraws, bootstrap: torch.Tensor, x0: torch.Tensor | None = None
+        self,
+        x1: torch.Tensor,
+        y: torch.Tensor | None,
+        draws: RowDraws,
+        bootstrap: torch.Tensor,
+        x0: torch.Tensor | None = None,
     ) -> Targets:
         """Flow rows for every row of x1 (noise ``x0`` drawn if not given); the shortcut objective
         then overwrites its self-consistency rows. Draw order: noise, times, label dropout."""

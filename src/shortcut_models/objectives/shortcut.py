@@ -53,7 +53,9 @@ def level_strata(n_rows: int, num_levels: int, dt_bias: bool = False) -> torch.T
         levels = torch.arange(k - 1, -1, -1).repeat_interleave(n_rows // k)
     else:
         spread = torch.arange(k - 1, 1, -1).repeat_interleave((n_rows // 2) // k)
-        levels = torch.cat([spread, torch.ones(n_rows // 4, dtype=torch.long), torch.zeros(n_rows // 4, dtype=torch.long)])
+        levels = torch.cat(
+            [spread, torch.ones(n_rows // 4, dtype=torch.long), torch.zeros(n_rows // 4, dtype=torch.long)]
+        )
     levels = levels[:n_rows]
     return torch.cat([levels, torch.zeros(n_rows - levels.numel(), dtype=torch.long)])
 
@@ -174,7 +176,9 @@ class Shortcut(Objective):
         d = torch.pow(2.0, -levels.float())
         t = (u * torch.pow(2.0, levels.float())).floor() * d
         x_t = path.interpolate(x0[:nb], x1[:nb], t)
-        labels = y[:nb].to(device=device, dtype=torch.long) if y is not None else null_labels(nb, self.num_classes, device)
+        labels = (
+            y[:nb].to(device=device, dtype=torch.long) if y is not None else null_labels(nb, self.num_classes, device)
+        )
         v = self.teacher_target(teacher, x_t, t, d, labels, guided)
 
         tg.x_t[:nb], tg.t[:nb], tg.d[:nb], tg.v[:nb], tg.y[:nb] = x_t, t, d, v, labels
@@ -204,7 +208,9 @@ class Shortcut(Objective):
         if guided is None:
             return teacher(x, t, d, y).to(x.dtype)
         null = null_labels(guided.numel(), self.num_classes, x.device)
-        out = teacher(torch.cat([x, x[guided]]), torch.cat([t, t[guided]]), torch.cat([d, d[guided]]), torch.cat([y, null])).to(x.dtype)
+        out = teacher(
+            torch.cat([x, x[guided]]), torch.cat([t, t[guided]]), torch.cat([d, d[guided]]), torch.cat([y, null])
+        ).to(x.dtype)
         v, v_uncond = out[: x.shape[0]], out[x.shape[0] :]
         v = v.clone()
         v[guided] = v_uncond + self.cfg_scale * (v[guided] - v_uncond)

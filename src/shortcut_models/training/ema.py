@@ -35,7 +35,7 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         """Move the EMA parameters toward ``model``'s by one step."""
         weight = 1.0 - self.current_decay()
-        ema_params = [p for p in self.module.parameters()]
+        ema_params = list(self.module.parameters())
         params = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(ema_params, params, weight)
         for eb, b in zip(self.module.buffers(), model.buffers()):

@@ -123,7 +123,9 @@ def load_network(module: nn.Module, file: Path) -> tuple[str, ...]:
         )
     for key, tensor in state.items():
         if tensor.shape != own[key].shape:
-            raise UserError(f"{file}: {key} has shape {tuple(tensor.shape)} there, {tuple(own[key].shape)} in the network")
+            raise UserError(
+                f"{file}: {key} has shape {tuple(tensor.shape)} there, {tuple(own[key].shape)} in the network"
+            )
     module.load_state_dict(state, strict=False)
     named = dict(module.named_modules())
     for name in added:

@@ -3,7 +3,7 @@ them with :class:`shortcut_models.loggers.RunLogger`)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -18,8 +18,9 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -75,9 +76,16 @@ class Trainer:
             raise UserError(str(exc)) from None
         info = self.source.info
         self.spec = ModelSpec(
-            network=network_spec(self.model), sample_shape=info.shape, num_classes=self.num_classes,
-            objective=self.objective.name, objective_args=self.objective.args(), sampling_d=self.objective.sampling_d,
-            data_shape=info.data_shape, data=cfg.data, autoencoder=info.autoencoder, scaling_factor=info.scaling_factor,
+            network=network_spec(self.model),
+            sample_shape=info.shape,
+            num_classes=self.num_classes,
+            objective=self.objective.name,
+            objective_args=self.objective.args(),
+            sampling_d=self.objective.sampling_d,
+            data_shape=info.data_shape,
+            data=cfg.data,
+            autoencoder=info.autoencoder,
+            scaling_factor=info.scaling_factor,
         )
         n_teacher = self.share.count_below(self.objective.teacher_rows(cfg.batch_size))
         self.log_weights = log_weights(self.rows_per_rank, n_teacher)
@@ -122,7 +130,10 @@ class Trainer:
             )
         if latest is None:
             return
-        saved_values = {"init_from": "", **ckpt.training_config(ckpt.read_config(latest))}  # (older runs lack init_from)
+        saved_values = {
+            "init_from": "",
+            **ckpt.training_config(ckpt.read_config(latest)),
+        }  # (older runs lack init_from)
         saved, mine = comparable(TrainConfig.from_dict(saved_values)), comparable(self.cfg)
         diff = [k for k in mine if saved.get(k) != mine[k]]
         if diff:
@@ -156,7 +167,9 @@ class Trainer:
                 "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             }
             config = ckpt.checkpoint_config(self.spec, self.step, self.cfg.to_dict())
-            ckpt.save_checkpoint(self.run_dir, self.step, config, self.model, self.ema.module, state, self.cfg.keep_checkpoints)
+            ckpt.save_checkpoint(
+                self.run_dir, self.step, config, self.model, self.ema.module, state, self.cfg.keep_checkpoints
+            )
         distributed.barrier()
         self.last_checkpoint = ckpt.checkpoint_dir(self.run_dir, self.step)
         return self.last_checkpoint
@@ -164,7 +177,11 @@ class Trainer:
     def _check_finite(self) -> None:
         """Raise TrainingDiverged on every process when any process saw a non-finite loss or gradient."""
         if distributed.any_true(not bool(self._finite)):
-            where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
+            where = (
+                f"the last good checkpoint is {self.last_checkpoint}"
+                if self.last_checkpoint
+                else "no checkpoint was written"
+            )
             raise TrainingDiverged(
                 f"loss or gradient became NaN/infinite before step {self.step}; stopped ({where}); try a lower lr or grad_clip"
             )
@@ -243,14 +260,25 @@ class Trainer:
         """The EMA network as a :class:`~shortcut_models.inference.LoadedModel` (for sampling)."""
         if self._autoencoder is None and self.spec.autoencoder is not None:  # loaded on first use (a VAE)
             self._autoencoder = load_autoencoder(self.spec, self.device)
-        return LoadedModel(self.last_checkpoint or self.run_dir, self.spec, self.ema.module, self.objective, self.step,
-                           self.device, self._autoencoder, self.cfg.precision, self.cfg.to_dict())
+        return LoadedModel(
+            self.last_checkpoint or self.run_dir,
+            self.spec,
+            self.ema.module,
+            self.objective,
+            self.step,
+            self.device,
+            self._autoencoder,
+            self.cfg.precision,
+            self.cfg.to_dict(),
+        )
 
     def write_samples(self) -> Path:
         """Sample sheets of the EMA network at ``sample_steps`` into RUN/samples/step_N/."""
         out = self.run_dir / "samples" / f"step_{self.step:08d}"
         with self.autocast():
-            return write_sample_sheets(self.loaded_view(), out, self.cfg.sample_steps, cfg_scale=self.cfg.sample_cfg_scale)
+            return write_sample_sheets(
+                self.loaded_view(), out, self.cfg.sample_steps, cfg_scale=self.cfg.sample_cfg_scale
+            )
 
     # ------------------------------------------------------------------ loop
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
@@ -291,8 +319,15 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, self._on_signal)
         except ValueError:  # not the main thread: no signal handling
             handlers = {}
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.objective}", disable=not self.progress,
-                   dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc=f"train {cfg.objective}",
+            disable=not self.progress,
+            dynamic_ncols=True,
+            mininterval=1.0,
+            file=sys.stderr,
+        )
         means, t0 = IntervalMeans(), time.perf_counter()
         try:
             while self.step < cfg.steps and not self._stop_requested():

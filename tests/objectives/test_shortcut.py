@@ -1,10 +1,11 @@
-"""Closed-form checks of the flow-matching and shortcut targets (ALGORITHM.md)."""
+"""Closed-form checks of the shortcut (self-consistency) targets (ALGORITHM.md), the level strata, the
+guided teacher rows, the loss and the objective's argument checks."""
 
 import pytest
 import torch
 from torch import nn
 
-from shortcut_models import path
+from shortcut_models import seeding
 from shortcut_models.objectives import FlowMatching, Shortcut, level_strata
 
 EPS = 1e-5
@@ -25,29 +26,6 @@ class Affine(nn.Module):
         return self.a * x + self.b * t.view(shape) + self.c * d.view(shape) + self.e * y.float().view(shape)
 
 
-def make_batch(b=64, shape=(3,), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, *shape, generator=g), torch.randn(b, *shape, generator=g), torch.Generator().manual_seed(seed + 1)
-
-
-def test_flow_targets_closed_form():
-    x1, x0, g = make_batch(32, (2, 4, 4))
-    tg = FlowMatching().targets(None, x1, None, g, x0=x0)
-    t = tg.t.view(-1, 1, 1, 1)
-    assert torch.allclose(tg.x_t, (1 - (1 - EPS) * t) * x0 + t * x1, atol=1e-6)
-    assert torch.allclose(tg.v, x1 - (1 - EPS) * x0, atol=1e-6)
-    assert torch.equal(tg.d, torch.full((32,), 1 / 128))
-    assert torch.equal(tg.t * 128, (tg.t * 128).round()) and tg.t.min() >= 0 and tg.t.max() <= 127 / 128
-    assert not tg.bootstrap.any()
-    assert torch.equal(tg.y, torch.zeros(32, dtype=torch.long))  # unconditional: null label 0
-
-
-def test_path_endpoints():
-    x0, x1 = torch.randn(4, 3), torch.randn(4, 3)
-    assert torch.allclose(path.interpolate(x0, x1, torch.zeros(4)), x0)
-    assert torch.allclose(path.interpolate(x0, x1, torch.ones(4)), x1 + EPS * x0)
-
-
 def expected_shortcut_target(teacher, x_t, t, d, y, clip=4.0):
     half = d / 2
     v1 = teacher.a * x_t + teacher.b * t[:, None] + teacher.c * half[:, None] + teacher.e * y.float()[:, None]
@@ -58,7 +36,7 @@ def expected_shortcut_target(teacher, x_t, t, d, y, clip=4.0):
     return raw.clamp(-clip, clip), mid_raw, raw
 
 
-def test_shortcut_targets_two_half_steps_with_both_clips():
+def test_shortcut_targets_two_half_steps_with_both_clips(make_batch):
     x1, x0, g = make_batch(256, (6,))
     x1 = x1 * 2.0
     teacher = Affine()
@@ -87,7 +65,7 @@ def levels_of(d):
 
 
 @pytest.mark.parametrize("batch", [64, 256])
-def test_level_strata_match_authors_code(batch):
+def test_level_strata_match_authors_code(batch, make_batch):
     x1, x0, g = make_batch(batch)
     tg = Shortcut().targets(Affine(), x1, None, g)
     nb = batch // 8
@@ -107,7 +85,7 @@ def test_dt_bias_strata():
     assert levels == [6, 6, 5, 5, 4, 4, 3, 3, 2, 2] + [1] * 8 + [0] * 14
 
 
-def test_small_batches_draw_levels_instead_of_collapsing():
+def test_small_batches_draw_levels_instead_of_collapsing(make_batch):
     seen = set()
     for seed in range(10):
         x1, x0, g = make_batch(16, seed=seed)
@@ -116,7 +94,7 @@ def test_small_batches_draw_levels_instead_of_collapsing():
     assert len(seen) >= 4 and seen <= set(range(7))
 
 
-def test_time_lies_on_each_rows_grid():
+def test_time_lies_on_each_rows_grid(make_batch):
     x1, x0, g = make_batch(256)
     tg = Shortcut().targets(Affine(), x1, None, g)
     steps = tg.t / tg.d
@@ -126,7 +104,7 @@ def test_time_lies_on_each_rows_grid():
     assert (tg.t[:28] > 0).any()
 
 
-def test_label_dropout_touches_flow_rows_only():
+def test_label_dropout_touches_flow_rows_only(make_batch):
     x1, x0, g = make_batch(256)
     y = torch.randint(0, 10, (256,), generator=torch.Generator().manual_seed(3))
     tg = Shortcut(num_classes=10, class_dropout=1.0).targets(Affine(num_classes=10), x1, y, g)
@@ -138,7 +116,7 @@ def test_label_dropout_touches_flow_rows_only():
     assert torch.equal(tg.y[:32], y[:32])
 
 
-def test_bootstrap_cfg_guides_level_k_minus_1_rows():
+def test_bootstrap_cfg_guides_level_k_minus_1_rows(make_batch):
     x1, x0, g = make_batch(256)
     y = torch.randint(0, 10, (256,), generator=torch.Generator().manual_seed(3))
     teacher = Affine(a=0.5, b=0.2, c=0.1, e=0.3, num_classes=10)
@@ -163,13 +141,47 @@ def test_bootstrap_cfg_guides_level_k_minus_1_rows():
     assert not torch.allclose(manual[guided], plain[guided])
 
 
+class LabelAffine(torch.nn.Module):
+    """v = a x + b t + c d + e y: a teacher with a closed form, label-dependent."""
+
+    num_classes = 10
+
+    def forward(self, x, t, d, y):
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        return 0.5 * x + (0.2 * t + 0.1 * d + 0.03 * y.float()).view(shape)
+
+
+@pytest.mark.parametrize("batch", [16, 256])  # 16: 2 self-consistency rows, levels drawn uniformly
+def test_guided_teacher_rows_match_manual_guidance(batch):
+    """The guided teacher finds its rows the same way for level strata and for uniform level draws."""
+    x1 = torch.randn(batch, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(batch) % 10
+    w = 2.0
+    objective = Shortcut(num_classes=10, bootstrap_cfg=True, cfg_scale=w)
+    found = False
+    for seed in range(20):  # until a draw puts a row at the finest level (always so for 256)
+        tg = objective.targets(LabelAffine(), x1, y, seeding.generator(seed, 1, 0))
+        nb = int(tg.bootstrap.sum())
+        guided = (tg.d[:nb] == 2.0 ** -(objective.num_levels - 1)).nonzero().squeeze(1)
+        if guided.numel():
+            found = True
+            break
+    assert found
+    plain = objective.teacher_target(LabelAffine(), tg.x_t[:nb], tg.t[:nb], tg.d[:nb], tg.y[:nb])
+    manual = objective.teacher_target(LabelAffine(), tg.x_t[:nb], tg.t[:nb], tg.d[:nb], tg.y[:nb], guided)
+    torch.testing.assert_close(tg.v[:nb], manual)
+    # guidance moves exactly the guided rows: v_u + w (v_c - v_u) differs from v_c where y != null
+    moved = (manual - plain).abs().sum(dim=1) > 0
+    assert moved[guided].all() and moved.sum() == guided.numel()
+
+
 def test_ema_is_teacher_when_bootstrap_ema():
     online, ema = nn.Linear(2, 2), nn.Linear(2, 2)
     assert Shortcut(bootstrap_ema=True).select_teacher(online, ema) is ema
     assert Shortcut(bootstrap_ema=False).select_teacher(online, ema) is online
 
 
-def test_no_gradient_reaches_the_teacher():
+def test_no_gradient_reaches_the_teacher(make_batch):
     from shortcut_models.models import MLP
 
     student, teacher = MLP(3, 16, 1), MLP(3, 16, 1)
@@ -187,7 +199,7 @@ def test_no_gradient_reaches_the_teacher():
     assert tg2.v.grad_fn is None
 
 
-def test_loss_is_one_mean_over_all_rows_with_parts():
+def test_loss_is_one_mean_over_all_rows_with_parts(make_batch):
     x1, x0, g = make_batch(64)
     tg = Shortcut().targets(Affine(), x1, None, g)
     model = Affine(a=0.1, b=0.0, c=0.0)

@@ -7,21 +7,23 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 
-from shortcut_models.cli import main
-from shortcut_models.config import build_config
 from shortcut_models import checkpoints as ckpt
+from shortcut_models.cli import main
 from shortcut_models.training import Trainer
 
-NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "warmup_steps=0", "logger=none", "sample_steps=[1,2]"]
+SHEETS = "sample_steps=[1,2]"  # sample sheets after 1 and 2 steps, on top of conftest's NANO
 
 
-def nano(*extra, objective="shortcut"):
-    return build_config("digits", objective, None, [*NANO, *extra])
+@pytest.fixture
+def nano(nano_config):
+    """``nano(*extra, objective="shortcut")``: the tiny digits DiT-Nano run, sampling 1 and 2 steps."""
+    return lambda *extra, objective="shortcut": nano_config(SHEETS, *extra, objective=objective)
 
 
-def test_gradient_accumulation_matches_full_batch(tmp_path):
+def test_gradient_accumulation_matches_full_batch(tmp_path, nano):
     full = Trainer(nano("steps=1"), tmp_path / "a", progress=False)
     accum = Trainer(nano("steps=1", "grad_accum=4"), tmp_path / "b", progress=False)
     logs_full, logs_acc = full.train_step(0), accum.train_step(0)
@@ -31,7 +33,7 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-7), name
 
 
-def test_bf16_autocast_path_matches_fp32_within_tolerance(tmp_path):
+def test_bf16_autocast_path_matches_fp32_within_tolerance(tmp_path, nano):
     fp32 = Trainer(nano("steps=1"), tmp_path / "a", progress=False)
     bf16 = Trainer(nano("steps=1", "precision=bf16"), tmp_path / "b", progress=False)
     for tr in (fp32, bf16):  # give the zero-initialised head some weight so outputs are non-trivial
@@ -43,7 +45,7 @@ def test_bf16_autocast_path_matches_fp32_within_tolerance(tmp_path):
     assert torch.isfinite(b["loss"]) and abs(float(a["loss"]) - float(b["loss"])) < 0.05 * float(a["loss"])
 
 
-def test_d_input_matters_after_training_and_sheets_are_written(tmp_path):
+def test_d_input_matters_after_training_and_sheets_are_written(tmp_path, nano):
     trainer = Trainer(nano("steps=3"), tmp_path, progress=False)
     trainer.run()
     model = trainer.ema.module
@@ -55,9 +57,9 @@ def test_d_input_matters_after_training_and_sheets_are_written(tmp_path):
     assert {p.name for p in sheet_dir.iterdir()} == {"steps_001.png", "steps_002.png", "sheet.png"}
 
 
-def test_sample_cli_images_deterministic_with_classes(tmp_path):
+def test_sample_cli_images_deterministic_with_classes(tmp_path, nano_args):
     run = tmp_path / "run"
-    assert main(["train", "--out", str(run), "--quiet", *NANO, "steps=2"]) == 0
+    assert main(["train", "--out", str(run), "--quiet", *nano_args, SHEETS, "steps=2"]) == 0
     args = ["sample", "--ckpt", str(run), "--steps", "2", "--num", "12", "--seed", "5"]
     assert main([*args, "--class", "7", "--out", str(tmp_path / "a.npz")]) == 0
     assert main([*args, "--class", "7", "--out", str(tmp_path / "b.npz")]) == 0
@@ -72,9 +74,22 @@ def test_sample_cli_images_deterministic_with_classes(tmp_path):
     assert main([*args, "--out", str(tmp_path / "d.jpg")]) == 2
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.slow  # a training process stopped by a signal
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, nano_args):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "shortcut_models", "train", "--out", str(run), "--quiet", *NANO, "steps=100000", "ckpt_every=100000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "shortcut_models",
+        "train",
+        "--out",
+        str(run),
+        "--quiet",
+        *nano_args,
+        SHEETS,
+        "steps=100000",
+        "ckpt_every=100000",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "metrics.csv").exists():

@@ -1,7 +1,4 @@
-"""Feature extractors: the digits network (accuracy, cache, determinism), Inception, 2-D points."""
-
-import importlib.util
-import sys
+"""The digits feature network behind fd-digits: accuracy, cache, determinism, and a small data floor."""
 
 import pytest
 import torch
@@ -9,18 +6,14 @@ import torch
 from shortcut_models.data import digits
 from shortcut_models.metrics import features
 from shortcut_models.metrics.features import (
-    Coordinates2D,
     DigitsNetRecipe,
     FeatureExtractor,
-    InceptionFeatures,
     digits_feature_net_path,
     get_feature_extractor,
     load_digits_feature_net,
     test_accuracy,
 )
 from shortcut_models.metrics.frechet import FeatureStats, frechet_distance_from_stats
-
-HAVE_TORCH_FIDELITY = importlib.util.find_spec("torch_fidelity") is not None
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +54,13 @@ def test_cache_is_reused(digits_net, digits_cache, monkeypatch):
 def test_changed_recipe_changes_cache_file(digits_cache):
     base = DigitsNetRecipe()
     assert DigitsNetRecipe().key() == base.key()
-    keys = {base.key(), DigitsNetRecipe(epochs=base.epochs + 1).key(), DigitsNetRecipe(seed=1).key(),
-            DigitsNetRecipe(feature_dim=128).key(), DigitsNetRecipe(split_version=base.split_version + 1).key()}
+    keys = {
+        base.key(),
+        DigitsNetRecipe(epochs=base.epochs + 1).key(),
+        DigitsNetRecipe(seed=1).key(),
+        DigitsNetRecipe(feature_dim=128).key(),
+        DigitsNetRecipe(split_version=base.split_version + 1).key(),
+    }
     assert len(keys) == 5
     assert digits_feature_net_path(digits_cache, DigitsNetRecipe(seed=1)) != digits_feature_net_path(digits_cache)
     assert base.key() in digits_feature_net_path(digits_cache).name
@@ -98,51 +96,3 @@ def test_data_floor_is_small_against_noise(digits_net):
     floor = frechet_distance_from_stats(train, _stats(digits_net, x_te))
     to_noise = frechet_distance_from_stats(train, _stats(digits_net, noise))
     assert floor < 0.05 * to_noise, (floor, to_noise)
-
-
-def test_inception_missing_weights_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
-        InceptionFeatures(weights=tmp_path / "nope.pth")
-
-
-@pytest.mark.skipif(not HAVE_TORCH_FIDELITY, reason="torch-fidelity is not installed")
-def test_inception_random_weights_shape_and_no_download(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("tests must not download anything")
-
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    features._inception_network_class()  # imports torch-fidelity's module, which holds its own reference
-    module = sys.modules["torch_fidelity.feature_extractor_inceptionv3"]
-    monkeypatch.setattr(module, "load_state_dict_from_url", no_download)
-    extractor = get_feature_extractor("fid", weights="random")
-    assert isinstance(extractor, FeatureExtractor) and extractor.dim == 2048
-    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    feats = extractor(images)
-    assert feats.shape == (2, 2048) and feats.dtype == torch.float32 and torch.isfinite(feats).all()
-    assert extractor(images[:1, :1]).shape == (1, 2048)  # grey images are repeated to RGB
-    assert not (tmp_path / "torch_home").exists()
-
-    # weights from a local file (.pth and .safetensors) load into the same architecture
-    from safetensors.torch import save_file
-
-    state = {k: v + 0.01 if v.is_floating_point() else v.clone() for k, v in extractor.network.state_dict().items()}
-    torch.save(state, tmp_path / "w.pth")
-    save_file(state, str(tmp_path / "w.safetensors"))
-    for weights in (tmp_path / "w.pth", str(tmp_path / "w.safetensors")):
-        loaded = InceptionFeatures(weights=weights)
-        for k, v in loaded.network.state_dict().items():
-            assert torch.equal(v, state[k]), k
-
-
-def test_coordinates_and_factory():
-    coords = get_feature_extractor("coords")
-    assert isinstance(coords, Coordinates2D) and coords.dim == 2 and coords.name == "coords"
-    pts = torch.randn(5, 2, dtype=torch.float64)
-    assert torch.equal(coords(pts), pts.float())
-    with pytest.raises(ValueError):
-        coords(torch.zeros(5, 3))
-    with pytest.raises(ValueError, match="fd-digits, fid, coords"):
-        get_feature_extractor("kid")

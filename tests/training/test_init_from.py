@@ -7,23 +7,21 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from shortcut_models import checkpoints as ckpt
 from shortcut_models.cli import main
 from shortcut_models.config import build_config
 from shortcut_models.errors import UserError
 from shortcut_models.inference import load_model
 from shortcut_models.models.mlp import MLP
 from shortcut_models.sampling import sample
-from shortcut_models import checkpoints as ckpt
+from shortcut_models.training import Trainer
 from shortcut_models.training.init_from import (
     d_embedder_keys,
     load_network,
     zero_last_linear,
 )
-from shortcut_models.training import Trainer
 
-NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "warmup_steps=0", "logger=none", "sample_steps=[1]"]
 TOY = ["model_args.width=32", "model_args.depth=1", "batch_size=16", "log_every=2", "logger=none", "sample_steps=[1]"]
-PRESETS = {"dit": ("digits", NANO), "mlp": ("checkerboard", TOY)}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,13 +33,21 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def config(kind="dit", *extra, objective="shortcut"):
-    preset, base = PRESETS[kind]
-    return build_config(preset, objective, None, [*base, *extra])
+@pytest.fixture(scope="module")
+def config(nano_config):
+    """``config(kind="dit", *extra, objective="shortcut")``: the tiny digits DiT-Nano run ("dit", conftest's
+    NANO) or a tiny checkerboard MLP run ("mlp", TOY)."""
+
+    def build(kind="dit", *extra, objective="shortcut"):
+        if kind == "dit":
+            return nano_config(*extra, objective=objective)
+        return build_config("checkerboard", objective, None, [*TOY, *extra])
+
+    return build
 
 
 @pytest.fixture(scope="module")
-def flow_run(tmp_path_factory):
+def flow_run(tmp_path_factory, config):
     """A class-conditional digits flow-matching run of 3 steps (the fine-tuning source)."""
     out = tmp_path_factory.mktemp("flow")
     Trainer(config("dit", "steps=3", objective="flow"), out, progress=False).run()
@@ -53,7 +59,7 @@ def digits_noise(n=6):
     return torch.randn(n, 1, 8, 8, generator=g), torch.arange(n) % 10
 
 
-def test_init_keeps_weights_and_the_128_step_output(flow_run, tmp_path, capsys):
+def test_init_keeps_weights_and_the_128_step_output(flow_run, tmp_path, capsys, config):
     source_ckpt = ckpt.latest_checkpoint(flow_run)
     tuned = Trainer(config("dit", "steps=4", f"init_from={flow_run}"), tmp_path, progress=False)
     err = capsys.readouterr().err
@@ -74,7 +80,7 @@ def test_init_keeps_weights_and_the_128_step_output(flow_run, tmp_path, capsys):
     assert torch.equal(got, want) and not torch.equal(want, noise)
 
 
-def test_fine_tuning_runs_and_changes_the_one_step_output(flow_run, tmp_path):
+def test_fine_tuning_runs_and_changes_the_one_step_output(flow_run, tmp_path, config):
     tuned = Trainer(config("dit", "steps=3", f"init_from={flow_run}"), tmp_path, progress=False)
     noise, y = digits_noise()
     with torch.no_grad():
@@ -87,16 +93,32 @@ def test_fine_tuning_runs_and_changes_the_one_step_output(flow_run, tmp_path):
     assert saved["init_from"] == str(flow_run) and saved["objective"] == "shortcut"
 
 
-def test_cli_flag_sets_init_from(flow_run, tmp_path, capsys):
+def test_cli_flag_sets_init_from(flow_run, tmp_path, capsys, nano_args):
     out = tmp_path / "ft"
-    assert main(["train", "--out", str(out), "--quiet", "--objective", "shortcut", "--init-from", str(flow_run), *NANO, "steps=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--quiet",
+                "--objective",
+                "shortcut",
+                "--init-from",
+                str(flow_run),
+                *nano_args,
+                "steps=1",
+            ]
+        )
+        == 0
+    )
     assert f"initialised from {ckpt.latest_checkpoint(flow_run)} (step 3, objective flow)" in capsys.readouterr().err
     saved = ckpt.training_config(ckpt.read_config(ckpt.latest_checkpoint(out)))
     assert saved["init_from"] == str(flow_run) and saved["objective"] == "shortcut"
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
+def toy_run(tmp_path_factory, config):
     out = tmp_path_factory.mktemp("toy")
     Trainer(config("mlp", "steps=2", objective="flow"), out, progress=False).run()
     return out
@@ -111,11 +133,13 @@ def toy_run(tmp_path_factory):
         ("missing", "no checkpoint found"),
     ],
 )
-def test_mismatched_or_missing_source_is_refused_in_one_line(flow_run, toy_run, tmp_path, capsys, case, key):
+def test_mismatched_or_missing_source_is_refused_in_one_line(flow_run, toy_run, tmp_path, capsys, case, key, nano_args):
     args = ["train", "--out", str(tmp_path / "ft"), "--quiet", "--objective", "shortcut"]
     source = {"data": toy_run, "missing": tmp_path / "nowhere"}.get(case, flow_run)
-    extra = {"hidden_size": ["model_args.hidden_size=32"], "class_conditional": ["--preset", "digits-uncond"]}.get(case, [])
-    assert main([*args, "--init-from", str(source), *extra, *NANO, "steps=2"]) == 2
+    extra = {"hidden_size": ["model_args.hidden_size=32"], "class_conditional": ["--preset", "digits-uncond"]}.get(
+        case, []
+    )
+    assert main([*args, "--init-from", str(source), *extra, *nano_args, "steps=2"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0], lines
     if case != "missing":
@@ -123,13 +147,13 @@ def test_mismatched_or_missing_source_is_refused_in_one_line(flow_run, toy_run, 
     assert ckpt.latest_checkpoint(tmp_path / "ft") is None
 
 
-def test_init_from_must_be_a_path():
+def test_init_from_must_be_a_path(config):
     with pytest.raises(UserError, match="init_from must be"):
         config("dit", "init_from=5")
 
 
 @pytest.mark.parametrize("kind", ["dit", "mlp"])
-def test_source_without_step_size_embedding_gets_a_zero_one(tmp_path, kind):
+def test_source_without_step_size_embedding_gets_a_zero_one(tmp_path, kind, config):
     src_dir = tmp_path / "src"
     src = Trainer(config(kind, "steps=2", objective="flow"), src_dir, progress=False)
     src.run()
@@ -165,7 +189,10 @@ def test_only_step_size_embedder_keys_may_be_missing(tmp_path):
     state = model.state_dict()
     d_keys = d_embedder_keys(model)["cond.d_embedder"]
     cases = {
-        "other_missing": ({k: v for k, v in state.items() if k != "cond.t_embedder.mlp.0.bias"}, "missing 'cond.t_embedder"),
+        "other_missing": (
+            {k: v for k, v in state.items() if k != "cond.t_embedder.mlp.0.bias"},
+            "missing 'cond.t_embedder",
+        ),
         "extra": ({**state, "extra.weight": torch.zeros(1)}, "unexpected 'extra.weight'"),
         "partial_d": ({k: v for k, v in state.items() if k != d_keys[0]}, f"missing '{d_keys[0]}'"),
         "shape": ({**state, "out.bias": torch.zeros(3)}, "out.bias has shape"),
@@ -179,8 +206,10 @@ def test_only_step_size_embedder_keys_may_be_missing(tmp_path):
         load_network(model, tmp_path / "absent.safetensors")
 
 
-def test_resume_uses_the_runs_own_checkpoint_not_the_source(flow_run, tmp_path, assert_same_state):
-    straight = Trainer(config("dit", "steps=4", "ckpt_every=100", f"init_from={flow_run}"), tmp_path / "a", progress=False)
+def test_resume_uses_the_runs_own_checkpoint_not_the_source(flow_run, tmp_path, assert_same_state, config):
+    straight = Trainer(
+        config("dit", "steps=4", "ckpt_every=100", f"init_from={flow_run}"), tmp_path / "a", progress=False
+    )
     straight.run()
     source = tmp_path / "source"
     shutil.copytree(flow_run, source)
@@ -196,7 +225,7 @@ def test_resume_uses_the_runs_own_checkpoint_not_the_source(flow_run, tmp_path, 
     assert resumed.ema.num_updates == straight.ema.num_updates == 4
 
 
-def test_runs_saved_before_init_from_existed_still_resume(toy_run, tmp_path, as_format_1):
+def test_runs_saved_before_init_from_existed_still_resume(toy_run, tmp_path, as_format_1, config):
     run = tmp_path / "old"
     shutil.copytree(toy_run, run)
     saved = as_format_1(ckpt.latest_checkpoint(run))  # the layout of the time: no init_from, flat knobs
