@@ -178,3 +178,11 @@ def test_bad_config_values_are_user_errors():
         build_config("nope", None, None, [])
     with pytest.raises(UserError, match="batch_size"):
         build_config("checkerboard", None, None, ["batch_size=0"])
+
+
+def test_a_config_built_in_python_gets_the_same_checks(tmp_path):
+    from shortcut_models.training import Trainer
+
+    with pytest.raises(UserError, match="warmup_steps"):
+        Trainer(TrainConfig(warmup_steps=-5), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -2,7 +2,7 @@
 
 from .info import SourceInfo
 from .registry import build_source, describe_source
-from .sources import DataSource, TensorSource, ToySource
+from .sources import DataSource, TensorSource, ToySource, take_rows
 from .toy2d import TOYS, on_checkerboard, toy_samples
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "build_source",
     "describe_source",
     "on_checkerboard",
+    "take_rows",
     "toy_samples",
 ]

@@ -187,6 +187,24 @@ def _encode_shard(
     return tensors, info
 
 
+def _finish(out: Path, args: dict, fingerprint: str, shards: list[dict], skipped: list[dict]) -> dict:
+    """Write the manifest of a complete cache (``shards``: file, files, images, entries); returns it."""
+    num_images = sum(shard["images"] for shard in shards)
+    manifest = {
+        **args,
+        "fingerprint": fingerprint,
+        "complete": True,
+        "file_list": FILE_LIST,
+        "num_images": num_images,
+        "num_entries": 2 * num_images,
+        "num_skipped": len(skipped),
+        "skipped": skipped,
+        "shards": shards,
+    }
+    _write_json(out / MANIFEST, manifest)
+    return manifest
+
+
 def encode_folder(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -252,22 +270,11 @@ def encode_folder(
     if num_images == 0:
         first = f" (first: {skipped[0]['file']}: {skipped[0]['reason']})" if skipped else ""
         raise UserError(f"none of the {len(items)} image files in {str(data_dir)!r} could be read{first}")
-    manifest = {
-        **args,
-        "fingerprint": fingerprint,
-        "complete": True,
-        "file_list": FILE_LIST,
-        "num_images": num_images,
-        "num_entries": 2 * num_images,
-        "num_skipped": len(skipped),
-        "skipped": skipped,
-        "shards": [
-            {"file": shard_name(k), "files": i["files"], "images": i["images"], "entries": i["entries"]}
-            for k, i in enumerate(infos)
-        ],
-    }
-    _write_json(out / MANIFEST, manifest)
-    return manifest
+    shards = [
+        {"file": shard_name(k), "files": i["files"], "images": i["images"], "entries": i["entries"]}
+        for k, i in enumerate(infos)
+    ]
+    return _finish(out, args, fingerprint, shards, skipped)
 
 
 def write_random_cache(
@@ -334,20 +341,7 @@ def write_random_cache(
         }
         _write_shard(out / shard_name(k), tensors, info)
         shards.append({"file": shard_name(k), "files": len(files), "images": len(good), "entries": n})
-    num_images = sum(s["images"] for s in shards)
-    manifest = {
-        **args,
-        "fingerprint": fingerprint,
-        "complete": True,
-        "file_list": FILE_LIST,
-        "num_images": num_images,
-        "num_entries": 2 * num_images,
-        "num_skipped": len(skipped),
-        "skipped": skipped,
-        "shards": shards,
-    }
-    _write_json(out / MANIFEST, manifest)
-    return manifest
+    return _finish(out, args, fingerprint, shards, skipped)
 
 
 def read_manifest(cache_dir: str | Path) -> dict:

@@ -6,7 +6,7 @@ resumed from its checkpoint computes exactly what an uninterrupted run computes.
 Checkpoints are written every ``ckpt_every`` steps, at the end, and on SIGINT/SIGTERM; a NaN or
 infinite loss stops the run before anything non-finite is saved.
 
-Under torchrun (see :mod:`.distributed` and docs/distributed.md) ``batch_size`` is the global batch:
+Under torchrun (see :mod:`shortcut_models.distributed` and docs/distributed.md) ``batch_size`` is the global batch:
 process k of W computes global rows k, k + W, ... of each step (data, noise, times and levels of a
 row do not depend on W), DistributedDataParallel averages the gradients, and rank 0 alone writes
 logs, samples and checkpoints. A stop signal on any process stops every process at the same step.
@@ -29,9 +29,8 @@ from .. import checkpoints as ckpt
 from .. import distributed, seeding
 from ..autoencoders import Autoencoder
 from ..checkpoints import ModelSpec
-from ..config import RESUMABLE_KEYS, TrainConfig
-from ..data import build_source
-from ..data.sources import take_rows
+from ..config import RESUMABLE_KEYS, TrainConfig, validate
+from ..data import build_source, take_rows
 from ..errors import TrainingDiverged, UserError
 from ..inference import LoadedModel, load_autoencoder, write_sample_sheets
 from ..loggers import RunLogger, parse_backends
@@ -56,6 +55,7 @@ class Trainer:
     """Owns the model, EMA, optimizer and run directory of one training run."""
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+        validate(cfg)  # a config built in Python gets the checks of the command line
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.world, self.rank = distributed.world_size(), distributed.rank()
@@ -70,10 +70,7 @@ class Trainer:
         self.num_classes = cfg.network_classes(self.source.num_classes)
         torch.manual_seed(seeding.derive_seed(cfg.seed, 99))  # network initialisation
         self.model = build_model(cfg.model, self.source.shape, self.num_classes, cfg.model_args).to(self.device)
-        try:
-            self.objective = build_objective(cfg.objective, self.num_classes, cfg.objective_args)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+        self.objective = build_objective(cfg.objective, self.num_classes, cfg.objective_args)
         info = self.source.info
         self.spec = ModelSpec(
             network=network_spec(self.model),
@@ -130,10 +127,8 @@ class Trainer:
             )
         if latest is None:
             return
-        saved_values = {
-            "init_from": "",
-            **ckpt.training_config(ckpt.read_config(latest)),
-        }  # (older runs lack init_from)
+        # runs saved before init_from existed lack it
+        saved_values = {"init_from": "", **ckpt.training_config(ckpt.read_config(latest))}
         saved, mine = comparable(TrainConfig.from_dict(saved_values)), comparable(self.cfg)
         diff = [k for k in mine if saved.get(k) != mine[k]]
         if diff:
