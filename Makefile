@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 ## The main job: the study in miniature on embedded data (unconditional digits): flow matching
 ## and shortcut trained with one budget, FD at 1..128 steps over 5,000 samples, FD during training,
-## grids, cost ratio -> runs/demo/report.md (about 20 minutes on 2 CPU cores; resumable).
+## grids, cost ratio -> runs/demo/report.md (7-18 minutes on 2 CPU cores; resumable).
 demo: $(STAMP)
 	$(VENV)/bin/shortcut demo --out runs/demo
 
@@ -31,7 +31,7 @@ demo: $(STAMP)
 demo-finetune: $(STAMP)
 	$(VENV)/bin/shortcut demo --out runs/demo --finetune
 
-## The embedded default of `shortcut train`: class-conditional digits (about 8 minutes on 2 CPU cores).
+## The embedded default of `shortcut train`: class-conditional digits, evaluated during training (3-7 minutes on 2 CPU cores).
 digits: $(STAMP)
 	$(VENV)/bin/shortcut train --out runs/digits-shortcut
 

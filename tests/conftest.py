@@ -219,6 +219,20 @@ def offline_history(wandb_dir):
 
 
 @pytest.fixture
+def wandb_next_second():
+    """``wandb_next_second()``: wait until the wall clock enters a new second. An offline W&B session
+    writes into offline-run-<date>_<hhmmss>-<id>: two sessions of one run started within the same
+    second would share that directory, and the second would overwrite the first's records."""
+
+    def wait() -> None:
+        import time
+
+        time.sleep(1.001 - time.time() % 1.0)
+
+    return wait
+
+
+@pytest.fixture
 def wandb_history():
     """``wandb_history(wandb_dir)``: (run id, directory name, {key: value}) of each logged history row
     of the offline runs under ``wandb_dir``, in order (see :func:`offline_history`)."""

@@ -89,6 +89,12 @@ def test_the_presets_keep_their_settings():
         ("cfg_scale=nan", "cfg_scale"),
         ("bootstrap_ema=maybe", "bootstrap_ema"),
         ("objective_args.clip=0", "clip"),
+        ("eval_every=-1", "eval_every"),
+        ("eval_steps=[0,4]", "eval_steps"),
+        ("eval_num=1", "eval_num"),
+        ("eval_metric=inception", "eval_metric"),
+        ("eval_cfg_scale=nan", "eval_cfg_scale"),
+        ("eval_ref_stats=3", "eval_ref_stats"),
         ("objective_args.no_knob=1", "no_knob"),
     ],
 )
@@ -118,6 +124,13 @@ def test_every_field_has_a_check_and_a_resume_rule():
         "log_every",
         "ckpt_every",
         "keep_checkpoints",
+        "eval_every",
+        "eval_steps",
+        "eval_num",
+        "eval_metric",
+        "eval_ref_stats",
+        "eval_inception_weights",
+        "eval_cfg_scale",
     } == RESUMABLE_KEYS
 
 
@@ -158,8 +171,25 @@ def test_a_batch_without_a_self_consistency_row_is_refused():
 
 
 def test_sample_steps_beyond_max_steps_are_refused():
-    with pytest.raises(UserError, match="max_steps"):
+    with pytest.raises(UserError, match="sample_steps .* max_steps"):
         build_config(None, None, None, ["max_steps=64", "sample_steps=[1,128]"])
+    with pytest.raises(UserError, match="eval_steps .* max_steps"):
+        build_config(None, None, None, ["max_steps=64", "sample_steps=[1]", "eval_steps=[1,128]"])
+
+
+def test_evaluation_during_training_defaults():
+    """The digits default evaluates fd-digits at 1 and 4 steps every 1,000 steps; the latent presets carry
+    the authors' interval with FID and name the reference statistics they need."""
+    cfg = TrainConfig()
+    assert (cfg.eval_every, cfg.eval_steps, cfg.eval_num, cfg.eval_metric) == (1000, [1, 4], 1000, "auto")
+    for preset, ref in [
+        ("celebahq256", "data/celebahq256-ref.npz"),
+        ("imagenet256", "data/imagenet256-ref.npz"),
+        ("imagenet256-xl", "data/imagenet256-ref.npz"),
+    ]:
+        cfg = build_config(preset)
+        assert (cfg.eval_every, cfg.eval_steps, cfg.eval_num, cfg.eval_metric) == (20_000, [1, 4, 128], 4096, "fid")
+        assert cfg.eval_ref_stats == ref
 
 
 def test_config_files_merge_objective_knobs_with_the_preset(tmp_path):

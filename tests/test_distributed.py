@@ -25,6 +25,7 @@ from shortcut_models.data import TensorSource, ToySource
 from shortcut_models.data.sources import take_rows
 from shortcut_models.distributed import split_batch
 from shortcut_models.errors import UserError
+from shortcut_models.evaluation.during_training import read_rows
 from shortcut_models.inference import sample_blocks
 from shortcut_models.objectives import FlowMatching, Shortcut
 from shortcut_models.seeding import RowShare
@@ -361,3 +362,30 @@ def test_signal_on_one_rank_stops_every_rank_at_one_step(driver):
 @pytest.mark.slow  # launches torchrun
 def test_nan_on_one_rank_stops_every_rank(driver):
     assert [r["nan"] for r in driver[1]] == [{"raised": True, "latest": "step_00000002"}] * 2
+
+
+@pytest.mark.slow  # launches torchrun
+def test_evaluation_during_training_under_two_processes_matches_one(work):
+    """Each process generates its share of the fixed-noise samples and the feature statistics are summed:
+    the rows of RUN/eval.csv do not depend on the number of processes (up to the training's own rounding)."""
+    args = [
+        "--quiet",
+        "model=DiT-Nano",
+        "batch_size=16",
+        "steps=4",
+        "warmup_steps=0",
+        "logger=none",
+        "sample_steps=[1]",
+        "eval_every=2",
+        "eval_num=37",
+        "eval_steps=[1,2]",
+    ]
+    one, two = work / "eval_during_1", work / "eval_during_2"
+    assert main(["train", "--out", str(one), *args]) == 0
+    torchrun("-m", "shortcut_models", "train", "--out", two, *args)
+    rows = [read_rows(run / "eval.csv") for run in (one, two)]
+    assert [(r["step"], r["steps"], r["num"]) for r in rows[0]] == [(r["step"], r["steps"], r["num"]) for r in rows[1]]
+    assert [r["step"] for r in rows[0]] == ["2", "2", "4", "4"]
+    for a, b in zip(*rows):
+        for key in ("fd_digits", "class_accuracy"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-3, abs=1e-6), (a, b)

@@ -86,6 +86,7 @@ def test_ref_stats_digits_reproduces_the_floor(tmp_path, digits_run):
     assert frechet_distance(b.mu, b.sigma, a.mu, a.sigma) == pytest.approx(digits_metric().floor, rel=1e-9)
 
 
+@pytest.mark.slow  # Inception-v3 on the CPU
 def test_fid_with_local_weights_and_reference_file(tmp_path, digits_run):
     inception = pytest.importorskip("shortcut_models.metrics.inception")
     try:
@@ -145,7 +146,7 @@ def test_fid_with_local_weights_and_reference_file(tmp_path, digits_run):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--metric", "fid"], "needs --ref-stats"),
+        (["--metric", "fid"], "needs reference statistics"),
         (["--metric", "fid", "--ref-stats", "/nope.npz"], "reference statistics not found"),
         (["--metric", "swd"], "for 2-D data"),
     ],

@@ -116,7 +116,7 @@ def test_missing_wandb_is_a_user_error(tmp_path, monkeypatch):
 # --- W&B, offline --------------------------------------------------------------------------------
 
 
-def test_wandb_offline_resume_continues_the_same_run(tmp_path, wandb_offline, wandb_history):
+def test_wandb_offline_resume_continues_the_same_run(tmp_path, wandb_offline, wandb_history, wandb_next_second):
     run = tmp_path / "run"
     config = {"objective": "shortcut", "lr": 1e-4}
     with RunLogger(run, backends=("wandb",), config=config, name="first") as logger:
@@ -127,6 +127,7 @@ def test_wandb_offline_resume_continues_the_same_run(tmp_path, wandb_offline, wa
     state = json.loads((run / "wandb.json").read_text())
     run_id = state["id"]
     assert state["step"] == 30
+    wandb_next_second()
     # Resumed from a checkpoint at step 20: steps 20 and 30 come again, then the run goes on.
     with RunLogger(run, backends=("wandb",), config=config, name="first") as logger:
         logger.log(20, {"loss": 0.6})
@@ -164,3 +165,19 @@ def test_wandb_without_wandb_dir_writes_into_the_run(tmp_path, wandb_offline, wa
     rows = [row for _, _, row in wandb_history(run)]
     assert [(row["_step"], row["train/loss"]) for row in rows] == [(1, 2.0)]
     assert offline_run.is_dir() and not any((wandb_offline / "wandb").glob("*"))
+
+
+def test_a_table_of_rows_per_step(tmp_path):
+    """log_table: one CSV line per row; the backends get one scalar per (key, row) tagged by the row's ``by``."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with RunLogger(tmp_path, backends=("tensorboard",)) as logger:
+        rows = [{"steps": 1, "fid": 30.0, "seconds": 2.0}, {"steps": 4, "fid": 12.5, "seconds": 5.0}]
+        logger.log_table(1000, rows, "eval", by="steps", keys=["fid"])
+    lines = read_csv(tmp_path / "eval.csv")
+    assert lines == [["step", "steps", "fid", "seconds"], ["1000", "1", "30", "2"], ["1000", "4", "12.5", "5"]]
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"eval/fid/steps_1", "eval/fid/steps_4"}
+    assert events.Scalars("eval/fid/steps_4")[0].value == 12.5

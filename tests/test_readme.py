@@ -14,7 +14,7 @@ import torch
 README = Path(__file__).resolve().parents[1] / "README.md"
 SUBSTITUTIONS = {
     '"DiT-B/2"': '"DiT-Nano"',  # a GPU-sized network -> the 2-block test network
-    "steps=4000": "steps=2, sample_steps=[1]",  # the default run's 4,000 steps -> 2, one sample sheet
+    "steps=4000": "steps=2, sample_steps=[1], eval_num=50",  # 4,000 steps -> 2, one sheet, small evaluation
 }
 
 

@@ -144,6 +144,7 @@ def trained_like_mlp() -> MLP:
     return model.eval()
 
 
+@pytest.mark.slow  # torch.compile on the CPU
 def test_compiled_model_gives_the_eager_samples_on_cpu():
     model = trained_like_mlp()
     compiled = torch.compile(model)

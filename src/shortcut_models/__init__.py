@@ -9,12 +9,13 @@ The public interface::
     sm.DiT, sm.MLP                      # networks (also sm.models.DiT, sm.models.MLP)
     sm.FlowMatching, sm.Shortcut        # objectives (sm.objectives.OBJECTIVES is the registry)
     sm.sample                           # Euler sampler in any number of steps from 1 to 128
-    sm.TrainConfig, sm.Trainer          # a training run
+    sm.TrainConfig, sm.Trainer          # a training run (sm.train: with evaluation during training)
     sm.load_model                       # a checkpoint (or run directory) as a sampler
 """
 
 from . import checkpoints, data, evaluation, inference, models, objectives, path, sampling, training
 from .config import PRESETS, TrainConfig, build_config
+from .experiments import train
 from .inference import LoadedModel, load_model
 from .models import MLP, DiT
 from .objectives import FlowMatching, Objective, Shortcut
@@ -47,5 +48,6 @@ __all__ = [
     "sample",
     "sampling",
     "step_schedule",
+    "train",
     "training",
 ]

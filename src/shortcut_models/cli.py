@@ -15,7 +15,7 @@ import torch
 
 from . import distributed
 from .autoencoders import build_autoencoder
-from .config import build_config
+from .config import EVAL_METRICS, build_config
 from .data.digits import load_digits
 from .data.latents import encode_folder
 from .errors import TrainingDiverged, UserError
@@ -30,14 +30,13 @@ from .evaluation import (
     format_table,
     write_results,
 )
-from .experiments import DemoPlan, run_demo
+from .experiments import DemoPlan, build_trainer, run_demo
 from .images import save_grid, to_uint8
 from .inference import generate_shared, load_model
 from .objectives import OBJECTIVES
 from .plotting import scatter_2d
 from .runtime import tune_allocator
 from .sampling import check_steps
-from .training import Trainer
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )  # bad input before any launch work
     out = Path(args.out or f"runs/{cfg.preset}-{cfg.objective}")
     with distributed.session(cfg.device):
-        trainer = Trainer(cfg, out, progress=not args.quiet)
+        trainer = build_trainer(cfg, out, progress=not args.quiet)
         if trainer.is_main:
             where = f", {world} processes, {trainer.rows_per_rank} rows each" if world > 1 else ""
             print(
@@ -123,7 +122,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for path in args.ckpt:
             loaded = load_model(path, args.device)
             with distributed.main_first():  # rank 0 fills caches and downloads first
-                metric = build_metric(args.metric, loaded, args.ref_stats, args.inception_weights)
+                metric = build_metric(
+                    args.metric,
+                    loaded.spec.data,
+                    loaded.is_image,
+                    args.ref_stats,
+                    args.inception_weights,
+                    loaded.device,
+                )
             name = "swd" if metric is None else metric.name
             if metric_name not in (None, name):
                 raise UserError(
@@ -260,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=5000, help="samples per step count")
     p.add_argument(
         "--metric",
-        choices=["auto", "swd", "fd-digits", "fid"],
+        choices=list(EVAL_METRICS),
         default="auto",
         help="auto: swd for 2-D data, fd-digits for digits, fid for other images",
     )

@@ -29,6 +29,8 @@ from .validation import check_bool, check_choice, check_float, check_int
 
 DEFAULT_PRESET = "digits"
 PRECISIONS = ("auto", "fp32", "bf16")
+# Sample metrics (shortcut_models.evaluation): "auto" picks swd for 2-D data, fd-digits for digits, else fid.
+EVAL_METRICS = ("auto", "swd", "fd-digits", "fid")
 
 Check = Callable[[str, Any], Any]
 
@@ -115,6 +117,15 @@ class TrainConfig:
     sample_every: int = _key(0, _count, resumable=True)
     sample_steps: list[int] = _key(check=_step_list, resumable=True, factory=lambda: [1, 2, 4, 8, 16, 32, 128])
     sample_cfg_scale: float = _key(1.0, lambda n, v: check_float(n, v), resumable=True)
+    # evaluation during training (shortcut_models.evaluation.during_training): every eval_every steps and at
+    # the end, eval_num samples per step count from the same noise each time -> RUN/eval.csv, RUN/eval.png
+    eval_every: int = _key(1000, _count, resumable=True)  # 0 = off
+    eval_steps: list[int] = _key(check=_step_list, resumable=True, factory=lambda: [1, 4])
+    eval_num: int = _key(1000, lambda n, v: check_int(n, v, low=2), resumable=True)  # samples per step count
+    eval_metric: str = _key("auto", lambda n, v: check_choice(n, v, EVAL_METRICS), resumable=True)
+    eval_ref_stats: str = _key("", _string, resumable=True)  # reference statistics for fid (`shortcut ref-stats`)
+    eval_inception_weights: str = _key("", _string, resumable=True)  # a local Inception file for fid ("" = download)
+    eval_cfg_scale: float = _key(1.0, lambda n, v: check_float(n, v), resumable=True)
     # logs: RUN/metrics.csv always; plus "tensorboard", "wandb", both ("tensorboard,wandb") or "none"
     logger: str = _key("tensorboard", lambda n, v: parse_backends(_string(n, v)), resumable=True)
     # bookkeeping
@@ -187,7 +198,11 @@ _TOY = {
 # The paper's recipe: AdamW lr 1e-4 constant, betas (0.9, 0.999), weight decay 0.1, no warm-up, no
 # gradient clipping, EMA 0.999 every step, bf16 autocast with fp32 parameters (precision auto on CUDA),
 # the EMA network as self-consistency teacher, one self-consistency row in 8.
+# Evaluation as in the authors' trainer: FID of 4,096 samples every 20k steps (here at 1, 4 and 128 steps),
+# against the statistics `shortcut ref-stats` writes (docs/latents.md).
+_PAPER_EVAL = {"eval_every": 20_000, "eval_steps": [1, 4, 128], "eval_num": 4096, "eval_metric": "fid"}
 _PAPER = {
+    **_PAPER_EVAL,
     "model_args": {},
     "lr": 1e-4,
     "beta1": 0.9,
@@ -228,6 +243,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "objective_args": {},
         "batch_size": 64,
         "steps": 410_000,
+        "eval_ref_stats": "data/celebahq256-ref.npz",
     },
     "imagenet256": {
         **_PAPER,
@@ -237,6 +253,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps": 810_000,
         "sample_cfg_scale": 1.5,
         "objective_args": {"class_dropout": 0.1, "bootstrap_cfg": True, "cfg_scale": 1.5},
+        "eval_ref_stats": "data/imagenet256-ref.npz",
     },
     "imagenet256-xl": {
         **_PAPER,
@@ -246,6 +263,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps": 810_000,
         "sample_cfg_scale": 1.5,
         "objective_args": {"class_dropout": 0.1, "bootstrap_cfg": True, "cfg_scale": 1.5},
+        "eval_ref_stats": "data/imagenet256-ref.npz",
     },
     "checkerboard": {**_TOY, "data": "checkerboard"},
     "eight_gaussians": {**_TOY, "data": "eight_gaussians"},
@@ -339,8 +357,9 @@ def validate(cfg: TrainConfig) -> None:
         objective.teacher_rows(cfg.batch_size)  # e.g. a batch too small for one self-consistency row
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    if any(s > objective.max_steps for s in cfg.sample_steps):
-        raise UserError(f"sample_steps {cfg.sample_steps} go beyond max_steps {objective.max_steps}")
+    for key in ("sample_steps", "eval_steps"):
+        if any(s > objective.max_steps for s in getattr(cfg, key)):
+            raise UserError(f"{key} {getattr(cfg, key)} go beyond max_steps {objective.max_steps}")
     if cfg.batch_size % cfg.grad_accum:
         raise UserError(f"batch_size {cfg.batch_size} is not divisible by grad_accum {cfg.grad_accum}")
     if cfg.batch_per_gpu and cfg.batch_size % cfg.batch_per_gpu:

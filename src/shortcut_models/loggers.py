@@ -97,13 +97,36 @@ class RunLogger:
 
     def log(self, step: int, values: dict[str, float], section: str = "train") -> None:
         """Append one row (``step`` and ``values``) to the section's CSV file and to the backends."""
+        self._table(section).append({"step": step, **values})
+        self._to_backends(step, values, section)
+
+    def log_table(
+        self, step: int, rows: list[dict[str, float]], section: str, by: str, keys: Iterable[str] | None = None
+    ) -> None:
+        """Rows of one step that differ in the column ``by`` (e.g. the number of sampling steps).
+
+        Each row is a line of the section's CSV file (``step`` first). The backends get one scalar per
+        value of ``keys`` (default: every column but ``by``), tagged ``<section>/<key>/<by>_<value>``.
+        """
+        table = self._table(section)
+        scalars: dict[str, float] = {}
+        for row in rows:
+            table.append({"step": step, **row})
+            for key in keys if keys is not None else [k for k in row if k != by]:
+                if key in row:
+                    scalars[f"{key}/{by}_{row[by]}"] = row[key]
+        self._to_backends(step, scalars, section)
+
+    def _table(self, section: str) -> _CsvTable:
         if not _SECTION.fullmatch(section) or section == "metrics":
             raise ValueError(f"bad log section {section!r}: use letters, digits, '_' or '-' (not 'metrics')")
         table = self._tables.get(section)
         if table is None:
             name = "metrics.csv" if section == "train" else f"{section}.csv"
             table = self._tables[section] = _CsvTable(self.run_dir / name)
-        table.append({"step": step, **values})
+        return table
+
+    def _to_backends(self, step: int, values: dict[str, float], section: str) -> None:
         if self._tb is not None:
             for key, value in values.items():
                 self._tb.add_scalar(f"{section}/{key}", value, step)

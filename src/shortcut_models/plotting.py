@@ -55,3 +55,25 @@ def scatter_2d(points: np.ndarray, out: Path, title: str = "", lim: float = 3.0)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(out)
+
+
+def plot_curves_vs_training_step(
+    curves: dict[int, list[tuple[int, float]]], out: Path, ylabel: str, floor: float | None = None
+) -> None:
+    """A metric against the training step: one line per number of sampling steps (``curves[n]`` holds
+    (training step, value) pairs), log scale, the data floor dashed when given."""
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
+    for n in sorted(curves):
+        points = sorted(curves[n])
+        ax.plot(*zip(*points), marker="o", label=f"{n} step{'s' if n > 1 else ''}")
+    if floor is not None:
+        ax.axhline(floor, color="gray", linestyle="--", label="data vs data")
+    if all(v > 0 for points in curves.values() for _, v in points) and (floor is None or floor > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)

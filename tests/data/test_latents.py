@@ -250,6 +250,7 @@ def test_identity_autoencoder_and_pixel_cache(image_dir, tmp_path):
     assert torch.equal(src.batch(0, 4, seed=0)[0], mean[src.indices(0, 4, seed=0)].float())
 
 
+@pytest.mark.slow  # encode, train, sample, decode and FID through the command line
 def test_whole_latent_path_through_the_cli(image_dir, vae_dir, tmp_path, capsys):
     """encode -> train a few steps -> sample -> decode -> eval (FID with local random Inception weights)."""
     from shortcut_models.cli import main
@@ -287,6 +288,7 @@ def test_whole_latent_path_through_the_cli(image_dir, vae_dir, tmp_path, capsys)
                 str(run),
                 "--quiet",
                 f"data=latents:{cache_dir}",
+                "eval_every=0",
                 "model=DiT-Nano",
                 "batch_size=8",
                 "steps=2",

@@ -30,7 +30,8 @@ def test_quick_demo_writes_the_whole_report(tmp_path):
     assert {(r["objective"], r["steps"]) for r in rows} == {
         (o, n) for o in ("flow", "shortcut") for n in (1, 2, 4, 128)
     }
-    assert (out / "flow" / "tracking.csv").read_text().startswith("train_step,steps,fd_digits")
+    assert (out / "flow" / "eval.csv").read_text().startswith("step,steps,nfe,num,cfg_scale,fd_digits,fd_digits_floor")
+    assert (out / "shortcut" / "eval.png").read_bytes()[:4] == b"\x89PNG"
     assert "flow matching + 1 shortcut steps (25% of scratch)" in report or "25%" in report
     # a rerun skips every finished stage and rewrites the same tables
     before = (out / "eval" / "metrics.json").read_text()

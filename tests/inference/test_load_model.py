@@ -192,6 +192,7 @@ def test_a_latent_model_samples_after_its_cache_is_deleted(vae_dir, tmp_path, ca
                 str(run),
                 "--quiet",
                 f"data=latents:{cache}",
+                "eval_every=0",
                 "model=DiT-Nano",
                 "batch_size=8",
                 "steps=2",

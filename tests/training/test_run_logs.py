@@ -14,10 +14,11 @@ def toy(*extra):
     return build_config("checkerboard", None, None, [*TOY, *extra])
 
 
-def test_a_resumed_run_continues_its_wandb_run(tmp_path, wandb_offline, wandb_history):
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, wandb_offline, wandb_history, wandb_next_second):
     run = tmp_path / "run"
     Trainer(toy("steps=4", "logger=tensorboard,wandb"), run, progress=False).run()
     first = json.loads((run / "wandb.json").read_text())
+    wandb_next_second()
     Trainer(toy("steps=6", "logger=tensorboard,wandb"), run, progress=False).run()  # resumes at step 4
     assert json.loads((run / "wandb.json").read_text())["id"] == first["id"]
     history = wandb_history(wandb_offline)

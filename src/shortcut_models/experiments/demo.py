@@ -22,18 +22,20 @@ from matplotlib.figure import Figure
 
 from ..config import build_config
 from ..evaluation import digits_metric, evaluate_images, write_results
+from ..evaluation.during_training import FILE as EVAL_FILE
 from ..images import save_sheet
 from ..inference import LoadedModel, load_model, write_sample_sheets
 from ..training import Trainer
 from .report import NAMES, write_report
 from .timing import interleaved_step_times, median_ratio
+from .train import build_trainer
 
 OBJECTIVES = ("flow", "shortcut")  # the two objectives the study compares (names in the objective registry)
 
 
 @dataclass
 class DemoPlan:
-    """Budget of the demo (defaults: the README's `make demo`, about 20 minutes on 2 CPU cores)."""
+    """Budget of the demo (defaults: the README's `make demo`, 7-18 minutes on 2 CPU cores)."""
 
     preset: str = "digits-uncond"
     overrides: list[str] = field(default_factory=list)
@@ -50,32 +52,16 @@ class DemoPlan:
     seed: int = 0
 
 
-class Tracker:
-    """Fréchet distance at a few step counts on a fixed noise set, every ``every`` training steps."""
-
-    def __init__(self, plan: DemoPlan, metric, path: Path) -> None:
-        self.plan, self.metric, self.path = plan, metric, path
-        self.done = {int(r["train_step"]) for r in read_csv(path)}
-
-    def __call__(self, trainer: Trainer, step: int) -> None:
-        if step % self.plan.track_every or step in self.done:
-            return
-        rows = evaluate_images(
-            trainer.loaded_view(),
-            list(self.plan.track_steps),
-            self.plan.track_num,
-            self.metric,
-            seed=self.plan.seed + 1,
-            progress=False,
-        )
-        new = not self.path.exists()
-        with open(self.path, "a", newline="") as fh:
-            writer = csv.writer(fh)
-            if new:
-                writer.writerow(["train_step", "steps", "fd_digits"])
-            for r in rows:
-                writer.writerow([step, r["steps"], f"{r['fd_digits']:.6g}"])
-        self.done.add(step)
+def tracking_overrides(plan: DemoPlan) -> list[str]:
+    """Evaluation during training (RUN/eval.csv) at the plan's tracking budget, then the plan's overrides."""
+    steps = ",".join(str(n) for n in plan.track_steps)
+    return [
+        f"eval_every={plan.track_every}",
+        f"eval_num={plan.track_num}",
+        f"eval_steps=[{steps}]",
+        "eval_metric=fd-digits",
+        *plan.overrides,
+    ]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -85,19 +71,20 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def train_both(out: Path, plan: DemoPlan, metric, progress: bool) -> dict[str, float]:
-    """Train flow matching then shortcut (resumable); returns wall seconds spent training each now."""
-    seconds = {}
+def train_both(out: Path, plan: DemoPlan, progress: bool) -> dict[str, float]:
+    """Train flow matching then shortcut (resumable), each evaluated during training; returns the wall
+    seconds spent training each in this call and, under "evaluating", their evaluations' share."""
+    seconds, evaluating = {}, 0.0
     for objective in OBJECTIVES:
-        cfg = build_config(plan.preset, objective, None, plan.overrides)
-        trainer = Trainer(cfg, out / objective, progress=progress)
-        tracker = Tracker(plan, metric, out / objective / "tracking.csv")
+        cfg = build_config(plan.preset, objective, None, tracking_overrides(plan))
+        trainer = build_trainer(cfg, out / objective, progress=progress)
         t0 = time.perf_counter()
-        trainer.run(on_log=lambda step, row, tr=trainer, tk=tracker: tk(tr, step))
+        trainer.run()
         if trainer.stopped_by_signal:  # checkpoint saved; rerunning the demo resumes here
             raise KeyboardInterrupt
         seconds[objective] = time.perf_counter() - t0
-    return seconds
+        evaluating += trainer.evaluator.seconds if trainer.evaluator is not None else 0.0
+    return {**seconds, "evaluating": evaluating}
 
 
 def evaluate_both(out: Path, plan: DemoPlan, models: dict[str, LoadedModel], metric, progress: bool) -> list[dict]:
@@ -140,9 +127,9 @@ def plot_tracking(out: Path, plan: DemoPlan) -> Path:
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.subplots()
     for objective in OBJECTIVES:
-        rows = read_csv(out / objective / "tracking.csv")
+        rows = read_csv(out / objective / EVAL_FILE)
         for n in plan.track_steps:
-            sel = sorted((int(r["train_step"]), float(r["fd_digits"])) for r in rows if int(r["steps"]) == n)
+            sel = sorted((int(r["step"]), float(r["fd_digits"])) for r in rows if int(r["steps"]) == n)
             if sel:
                 style = "-" if objective == "shortcut" else "--"
                 ax.plot(*zip(*sel), style, marker="o", label=f"{NAMES[objective]}, {n} step{'s' if n > 1 else ''}")
@@ -162,7 +149,9 @@ def measure_cost_ratio(plan: DemoPlan) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
             obj: Trainer(
-                build_config(plan.preset, obj, None, [*plan.overrides, "logger=none"]), f"{tmp}/{obj}", progress=False
+                build_config(plan.preset, obj, None, [*plan.overrides, "logger=none", "eval_every=0"]),
+                f"{tmp}/{obj}",
+                progress=False,
             )
             for obj in OBJECTIVES
         }
@@ -212,7 +201,7 @@ def finetune_section(out: Path, plan: DemoPlan, eval_rows: list[dict], metric, p
     for fraction in plan.finetune_fractions:
         steps = max(1, round(scratch.steps * fraction))
         run_dir = out / f"finetune-{round(fraction * 100)}pct"
-        cfg = build_config(plan.preset, "shortcut", None, [*plan.overrides, f"steps={steps}"])
+        cfg = build_config(plan.preset, "shortcut", None, [*plan.overrides, f"steps={steps}", "eval_every=0"])
         cfg.init_from = str(out / "flow")
         trainer = Trainer(cfg, run_dir, progress=progress)
         trainer.run()
@@ -242,8 +231,8 @@ def run_demo(out: Path, plan: DemoPlan, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n")
     t_start = time.perf_counter()
+    train_seconds = train_both(out, plan, progress)
     metric = digits_metric()
-    train_seconds = train_both(out, plan, metric, progress)
     models = {obj: load_model(out / obj, "cpu") for obj in OBJECTIVES}
     rows = evaluate_both(out, plan, models, metric, progress)
     grids = comparison_grids(out, plan, models)

@@ -58,6 +58,13 @@ def _fmt_minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def _share(train_seconds: dict[str, float]) -> str:
+    """'X min (Y%)': the evaluations' part of the training time (key "evaluating")."""
+    total = sum(v for k, v in train_seconds.items() if k in NAMES)
+    evaluating = train_seconds.get("evaluating", 0.0)
+    return f"{_fmt_minutes(evaluating)} ({100 * evaluating / total if total else 0:.1f}%)"
+
+
 def finetune_lines(rows: list[dict[str, Any]], scratch_steps: int) -> list[str]:
     """The fine-tuning comparison: a table and a plain statement of which is better at what cost."""
     steps = sorted({int(r["steps"]) for r in rows})
@@ -140,8 +147,10 @@ def write_report(
         f"shortcut: one self-consistency row in {knobs['bootstrap_every']}, targets from the "
         f"{'EMA' if knobs['bootstrap_ema'] else 'online'} network.",
         "- Training wall time this run: "
-        + ", ".join(f"{NAMES[k]} {_fmt_minutes(v)}" for k, v in train_seconds.items())
-        + " (0 when resumed from a finished run; includes periodic tracking).",
+        + ", ".join(f"{NAMES[k]} {_fmt_minutes(v)}" for k, v in train_seconds.items() if k in NAMES)
+        + " (0 when resumed from a finished run), of which evaluation during training "
+        + _share(train_seconds)
+        + ".",
         f"- Metric: Fréchet distance in the features of the digits CNN (`fd-digits`), {plan.eval_num} samples per "
         "step count against the train split; floor = test split vs train split.",
         "",
@@ -159,9 +168,10 @@ def write_report(
         "",
         "## During training (fixed noise set)",
         "",
-        f"FD at {', '.join(map(str, plan.track_steps))} steps every {plan.track_every} training steps, "
+        f"FD at {', '.join(map(str, plan.track_steps))} steps every {plan.track_every} training steps and at the end, "
         f"{plan.track_num} samples from the same noise each time (so the curve does not oscillate as an "
-        "FID of one fresh batch per evaluation does).",
+        "FID of one fresh batch per evaluation does): the evaluation during training of every run "
+        "(`eval_every`, RUN/eval.csv).",
         "",
         f"![FD against training step]({tracking.name})",
         "",

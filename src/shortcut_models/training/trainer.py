@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -51,12 +51,33 @@ def comparable(cfg: TrainConfig) -> dict[str, Any]:
     return values
 
 
-class Trainer:
-    """Owns the model, EMA, optimizer and run directory of one training run."""
+class Evaluator(Protocol):
+    """Evaluation during training, called by :meth:`Trainer.run` (implemented by
+    ``shortcut_models.evaluation.TrainingEvaluator``; :func:`shortcut_models.experiments.build_trainer`
+    builds one from the config's eval_* keys)."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> None:
+    def start(self, step: int, is_main: bool) -> None:
+        """The run starts or resumes at ``step`` (results of later steps are dropped)."""
+
+    def due(self, step: int) -> bool:
+        """Whether the training step ``step``, just finished, is evaluated."""
+
+    def __call__(self, model: LoadedModel, step: int, logger: RunLogger | None) -> object:
+        """Evaluate ``model`` on every process; rank 0 (which holds ``logger``) records the results."""
+
+
+class Trainer:
+    """Owns the model, EMA, optimizer and run directory of one training run.
+
+    ``evaluator``: evaluation during training (see :class:`Evaluator`); None evaluates nothing.
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True, evaluator: Evaluator | None = None
+    ) -> None:
         validate(cfg)  # a config built in Python gets the checks of the command line
         self.cfg = cfg
+        self.evaluator = evaluator
         self.run_dir = Path(run_dir)
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.is_main = self.rank == 0
@@ -305,6 +326,8 @@ class Trainer:
             if self.is_main:
                 print(f"run already complete at step {self.step}: {self.last_checkpoint}", file=sys.stderr)
             return self.last_checkpoint or self.save()
+        if self.evaluator is not None:
+            self.evaluator.start(self.step, self.is_main)
         logger = None
         if self.is_main:
             logger = RunLogger(self.run_dir, parse_backends(cfg.logger), config=cfg.to_dict(), name=self.run_dir.name)
@@ -324,6 +347,7 @@ class Trainer:
             file=sys.stderr,
         )
         means, t0 = IntervalMeans(), time.perf_counter()
+        started = t0
         try:
             while self.step < cfg.steps and not self._stop_requested():
                 logs = self.train_step(self.step)
@@ -337,15 +361,23 @@ class Trainer:
                     if on_log is not None:
                         on_log(self.step, row)
                     t0 = time.perf_counter()
+                if self.evaluator is not None and self.evaluator.due(self.step):  # before its step's checkpoint
+                    self._check_finite()
+                    paused = time.perf_counter()
+                    self.evaluator(self.loaded_view(), self.step, logger)
+                    t0 += time.perf_counter() - paused  # the interval's throughput leaves the evaluation out
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.steps:
                     self.save()
                 if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step < cfg.steps and self.is_main:
                     self.write_samples()
             final = self.save()
+            bar.close()  # before the closing messages
             if self._stop_signal is None and self.is_main:
                 self.samples_dir = self.write_samples()
             if self._stop_signal is not None and self.is_main:
                 print(f"stopped by signal {self._stop_signal} at step {self.step}; checkpoint {final}", file=sys.stderr)
+            if self.evaluator is not None and self.evaluator.count and self.is_main:
+                print(self.evaluator.summary(time.perf_counter() - started), file=sys.stderr)
             return final
         finally:
             bar.close()

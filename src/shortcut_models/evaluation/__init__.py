@@ -1,0 +1,37 @@
+"""Evaluation: metrics of generated samples at several step counts (``shortcut eval``), and the same
+metrics during training (:class:`TrainingEvaluator`, which the trainer calls)."""
+
+from .at_steps import evaluate_images, evaluate_toy, format_table, write_results
+from .during_training import TrainingEvaluator
+from .image_metrics import (
+    METRICS,
+    ImageMetric,
+    build_metric,
+    default_metric,
+    digits_metric,
+    feature_stats,
+    fid_extractor,
+    fid_metric,
+    folder_feature_stats,
+    metric_key,
+    reduce_feature_stats,
+)
+
+__all__ = [
+    "METRICS",
+    "ImageMetric",
+    "TrainingEvaluator",
+    "build_metric",
+    "default_metric",
+    "digits_metric",
+    "evaluate_images",
+    "evaluate_toy",
+    "feature_stats",
+    "fid_extractor",
+    "fid_metric",
+    "folder_feature_stats",
+    "format_table",
+    "metric_key",
+    "reduce_feature_stats",
+    "write_results",
+]

@@ -1,0 +1,157 @@
+"""Evaluate a model at several step counts: generate, measure, tabulate, plot.
+
+Under torchrun every process generates an interleaved share of the K samples (per-sample seeds: the
+same samples as one process); feature statistics are summed over processes in float64 and class
+accuracy counts likewise, so the numbers match a single process up to rounding.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import distributed
+from ..data import build_source, on_checkerboard
+from ..images import to_uint8
+from ..inference import LoadedModel, generate_shared, sample_blocks
+from ..metrics.frechet import FeatureStats, frechet_distance_from_stats
+from ..metrics.swd import sliced_wasserstein
+from ..objectives import OBJECTIVES
+from ..plotting import plot_metric_vs_steps
+from ..sampling import step_schedule
+from .image_metrics import ImageMetric, metric_key, reduce_feature_stats
+
+
+def _row(loaded: LoadedModel, steps: int, num: int, cfg_scale: float) -> dict[str, Any]:
+    nfe = len(step_schedule(steps, loaded.max_steps)) * (2 if cfg_scale != 1.0 else 1)
+    return {
+        "checkpoint": str(loaded.path),
+        "objective": loaded.spec.objective,
+        "train_step": loaded.step,
+        "steps": steps,
+        "nfe": nfe,
+        "num": num,
+        "cfg_scale": cfg_scale,
+    }
+
+
+def evaluate_toy(
+    loaded: LoadedModel, steps: list[int], num: int, seed: int = 0, progress: bool = True
+) -> list[dict[str, Any]]:
+    """One row per step count: swd, swd_floor, (in_square, in_square_data), nfe, seconds."""
+    ref, _ = build_source(loaded.spec.data).reference(2 * num, seed)
+    ref, ref2 = ref[:num], ref[num:]
+    floor = sliced_wasserstein(ref, ref2)
+    rows = []
+    for n in tqdm(steps, desc=f"eval {loaded.label}", disable=not (progress and distributed.is_main()), leave=False):
+        t0 = time.perf_counter()
+        x = generate_shared(loaded, num, n, seed=seed, everyone=True)
+        row = {
+            **_row(loaded, n, num, 1.0),
+            "seconds": time.perf_counter() - t0,
+            "swd": sliced_wasserstein(x, ref),
+            "swd_floor": floor,
+        }
+        if loaded.spec.data == "checkerboard":
+            row["in_square"] = float(on_checkerboard(x).float().mean())
+            row["in_square_data"] = float(on_checkerboard(ref).float().mean())
+        rows.append(row)
+    return rows
+
+
+def evaluate_images(
+    loaded: LoadedModel,
+    steps: list[int],
+    num: int,
+    metric: ImageMetric,
+    seed: int = 0,
+    cfg_scale: float = 1.0,
+    batch_size: int = 500,
+    save_dir: Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """One row per step count: the metric (and floor), class accuracy, nfe, seconds."""
+    labels = loaded.balanced_labels(num)
+    key = metric_key(metric.name)
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+    rows = []
+    for n in steps:
+        stats, correct = FeatureStats(), 0
+        kept = [] if save_dir is not None else None
+        t0 = time.perf_counter()
+        bar = tqdm(
+            total=num, desc=f"eval {loaded.label} {n} step(s)", unit="img", disable=not (progress and main), leave=False
+        )
+        for indices, size in sample_blocks(num, batch_size, rank, world):
+            images = loaded.decode(loaded.generate_indices(indices, n, seed, labels, cfg_scale)).clamp(-1, 1)
+            valid = indices < num  # the last block's padding rows are dropped
+            if bool(valid.any()):
+                mine = images[valid.to(images.device)]
+                stats.update(metric.extractor(mine))
+                if labels is not None and metric.classifier is not None:
+                    pred = metric.classifier(mine).argmax(dim=1).cpu()
+                    correct += int((pred == labels[indices[valid]]).sum())
+            if kept is not None:
+                merged = distributed.gather_interleaved(images)
+                if merged is not None:
+                    kept.append(merged[:size].cpu())
+            bar.update(size)
+        bar.close()
+        stats = reduce_feature_stats(stats)
+        correct = int(distributed.all_reduce(torch.tensor([correct], dtype=torch.int64)).item())
+        row = {
+            **_row(loaded, n, num, cfg_scale),
+            "seconds": time.perf_counter() - t0,
+            key: frechet_distance_from_stats(stats, metric.reference),
+        }
+        if metric.floor is not None:
+            row[f"{key}_floor"] = metric.floor
+        if labels is not None and metric.classifier is not None:
+            row["class_accuracy"] = correct / num
+        if kept is not None and main:
+            save_dir.mkdir(parents=True, exist_ok=True)
+            y = labels.numpy() if labels is not None else np.full(num, loaded.num_classes, dtype=np.int64)
+            out = save_dir / f"{loaded.spec.objective}-{loaded.step}-steps{n:03d}.npz"
+            np.savez(out, arr_0=to_uint8(torch.cat(kept)), labels=y)
+            row["samples_file"] = str(out)
+        rows.append(row)
+    return rows
+
+
+def write_results(rows: list[dict[str, Any]], out_dir: Path, metric: str) -> None:
+    """metrics.json, metrics.csv and metric_vs_steps.png in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps({"metric": metric, "rows": rows}, indent=2) + "\n")
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(out_dir / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    names = {name: cls.title for name, cls in OBJECTIVES.items()}
+    plot_metric_vs_steps(rows, metric_key(metric), out_dir / "metric_vs_steps.png", ylabel=metric, names=names)
+
+
+def format_table(rows: list[dict[str, Any]], metric: str) -> str:
+    """A plain-text table: one line per (checkpoint, steps)."""
+    key = metric_key(metric)
+    extra = [k for k in (f"{key}_floor", "in_square", "class_accuracy") if any(k in r for r in rows)]
+    head = ["model", "steps", "nfe", key, *extra, "seconds"]
+    lines = ["  ".join(f"{h:>16}" for h in head)]
+    for r in rows:
+        vals = [
+            f"{r['objective']}@{r['train_step']}",
+            r["steps"],
+            r["nfe"],
+            f"{r[key]:.4f}",
+            *[f"{r[k]:.4f}" if k in r else "-" for k in extra],
+            f"{r['seconds']:.2f}",
+        ]
+        lines.append("  ".join(f"{v:>16}" for v in vals))
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""Metrics of generated samples: which one a model gets, and how each is built.
+
+- ``swd`` (2-D toys): sliced Wasserstein distance between K samples and K fresh data points; the
+  floor is the SWD between two independent data sets of K points. The checkerboard also reports the
+  fraction of samples on filled squares.
+- ``fd-digits`` (digits): Fréchet distance in the feature space of the digits CNN, samples vs the
+  train split (1,497 images); floor: test split (300) vs train split. Conditional models also get
+  the class accuracy of their samples under that CNN's classifier.
+- ``fid`` (images): Fréchet distance of Inception-v3 pool features against reference statistics
+  (``shortcut ref-stats``); no floor unless one is given.
+Statistics are accumulated in float64 batch by batch, so K can be tens of thousands; under torchrun
+they are summed over processes (:func:`reduce_feature_stats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import distributed
+from ..config import EVAL_METRICS
+from ..data.digits import load_digits
+from ..data.folder import UnreadableImage, load_image, scan_folder
+from ..errors import UserError
+from ..metrics.digits_net import load_digits_feature_net
+from ..metrics.frechet import FeatureStats, ReferenceStats, frechet_distance_from_stats
+from ..metrics.inception import InceptionFeatures
+
+METRICS = EVAL_METRICS  # the names --metric and eval_metric accept
+
+
+def metric_key(metric: str) -> str:
+    """Column name of a metric in tables and files ('fd-digits' -> 'fd_digits')."""
+    return metric.replace("-", "_")
+
+
+def default_metric(data: str, is_image: bool) -> str:
+    """The metric 'auto' means for a model trained on ``data``: swd for vectors, fd-digits for digits, else fid."""
+    if not is_image:
+        return "swd"
+    return "fd-digits" if data == "digits" else "fid"
+
+
+@dataclass
+class ImageMetric:
+    """A feature extractor with its reference statistics, optional floor and optional classifier."""
+
+    name: str
+    extractor: Callable[[torch.Tensor], torch.Tensor]
+    reference: ReferenceStats
+    floor: float | None = None
+    classifier: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def feature_stats(extractor, images: torch.Tensor, batch_size: int = 1024) -> FeatureStats:
+    stats = FeatureStats()
+    for chunk in images.split(batch_size):
+        stats.update(extractor(chunk))
+    return stats
+
+
+def digits_metric(device: str | torch.device = "cpu") -> ImageMetric:
+    """fd-digits: reference = train split, floor = FD(test split, train split)."""
+    net = load_digits_feature_net(device=device)
+    train = feature_stats(net.features, load_digits("train")[0].to(device))
+    test = feature_stats(net.features, load_digits("test")[0].to(device))
+    return ImageMetric(
+        "fd-digits", net.features, train.reference(), frechet_distance_from_stats(test, train), net.logits
+    )
+
+
+def fid_extractor(weights: str | None, device: str | torch.device = "cpu"):
+    """Inception-v3 features; a missing weights file or package is a UserError (one line)."""
+    try:
+        return InceptionFeatures(weights=weights or "download", device=device)
+    except (FileNotFoundError, ImportError) as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
+
+
+def fid_metric(ref_stats: str | None, weights: str | None, device: str | torch.device = "cpu") -> ImageMetric:
+    """fid: Inception features against a saved ``mu``/``sigma`` file."""
+    if not ref_stats:
+        raise UserError(
+            "metric fid needs reference statistics (--ref-stats or eval_ref_stats; make them with `shortcut ref-stats`)"
+        )
+    if not Path(ref_stats).is_file():
+        raise UserError(f"reference statistics not found: {ref_stats} (make them with `shortcut ref-stats`)")
+    return ImageMetric("fid", fid_extractor(weights, device), ReferenceStats.load_npz(ref_stats))
+
+
+def build_metric(
+    name: str,
+    data: str,
+    is_image: bool,
+    ref_stats: str | None = None,
+    inception_weights: str | None = None,
+    device: str | torch.device = "cpu",
+) -> ImageMetric | None:
+    """The metric ``name`` ('auto' picks one) for a model trained on ``data``; None for 'swd' (2-D data).
+
+    Everything a metric needs (the digits CNN, Inception weights, reference statistics) is loaded here,
+    so a missing piece is one UserError before any sample is generated.
+    """
+    name = default_metric(data, is_image) if name == "auto" else name
+    if name == "swd":
+        if is_image:
+            raise UserError("metric swd is for 2-D data; use fd-digits or fid for images")
+        return None
+    if not is_image:
+        raise UserError(f"metric {name} is for images; use swd for 2-D data")
+    if name == "fd-digits":
+        if data != "digits":
+            raise UserError(f"metric fd-digits compares with the digits data set; this model is trained on {data!r}")
+        return digits_metric(device)
+    return fid_metric(ref_stats, inception_weights, device)
+
+
+def reduce_feature_stats(stats: FeatureStats) -> FeatureStats:
+    """The statistics of the union of every process's features (float64 sums, one all-reduce)."""
+    if distributed.world_size() == 1:
+        return stats
+    dim = distributed.max_int(stats.dim or 0)
+    if stats.dim is None:  # this process kept no sample
+        stats = FeatureStats(dim, device=stats.device)
+    count, total, outer = stats.state_tensors()
+    summed = distributed.all_reduce(torch.cat([count[None], total, outer.flatten()]))
+    return FeatureStats.from_state_tensors(
+        summed[0], summed[1 : 1 + dim], summed[1 + dim :].view(dim, dim), stats.device
+    )
+
+
+def folder_feature_stats(
+    folder: str,
+    resolution: int,
+    weights: str | None,
+    device: str = "cpu",
+    num: int | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> FeatureStats:
+    """Inception statistics of an image folder (ADM center crop to ``resolution``); unreadable files skipped."""
+    extractor = fid_extractor(weights, device)
+    items = [path for path, _ in scan_folder(folder)[0]][:num]
+    if not items:
+        raise UserError(f"no images found in {folder}")
+    stats, batch, skipped = FeatureStats(), [], 0
+    for path in tqdm(items, desc="ref-stats", unit="img", disable=not progress):
+        try:
+            batch.append(load_image(path, resolution))
+        except UnreadableImage:
+            skipped += 1
+            continue
+        if len(batch) == batch_size:
+            stats.update(extractor(torch.stack(batch)))
+            batch = []
+    if batch:
+        stats.update(extractor(torch.stack(batch)))
+    if stats.count < 2:
+        raise UserError(f"{folder}: fewer than 2 readable images ({skipped} unreadable)")
+    return stats

@@ -1,0 +1,32 @@
+"""A training run as ``shortcut train`` makes it: the trainer, with evaluation during training wired
+from the config (``eval_every`` and the other eval_* keys)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import distributed
+from ..config import TrainConfig
+from ..evaluation import TrainingEvaluator
+from ..training import Trainer
+
+
+def build_trainer(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Trainer:
+    """The :class:`Trainer` of ``cfg`` in run directory ``out``, with a :class:`TrainingEvaluator` when
+    ``cfg.eval_every`` > 0. The metric is loaded first (rank 0 first, filling caches), so a missing
+    piece, such as FID reference statistics, stops the run before it trains. Under torchrun, call it
+    inside :func:`shortcut_models.distributed.session`."""
+    evaluator = None
+    if cfg.eval_every:
+        with distributed.main_first():
+            evaluator = TrainingEvaluator.from_config(cfg, out, distributed.resolve_device(cfg.device), progress)
+    return Trainer(cfg, out, progress=progress, evaluator=evaluator)
+
+
+def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Trainer:
+    """Train ``cfg`` into ``out`` (resuming from its latest checkpoint) and return the finished trainer;
+    ``trainer.last_checkpoint`` is the final checkpoint, RUN/eval.csv the metric during training."""
+    with distributed.session(cfg.device):
+        trainer = build_trainer(cfg, out, progress)
+        trainer.run()
+    return trainer
