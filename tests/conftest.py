@@ -158,6 +158,23 @@ def vae_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def tiny_latents(vae_dir, tmp_path):
+    """Four random 32x32 PNGs in tmp_path/images and their latent cache (tmp_path/cache, 4x16x16 latents)
+    made with the tiny VAE of :func:`vae_dir`: returns (images, cache)."""
+    import numpy as np
+
+    from shortcut_models.autoencoders import StableDiffusionVAE
+    from shortcut_models.data.latents import encode_folder
+
+    images, cache = tmp_path / "images", tmp_path / "cache"
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        write_png(images / f"{i}.png", rng, size=(32, 32))
+    encode_folder(images, cache, StableDiffusionVAE(str(vae_dir)), resolution=32, batch_size=4, progress=False)
+    return images, cache
+
+
 # --- Weights & Biases, offline -----------------------------------------------------------------
 
 

@@ -206,41 +206,17 @@ def test_evaluation_is_logged_to_tensorboard(tmp_path):
 
 
 @pytest.mark.slow  # a latent cache, the VAE decoder and Inception on the CPU
-def test_fid_during_training_on_latents(vae_dir, png, tmp_path):
+def test_fid_during_training_on_latents(tiny_latents, tmp_path):
     """The latent presets' path: FID of decoded samples against reference statistics, during training."""
-    import numpy as np
-
     from shortcut_models.metrics.inception import InceptionFeatures
 
     try:
         network = InceptionFeatures(weights="random").network
     except ImportError:
         pytest.skip("torch-fidelity is not installed")
-    images = tmp_path / "images"
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        png(images / f"{i}.png", rng, size=(32, 32))
-    cache, ref, weights = tmp_path / "cache", tmp_path / "ref.npz", tmp_path / "inception.pth"
+    images, cache = tiny_latents
+    ref, weights = tmp_path / "ref.npz", tmp_path / "inception.pth"
     torch.save(network.state_dict(), weights)
-    assert (
-        main(
-            [
-                "encode",
-                "--data",
-                str(images),
-                "--vae",
-                str(vae_dir),
-                "--resolution",
-                "32",
-                "--out",
-                str(cache),
-                "--quiet",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
     assert (
         main(
             [

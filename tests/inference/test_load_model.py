@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -153,37 +152,10 @@ def test_a_hub_repository_id_loads_from_the_local_hub_cache(digits_run, tmp_path
     assert result.returncode == 2 and "someone/absent" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_latent_model_samples_after_its_cache_is_deleted(vae_dir, tmp_path, capsys):
+def test_a_latent_model_samples_after_its_cache_is_deleted(tiny_latents, vae_dir, tmp_path, capsys):
     """Sampling needs config.json, the weights and the VAE: never the latent cache."""
-    from PIL import Image
-
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    cache, run = tmp_path / "cache", tmp_path / "run"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert (
-            main(
-                [
-                    "encode",
-                    "--data",
-                    str(images),
-                    "--vae",
-                    str(vae_dir),
-                    "--resolution",
-                    "32",
-                    "--out",
-                    str(cache),
-                    "--quiet",
-                    "--device",
-                    "cpu",
-                ]
-            )
-            == 0
-        )
+    _, cache = tiny_latents
+    run = tmp_path / "run"
     assert (
         main(
             [
