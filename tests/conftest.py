@@ -159,6 +159,21 @@ def vae_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def inception_weights(tmp_path):
+    """A local Inception-v3 weights file with random weights (FID without a download); skips the test
+    without torch-fidelity."""
+    from shortcut_models.metrics.inception import InceptionFeatures
+
+    try:
+        network = InceptionFeatures(weights="random").network
+    except ImportError:
+        pytest.skip("torch-fidelity is not installed")
+    weights = tmp_path / "inception.pth"
+    torch.save(network.state_dict(), weights)
+    return weights
+
+
+@pytest.fixture
 def tiny_latents(vae_dir, tmp_path):
     """Four random 32x32 PNGs in tmp_path/images and their latent cache (tmp_path/cache, 4x16x16 latents)
     made with the tiny VAE of :func:`vae_dir`: returns (images, cache)."""

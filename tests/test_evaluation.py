@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from shortcut_models.cli import main
 from shortcut_models.metrics.frechet import ReferenceStats
@@ -87,14 +86,8 @@ def test_ref_stats_digits_reproduces_the_floor(tmp_path, digits_run):
 
 
 @pytest.mark.slow  # Inception-v3 on the CPU
-def test_fid_with_local_weights_and_reference_file(tmp_path, digits_run):
-    inception = pytest.importorskip("shortcut_models.metrics.inception")
-    try:
-        net = inception.InceptionFeatures(weights="random")
-    except ImportError:
-        pytest.skip("torch-fidelity is not installed")
-    weights = tmp_path / "inception.pth"
-    torch.save(net.network.state_dict(), weights)
+def test_fid_with_local_weights_and_reference_file(tmp_path, digits_run, inception_weights):
+    weights = inception_weights
     ref = tmp_path / "ref.npz"
     assert (
         main(

@@ -162,11 +162,6 @@ class TrainConfig:
         """Every knob of the run's objective, defaults included (what the run computes with)."""
         return build_objective(self.objective, 0, self.objective_args).args()
 
-    @property
-    def max_steps(self) -> int:
-        """M, the finest step count of the run's objective."""
-        return int(self.resolved_objective_args()["max_steps"])
-
 
 RESUMABLE_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])
 

@@ -206,17 +206,10 @@ def test_evaluation_is_logged_to_tensorboard(tmp_path):
 
 
 @pytest.mark.slow  # a latent cache, the VAE decoder and Inception on the CPU
-def test_fid_during_training_on_latents(tiny_latents, tmp_path):
+def test_fid_during_training_on_latents(tiny_latents, inception_weights, tmp_path):
     """The latent presets' path: FID of decoded samples against reference statistics, during training."""
-    from shortcut_models.metrics.inception import InceptionFeatures
-
-    try:
-        network = InceptionFeatures(weights="random").network
-    except ImportError:
-        pytest.skip("torch-fidelity is not installed")
     images, cache = tiny_latents
-    ref, weights = tmp_path / "ref.npz", tmp_path / "inception.pth"
-    torch.save(network.state_dict(), weights)
+    ref, weights = tmp_path / "ref.npz", inception_weights
     assert (
         main(
             [
