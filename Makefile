@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip freeze | grep -i '^torch==' > $(VENV)/torch-constraint.txt
-	$(PY) -m pip install --quiet -c $(VENV)/torch-constraint.txt -e '.[dev,tensorboard,latents,wandb]'
+	$(PY) -m pip install --quiet -c $(VENV)/torch-constraint.txt -e '.[dev,tensorboard,latents,wandb,reference]'
 	# FID's Inception network (torch-fidelity) needs only torch; --no-deps keeps PyPI's torchvision out
 	$(PY) -m pip install --quiet --no-deps 'torch-fidelity>=0.3'
 	touch $(STAMP)

@@ -269,3 +269,32 @@ def wandb_history():
     """``wandb_history(wandb_dir)``: (run id, directory name, {key: value}) of each logged history row
     of the offline runs under ``wandb_dir``, in order (see :func:`offline_history`)."""
     return offline_history
+
+
+@pytest.fixture(scope="session")
+def authors_code():
+    """The authors' JAX code (tests/README-style differential tests): its root directory on sys.path.
+
+    Read from ``SHORTCUT_REFERENCE_CODE`` (``.ci/run`` points it at ../shared/reference/shortcut-models);
+    skips with the reason when it is unset or jax/flax/einops are missing. Applies the one shim their
+    model.py needs with current jax (``jax._src.core.as_named_shape`` was removed: the identity).
+    """
+    import os
+    import sys
+    from pathlib import Path
+
+    root = os.environ.get("SHORTCUT_REFERENCE_CODE")
+    if not root:
+        pytest.skip("SHORTCUT_REFERENCE_CODE is unset: the authors' code is needed for this comparison")
+    if not (Path(root) / "model.py").is_file():
+        pytest.fail(f"SHORTCUT_REFERENCE_CODE={root} holds no model.py (the authors' repository root)")
+    for name in ("jax", "flax", "einops", "optax"):
+        pytest.importorskip(name, reason=f"the authors' code needs {name} (pip install -e '.[reference]')")
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    if not hasattr(jax._src.core, "as_named_shape"):
+        jax._src.core.as_named_shape = lambda shape: shape
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return Path(root)

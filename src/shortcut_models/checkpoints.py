@@ -167,10 +167,14 @@ def save_checkpoint(
     config: dict[str, Any],
     model: nn.Module,
     ema: nn.Module,
-    state: dict[str, Any],
+    state: dict[str, Any] | None,
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and delete all but the newest ``keep``; returns its path."""
+    """Write checkpoint ``step`` atomically and delete all but the newest ``keep``; returns its path.
+
+    ``state`` (optimizer, counters, RNG states) goes to state.pt; None writes weights only (a
+    checkpoint to sample or start a new run from, not one to resume).
+    """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(run_dir, step)
@@ -181,7 +185,8 @@ def save_checkpoint(
     (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     save_file(_tensors(model), str(tmp / ONLINE_WEIGHTS))
     save_file(_tensors(ema), str(tmp / EMA_WEIGHTS))
-    torch.save({"step": step, **state}, tmp / STATE)
+    if state is not None:
+        torch.save({"step": step, **state}, tmp / STATE)
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())

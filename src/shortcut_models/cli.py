@@ -16,6 +16,7 @@ import torch
 from . import distributed
 from .autoencoders import build_autoencoder
 from .config import EVAL_METRICS, build_config
+from .convert import convert_jax_checkpoint
 from .data.digits import load_digits
 from .data.latents import encode_folder
 from .errors import TrainingDiverged, UserError
@@ -202,6 +203,28 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    report = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    run = convert_jax_checkpoint(
+        args.from_jax,
+        args.out,
+        preset=args.preset,
+        num_heads=args.num_heads,
+        data_shape=args.data_shape,
+        vae=args.vae,
+        train_preset=args.train_preset,
+        data=args.data,
+        report=report,
+    )
+    print(
+        f"converted {run.model} ({run.num_parameters / 1e6:.1f}M parameters, {run.num_heads} heads, "
+        f"step {run.step}) -> {run.checkpoint}"
+    )
+    print(f"sample:    shortcut sample --ckpt {run.run_dir} --steps 1 --out samples.png")
+    print(f"fine-tune: {run.fine_tune_command()}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     fractions = (0.1, 0.25, 0.5) if args.finetune else ()
     plan = DemoPlan(
@@ -294,6 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("convert", help="turn a checkpoint of the authors' JAX code into a run directory")
+    p.add_argument(
+        "--from-jax", required=True, metavar="CKPT", help="their pickled checkpoint (file, or its directory)"
+    )
+    p.add_argument("--preset", help="DiT preset giving the head count, e.g. DiT-B/2 (checked against the shapes)")
+    p.add_argument("--num-heads", type=int, help="attention heads, for sizes without a preset")
+    p.add_argument("--data-shape", default="4x32x32", help="one latent, CxHxW (default 4x32x32: 256x256 images)")
+    p.add_argument(
+        "--vae", help="VAE that decodes the latents: hub name or local path (default stabilityai/sd-vae-ft-mse); none"
+    )
+    p.add_argument(
+        "--train-preset", help="training preset a fine-tuning run uses (default celebahq256 / imagenet256[-xl])"
+    )
+    p.add_argument("--data", help="training data of that fine-tuning run (default: the training preset's)")
+    p.add_argument("--out", required=True, help="new run directory")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="flow matching vs shortcut on unconditional digits, with a report")
     p.add_argument("--out", default="runs/demo", help="output directory (resumable)")
