@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from shortcut_models.cli import main
-from shortcut_models.convert import convert_jax_checkpoint
+from shortcut_models.convert import (
+    authors_parameter_shapes,
+    convert_jax_checkpoint,
+    infer_architecture,
+    read_train_state,
+)
 from shortcut_models.inference import load_model
 
 # (patch, hidden, depth, heads, mlp ratio, their num_classes, latent size): patch 2 conditional, patch 4
@@ -58,6 +63,7 @@ def build_authors_checkpoint(out_dir, patch, hidden, depth, heads, mlp_ratio, cl
     online, ema = randomised(), randomised()
     tx = optax.chain(optax.adamw(learning_rate=lambda s: 1e-4, b1=0.9, b2=0.99, weight_decay=0.1))
     state = TrainStateEma.create(net, online, rng=jax.random.PRNGKey(1), tx=tx).replace(params_ema=ema, step=step)
+    out_dir.mkdir(parents=True, exist_ok=True)
     cp = Checkpoint(str(out_dir / "authors_ckpt"), parallel=False)
     cp.train_state = state
     cp.save()  # their local save: a directory holding the pickle as its one file
@@ -126,13 +132,42 @@ def test_converted_network_equals_the_authors(authors_code, tmp_path, shape):
     assert relative_difference(ours_online, ours_ema) > 0.1  # the two weight sets really differ
 
 
-def test_the_authors_attention_scale_is_needed(authors_code, tmp_path):
+def test_parameter_shapes_are_those_of_the_authors_network(authors_code, tmp_path):
+    """authors_parameter_shapes (used to build test and benchmark checkpoints) = their flax init's shapes."""
+    import jax
+
+    for shape in SHAPES:
+        source, _ = build_authors_checkpoint(tmp_path / str(shape[0]), *shape)
+        params = read_train_state(source)["params"]
+        theirs = {
+            "/".join(key.key for key in path): leaf.shape
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+        }
+        arch = infer_architecture(params)
+        assert (arch.patch_size, arch.hidden_size, arch.depth, arch.mlp_ratio) == (
+            shape[0],
+            shape[1],
+            shape[2],
+            shape[4],
+        )
+        assert authors_parameter_shapes(arch) == theirs
+
+
+@pytest.fixture(scope="module")
+def conditional(authors_code, tmp_path_factory):
+    """The patch-2 conditional checkpoint of SHAPES[0], converted once: (their apply, our LoadedModel)."""
+    out = tmp_path_factory.mktemp("authors")
+    patch, hidden, depth, heads, mlp_ratio, classes, size = SHAPES[0]
+    source, apply = build_authors_checkpoint(out, *SHAPES[0])
+    run = convert_jax_checkpoint(source, out / "run", num_heads=heads, data_shape=f"4x{size}x{size}", vae="none")
+    return apply, run.run_dir
+
+
+def test_the_authors_attention_scale_is_needed(conditional):
     """With authors_quirks off (1/sqrt(head_dim) attention) the same weights give another network."""
-    shape = SHAPES[0]
-    patch, hidden, depth, heads, mlp_ratio, classes, size = shape
-    source, apply = build_authors_checkpoint(tmp_path, *shape)
-    run = convert_jax_checkpoint(source, tmp_path / "run", num_heads=heads, data_shape=f"4x{size}x{size}", vae="none")
-    loaded = load_model(run.run_dir, device="cpu")
+    patch, hidden, depth, heads, mlp_ratio, classes, size = SHAPES[0]
+    apply, run_dir = conditional
+    loaded = load_model(run_dir, device="cpu")
     x, t, level, y = inputs(size, classes)
     d = 2.0 ** -level.float()
     theirs = apply("ema", x, t, level, y)
@@ -145,14 +180,12 @@ def test_the_authors_attention_scale_is_needed(authors_code, tmp_path):
 
 @pytest.mark.parametrize("steps", [1, 4])
 @pytest.mark.parametrize("cfg_scale", [1.0, 1.5])
-def test_sampling_matches_the_authors_loop(authors_code, tmp_path, steps, cfg_scale):
+def test_sampling_matches_the_authors_loop(conditional, steps, cfg_scale):
     """Our sampler on converted weights = their inference loop (helper_inference.py): Euler steps of
     1/T from t = 0, the step level log2(T) fed to the network, guidance v_u + w (v_c - v_u)."""
-    shape = SHAPES[0]
-    patch, hidden, depth, heads, mlp_ratio, classes, size = shape
-    source, apply = build_authors_checkpoint(tmp_path, *shape)
-    run = convert_jax_checkpoint(source, tmp_path / "run", num_heads=heads, data_shape=f"4x{size}x{size}", vae="none")
-    loaded = load_model(run.run_dir, device="cpu")
+    patch, hidden, depth, heads, mlp_ratio, classes, size = SHAPES[0]
+    apply, run_dir = conditional
+    loaded = load_model(run_dir, device="cpu")
     n = 4
     labels = torch.arange(n) % classes
     noise = torch.cat([loaded.noise(0, i) for i in range(n)])

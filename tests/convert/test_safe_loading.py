@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from shortcut_models.cli import main
-from shortcut_models.convert import convert_jax_checkpoint
+from shortcut_models.convert import AuthorsArchitecture, authors_parameter_shapes, convert_jax_checkpoint, nest
 from shortcut_models.errors import UserError
 from shortcut_models.inference import load_model
 from shortcut_models.safe_pickle import InertState, UnsafePickleError, load_array_tree
@@ -100,34 +100,11 @@ def test_a_file_that_is_no_pickle_is_one_line(tmp_path):
         load_array_tree(bad)
 
 
-# A parameter tree with the authors' names and DiT-Nano-like shapes, built with numpy alone (no JAX).
 def authors_tree(rng, hidden=32, depth=2, patch=2, channels=4, rows=3, mlp=4):
-    def dense(i, o):
-        return {
-            "kernel": rng.normal(0, 0.05, (i, o)).astype(np.float32),
-            "bias": rng.normal(0, 0.05, o).astype(np.float32),
-        }
-
-    tree = {
-        "PatchEmbed_0": {
-            "Conv_0": {
-                "kernel": rng.normal(0, 0.05, (patch, patch, channels, hidden)).astype(np.float32),
-                "bias": np.zeros(hidden, np.float32),
-            }
-        },
-        "TimestepEmbedder_0": {"Dense_0": dense(256, hidden), "Dense_1": dense(hidden, hidden)},
-        "TimestepEmbedder_1": {"Dense_0": dense(256, hidden), "Dense_1": dense(hidden, hidden)},
-        "LabelEmbedder_0": {"Embed_0": {"embedding": rng.normal(0, 0.05, (rows, hidden)).astype(np.float32)}},
-        "FinalLayer_0": {"Dense_0": dense(hidden, 2 * hidden), "Dense_1": dense(hidden, patch * patch * channels)},
-        "Embed_0": {"embedding": np.zeros((256, 1), np.float32)},
-    }
-    for i in range(depth):
-        tree[f"DiTBlock_{i}"] = {
-            "Dense_0": dense(hidden, 6 * hidden),
-            **{f"Dense_{j}": dense(hidden, hidden) for j in (1, 2, 3, 4)},
-            "MlpBlock_0": {"Dense_0": dense(hidden, mlp * hidden), "Dense_1": dense(mlp * hidden, hidden)},
-        }
-    return tree
+    """A parameter tree with the authors' names and shapes, random values, built with numpy alone (no JAX)."""
+    arch = AuthorsArchitecture(hidden, depth, patch, channels, float(mlp), max(rows - 1, 0), rows)
+    shapes = authors_parameter_shapes(arch)
+    return nest({path: rng.normal(0, 0.05, shape).astype(np.float32) for path, shape in shapes.items()})
 
 
 def write_authors_pickle(path, rng, **shape):

@@ -5,15 +5,17 @@
 ``reference_stats``: FID reference statistics of other tools -> this package's .npz.
 """
 
-from .authors_dit import AuthorsArchitecture, authors_state_dict, infer_architecture
+from .authors_dit import AuthorsArchitecture, authors_parameter_shapes, authors_state_dict, infer_architecture, nest
 from .jax_checkpoint import ConvertedRun, convert_jax_checkpoint, parse_shape, read_train_state
 
 __all__ = [
     "AuthorsArchitecture",
+    "authors_parameter_shapes",
     "ConvertedRun",
     "authors_state_dict",
     "convert_jax_checkpoint",
     "infer_architecture",
+    "nest",
     "parse_shape",
     "read_train_state",
 ]

@@ -37,7 +37,7 @@ import torch
 
 from ..errors import UserError
 
-__all__ = ["AuthorsArchitecture", "authors_state_dict", "infer_architecture"]
+__all__ = ["AuthorsArchitecture", "authors_parameter_shapes", "authors_state_dict", "infer_architecture", "nest"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,46 @@ class AuthorsArchitecture:
             f"hidden size {self.hidden_size}, depth {self.depth}, patch {self.patch_size}, "
             f"{self.in_channels} channels, MLP ratio {self.mlp_ratio:g}, {classes}"
         )
+
+
+def authors_parameter_shapes(arch: AuthorsArchitecture) -> dict[str, tuple[int, ...]]:
+    """Every parameter of the authors' DiT for ``arch``: {"DiTBlock_0/Dense_0/kernel": shape, ...}.
+
+    The inverse of :func:`infer_architecture` (tests and benchmarks build checkpoints from it).
+    """
+    h, p, c, m = arch.hidden_size, arch.patch_size, arch.in_channels, int(arch.hidden_size * arch.mlp_ratio)
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def dense(path: str, n_in: int, n_out: int) -> None:
+        shapes[f"{path}/kernel"], shapes[f"{path}/bias"] = (n_in, n_out), (n_out,)
+
+    shapes["PatchEmbed_0/Conv_0/kernel"], shapes["PatchEmbed_0/Conv_0/bias"] = (p, p, c, h), (h,)
+    for embedder in ("TimestepEmbedder_0", "TimestepEmbedder_1"):
+        dense(f"{embedder}/Dense_0", 256, h)
+        dense(f"{embedder}/Dense_1", h, h)
+    shapes["LabelEmbedder_0/Embed_0/embedding"] = (arch.table_rows, h)
+    for i in range(arch.depth):
+        dense(f"DiTBlock_{i}/Dense_0", h, 6 * h)
+        for j in (1, 2, 3, 4):
+            dense(f"DiTBlock_{i}/Dense_{j}", h, h)
+        dense(f"DiTBlock_{i}/MlpBlock_0/Dense_0", h, m)
+        dense(f"DiTBlock_{i}/MlpBlock_0/Dense_1", m, h)
+    dense("FinalLayer_0/Dense_0", h, 2 * h)
+    dense("FinalLayer_0/Dense_1", h, p * p * c)
+    shapes["Embed_0/embedding"] = (256, 1)
+    return shapes
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{"a/b/c": x} -> {"a": {"b": {"c": x}}}: the nesting of a flax parameter tree."""
+    tree: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
 
 
 def _get(tree: Mapping[str, Any], path: str) -> np.ndarray:

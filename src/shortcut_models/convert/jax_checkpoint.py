@@ -229,7 +229,7 @@ def convert_jax_checkpoint(
         "input_size": size,
         "in_channels": channels,
         "num_classes": arch.num_classes,
-        **{k: v for k, v in DIT_PRESETS[model_name].items()},
+        **DIT_PRESETS[model_name],
         **model_args,
     }
     online = _network(config, authors_state_dict(params, arch))
