@@ -22,6 +22,7 @@ from .data.latents import encode_folder
 from .errors import TrainingDiverged, UserError
 from .evaluation import (
     build_metric,
+    convert_reference_stats,
     digits_metric,
     evaluate_images,
     evaluate_toy,
@@ -164,6 +165,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_ref_stats(args: argparse.Namespace) -> int:
+    if (args.data is None) == (args.convert is None):
+        raise UserError("give --data (compute statistics) or --convert FILE.npz (take another tool's), not both")
+    if args.convert is not None:
+        converted = convert_reference_stats(
+            args.convert,
+            args.out,
+            recompute=args.recompute,
+            inception_weights=args.inception_weights,
+            device=args.device,
+            progress=not args.quiet,
+        )
+        print(converted.describe())
+        return 0
+    if args.recompute:
+        raise UserError("--recompute applies to --convert")
     if args.data == "digits":
         if args.metric == "fd-digits":
             extractor = digits_metric(args.device).extractor
@@ -350,7 +366,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ref-stats", help="reference feature statistics (mu, sigma) of a data set")
-    p.add_argument("--data", required=True, help="'digits' or an image folder")
+    p.add_argument("--data", help="'digits' or an image folder")
+    p.add_argument(
+        "--convert",
+        metavar="FILE.npz",
+        help="take another tool's statistics instead: the authors' mu/sigma or an ADM reference batch",
+    )
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="with --convert: recompute from the file's images (arr_0) with this package's Inception",
+    )
     p.add_argument("--split", default="train", choices=["train", "test", "all"], help="digits split")
     p.add_argument(
         "--metric",
@@ -374,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if getattr(args, "num", 1) is not None and getattr(args, "num", 1) < 1:
             raise UserError("--num must be a positive integer")
-        if args.command == "ref-stats" and args.metric is None:
+        if args.command == "ref-stats" and args.metric is None and args.data is not None:
             args.metric = "fd-digits" if args.data == "digits" else "fid"
         if args.command == "sample":
             try:

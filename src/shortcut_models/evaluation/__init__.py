@@ -16,9 +16,12 @@ from .image_metrics import (
     metric_key,
     reduce_feature_stats,
 )
+from .reference_stats import ConvertedStats, convert_reference_stats
 
 __all__ = [
     "METRICS",
+    "ConvertedStats",
+    "convert_reference_stats",
     "ImageMetric",
     "TrainingEvaluator",
     "build_metric",
