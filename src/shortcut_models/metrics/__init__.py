@@ -1,10 +1,14 @@
 """Sample quality measures: Fréchet distances over feature extractors (the digits CNN, Inception-v3 for
-FID), streaming float64 feature statistics, and the sliced Wasserstein distance for 2-D points."""
+FID), streaming float64 feature statistics, the sliced Wasserstein distance for 2-D points, and the
+Inception Score, Kernel Inception Distance and improved precision/recall."""
 
 from .digits_net import DigitsFeatureNet, load_digits_feature_net
 from .features import FEATURE_EXTRACTORS, Coordinates2D, FeatureExtractor, get_feature_extractor
 from .frechet import FeatureStats, ReferenceStats, frechet_distance, frechet_distance_from_stats
 from .inception import InceptionFeatures
+from .inception_score import inception_score
+from .kernel_distance import kernel_distance
+from .precision_recall import precision_recall
 from .swd import sliced_wasserstein
 
 __all__ = [
@@ -18,6 +22,9 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_stats",
     "get_feature_extractor",
+    "inception_score",
+    "kernel_distance",
     "load_digits_feature_net",
+    "precision_recall",
     "sliced_wasserstein",
 ]
