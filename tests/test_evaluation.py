@@ -165,3 +165,47 @@ def test_missing_inception_weights_file_exits_2(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not found" in err
+
+
+def test_set_measures_are_those_of_the_saved_samples(digits_run, tmp_path):
+    """`--metrics fd-digits,is,kid,prc`: each set measure equals the function applied to the saved samples."""
+    import torch
+
+    from shortcut_models.evaluation import digits_metric
+    from shortcut_models.metrics import inception_score, kernel_distance, precision_recall
+
+    out = tmp_path / "eval"
+    argv = ["eval", "--ckpt", str(digits_run), "--steps", "1", "--num", "60", "--batch-size", "25"]
+    assert main([*argv, "--metrics", "fd-digits,is,kid,prc", "--save-samples", "--out", str(out), "--quiet"]) == 0
+    row = json.loads((out / "metrics.json").read_text())["rows"][0]
+    images = torch.from_numpy(np.load(row["samples_file"])["arr_0"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    metric = digits_metric()
+    features, reference = metric.extractor(images), torch.from_numpy(metric.reference.features)
+    assert reference.shape == (1497, metric.reference.mu.shape[0])  # every train image
+    assert (row["is"], row["is_std"]) == pytest.approx(inception_score(metric.logits(images)), rel=1e-3)
+    assert (row["kid"], row["kid_std"]) == pytest.approx(kernel_distance(features, reference), rel=1e-3)
+    assert (row["precision"], row["recall"]) == pytest.approx(precision_recall(features, reference), abs=1 / 60)
+    assert row["precision"] < 0.5 and row["kid"] > 0  # an untrained model: most samples are failures
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert all(k in header for k in ("is", "kid", "precision", "recall"))
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ("fid,fd-digits", "more than one distance"),
+        ("fd-digits,bogus", "unknown metric 'bogus'"),
+    ],
+)
+def test_bad_metric_lists_exit_2(digits_run, tmp_path, capsys, metrics, message):
+    argv = ["eval", "--ckpt", str(digits_run), "--num", "20", "--out", str(tmp_path / "e"), "--metrics", metrics]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_kid_needs_reference_features(digits_run, tmp_path, capsys, inception_weights):
+    stats = tmp_path / "ref.npz"
+    ReferenceStats(np.zeros(2048), np.eye(2048)).to_npz(stats)  # moments only, as other tools write them
+    argv = ["eval", "--ckpt", str(digits_run), "--num", "20", "--out", str(tmp_path / "e"), "--metrics", "fid,kid"]
+    assert main([*argv, "--ref-stats", str(stats), "--inception-weights", str(inception_weights)]) == 2
+    assert "does not keep" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from .data.digits import load_digits
 from .data.latents import encode_folder
 from .errors import TrainingDiverged, UserError
 from .evaluation import (
+    SET_METRICS,
     build_metric,
     convert_reference_stats,
     digits_metric,
@@ -118,19 +119,40 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = (*EVAL_METRICS, *SET_METRICS)
+    bad = [name for name in names if name not in known]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric {bad[0] if bad else text!r}; choose from {', '.join(known)}")
+    return names
+
+
+def _split_metrics(args: argparse.Namespace) -> tuple[str, tuple[str, ...]]:
+    """(--metric, set measures) from --metric and --metrics (e.g. fid,is,prc)."""
+    if args.metrics is None:
+        return args.metric, ()
+    distances = [m for m in args.metrics if m in EVAL_METRICS]
+    if len(distances) > 1 or (distances and args.metric != "auto" and distances[0] != args.metric):
+        raise UserError(f"--metrics names more than one distance ({', '.join(distances)}); give one")
+    return (distances[0] if distances else args.metric), tuple(m for m in args.metrics if m in SET_METRICS)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     rows, metric_name = [], None
+    primary, extras = _split_metrics(args)
     with distributed.session(args.device):  # under torchrun: samples split over processes, rank 0 writes
         for path in args.ckpt:
             loaded = load_model(path, args.device)
             with distributed.main_first():  # rank 0 fills caches and downloads first
                 metric = build_metric(
-                    args.metric,
+                    primary,
                     loaded.spec.data,
                     loaded.is_image,
                     args.ref_stats,
                     args.inception_weights,
                     loaded.device,
+                    extras,
                 )
             name = "swd" if metric is None else metric.name
             if metric_name not in (None, name):
@@ -165,6 +187,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_ref_stats(args: argparse.Namespace) -> int:
+    if args.keep_features < 0:
+        raise UserError("--keep-features must be 0 or more")
     if (args.data is None) == (args.convert is None):
         raise UserError("give --data (compute statistics) or --convert FILE.npz (take another tool's), not both")
     if args.convert is not None:
@@ -175,6 +199,7 @@ def cmd_ref_stats(args: argparse.Namespace) -> int:
             inception_weights=args.inception_weights,
             device=args.device,
             progress=not args.quiet,
+            keep=args.keep_features,
         )
         print(converted.describe())
         return 0
@@ -186,12 +211,18 @@ def cmd_ref_stats(args: argparse.Namespace) -> int:
         else:
             extractor = fid_extractor(args.inception_weights, args.device)
         images = load_digits(args.split)[0][: args.num]
-        stats = feature_stats(extractor, images.to(args.device))
+        stats = feature_stats(extractor, images.to(args.device), keep=args.keep_features)
     else:
         if args.metric != "fid":
             raise UserError("--metric fd-digits needs --data digits; image folders use --metric fid")
         stats = folder_feature_stats(
-            args.data, args.resolution, args.inception_weights, args.device, args.num, progress=not args.quiet
+            args.data,
+            args.resolution,
+            args.inception_weights,
+            args.device,
+            args.num,
+            progress=not args.quiet,
+            keep=args.keep_features,
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -309,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: swd for 2-D data, fd-digits for digits, fid for other images",
     )
+    p.add_argument(
+        "--metrics",
+        type=_metric_list,
+        help="several at once, e.g. fid,is,kid,prc: one distance (as --metric) plus the Inception Score (is), "
+        "Kernel Inception Distance (kid), precision and recall (prc)",
+    )
     p.add_argument("--cfg-scale", type=float, default=1.0, help="guidance weight for conditional models")
     p.add_argument("--ref-stats", help="reference statistics (.npz with mu, sigma) for --metric fid")
     p.add_argument("--inception-weights", help="local Inception weights file for --metric fid")
@@ -386,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resolution", type=int, default=256, help="folder images: center crop and resize")
     p.add_argument("--num", type=int, default=None, help="use only the first N images (default: all)")
+    p.add_argument(
+        "--keep-features",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="also keep N feature vectors, for kid and prc in `shortcut eval --metrics` (0: none)",
+    )
     p.add_argument("--inception-weights", help="local Inception weights file for fid")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")

@@ -5,6 +5,7 @@ from .at_steps import evaluate_images, evaluate_toy, format_table, write_results
 from .during_training import TrainingEvaluator
 from .image_metrics import (
     METRICS,
+    SET_METRICS,
     ImageMetric,
     build_metric,
     default_metric,
@@ -20,6 +21,7 @@ from .reference_stats import ConvertedStats, convert_reference_stats
 
 __all__ = [
     "METRICS",
+    "SET_METRICS",
     "ConvertedStats",
     "convert_reference_stats",
     "ImageMetric",

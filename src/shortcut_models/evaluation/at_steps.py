@@ -22,6 +22,9 @@ from ..data import build_source, on_checkerboard
 from ..images import to_uint8
 from ..inference import LoadedModel, generate_shared, sample_blocks
 from ..metrics.frechet import FeatureStats, frechet_distance_from_stats
+from ..metrics.inception_score import inception_score
+from ..metrics.kernel_distance import kernel_distance
+from ..metrics.precision_recall import precision_recall
 from ..metrics.swd import sliced_wasserstein
 from ..objectives import OBJECTIVES
 from ..plotting import plot_metric_vs_steps
@@ -77,7 +80,8 @@ def evaluate_images(
     save_dir: Path | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """One row per step count: the metric (and floor), class accuracy, nfe, seconds."""
+    """One row per step count: the metric (and floor), class accuracy, the set measures requested
+    (``metric.extras``: is, kid, prc), nfe, seconds."""
     labels = loaded.balanced_labels(num)
     key = metric_key(metric.name)
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
@@ -85,6 +89,8 @@ def evaluate_images(
     for n in steps:
         stats, correct = FeatureStats(), 0
         kept = [] if save_dir is not None else None
+        every_feature: list[torch.Tensor] = []  # all samples' features (and logits), for the set measures
+        every_logit: list[torch.Tensor] = []
         t0 = time.perf_counter()
         bar = tqdm(
             total=num, desc=f"eval {loaded.label} {n} step(s)", unit="img", disable=not (progress and main), leave=False
@@ -92,12 +98,17 @@ def evaluate_images(
         for indices, size in sample_blocks(num, batch_size, rank, world):
             images = loaded.decode(loaded.generate_indices(indices, n, seed, labels, cfg_scale)).clamp(-1, 1)
             valid = indices < num  # the last block's padding rows are dropped
+            features, logits = metric.features_and_logits(images)
             if bool(valid.any()):
-                mine = images[valid.to(images.device)]
-                stats.update(metric.extractor(mine))
+                mask = valid.to(images.device)
+                stats.update(features[mask])
                 if labels is not None and metric.classifier is not None:
-                    pred = metric.classifier(mine).argmax(dim=1).cpu()
+                    pred = metric.classifier(images[mask]).argmax(dim=1).cpu()
                     correct += int((pred == labels[indices[valid]]).sum())
+            if metric.extras:
+                _collect(every_feature, features, size)
+                if logits is not None:
+                    _collect(every_logit, logits, size)
             if kept is not None:
                 merged = distributed.gather_interleaved(images)
                 if merged is not None:
@@ -115,6 +126,8 @@ def evaluate_images(
             row[f"{key}_floor"] = metric.floor
         if labels is not None and metric.classifier is not None:
             row["class_accuracy"] = correct / num
+        if metric.extras and main:
+            row.update(_set_measures(metric, every_feature, every_logit))
         if kept is not None and main:
             save_dir.mkdir(parents=True, exist_ok=True)
             y = labels.numpy() if labels is not None else np.full(num, loaded.num_classes, dtype=np.int64)
@@ -123,6 +136,27 @@ def evaluate_images(
             row["samples_file"] = str(out)
         rows.append(row)
     return rows
+
+
+def _collect(store: list[torch.Tensor], rows: torch.Tensor, size: int) -> None:
+    """Keep (on rank 0, on the CPU) the first ``size`` rows of a block gathered from every process."""
+    merged = distributed.gather_interleaved(rows)
+    if merged is not None:
+        store.append(merged[:size].float().cpu())
+
+
+def _set_measures(metric: ImageMetric, features: list[torch.Tensor], logits: list[torch.Tensor]) -> dict[str, float]:
+    """is / is_std, kid / kid_std, precision / recall of the whole sample set."""
+    out: dict[str, float] = {}
+    samples = torch.cat(features)
+    reference = None if metric.reference.features is None else torch.from_numpy(metric.reference.features)
+    if "is" in metric.extras:
+        out["is"], out["is_std"] = inception_score(torch.cat(logits), splits=min(10, samples.shape[0]))
+    if "kid" in metric.extras:
+        out["kid"], out["kid_std"] = kernel_distance(samples, reference)
+    if "prc" in metric.extras:
+        out["precision"], out["recall"] = precision_recall(samples, reference)
+    return out
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: Path, metric: str) -> None:
@@ -141,7 +175,8 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path, metric: str) -> Non
 def format_table(rows: list[dict[str, Any]], metric: str) -> str:
     """A plain-text table: one line per (checkpoint, steps)."""
     key = metric_key(metric)
-    extra = [k for k in (f"{key}_floor", "in_square", "class_accuracy") if any(k in r for r in rows)]
+    optional = (f"{key}_floor", "in_square", "class_accuracy", "is", "kid", "precision", "recall")
+    extra = [k for k in optional if any(k in r for r in rows)]
     head = ["model", "steps", "nfe", key, *extra, "seconds"]
     lines = ["  ".join(f"{h:>16}" for h in head)]
     for r in rows:

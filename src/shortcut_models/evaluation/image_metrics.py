@@ -8,6 +8,12 @@
   the class accuracy of their samples under that CNN's classifier.
 - ``fid`` (images): Fréchet distance of Inception-v3 pool features against reference statistics
   (``shortcut ref-stats``); no floor unless one is given.
+
+Measures of the sample set added on request (``shortcut eval --metrics fid,is,kid,prc``), in the same
+feature space as the Fréchet distance (Inception-v3 for fid, the digits CNN for fd-digits):
+``is`` the Inception Score of the classifier's logits, ``kid`` the Kernel Inception Distance and
+``prc`` improved precision and recall against the reference features (the digits train split, or the
+features a statistics file keeps: ``shortcut ref-stats`` keeps 10,000).
 Statistics are accumulated in float64 batch by batch, so K can be tens of thousands; under torchrun
 they are summed over processes (:func:`reduce_feature_stats`).
 """
@@ -31,6 +37,7 @@ from ..metrics.frechet import FeatureStats, ReferenceStats, frechet_distance_fro
 from ..metrics.inception import InceptionFeatures
 
 METRICS = EVAL_METRICS  # the names --metric and eval_metric accept
+SET_METRICS = ("is", "kid", "prc")  # measures of the whole sample set, on request (shortcut eval --metrics)
 
 
 def metric_key(metric: str) -> str:
@@ -47,17 +54,34 @@ def default_metric(data: str, is_image: bool) -> str:
 
 @dataclass
 class ImageMetric:
-    """A feature extractor with its reference statistics, optional floor and optional classifier."""
+    """A feature extractor with its reference statistics, optional floor and optional classifier.
+
+    ``classifier`` gives class logits for the class accuracy of conditional samples (digits);
+    ``logits`` gives the logits the Inception Score uses; ``joint`` computes features and those
+    logits in one pass where the network allows it. ``extras`` are the set measures requested
+    (:data:`SET_METRICS`); KID and precision/recall compare with ``reference.features``.
+    """
 
     name: str
     extractor: Callable[[torch.Tensor], torch.Tensor]
     reference: ReferenceStats
     floor: float | None = None
     classifier: Callable[[torch.Tensor], torch.Tensor] | None = None
+    logits: Callable[[torch.Tensor], torch.Tensor] | None = None
+    joint: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    extras: tuple[str, ...] = ()
+
+    def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features of ``images``, and the Inception-Score logits when ``is`` was requested."""
+        if "is" not in self.extras:
+            return self.extractor(images), None
+        if self.joint is not None:
+            return self.joint(images)
+        return self.extractor(images), self.logits(images)
 
 
-def feature_stats(extractor, images: torch.Tensor, batch_size: int = 1024) -> FeatureStats:
-    stats = FeatureStats()
+def feature_stats(extractor, images: torch.Tensor, batch_size: int = 1024, keep: int = 0) -> FeatureStats:
+    stats = FeatureStats(keep=keep)
     for chunk in images.split(batch_size):
         stats.update(extractor(chunk))
     return stats
@@ -66,10 +90,16 @@ def feature_stats(extractor, images: torch.Tensor, batch_size: int = 1024) -> Fe
 def digits_metric(device: str | torch.device = "cpu") -> ImageMetric:
     """fd-digits: reference = train split, floor = FD(test split, train split)."""
     net = load_digits_feature_net(device=device)
-    train = feature_stats(net.features, load_digits("train")[0].to(device))
+    images = load_digits("train")[0]
+    train = feature_stats(net.features, images.to(device), keep=len(images))  # every train feature: KID, prc
     test = feature_stats(net.features, load_digits("test")[0].to(device))
     return ImageMetric(
-        "fd-digits", net.features, train.reference(), frechet_distance_from_stats(test, train), net.logits
+        "fd-digits",
+        net.features,
+        train.reference(),
+        frechet_distance_from_stats(test, train),
+        classifier=net.logits,
+        logits=net.logits,
     )
 
 
@@ -89,7 +119,8 @@ def fid_metric(ref_stats: str | None, weights: str | None, device: str | torch.d
         )
     if not Path(ref_stats).is_file():
         raise UserError(f"reference statistics not found: {ref_stats} (make them with `shortcut ref-stats`)")
-    return ImageMetric("fid", fid_extractor(weights, device), ReferenceStats.load_npz(ref_stats))
+    inception = fid_extractor(weights, device)
+    return ImageMetric("fid", inception, ReferenceStats.load_npz(ref_stats), joint=inception.features_and_logits)
 
 
 def build_metric(
@@ -99,24 +130,39 @@ def build_metric(
     ref_stats: str | None = None,
     inception_weights: str | None = None,
     device: str | torch.device = "cpu",
+    extras: tuple[str, ...] = (),
 ) -> ImageMetric | None:
     """The metric ``name`` ('auto' picks one) for a model trained on ``data``; None for 'swd' (2-D data).
 
-    Everything a metric needs (the digits CNN, Inception weights, reference statistics) is loaded here,
-    so a missing piece is one UserError before any sample is generated.
+    ``extras``: set measures (:data:`SET_METRICS`) to add. Everything a metric needs (the digits CNN,
+    Inception weights, reference statistics and features) is loaded here, so a missing piece is one
+    UserError before any sample is generated.
     """
     name = default_metric(data, is_image) if name == "auto" else name
+    unknown = [e for e in extras if e not in SET_METRICS]
+    if unknown:
+        raise UserError(f"unknown metric {unknown[0]!r}; choose from {', '.join((*METRICS, *SET_METRICS))}")
     if name == "swd":
         if is_image:
             raise UserError("metric swd is for 2-D data; use fd-digits or fid for images")
+        if extras:
+            raise UserError(f"{', '.join(extras)} measure images; 2-D data has swd only")
         return None
     if not is_image:
         raise UserError(f"metric {name} is for images; use swd for 2-D data")
     if name == "fd-digits":
         if data != "digits":
             raise UserError(f"metric fd-digits compares with the digits data set; this model is trained on {data!r}")
-        return digits_metric(device)
-    return fid_metric(ref_stats, inception_weights, device)
+        metric = digits_metric(device)
+    else:
+        metric = fid_metric(ref_stats, inception_weights, device)
+    if {"kid", "prc"} & set(extras) and metric.reference.features is None:
+        raise UserError(
+            f"kid and prc compare with reference features, which {ref_stats} does not keep; make the statistics "
+            "again with `shortcut ref-stats` (it keeps 10,000) or `ref-stats --convert FILE --recompute`"
+        )
+    metric.extras = tuple(dict.fromkeys(extras))
+    return metric
 
 
 def reduce_feature_stats(stats: FeatureStats) -> FeatureStats:
@@ -141,13 +187,16 @@ def folder_feature_stats(
     num: int | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    keep: int = 0,
 ) -> FeatureStats:
-    """Inception statistics of an image folder (ADM center crop to ``resolution``); unreadable files skipped."""
+    """Inception statistics of an image folder (ADM center crop to ``resolution``); unreadable files skipped.
+
+    ``keep``: also keep the first ``keep`` feature vectors (for KID and precision/recall)."""
     extractor = fid_extractor(weights, device)
     items = [path for path, _ in scan_folder(folder)[0]][:num]
     if not items:
         raise UserError(f"no images found in {folder}")
-    stats, batch, skipped = FeatureStats(), [], 0
+    stats, batch, skipped = FeatureStats(keep=keep), [], 0
     for path in tqdm(items, desc="ref-stats", unit="img", disable=not progress):
         try:
             batch.append(load_image(path, resolution))

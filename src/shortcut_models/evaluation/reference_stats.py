@@ -63,14 +63,14 @@ def _stored(arrays, where: Path, count: int | None) -> ReferenceStats:
 
 
 def _recomputed(
-    images: np.ndarray, where: Path, weights: str | None, device: str, batch_size: int, progress: bool
+    images: np.ndarray, where: Path, weights: str | None, device: str, batch_size: int, progress: bool, keep: int
 ) -> ReferenceStats:
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise UserError(f"{where}: arr_0 must hold uint8 images [N, H, W, 3], got {images.dtype} {images.shape}")
     if images.shape[0] < 2:
         raise UserError(f"{where}: arr_0 holds {images.shape[0]} image(s); statistics need at least 2")
     extractor = fid_extractor(weights, device)
-    stats = FeatureStats()
+    stats = FeatureStats(keep=keep)
     for start in tqdm(range(0, images.shape[0], batch_size), desc="ref-stats", unit="batch", disable=not progress):
         pixels = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float()
         stats.update(extractor(pixels / 127.5 - 1.0))
@@ -85,8 +85,11 @@ def convert_reference_stats(
     device: str = "cpu",
     batch_size: int = 64,
     progress: bool = True,
+    keep: int = 10_000,
 ) -> ConvertedStats:
-    """Write ``out`` (mu, sigma, count) from the statistics file or reference batch ``source``."""
+    """Write ``out`` (mu, sigma, count) from the statistics file or reference batch ``source``.
+
+    Recomputed statistics also keep the first ``keep`` feature vectors (for KID, precision/recall)."""
     source, out = Path(source), Path(out)
     if not source.is_file():
         raise UserError(f"no statistics file at {source}")
@@ -105,7 +108,7 @@ def convert_reference_stats(
     if recompute and images is None:
         raise UserError(f"--recompute needs the images arr_0, which {source} does not hold")
     if images is not None:
-        stats = _recomputed(images, source, inception_weights, device, batch_size, progress)
+        stats = _recomputed(images, source, inception_weights, device, batch_size, progress, keep)
         fd = frechet_distance_from_stats(stats, stored) if stored is not None else None
         result = ConvertedStats(source, out, "recomputed", stats, fd)
     else:

@@ -37,11 +37,16 @@ def _as_float64_numpy(a) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ReferenceStats:
-    """Mean ``mu`` [D] and covariance ``sigma`` [D, D] (float64) of a feature set, e.g. a reference split."""
+    """Mean ``mu`` [D] and covariance ``sigma`` [D, D] (float64) of a feature set, e.g. a reference split.
+
+    ``features`` optionally keeps some of the feature vectors themselves ([K, D] float32): the
+    metrics that compare sets of points (KID, precision/recall) need them, not just the moments.
+    """
 
     mu: np.ndarray
     sigma: np.ndarray
     count: int | None = None
+    features: np.ndarray | None = None
 
     @classmethod
     def load_npz(cls, path: str | os.PathLike) -> ReferenceStats:
@@ -50,13 +55,16 @@ class ReferenceStats:
             if "mu" not in f or "sigma" not in f:
                 raise ValueError(f"{os.fspath(path)}: a statistics file needs the arrays 'mu' and 'sigma'")
             count = int(f["count"]) if "count" in f else None
-            return cls(np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64), count)
+            features = np.asarray(f["features"], np.float32) if "features" in f else None
+            return cls(np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64), count, features)
 
     def to_npz(self, path: str | os.PathLike) -> None:
         """Write ``mu``, ``sigma`` (and ``count`` when known) to ``path`` (exactly that name)."""
         arrays = {"mu": np.asarray(self.mu, np.float64), "sigma": np.asarray(self.sigma, np.float64)}
         if self.count is not None:
             arrays["count"] = np.asarray(self.count, np.int64)
+        if self.features is not None:
+            arrays["features"] = np.asarray(self.features, np.float32)
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -65,12 +73,16 @@ class FeatureStats:
     """Streaming mean and covariance of feature vectors in float64.
 
     ``update`` takes [N, D] tensors or arrays (any float dtype, any device: they are copied to
-    float64 on ``device``). The dimension D is fixed by the first update unless given.
+    float64 on ``device``). The dimension D is fixed by the first update unless given. ``keep``: also
+    keep the first ``keep`` feature vectors (float32, CPU) for :meth:`reference`; they are not merged
+    across accumulators or processes.
     """
 
-    def __init__(self, dim: int | None = None, device: torch.device | str = "cpu") -> None:
+    def __init__(self, dim: int | None = None, device: torch.device | str = "cpu", keep: int = 0) -> None:
         self.device = torch.device(device)
         self.dim = dim
+        self.keep = int(keep)
+        self._kept: list[torch.Tensor] = []
         self._count = 0
         self._sum: torch.Tensor | None = None
         self._sum_outer: torch.Tensor | None = None
@@ -100,6 +112,9 @@ class FeatureStats:
         x = features.detach().to(self.device, torch.float64)
         if not torch.isfinite(x).all():
             raise ValueError("features contain NaN or infinite values")
+        room = self.keep - sum(len(k) for k in self._kept)
+        if room > 0:
+            self._kept.append(x[:room].to("cpu", torch.float32))
         self._count += x.shape[0]
         self._sum += x.sum(dim=0)
         self._sum_outer += x.T @ x
@@ -164,8 +179,9 @@ class FeatureStats:
         return cov.cpu().numpy()
 
     def reference(self) -> ReferenceStats:
-        """The mean, covariance and count as a :class:`ReferenceStats`."""
-        return ReferenceStats(self.mean(), self.covariance(), self._count)
+        """The mean, covariance, count (and kept features) as a :class:`ReferenceStats`."""
+        kept = torch.cat(self._kept).numpy() if self._kept else None
+        return ReferenceStats(self.mean(), self.covariance(), self._count, kept)
 
     def to_npz(self, path: str | os.PathLike) -> None:
         """Write ``mu``, ``sigma`` and ``count`` to ``path`` (the layout of common FID tools)."""

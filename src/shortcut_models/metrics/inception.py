@@ -117,7 +117,9 @@ class InceptionFeatures:
         source = None if weights == "download" else _empty_state_dict_file()
         with torch.random.fork_rng(devices=[]):  # "random" weights are the same every time
             torch.manual_seed(0)
-            network = network_class("shortcut-models-inception-v3", ["2048"], feature_extractor_weights_path=source)
+            network = network_class(
+                "shortcut-models-inception-v3", ["2048", "logits_unbiased"], feature_extractor_weights_path=source
+            )
         if weights_file is not None:
             network.load_state_dict(_read_state_dict(weights_file), strict=True)
         self.network = network.to(device).eval().requires_grad_(False)
@@ -126,20 +128,28 @@ class InceptionFeatures:
         self.weights = str(weights)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Pool features [N, 2048] of images [N, 1 or 3, H, W] in [-1, 1]."""
+        return self.features_and_logits(images)[0]
+
+    def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool features [N, 2048] and class logits [N, 1008] (without the final bias, as the Inception
+        Score uses them) from one pass of the network."""
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             shape = tuple(images.shape)
             raise ValueError(f"InceptionFeatures expects images [N, 1 or 3, H, W] in [-1, 1], got {shape}")
-        out = []
+        features, logits = [], []
         with torch.no_grad():
             for chunk in images.split(self.batch_size):
                 x = chunk.to(self.device, torch.float32)
                 pixels = torch.floor((x + 1.0) * 127.5 + 0.5).clamp_(0, 255).to(torch.uint8)
                 if pixels.shape[1] == 1:
                     pixels = pixels.expand(-1, 3, -1, -1).contiguous()
-                out.append(self.network(pixels)[0].to(torch.float32))
-        if not out:
-            return torch.zeros(0, self.dim, device=self.device)
-        return torch.cat(out)
+                pool, classes = self.network(pixels)
+                features.append(pool.to(torch.float32))
+                logits.append(classes.to(torch.float32))
+        if not features:
+            return torch.zeros(0, self.dim, device=self.device), torch.zeros(0, 1008, device=self.device)
+        return torch.cat(features), torch.cat(logits)
 
 
 def _read_state_dict(path: Path) -> dict:
