@@ -263,5 +263,15 @@ def load_weights(module: nn.Module, file: Path) -> None:
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:
-    """The training state of a checkpoint (tensors and plain values only: no code runs on load)."""
-    return torch.load(Path(ckpt) / STATE, map_location="cpu", weights_only=True)
+    """The training state of a checkpoint (tensors and plain values only: no code runs on load).
+
+    A checkpoint written without one (``state=None``, e.g. converted from the authors' code) is a
+    UserError: it can start a new run (``--init-from``), not continue one.
+    """
+    file = Path(ckpt) / STATE
+    if not file.is_file() and (Path(ckpt) / CONFIG).is_file() and "converted_from" in read_config(ckpt):
+        raise UserError(
+            f"{ckpt} holds converted weights and no training state to resume; start a new run from it with "
+            f"--init-from {Path(ckpt).parent.parent} and another --out"
+        )
+    return torch.load(file, map_location="cpu", weights_only=True)

@@ -189,3 +189,19 @@ def test_conversion_keeps_every_value(tmp_path):
         torch.from_numpy(params_ema["LabelEmbedder_0"]["Embed_0"]["embedding"]),
     )
     assert run.step == 7 and run.architecture.num_classes == 2 and run.architecture.mlp_ratio == 4.0
+
+
+def test_a_converted_run_is_not_resumed(tmp_path, capsys):
+    """It holds weights only: `train --out` on it says to start a new run from it instead of crashing."""
+    source = write_authors_pickle(tmp_path / "ckpt.pkl", np.random.default_rng(0), rows=2)
+    run = tmp_path / "run"
+    args = ["--num-heads", "2", "--data-shape", "4x8x8", "--vae", "none", "--data", "synthetic:4x8x8"]
+    assert main(["convert", "--from-jax", str(source), *args, "--out", str(run), "--quiet"]) == 0
+    model_args = '{"patch_size":2,"hidden_size":32,"depth":2,"num_heads":2,"authors_quirks":true}'
+    rc = main(
+        ["train", "--preset", "celebahq256", "--out", str(run), "--quiet", "data=synthetic:4x8x8"]
+        + [f"model_args={model_args}", "eval_every=0", "steps=10"]
+    )
+    assert (
+        rc == 2 and "no training state to resume; start a new run from it with --init-from" in capsys.readouterr().err
+    )
