@@ -202,3 +202,16 @@ def test_a_preset_key_picks_the_preset(monkeypatch, tmp_path):
 
     assert build_config(None, None, None, ["preset=moons"]) == build_config("moons")
     assert build_config("digits", None, None, ["preset=moons", "steps=7"]).steps == 7
+
+
+def test_a_gpu_index_beyond_the_machine(monkeypatch):
+    import torch
+
+    from shortcut_models import distributed
+    from shortcut_models.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(UserError, match="'cuda:2' requested but this machine has 2 GPU"):
+        distributed.resolve_device("cuda:2")
