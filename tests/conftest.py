@@ -235,12 +235,28 @@ def wandb_records(path):
             yield record
 
 
+def finished_records(path, timeout: float = 60.0):
+    """The records of a .wandb file once its session's final ("exit") record is on disk.
+
+    W&B's service process writes the file; on a loaded machine its last records can reach the disk a
+    moment after ``finish()`` returned. Reads again until the exit record is there (or ``timeout``).
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(wandb_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def offline_history(wandb_dir):
     """(run id, directory name, {key: value}) of each history row, over all offline runs in order."""
     rows = []
     for run_dir in sorted((wandb_dir / "wandb").glob("offline-run-*")):
         for data_file in run_dir.glob("run-*.wandb"):
-            for record in wandb_records(data_file):
+            for record in finished_records(data_file):
                 if record.WhichOneof("record_type") == "history":
                     row = {
                         item.key or "/".join(item.nested_key): json.loads(item.value_json)

@@ -18,6 +18,7 @@ from .autoencoders import build_autoencoder
 from .config import EVAL_METRICS, build_config
 from .convert import convert_jax_checkpoint
 from .data.digits import load_digits
+from .data.folder import MAX_RESOLUTION, check_folder
 from .data.latents import encode_folder
 from .errors import TrainingDiverged, UserError
 from .evaluation import (
@@ -40,6 +41,8 @@ from .objectives import OBJECTIVES
 from .plotting import scatter_2d
 from .runtime import tune_allocator
 from .sampling import check_steps
+from .seeding import MAX_SEED
+from .validation import check_device, check_float, check_int, check_output
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,20 +54,57 @@ class _Parser(argparse.ArgumentParser):
 
 def _steps_list(text: str) -> list[int]:
     try:
-        return [check_steps(int(s)) for s in text.split(",") if s.strip()]
+        steps = [check_steps(int(s)) for s in text.split(",") if s.strip()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc) if "steps" in str(exc) else f"bad step list {text!r}") from None
+    if not steps:
+        raise argparse.ArgumentTypeError(f"needs at least one step count, e.g. 1,2,4; got {text!r}")
+    return steps
+
+
+def _arg(convert, check, *bounds):
+    """An argparse type: ``convert(text)`` (the text itself if it does not convert), then ``check``."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = text
+        try:
+            return check("", value, *bounds)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+    return parse
+
+
+def _ints(low: int, high: int | None = None):
+    return _arg(int, check_int, low, high)
+
+
+_FINITE = _arg(float, check_float)
+_DEVICE = _arg(str, check_device)
+_SEED = _ints(0, MAX_SEED)
+_OUT_DIR = _arg(str, check_output, True)
+_OUT_FILE = _arg(str, check_output, False)
+
+
+def _checked_out(path: str, directory: bool) -> Path:
+    try:
+        return check_output("--out", path, directory)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = build_config(args.preset, args.objective, args.config, args.overrides)
     if args.init_from is not None:
         cfg.init_from = args.init_from
+    out = _checked_out(f"runs/{cfg.preset}-{cfg.objective}" if args.out is None else args.out, directory=True)
     world = distributed.env_world_size()
     distributed.split_batch(
         cfg.batch_size, world, cfg.grad_accum, cfg.batch_per_gpu
     )  # bad input before any launch work
-    out = Path(args.out or f"runs/{cfg.preset}-{cfg.objective}")
     with distributed.session(cfg.device):
         trainer = build_trainer(cfg, out, progress=not args.quiet)
         if trainer.is_main:
@@ -73,7 +113,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"training {cfg.objective} on {cfg.data} ({cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}{where}) -> {out}",
                 file=sys.stderr,
             )
-        final = trainer.run()
+        try:
+            final = trainer.run()
+        except torch.cuda.OutOfMemoryError:
+            rows = trainer.rows_per_rank // trainer.grad_accum
+            raise UserError(
+                f"out of GPU memory with micro-batches of {rows} rows per process; set batch_per_gpu to fewer "
+                f"rows (or raise grad_accum)"
+            ) from None
     if trainer.is_main:
         print(f"checkpoint: {final}")
         if trainer.samples_dir is not None:
@@ -187,8 +234,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_ref_stats(args: argparse.Namespace) -> int:
-    if args.keep_features < 0:
-        raise UserError("--keep-features must be 0 or more")
     if (args.data is None) == (args.convert is None):
         raise UserError("give --data (compute statistics) or --convert FILE.npz (take another tool's), not both")
     if args.convert is not None:
@@ -232,6 +277,7 @@ def cmd_ref_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    check_folder(args.data)  # before loading (or downloading) the VAE
     autoencoder = build_autoencoder(args.vae, device=distributed.resolve_device(args.device))
     manifest = encode_folder(
         args.data,
@@ -322,18 +368,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw samples from a checkpoint")
     p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory (latest checkpoint)")
     p.add_argument("--steps", required=True, type=int, help="sampling steps, 1..128")
-    p.add_argument("--num", type=int, default=1000)
+    p.add_argument("--num", type=_ints(1), default=1000)
     p.add_argument("--class", dest="class_label", type=int, help="class label for conditional models")
-    p.add_argument("--cfg-scale", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", required=True, help="FILE.npz (arr_0, labels) or FILE.png")
+    p.add_argument("--cfg-scale", type=_FINITE, default=1.0)
+    p.add_argument("--seed", type=_SEED, default=0)
+    p.add_argument("--device", type=_DEVICE, default="auto")
+    p.add_argument("--out", type=_OUT_FILE, required=True, help="FILE.npz (arr_0, labels) or FILE.png")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="metrics at several step counts for one or more checkpoints")
     p.add_argument("--ckpt", required=True, action="append", help="checkpoint or run directory (repeatable)")
     p.add_argument("--steps", type=_steps_list, default=[1, 2, 4, 8, 16, 32, 64, 128])
-    p.add_argument("--num", type=int, default=5000, help="samples per step count")
+    p.add_argument("--num", type=_ints(2), default=5000, help="samples per step count (at least 2)")
     p.add_argument(
         "--metric",
         choices=list(EVAL_METRICS),
@@ -346,15 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="several at once, e.g. fid,is,kid,prc: one distance (as --metric) plus the Inception Score (is), "
         "Kernel Inception Distance (kid), precision and recall (prc)",
     )
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="guidance weight for conditional models")
+    p.add_argument("--cfg-scale", type=_FINITE, default=1.0, help="guidance weight for conditional models")
     p.add_argument("--ref-stats", help="reference statistics (.npz with mu, sigma) for --metric fid")
     p.add_argument("--inception-weights", help="local Inception weights file for --metric fid")
     p.add_argument("--save-samples", action="store_true", help="keep OUT/samples/*.npz (uint8 NHWC arr_0, labels)")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_ints(1), default=500)
+    p.add_argument("--seed", type=_SEED, default=0)
+    p.add_argument("--device", type=_DEVICE, default="auto")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", type=_OUT_DIR, required=True, help="output directory")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("encode", help="encode an image folder into a latent cache (resumable)")
@@ -362,12 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--vae", default="stabilityai/sd-vae-ft-mse", help="hub name, local save_pretrained directory, or 'identity'"
     )
-    p.add_argument("--resolution", type=int, default=256, help="center crop and resize (ADM recipe)")
-    p.add_argument("--out", required=True, help="cache directory")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--shard-size", type=int, default=1024, help="images per shard")
-    p.add_argument("--workers", type=int, help="image decoding threads")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--resolution", type=_ints(1, MAX_RESOLUTION), default=256, help="center crop and resize (ADM recipe)"
+    )
+    p.add_argument("--out", type=_OUT_DIR, required=True, help="cache directory")
+    p.add_argument("--batch-size", type=_ints(1), default=32)
+    p.add_argument("--shard-size", type=_ints(1), default=1024, help="images per shard")
+    p.add_argument("--workers", type=_ints(1), help="image decoding threads")
+    p.add_argument("--device", type=_DEVICE, default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_encode)
 
@@ -376,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-jax", required=True, metavar="CKPT", help="their pickled checkpoint (file, or its directory)"
     )
     p.add_argument("--preset", help="DiT preset giving the head count, e.g. DiT-B/2 (checked against the shapes)")
-    p.add_argument("--num-heads", type=int, help="attention heads, for sizes without a preset")
+    p.add_argument("--num-heads", type=_ints(1), help="attention heads, for sizes without a preset")
     p.add_argument("--data-shape", default="4x32x32", help="one latent, CxHxW (default 4x32x32: 256x256 images)")
     p.add_argument(
         "--vae", help="VAE that decodes the latents: hub name or local path (default stabilityai/sd-vae-ft-mse); none"
@@ -385,12 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-preset", help="training preset a fine-tuning run uses (default celebahq256 / imagenet256[-xl])"
     )
     p.add_argument("--data", help="training data of that fine-tuning run (default: the training preset's)")
-    p.add_argument("--out", required=True, help="new run directory")
+    p.add_argument("--out", type=_OUT_DIR, required=True, help="new run directory")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="flow matching vs shortcut on unconditional digits, with a report")
-    p.add_argument("--out", default="runs/demo", help="output directory (resumable)")
+    p.add_argument("--out", type=_OUT_DIR, default="runs/demo", help="output directory (resumable)")
     p.add_argument("--conditional-ckpt", help="a class-conditional digits checkpoint to add to the report")
     p.add_argument("--quick", action="store_true", help="tiny budget for smoke tests")
     p.add_argument(
@@ -421,29 +469,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="feature space (default: fd-digits for digits, fid for folders)",
     )
-    p.add_argument("--resolution", type=int, default=256, help="folder images: center crop and resize")
-    p.add_argument("--num", type=int, default=None, help="use only the first N images (default: all)")
+    p.add_argument(
+        "--resolution", type=_ints(1, MAX_RESOLUTION), default=256, help="folder images: center crop and resize"
+    )
+    p.add_argument("--num", type=_ints(2), default=None, help="use only the first N images (default: all)")
     p.add_argument(
         "--keep-features",
-        type=int,
+        type=_ints(0),
         default=10_000,
         metavar="N",
         help="also keep N feature vectors, for kid and prc in `shortcut eval --metrics` (0: none)",
     )
     p.add_argument("--inception-weights", help="local Inception weights file for fid")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_DEVICE, default="cpu")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--out", type=_OUT_FILE, required=True, help="output .npz")
     p.set_defaults(func=cmd_ref_stats)
     return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; key=value overrides may come between or after options (``--out X steps=5 --quiet``)."""
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides += [a for a in extra if "=" in a and not a.startswith("-")]
+        extra = [a for a in extra if a not in args.overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()
     try:
-        args = build_parser().parse_args(argv)
-        if getattr(args, "num", 1) is not None and getattr(args, "num", 1) < 1:
-            raise UserError("--num must be a positive integer")
+        args = _parse(build_parser(), argv)
         if args.command == "ref-stats" and args.metric is None and args.data is not None:
             args.metric = "fd-digits" if args.data == "digits" else "fid"
         if args.command == "sample":

@@ -25,7 +25,8 @@ from .loggers import parse_backends
 from .models import MODEL_NAMES
 from .objectives import OBJECTIVES, all_knobs, build_objective
 from .sampling import MAX_STEPS
-from .validation import check_bool, check_choice, check_float, check_int
+from .seeding import MAX_SEED
+from .validation import check_bool, check_choice, check_device, check_float, check_int
 
 DEFAULT_PRESET = "digits"
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -33,6 +34,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_METRICS = ("auto", "swd", "fd-digits", "fid")
 
 Check = Callable[[str, Any], Any]
+MAX_LR = 1.0  # AdamW moves each weight by about lr per step: beyond 1 a run cannot learn
 
 
 def _key(default: Any = dataclasses.MISSING, check: Check | None = None, resumable: bool = False, factory=None):
@@ -82,7 +84,7 @@ class TrainConfig:
     ``batch_size`` is the global batch: under torchrun each of W processes computes batch_size / W rows.
     """
 
-    preset: str = _key(DEFAULT_PRESET, _string)
+    preset: str = _key(DEFAULT_PRESET, lambda n, v: check_choice(n, v, tuple(PRESETS)))
     # data and network
     data: str = _key("digits", _string)  # a 2-D toy name, "digits", "latents:DIR" or "synthetic:CxHxW[:CLASSES]"
     model: str = _key("DiT-Digits", lambda n, v: check_choice(n, v, MODEL_NAMES))
@@ -99,7 +101,7 @@ class TrainConfig:
     # optimisation (AdamW; constant learning rate after a linear warm-up)
     steps: int = _key(4000, _positive_int, resumable=True)
     batch_size: int = _key(64, _positive_int)
-    lr: float = _key(1e-3, lambda n, v: check_float(n, v, low=0.0, low_open=True))
+    lr: float = _key(1e-3, lambda n, v: check_float(n, v, 0.0, MAX_LR, low_open=True))
     weight_decay: float = _key(0.0, lambda n, v: check_float(n, v, low=0.0))
     beta1: float = _key(0.9, _beta)
     beta2: float = _key(0.999, _beta)
@@ -129,8 +131,8 @@ class TrainConfig:
     # logs: RUN/metrics.csv always; plus "tensorboard", "wandb", both ("tensorboard,wandb") or "none"
     logger: str = _key("tensorboard", lambda n, v: parse_backends(_string(n, v)), resumable=True)
     # bookkeeping
-    seed: int = _key(0, _count)
-    device: str = _key("auto", _string, resumable=True)  # "auto", "cpu", "cuda", "cuda:1", ...
+    seed: int = _key(0, lambda n, v: check_int(n, v, 0, MAX_SEED))
+    device: str = _key("auto", check_device, resumable=True)  # "auto", "cpu", "cuda", "cuda:1", ...
     log_every: int = _key(100, _positive_int, resumable=True)
     ckpt_every: int = _key(1000, _positive_int, resumable=True)
     keep_checkpoints: int = _key(2, _positive_int, resumable=True)
@@ -302,8 +304,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
-    text = path.read_text()
     try:
+        text = path.read_text()
         if path.suffix == ".toml":
             try:
                 import tomllib
@@ -324,17 +326,26 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 def build_config(
     preset: str | None = None, objective: str | None = None, config_file: str | None = None, overrides: list[str] = ()
 ) -> TrainConfig:
-    """Preset, then config file, then --objective, then key=value overrides; validated."""
-    name = preset or DEFAULT_PRESET
-    if name not in PRESETS:
+    """Preset, then config file, then --objective, then key=value overrides; validated.
+
+    The preset (the values that the file and the overrides change) is the last ``preset=NAME``
+    override, else ``preset``, else the file's ``preset`` key, else the default.
+    """
+    file_values = load_config_file(config_file) if config_file else {}
+    name = preset or file_values.get("preset", DEFAULT_PRESET)
+    for item in overrides:
+        key, _, text = item.partition("=")
+        if key == "preset":
+            name = parse_value(text)
+    if not isinstance(name, str) or name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     values = TrainConfig(preset=name).to_dict()
     values.update(PRESETS[name])
     if config_file:
-        file_values = load_config_file(config_file)
         if "objective_args" in file_values:  # a file's knobs add to the preset's
             file_values["objective_args"] = {**values["objective_args"], **file_values["objective_args"]}
         values.update(file_values)
+        values["preset"] = name
     if objective:
         values["objective"] = objective
     values = apply_overrides(values, list(overrides))
@@ -355,6 +366,10 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("sample_steps", "eval_steps"):
         if any(s > objective.max_steps for s in getattr(cfg, key)):
             raise UserError(f"{key} {getattr(cfg, key)} go beyond max_steps {objective.max_steps}")
+    if cfg.lr * cfg.weight_decay > 1:
+        raise UserError(
+            f"weight_decay {cfg.weight_decay} times lr {cfg.lr} exceeds 1: weights would change sign each step"
+        )
     if cfg.batch_size % cfg.grad_accum:
         raise UserError(f"batch_size {cfg.batch_size} is not divisible by grad_accum {cfg.grad_accum}")
     if cfg.batch_per_gpu and cfg.batch_size % cfg.batch_per_gpu:

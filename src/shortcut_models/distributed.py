@@ -89,6 +89,8 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"bad device {name!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} GPU(s)")
     if device.type == "cuda" and device.index is None and is_active():
         device = torch.device("cuda", cuda_index())
     return device

@@ -21,9 +21,12 @@ from .runtime import to_device
 STREAMS = {"data": 0, "targets": 1, "sample": 2, "eval": 3, "reference": 4}
 
 
+MAX_SEED = 2**32 - 1  # seeds are 32-bit: derive_seed mixes the low 32 bits, so larger ones would alias
+
+
 def derive_seed(seed: int, *keys: int) -> int:
-    """A 63-bit seed mixed from ``seed`` and integer keys (numpy's SeedSequence hashing)."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *[int(k) for k in keys]]).generate_state(2, dtype=np.uint32)
+    """A 63-bit seed mixed from ``seed`` (0..MAX_SEED) and integer keys (numpy's SeedSequence hashing)."""
+    state = np.random.SeedSequence([int(seed) & MAX_SEED, *[int(k) for k in keys]]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import re
+from pathlib import Path
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
@@ -51,6 +56,38 @@ def check_choice(name: str, value: object, choices: tuple[str, ...] | list[str])
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
     return str(value)
+
+
+def check_device(name: str, value: object) -> str:
+    """A device name this package runs on: "auto", "cpu", "cuda" or "cuda:N"."""
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+        raise ValueError(f"{name} must be auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def check_output(name: str, value: object, directory: bool) -> Path:
+    """An output path that can be written: a directory (``directory``) or a file, existing or to be created.
+
+    Refused: an empty path, a directory where a file goes (or the reverse), a path below a file,
+    and a path whose nearest existing directory is read-only (file system or permissions).
+    Nothing is created.
+    """
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise ValueError(f"{name} must name a {'directory' if directory else 'file'}, got {value!r}")
+    path = Path(value)
+    wanted, found = ("directory", "a file") if directory else ("file", "a directory")
+    if path.exists() and path.is_dir() != directory:
+        raise ValueError(f"{name} {str(path)!r} is {found}, not a {wanted}")
+    parent = path if path.is_dir() else path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{name} {str(path)!r} lies below {str(parent)!r}, which is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+        why = "is on a read-only file system" if read_only else "is not writable"
+        raise ValueError(f"{name} {str(path)!r} cannot be written: {str(parent)!r} {why}")
+    return path
 
 
 def _bounds(low: int | None, high: int | None) -> str:

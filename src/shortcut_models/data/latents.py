@@ -37,7 +37,8 @@ from .. import seeding
 from ..autoencoders import Autoencoder, build_autoencoder
 from ..errors import UserError
 from ..images import from_uint8
-from .folder import IMAGE_EXTENSIONS, UnreadableImage, load_image_uint8, scan_folder
+from ..validation import check_int
+from .folder import IMAGE_EXTENSIONS, UnreadableImage, check_resolution, load_image_uint8, scan_folder
 from .info import SourceInfo
 from .order import epoch_indices
 from .shard_reader import ShardError, ShardReader
@@ -222,8 +223,12 @@ def encode_folder(
     """
     from tqdm.auto import tqdm
 
-    if resolution < 1 or batch_size < 1 or shard_size < 1:
-        raise UserError("resolution, batch size and shard size must be positive integers")
+    try:
+        check_resolution(resolution)
+        for name, value in (("batch size", batch_size), ("shard size", shard_size), ("workers", workers or 1)):
+            check_int(name, value, low=1)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     data_dir, out = Path(data_dir), Path(out_dir)
     items, class_names = scan_folder(data_dir)
     if not items:

@@ -95,7 +95,8 @@ class TrainingEvaluator:
                 f"evaluation during training (eval_every={cfg.eval_every}): {exc}; "
                 "or set eval_every=0 to train without it"
             ) from None
-        seed = seeding.derive_seed(cfg.seed, seeding.STREAMS["eval"])
+        # a seed as `shortcut eval --seed` takes (32 bits; the random streams read no more of it)
+        seed = seeding.derive_seed(cfg.seed, seeding.STREAMS["eval"]) & seeding.MAX_SEED
         return cls(
             run_dir,
             cfg.eval_every,

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..config import EVAL_METRICS
 from ..data.digits import load_digits
-from ..data.folder import UnreadableImage, load_image, scan_folder
+from ..data.folder import UnreadableImage, check_resolution, load_image, scan_folder
 from ..errors import UserError
 from ..metrics.digits_net import load_digits_feature_net
 from ..metrics.frechet import FeatureStats, ReferenceStats, frechet_distance_from_stats
@@ -192,10 +192,14 @@ def folder_feature_stats(
     """Inception statistics of an image folder (ADM center crop to ``resolution``); unreadable files skipped.
 
     ``keep``: also keep the first ``keep`` feature vectors (for KID and precision/recall)."""
-    extractor = fid_extractor(weights, device)
-    items = [path for path, _ in scan_folder(folder)[0]][:num]
+    try:
+        check_resolution(resolution)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    items = [path for path, _ in scan_folder(folder)[0]][:num]  # the folder first: no download for a typo
     if not items:
         raise UserError(f"no images found in {folder}")
+    extractor = fid_extractor(weights, device)
     stats, batch, skipped = FeatureStats(keep=keep), [], 0
     for path in tqdm(items, desc="ref-stats", unit="img", disable=not progress):
         try:

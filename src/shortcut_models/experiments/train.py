@@ -13,14 +13,15 @@ from ..training import Trainer
 
 def build_trainer(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Trainer:
     """The :class:`Trainer` of ``cfg`` in run directory ``out``, with a :class:`TrainingEvaluator` when
-    ``cfg.eval_every`` > 0. The metric is loaded first (rank 0 first, filling caches), so a missing
-    piece, such as FID reference statistics, stops the run before it trains. Under torchrun, call it
-    inside :func:`shortcut_models.distributed.session`."""
-    evaluator = None
+    ``cfg.eval_every`` > 0. The trainer comes first (it refuses a batch too large for the device), then
+    the metric (rank 0 first, filling caches), so a missing piece, such as FID reference statistics,
+    stops the run before it trains. Under torchrun, call it inside
+    :func:`shortcut_models.distributed.session`."""
+    trainer = Trainer(cfg, out, progress=progress)
     if cfg.eval_every:
         with distributed.main_first():
-            evaluator = TrainingEvaluator.from_config(cfg, out, distributed.resolve_device(cfg.device), progress)
-    return Trainer(cfg, out, progress=progress, evaluator=evaluator)
+            trainer.evaluator = TrainingEvaluator.from_config(cfg, out, trainer.device, progress)
+    return trainer
 
 
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Trainer:

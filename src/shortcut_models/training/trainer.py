@@ -41,6 +41,7 @@ from ..seeding import RowShare
 from .ema import EMA
 from .init_from import InitSource, load_initial_weights
 from .interval_means import IntervalMeans
+from .memory import check_batch_fits
 
 
 def comparable(cfg: TrainConfig) -> dict[str, Any]:
@@ -92,6 +93,15 @@ class Trainer:
         torch.manual_seed(seeding.derive_seed(cfg.seed, 99))  # network initialisation
         self.model = build_model(cfg.model, self.source.shape, self.num_classes, cfg.model_args).to(self.device)
         self.objective = build_objective(cfg.objective, self.num_classes, cfg.objective_args)
+        check_batch_fits(  # a batch too large for the device is refused before anything else happens
+            self.model,
+            self.source.shape,
+            self.num_classes,
+            self.rows_per_rank,
+            self.grad_accum,
+            self.device,
+            autocast_dtype(cfg.precision, self.device),
+        )
         info = self.source.info
         self.spec = ModelSpec(
             network=network_spec(self.model),
