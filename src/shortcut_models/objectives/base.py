@@ -57,6 +57,9 @@ class Objective(ABC):
 
     name: ClassVar[str]  # the registry key, e.g. "shortcut"
     title: ClassVar[str]  # how reports name it, e.g. "flow matching"
+    # True: the targets need a trained flow-matching network, the run named by the knob ``teacher``; the
+    # trainer loads it (objectives never read checkpoints) and hands it over with :meth:`bind_teacher`
+    teacher_run: ClassVar[bool] = False
     num_classes: int
     max_steps: int
 
@@ -92,6 +95,31 @@ class Objective(ABC):
     def teacher_rows(self, batch: int) -> int:
         """How many leading rows of a global batch of ``batch`` rows are built with the teacher."""
         return 0
+
+    def begin_step(self, step: int, total_steps: int) -> None:  # noqa: B027 - optional hook, default no-op
+        """Called by the trainer before the targets of training step ``step`` (0-based) of ``total_steps``.
+
+        Objectives whose targets follow a schedule over training (a step-size curriculum, distillation
+        stages) keep what they need here; the default does nothing.
+        """
+
+    def bind_teacher(self, network: nn.Module) -> None:
+        """Hand over the teacher network of a ``teacher_run`` objective (loaded by the trainer)."""
+        self._bound_teacher = network
+
+    def bound_teacher(self) -> nn.Module:
+        """The network given to :meth:`bind_teacher`; ValueError when there is none."""
+        network = getattr(self, "_bound_teacher", None)
+        if network is None:
+            raise ValueError(f"the {self.title} objective needs a teacher network (teacher=RUN)")
+        return network
+
+    def teacher_refresh(self, step: int, model: nn.Module, ema_model: nn.Module) -> nn.Module | None:
+        """The network whose weights the bound teacher takes before training step ``step`` (None: keep it).
+
+        Progressive distillation replaces its teacher by the student at each stage; the default keeps it.
+        """
+        return None
 
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
