@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,13 @@ def evaluate_images(
     batch_size: int = 500,
     save_dir: Path | None = None,
     progress: bool = True,
+    on_features: Callable[[int, torch.Tensor], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per step count: the metric (and floor), class accuracy, nfe, seconds."""
+    """One row per step count: the metric (and floor), class accuracy, nfe, seconds.
+
+    ``on_features(steps, features)`` receives the metric's features of each block of this process's
+    samples (e.g. to keep them for precision and recall).
+    """
     labels = loaded.balanced_labels(num)
     key = metric_key(metric.name)
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
@@ -94,7 +100,10 @@ def evaluate_images(
             valid = indices < num  # the last block's padding rows are dropped
             if bool(valid.any()):
                 mine = images[valid.to(images.device)]
-                stats.update(metric.extractor(mine))
+                features = metric.extractor(mine)
+                stats.update(features)
+                if on_features is not None:
+                    on_features(n, features)
                 if labels is not None and metric.classifier is not None:
                     pred = metric.classifier(mine).argmax(dim=1).cpu()
                     correct += int((pred == labels[indices[valid]]).sum())

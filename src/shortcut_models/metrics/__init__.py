@@ -5,6 +5,7 @@ from .digits_net import DigitsFeatureNet, load_digits_feature_net
 from .features import FEATURE_EXTRACTORS, Coordinates2D, FeatureExtractor, get_feature_extractor
 from .frechet import FeatureStats, ReferenceStats, frechet_distance, frechet_distance_from_stats
 from .inception import InceptionFeatures
+from .precision_recall import precision_recall
 from .swd import sliced_wasserstein
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "ReferenceStats",
     "frechet_distance",
     "frechet_distance_from_stats",
+    "precision_recall",
     "get_feature_extractor",
     "load_digits_feature_net",
     "sliced_wasserstein",

@@ -96,6 +96,16 @@ class Objective(ABC):
         """How many leading rows of a global batch of ``batch`` rows are built with the teacher."""
         return 0
 
+    def passes_per_row(self, batch: int) -> tuple[float, float]:
+        """The cost model of one training step of ``batch`` rows: (forward, backward) passes of the
+        network per row, teacher passes included. Flow matching is (1, 1)."""
+        return 1.0, 1.0
+
+    def step_cost(self, batch: int) -> float:
+        """Predicted step time relative to flow matching, a backward pass counted as two forwards."""
+        forward, backward = self.passes_per_row(batch)
+        return (forward + 2 * backward) / 3
+
     def begin_step(self, step: int, total_steps: int) -> None:  # noqa: B027 - optional hook, default no-op
         """Called by the trainer before the targets of training step ``step`` (0-based) of ``total_steps``.
 

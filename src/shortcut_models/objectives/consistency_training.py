@@ -66,6 +66,10 @@ class ConsistencyTraining(Objective):
     def teacher_rows(self, batch: int) -> int:
         return batch
 
+    def passes_per_row(self, batch: int) -> tuple[float, float]:
+        """One teacher forward per row, then one forward and backward."""
+        return 2.0, 1.0
+
     @torch.no_grad()
     def targets(
         self,

@@ -76,6 +76,10 @@ class LiveReflow(Objective):
             )
         return n
 
+    def passes_per_row(self, batch: int) -> tuple[float, float]:
+        """Eight teacher forwards on the reflow share f, then one forward and backward per row."""
+        return 1 + EULER_STEPS * self.teacher_rows(batch) / batch, 1.0
+
     @torch.no_grad()
     def targets(
         self,

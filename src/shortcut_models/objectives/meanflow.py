@@ -87,6 +87,11 @@ class MeanFlow(Objective):
         """The rows with d > 0, which need the forward-mode product: round(B * interval_share)."""
         return round(batch * self.interval_share)
 
+    def passes_per_row(self, batch: int) -> tuple[float, float]:
+        """One Jacobian-vector product on the share f with d > 0 (primal plus tangent: two forwards),
+        then one forward and backward per row."""
+        return 1 + 2 * self.teacher_rows(batch) / batch, 1.0
+
     @torch.no_grad()
     def targets(
         self,
