@@ -66,7 +66,8 @@ def test_live_reflow_rows(make_batch):
     tg = obj.targets(net, x1, generator=g, x0=x0)
     flow = FlowMatching().targets(None, x1, generator=torch.Generator().manual_seed(1), x0=x0)
     assert tg.bootstrap[:8].all() and not tg.bootstrap[8:].any()
-    assert torch.all(tg.d[:8] == 1) and torch.all(tg.d[8:] == 1 / 128) and obj.sampling_d == 1.0
+    assert torch.all(tg.d[:8] == 1) and torch.all(tg.d[8:] == 1 / 128)
+    assert (obj.sampling_d_at(1), obj.sampling_d_at(64), obj.sampling_d_at(128)) == (1.0, 1.0, 1 / 128)
     torch.testing.assert_close(tg.v[8:], flow.v[8:])  # flow rows: flow matching, same draws
     x = x0[:8]
     for i in range(8):

@@ -21,7 +21,8 @@ RECIPES = {
     "sampled with d held at 1/128",
     "progressive-distillation": "from the flow-matching run, 7 stages of 2 -> 1 step distillation in one run "
     "(the teacher takes the student's weights at each stage)",
-    "live-reflow": "flow matching plus one reflow row in 8 (8 Euler steps of the network itself), sampled with d = 1",
+    "live-reflow": "flow matching plus one reflow row in 8 (8 Euler steps of the network itself), "
+    "sampled with d = 1 (d = 1/128 at 128 steps)",
     "meanflow": "average velocity over [t, t + d]; 25% of rows with d > 0 (logit-normal times), adaptive loss weight",
 }
 

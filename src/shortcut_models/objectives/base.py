@@ -92,6 +92,10 @@ class Objective(ABC):
     def sampling_d(self) -> float | None:
         """The step size a sampler feeds this objective's networks (None: the step actually taken)."""
 
+    def sampling_d_at(self, steps: int) -> float | None:
+        """The step-size input for sampling in ``steps`` steps (default: :attr:`sampling_d` at every count)."""
+        return self.sampling_d
+
     def teacher_rows(self, batch: int) -> int:
         """How many leading rows of a global batch of ``batch`` rows are built with the teacher."""
         return 0

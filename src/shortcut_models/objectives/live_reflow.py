@@ -11,7 +11,7 @@ between a noise vector and where the network itself currently takes it:
 
 Flow rows are those of :class:`FlowMatching` (t on the 1/M grid, d = 1/M, label dropout). Row i of
 the targets is built from data row i (the reflow rows ignore their data). The network is sampled
-with d = 1 as its step-size input at every step count (the authors switch to 1/M at M steps).
+with d = 1 as its step-size input below M steps and with d = 1/M at M steps, as in the authors' code.
 """
 
 from __future__ import annotations
@@ -59,8 +59,12 @@ class LiveReflow(Objective):
 
     @property
     def sampling_d(self) -> float | None:
-        """The reflow rows train the one-step jump at d = 1: the sampler feeds d = 1."""
+        """The reflow rows train the one-step jump at d = 1: the sampler feeds d = 1 (below M steps)."""
         return 1.0
+
+    def sampling_d_at(self, steps: int) -> float | None:
+        """d = 1 below M steps, the flow level 1/M at M steps (as the authors' evaluation)."""
+        return 1.0 / self.max_steps if steps >= self.max_steps else 1.0
 
     def select_teacher(self, model: nn.Module, ema_model: nn.Module) -> nn.Module:
         """The online network (as the authors' code)."""
