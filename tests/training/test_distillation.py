@@ -13,12 +13,7 @@ from shortcut_models.training import Trainer
 DISTIL = ["max_steps=8", "ckpt_every=100"]  # K = 3 stages
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -145,6 +145,19 @@ class Objective(ABC):
         return {name: getattr(self, name) for name in self.knobs()}
 
 
+class EveryRowTeacher(Objective):
+    """An objective whose every row is built with the teacher (the consistency and distillation methods)."""
+
+    def teacher_rows(self, batch: int) -> int:
+        return batch
+
+    def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MSE over the batch; logs hold the loss and its self-consistency part (every row)."""
+        loss, logs = regression_loss(model, targets)
+        logs.pop("loss_flow")
+        return loss, logs
+
+
 def log_weights(rows: int, teacher_rows: int) -> dict[str, float]:
     """How many rows each log of :func:`regression_loss` averages over (for means over steps)."""
     return {"loss": rows, "loss_flow": rows - teacher_rows, "loss_consistency": teacher_rows}

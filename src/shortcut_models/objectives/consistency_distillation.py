@@ -21,15 +21,15 @@ import torch
 from torch import nn
 
 from .. import path
-from ..seeding import RowDraws, RowShare
+from ..seeding import RowShare
 from ..validation import check_bool, check_float
-from .base import Objective, Targets, regression_loss
-from .flow_matching import check_common, null_labels
-from .schedule import consistency_velocity
+from .base import EveryRowTeacher, Targets
+from .flow_matching import check_common
+from .schedule import consistency_velocity, grid_draws
 
 
 @dataclass
-class ConsistencyDistillation(Objective):
+class ConsistencyDistillation(EveryRowTeacher):
     """Consistency distillation of a flow-matching teacher.
 
     Args:
@@ -64,9 +64,6 @@ class ConsistencyDistillation(Objective):
         """The student network that predicts the data at the next point (the frozen teacher is bound)."""
         return ema_model if self.bootstrap_ema else model
 
-    def teacher_rows(self, batch: int) -> int:
-        return batch
-
     def passes_per_row(self, batch: int) -> tuple[float, float]:
         """Two teacher forwards per row, then one forward and backward."""
         return 3.0, 1.0
@@ -82,10 +79,7 @@ class ConsistencyDistillation(Objective):
         rows: RowShare | None = None,
     ) -> Targets:
         """``teacher`` is the student side (see :meth:`select_teacher`). Draw order: noise, times."""
-        draws = RowDraws.for_batch(x1.shape[0], generator, x1.device, rows)
-        x0 = draws.normal(tuple(x1.shape[1:]), x1.dtype) if x0 is None else x0
-        t = draws.integers(self.max_steps).float() / self.max_steps
-        labels = null_labels(x1.shape[0], self.num_classes, x1.device) if y is None else y.long()
+        x0, t, labels = grid_draws(x1, y, self.num_classes, self.max_steps, generator, x0, rows)
         return self.build(self.bound_teacher(), teacher, x0, x1, t, labels)
 
     def build(
@@ -106,9 +100,3 @@ class ConsistencyDistillation(Objective):
         v_next = student(x_next, t + d, d, y).to(x1.dtype)
         v = consistency_velocity(x_t, t, x_next, t + d, v_next)
         return Targets(x_t, t, d, v, y, torch.ones_like(t, dtype=torch.bool))
-
-    def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MSE over the batch (every row is built with the teacher)."""
-        loss, logs = regression_loss(model, targets)
-        logs.pop("loss_flow")
-        return loss, logs

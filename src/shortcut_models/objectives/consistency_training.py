@@ -20,15 +20,15 @@ import torch
 from torch import nn
 
 from .. import path
-from ..seeding import RowDraws, RowShare
+from ..seeding import RowShare
 from ..validation import check_bool
-from .base import Objective, Targets, regression_loss
-from .flow_matching import check_common, null_labels
-from .schedule import consistency_velocity, num_levels, section
+from .base import EveryRowTeacher, Targets
+from .flow_matching import check_common
+from .schedule import consistency_velocity, grid_draws, num_levels, section
 
 
 @dataclass
-class ConsistencyTraining(Objective):
+class ConsistencyTraining(EveryRowTeacher):
     """Consistency training with the authors' step-size curriculum.
 
     Args:
@@ -63,9 +63,6 @@ class ConsistencyTraining(Objective):
     def select_teacher(self, model: nn.Module, ema_model: nn.Module) -> nn.Module:
         return ema_model if self.bootstrap_ema else model
 
-    def teacher_rows(self, batch: int) -> int:
-        return batch
-
     def passes_per_row(self, batch: int) -> tuple[float, float]:
         """One teacher forward per row, then one forward and backward."""
         return 2.0, 1.0
@@ -81,10 +78,7 @@ class ConsistencyTraining(Objective):
         rows: RowShare | None = None,
     ) -> Targets:
         """Targets at the current level (see :meth:`begin_step`). Draw order: noise, grid positions."""
-        draws = RowDraws.for_batch(x1.shape[0], generator, x1.device, rows)
-        x0 = draws.normal(tuple(x1.shape[1:]), x1.dtype) if x0 is None else x0
-        t = draws.integers(2**self.level).float() / 2**self.level
-        labels = null_labels(x1.shape[0], self.num_classes, x1.device) if y is None else y.long()
+        x0, t, labels = grid_draws(x1, y, self.num_classes, 2**self.level, generator, x0, rows)
         return self.build(teacher, x0, x1, t, labels)
 
     def build(
@@ -97,9 +91,3 @@ class ConsistencyTraining(Objective):
         v_next = teacher(x_next, t + d, d, y).to(x1.dtype)
         v = consistency_velocity(x_t, t, x_next, t + d, v_next)
         return Targets(x_t, t, d, v, y, torch.ones_like(t, dtype=torch.bool))
-
-    def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MSE over the batch (every row is built with the teacher)."""
-        loss, logs = regression_loss(model, targets)
-        logs.pop("loss_flow")
-        return loss, logs

@@ -23,15 +23,15 @@ import torch
 from torch import nn
 
 from .. import path
-from ..seeding import RowDraws, RowShare
+from ..seeding import RowShare
 from ..validation import check_bool, check_float
-from .base import Objective, Targets, regression_loss
-from .flow_matching import check_common, null_labels
-from .schedule import num_levels, section
+from .base import EveryRowTeacher, Targets
+from .flow_matching import check_common
+from .schedule import grid_draws, num_levels, section
 
 
 @dataclass
-class ProgressiveDistillation(Objective):
+class ProgressiveDistillation(EveryRowTeacher):
     """Progressive distillation of a flow-matching teacher, K stages in one run.
 
     Args:
@@ -84,9 +84,6 @@ class ProgressiveDistillation(Objective):
         """The stage's teacher (bound by the trainer)."""
         return self.bound_teacher()
 
-    def teacher_rows(self, batch: int) -> int:
-        return batch
-
     def passes_per_row(self, batch: int) -> tuple[float, float]:
         """Two teacher forwards per row, then one forward and backward."""
         return 3.0, 1.0
@@ -102,10 +99,7 @@ class ProgressiveDistillation(Objective):
         rows: RowShare | None = None,
     ) -> Targets:
         """Targets of the current stage (see :meth:`begin_step`). Draw order: noise, grid positions."""
-        draws = RowDraws.for_batch(x1.shape[0], generator, x1.device, rows)
-        x0 = draws.normal(tuple(x1.shape[1:]), x1.dtype) if x0 is None else x0
-        t = draws.integers(2**self.level).float() / 2**self.level
-        labels = null_labels(x1.shape[0], self.num_classes, x1.device) if y is None else y.long()
+        x0, t, labels = grid_draws(x1, y, self.num_classes, 2**self.level, generator, x0, rows)
         return self.build(teacher, x0, x1, t, labels)
 
     def build(
@@ -119,9 +113,3 @@ class ProgressiveDistillation(Objective):
         x_mid = (x_t + path.expand_like(half, x_t) * v1).clamp(-self.clip, self.clip)
         v2 = teacher(x_mid, t + half, half, y).to(x1.dtype)
         return Targets(x_t, t, d, (v1 + v2) / 2, y, torch.ones_like(t, dtype=torch.bool))
-
-    def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MSE over the batch (every row is built with the teacher)."""
-        loss, logs = regression_loss(model, targets)
-        logs.pop("loss_flow")
-        return loss, logs

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import path
+from ..seeding import RowDraws, RowShare
 
 
 def num_levels(max_steps: int) -> int:
@@ -23,6 +24,24 @@ def section(step: int, total_steps: int, sections: int) -> int:
     the last section.
     """
     return min(sections - 1, (step * sections) // max(total_steps, 1))
+
+
+def grid_draws(
+    x1: torch.Tensor,
+    y: torch.Tensor | None,
+    num_classes: int,
+    cells: int,
+    generator: torch.Generator | None,
+    x0: torch.Tensor | None,
+    rows: RowShare | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(noise, times, labels) of every row: noise drawn when ``x0`` is None, then t = i / cells with i
+    uniform in {0, ..., cells - 1}; labels as given (the null label when ``y`` is None)."""
+    draws = RowDraws.for_batch(x1.shape[0], generator, x1.device, rows)
+    x0 = draws.normal(tuple(x1.shape[1:]), x1.dtype) if x0 is None else x0
+    t = draws.integers(cells).float() / cells
+    labels = torch.full((x1.shape[0],), num_classes, dtype=torch.long, device=x1.device) if y is None else y.long()
+    return x0, t, labels
 
 
 def consistency_velocity(
