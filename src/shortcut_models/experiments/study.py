@@ -133,6 +133,7 @@ def measure_costs(out: Path, plan: StudyPlan) -> dict[str, dict[str, float]]:
     key = {"repeats": plan.timing_repeats, "methods": list(plan.methods), "threads": torch.get_num_threads()}
     if file.exists() and json.loads(file.read_text()).get("settings") == key:
         return json.loads(file.read_text())["costs"]
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
             m: Trainer(method_config(out, plan, m, ("logger=none",)), f"{tmp}/{m}", progress=False)
@@ -149,7 +150,8 @@ def measure_costs(out: Path, plan: StudyPlan) -> dict[str, dict[str, float]]:
             "backward": backward,
             "ms": 1e3 * sorted(times[m])[len(times[m]) // 2],
         }
-    file.write_text(json.dumps({"settings": key, "costs": costs}, indent=2) + "\n")
+    seconds = time.perf_counter() - t0
+    file.write_text(json.dumps({"settings": key, "costs": costs, "seconds": seconds}, indent=2) + "\n")
     return costs
 
 
@@ -173,6 +175,11 @@ def run_study(out: Path, plan: StudyPlan, progress: bool = True) -> Path:
     grids = comparison_grids(out, plan, models)
     costs = measure_costs(out, plan)
     params = sum(p.numel() for p in models[TEACHER].model.parameters())
+    stages = {
+        "training": sum(train_seconds.values()),
+        "evaluation": sum(float(r["seconds"]) for r in rows),
+        "timing": json.loads((out / "timing.json").read_text()).get("seconds", 0.0),
+    }
     return write_study_report(
         out,
         plan,
@@ -180,7 +187,7 @@ def run_study(out: Path, plan: StudyPlan, progress: bool = True) -> Path:
         floor,
         costs,
         train_seconds,
-        time.perf_counter() - t_start,
+        {**stages, "this call": time.perf_counter() - t_start},
         params,
         method_config(out, plan, TEACHER),
         {"fd": plot, "grids": grids},
