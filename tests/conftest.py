@@ -80,6 +80,16 @@ def as_format_1():
 
 # ------------------------------------------------------------------------------ tiny runs
 
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: one thread is fastest, and two threads crawl when other work shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # A class-conditional digits run with DiT-Nano (8x8 images): a few steps train in about a second on a CPU.
 NANO = ["model=DiT-Nano", "batch_size=16", "log_every=2", "warmup_steps=0", "logger=none", "sample_steps=[1]"]
 

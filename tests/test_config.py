@@ -146,6 +146,12 @@ def test_objective_knobs_are_defined_once():
         "cfg_scale",
         "dt_bias",
         "clip",
+        "teacher",
+        "interval_share",
+        "time_mu",
+        "time_sigma",
+        "adaptive_power",
+        "adaptive_eps",
     }
 
 

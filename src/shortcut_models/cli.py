@@ -34,7 +34,7 @@ from .evaluation import (
     format_table,
     write_results,
 )
-from .experiments import DemoPlan, build_trainer, run_demo
+from .experiments import DemoPlan, StudyPlan, build_trainer, run_demo, run_study
 from .images import save_grid, to_uint8
 from .inference import generate_shared, load_model
 from .objectives import OBJECTIVES
@@ -346,6 +346,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    plan = StudyPlan(overrides=list(args.overrides))
+    if args.steps is not None:
+        plan.steps = args.steps
+    if args.eval_num is not None:
+        plan.eval_num = args.eval_num
+    if args.quick:  # a smoke-test budget: seconds, not minutes (numbers are meaningless)
+        plan = StudyPlan(
+            overrides=["model=DiT-Nano", "log_every=2", "batch_size=16", "sample_steps=[1]", *args.overrides],
+            steps=4,
+            eval_num=20,
+            timing_repeats=2,
+        )
+    report = run_study(Path(args.out), plan, progress=not args.quiet)
+    print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shortcut", description="Train, sample and evaluate shortcut models and flow matching.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -449,6 +478,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both models")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "study", help="flow matching, shortcut, the paper's baselines and MeanFlow on one network, ranked in a report"
+    )
+    p.add_argument("--out", default="runs/study", help="output directory (resumable)")
+    p.add_argument("--steps", type=_positive, help="training steps of every method (default 4000)")
+    p.add_argument("--eval-num", type=_positive, help="samples per method and step count (default 2000)")
+    p.add_argument("--quick", action="store_true", help="tiny budget for smoke tests")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every method")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("ref-stats", help="reference feature statistics (mu, sigma) of a data set")
     p.add_argument("--data", help="'digits' or an image folder")

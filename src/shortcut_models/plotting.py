@@ -14,11 +14,17 @@ from matplotlib.figure import Figure
 
 
 def plot_metric_vs_steps(
-    rows: list[dict[str, Any]], metric: str, out: Path, ylabel: str | None = None, names: dict[str, str] | None = None
+    rows: list[dict[str, Any]],
+    metric: str,
+    out: Path,
+    ylabel: str | None = None,
+    names: dict[str, str] | None = None,
+    log_y: bool = False,
 ) -> None:
     """One line per checkpoint (named by objective and step) on a log2 step axis; floor dashed.
 
-    ``names`` maps an objective's registry name to the name shown (e.g. "flow" -> "flow matching").
+    ``names`` maps an objective's registry name to the name shown (e.g. "flow" -> "flow matching");
+    ``log_y`` puts the metric on a log axis.
     """
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.subplots()
@@ -35,6 +41,8 @@ def plot_metric_vs_steps(
     if floors:
         ax.axhline(float(np.mean(floors)), color="gray", linestyle="--", label="data vs data")
     ax.set_xscale("log", base=2)
+    if log_y:
+        ax.set_yscale("log")
     ax.set_xticks(sorted({r["steps"] for r in rows}), [str(s) for s in sorted({r["steps"] for r in rows})])
     ax.set_xlabel("sampling steps")
     ax.set_ylabel(ylabel or metric)

@@ -39,7 +39,7 @@ def registered(monkeypatch):
 
 
 def test_the_registry():
-    assert list(OBJECTIVES) == ["flow", "shortcut"]
+    assert list(OBJECTIVES)[:2] == ["flow", "shortcut"]
     for name, cls in OBJECTIVES.items():
         assert cls.name == name and issubclass(cls, Objective) and cls.title
     assert Shortcut.knobs() == (

@@ -24,13 +24,7 @@ from shortcut_models.training.init_from import (
 TOY = ["model_args.width=32", "model_args.depth=1", "batch_size=16", "log_every=2", "logger=none", "sample_steps=[1]"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is fastest, and two threads crawl when other work shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

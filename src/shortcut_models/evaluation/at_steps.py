@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,14 @@ def evaluate_images(
     batch_size: int = 500,
     save_dir: Path | None = None,
     progress: bool = True,
+    on_features: Callable[[int, torch.Tensor], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per step count: the metric (and floor), class accuracy, the set measures requested
-    (``metric.extras``: is, kid, prc), nfe, seconds."""
+    (``metric.extras``: is, kid, prc), nfe, seconds.
+
+    ``on_features(steps, features)`` receives the metric's features of each block of this process's
+    samples (e.g. to keep them for precision and recall).
+    """
     labels = loaded.balanced_labels(num)
     key = metric_key(metric.name)
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
@@ -102,6 +108,8 @@ def evaluate_images(
             if bool(valid.any()):
                 mask = valid.to(images.device)
                 stats.update(features[mask])
+                if on_features is not None:
+                    on_features(n, features[mask])
                 if labels is not None and metric.classifier is not None:
                     pred = metric.classifier(images[mask]).argmax(dim=1).cpu()
                     correct += int((pred == labels[indices[valid]]).sum())

@@ -157,10 +157,9 @@ def measure_cost_ratio(plan: DemoPlan) -> dict[str, float]:
         }
         times = interleaved_step_times(trainers, plan.timing_repeats)
         shortcut = trainers["shortcut"]
-        f = shortcut.objective.teacher_rows(shortcut.cfg.batch_size) / shortcut.cfg.batch_size
     return {
         "ratio": median_ratio(times["shortcut"], times["flow"]),
-        "cost_model": 1 + 2 * f / 3,
+        "cost_model": shortcut.objective.step_cost(shortcut.cfg.batch_size),
         "flow_ms": 1e3 * sorted(times["flow"])[len(times["flow"]) // 2],
         "shortcut_ms": 1e3 * sorted(times["shortcut"])[len(times["shortcut"]) // 2],
     }

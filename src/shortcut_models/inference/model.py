@@ -95,7 +95,7 @@ class LoadedModel:
                 steps,
                 y=y,
                 cfg_scale=cfg_scale,
-                fixed_d=self.objective.sampling_d,
+                fixed_d=self.objective.sampling_d_at(steps),
                 max_steps=self.max_steps,
             )
         return x.float()

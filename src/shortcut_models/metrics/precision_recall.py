@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["precision_recall"]
+__all__ = ["knn_radii", "precision_recall"]
 
 
-def _radii(points: torch.Tensor, k: int, block: int) -> torch.Tensor:
-    """Distance from each point to its k-th nearest other point of the same set."""
+def knn_radii(points: torch.Tensor, k: int, block: int = 4096) -> torch.Tensor:
+    """Distance from each point to its k-th nearest other point of the same set (the first is itself)."""
+    if points.shape[0] <= k:
+        raise ValueError(f"precision/recall with k = {k} need more than {k} rows in each set, got {points.shape[0]}")
+    points = points.double()
     return torch.cat([torch.cdist(chunk, points).kthvalue(k + 1, dim=1).values for chunk in points.split(block)])
 
 
@@ -31,9 +34,7 @@ def precision_recall(generated: torch.Tensor, real: torch.Tensor, k: int = 3, bl
         raise ValueError(
             f"precision/recall need [N, D] and [M, D] features, got {tuple(generated.shape)} and {tuple(real.shape)}"
         )
-    if min(generated.shape[0], real.shape[0]) <= k:
-        raise ValueError(f"precision/recall with k = {k} need more than {k} rows in each set")
     fake, data = generated.detach().cpu().double(), real.detach().cpu().double()
-    precision = _covered(fake, data, _radii(data, k, block), block).double().mean()
-    recall = _covered(data, fake, _radii(fake, k, block), block).double().mean()
+    precision = _covered(fake, data, knn_radii(data, k, block), block).double().mean()
+    recall = _covered(data, fake, knn_radii(fake, k, block), block).double().mean()
     return float(precision), float(recall)

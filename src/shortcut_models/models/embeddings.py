@@ -16,10 +16,12 @@ from torch import nn
 
 
 def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sin-cos features of a scalar per row: [B] -> [B, dim] (cos half first, as in DiT)."""
+    """Sin-cos features of a scalar per row: [B] -> [B, dim] (cos half first, as in DiT); float32, or
+    float64 for float64 input (derivative checks)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    args = x.float()[:, None] * freqs[None]
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=dtype) / half)
+    args = x.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
@@ -28,7 +30,7 @@ def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.
 
 def step_level(d: torch.Tensor) -> torch.Tensor:
     """Level ``k = -log2(d)`` of a step size (d = 1 -> 0, d = 1/128 -> 7); d must be > 0."""
-    return -torch.log2(d.float().clamp_min(1e-12))
+    return -torch.log2(d.to(torch.float64 if d.dtype == torch.float64 else torch.float32).clamp_min(1e-12))
 
 
 class ScalarEmbedder(nn.Module):

@@ -13,12 +13,22 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Objective, Targets, log_weights, regression_loss
+from .consistency_distillation import ConsistencyDistillation
+from .consistency_training import ConsistencyTraining
 from .flow_matching import FlowMatching
+from .live_reflow import LiveReflow
+from .meanflow import MeanFlow
+from .progressive_distillation import ProgressiveDistillation
 from .shortcut import Shortcut, level_strata
 
 OBJECTIVES: dict[str, type[Objective]] = {
     FlowMatching.name: FlowMatching,
     Shortcut.name: Shortcut,
+    ConsistencyTraining.name: ConsistencyTraining,
+    ConsistencyDistillation.name: ConsistencyDistillation,
+    ProgressiveDistillation.name: ProgressiveDistillation,
+    LiveReflow.name: LiveReflow,
+    MeanFlow.name: MeanFlow,
 }
 
 
@@ -47,8 +57,13 @@ def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = N
 
 __all__ = [
     "OBJECTIVES",
+    "ConsistencyDistillation",
+    "ConsistencyTraining",
     "FlowMatching",
+    "LiveReflow",
+    "MeanFlow",
     "Objective",
+    "ProgressiveDistillation",
     "Shortcut",
     "Targets",
     "all_knobs",

@@ -57,6 +57,9 @@ class Objective(ABC):
 
     name: ClassVar[str]  # the registry key, e.g. "shortcut"
     title: ClassVar[str]  # how reports name it, e.g. "flow matching"
+    # True: the targets need a trained flow-matching network, the run named by the knob ``teacher``; the
+    # trainer loads it (objectives never read checkpoints) and hands it over with :meth:`bind_teacher`
+    teacher_run: ClassVar[bool] = False
     num_classes: int
     max_steps: int
 
@@ -89,9 +92,48 @@ class Objective(ABC):
     def sampling_d(self) -> float | None:
         """The step size a sampler feeds this objective's networks (None: the step actually taken)."""
 
+    def sampling_d_at(self, steps: int) -> float | None:
+        """The step-size input for sampling in ``steps`` steps (default: :attr:`sampling_d` at every count)."""
+        return self.sampling_d
+
     def teacher_rows(self, batch: int) -> int:
         """How many leading rows of a global batch of ``batch`` rows are built with the teacher."""
         return 0
+
+    def passes_per_row(self, batch: int) -> tuple[float, float]:
+        """The cost model of one training step of ``batch`` rows: (forward, backward) passes of the
+        network per row, teacher passes included. Flow matching is (1, 1)."""
+        return 1.0, 1.0
+
+    def step_cost(self, batch: int) -> float:
+        """Predicted step time relative to flow matching, a backward pass counted as two forwards."""
+        forward, backward = self.passes_per_row(batch)
+        return (forward + 2 * backward) / 3
+
+    def begin_step(self, step: int, total_steps: int) -> None:  # noqa: B027 - optional hook, default no-op
+        """Called by the trainer before the targets of training step ``step`` (0-based) of ``total_steps``.
+
+        Objectives whose targets follow a schedule over training (a step-size curriculum, distillation
+        stages) keep what they need here; the default does nothing.
+        """
+
+    def bind_teacher(self, network: nn.Module) -> None:
+        """Hand over the teacher network of a ``teacher_run`` objective (loaded by the trainer)."""
+        self._bound_teacher = network
+
+    def bound_teacher(self) -> nn.Module:
+        """The network given to :meth:`bind_teacher`; ValueError when there is none."""
+        network = getattr(self, "_bound_teacher", None)
+        if network is None:
+            raise ValueError(f"the {self.title} objective needs a teacher network (teacher=RUN)")
+        return network
+
+    def teacher_refresh(self, step: int, model: nn.Module, ema_model: nn.Module) -> nn.Module | None:
+        """The network whose weights the bound teacher takes before training step ``step`` (None: keep it).
+
+        Progressive distillation replaces its teacher by the student at each stage; the default keeps it.
+        """
+        return None
 
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
@@ -101,6 +143,19 @@ class Objective(ABC):
     def args(self) -> dict[str, Any]:
         """The value of every knob: with ``num_classes`` it rebuilds this objective."""
         return {name: getattr(self, name) for name in self.knobs()}
+
+
+class EveryRowTeacher(Objective):
+    """An objective whose every row is built with the teacher (the consistency and distillation methods)."""
+
+    def teacher_rows(self, batch: int) -> int:
+        return batch
+
+    def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MSE over the batch; logs hold the loss and its self-consistency part (every row)."""
+        loss, logs = regression_loss(model, targets)
+        logs.pop("loss_flow")
+        return loss, logs
 
 
 def log_weights(rows: int, teacher_rows: int) -> dict[str, float]:

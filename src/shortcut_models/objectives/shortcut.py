@@ -118,6 +118,10 @@ class Shortcut(Objective):
         """The self-consistency rows: the first B // bootstrap_every rows (see :meth:`num_bootstrap_rows`)."""
         return self.num_bootstrap_rows(batch)
 
+    def passes_per_row(self, batch: int) -> tuple[float, float]:
+        """Two teacher forwards on the self-consistency share f, then one forward and backward per row."""
+        return 1 + 2 * self.num_bootstrap_rows(batch) / batch, 1.0
+
     def num_bootstrap_rows(self, batch: int) -> int:
         """B_b = B // bootstrap_every; a batch too small for one such row is an error."""
         n = batch // self.bootstrap_every

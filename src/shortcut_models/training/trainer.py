@@ -15,6 +15,7 @@ logs, samples and checkpoints. A stop signal on any process stops every process 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import sys
 import time
@@ -42,6 +43,7 @@ from .ema import EMA
 from .init_from import InitSource, load_initial_weights
 from .interval_means import IntervalMeans
 from .memory import check_batch_fits
+from .teacher import frozen_copy, load_teacher, teacher_checkpoint
 
 
 def comparable(cfg: TrainConfig) -> dict[str, Any]:
@@ -93,6 +95,8 @@ class Trainer:
         torch.manual_seed(seeding.derive_seed(cfg.seed, 99))  # network initialisation
         self.model = build_model(cfg.model, self.source.shape, self.num_classes, cfg.model_args).to(self.device)
         self.objective = build_objective(cfg.objective, self.num_classes, cfg.objective_args)
+        if self.objective.teacher_run and not cfg.init_from:  # the student starts from the teacher run
+            cfg = self.cfg = dataclasses.replace(cfg, init_from=self.objective.teacher)
         check_batch_fits(  # a batch too large for the device is refused before anything else happens
             self.model,
             self.source.shape,
@@ -141,7 +145,14 @@ class Trainer:
         self.samples_dir: Path | None = None
         self.init_source: InitSource | None = None
         self._autoencoder: Autoencoder | None = None
+        # the bound teacher of a teacher_run objective: its weights come from the teacher run (fresh) or
+        # from this run's checkpoint (resumed)
+        self.teacher = frozen_copy(self.model) if self.objective.teacher_run else None
+        if self.teacher is not None:
+            self.objective.bind_teacher(self.teacher)
         self._resume()
+        if self.teacher is not None and self.last_checkpoint is None:
+            load_teacher(self.teacher, teacher_checkpoint(cfg, self.objective.teacher))
         if self.last_checkpoint is None and cfg.init_from:  # a fresh fine-tuning run: see training/init_from.py
             self.init_source = load_initial_weights(self.model, self.ema.module, cfg)
             if self.is_main:
@@ -173,6 +184,10 @@ class Trainer:
         state = ckpt.load_state(latest)
         self.optimizer.load_state_dict(state["optimizer"])
         self.ema.load_state_dict(state["ema"])
+        if self.teacher is not None:
+            if "teacher" not in state:
+                raise UserError(f"{latest} holds no teacher weights; it was not saved by a distillation run")
+            self.teacher.load_state_dict(state["teacher"])
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
@@ -192,6 +207,8 @@ class Trainer:
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             }
+            if self.teacher is not None:
+                state["teacher"] = self.teacher.state_dict()
             config = ckpt.checkpoint_config(self.spec, self.step, self.cfg.to_dict())
             ckpt.save_checkpoint(
                 self.run_dir, self.step, config, self.model, self.ema.module, state, self.cfg.keep_checkpoints
@@ -232,6 +249,10 @@ class Trainer:
         x1 = to_device(x1, self.device)  # pinned + non_blocking on CUDA: no host sync
         y = to_device(y, self.device) if self.num_classes > 0 else None
         gen = seeding.generator(cfg.seed, seeding.STREAMS["targets"], step, device=self.device)
+        self.objective.begin_step(step, cfg.steps)
+        new_teacher = self.objective.teacher_refresh(step, self.model, self.ema.module)
+        if new_teacher is not None and self.teacher is not None:
+            self.teacher.load_state_dict(ckpt.unwrap(new_teacher).state_dict())
         teacher = self.objective.select_teacher(self.teacher_online, self.teacher_ema)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
