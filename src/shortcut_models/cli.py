@@ -1,12 +1,16 @@
 """The ``shortcut`` command: train, sample and eval.
 
-Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 training diverged or an
-internal error.
+Exit codes: 0 success; 2 bad input (one line on stderr, no traceback; a second ``train`` on a run
+directory in use, a checkpoint that could run code or none intact included); 1 work that could not
+complete (training diverged, a write failed, e.g. a full disk, samples came out NaN; one line) or an
+internal error; 75 (EX_TEMPFAIL) training stopped by SIGTERM/SIGINT after saving its checkpoint: run the
+same command again to continue (schedulers may requeue on it); 130 interrupted outside training.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from .autoencoders import build_autoencoder
 from .config import EVAL_METRICS, build_config
 from .data.digits import load_digits
 from .data.latents import encode_folder
-from .errors import TrainingDiverged, UserError
+from .errors import RunError, UserError
 from .evaluation import (
     build_metric,
     digits_metric,
@@ -32,11 +36,13 @@ from .evaluation import (
 )
 from .experiments import DemoPlan, build_trainer, run_demo
 from .images import save_grid, to_uint8
-from .inference import generate_shared, load_model
+from .inference import check_finite, generate_shared, load_model
 from .objectives import OBJECTIVES
 from .plotting import scatter_2d
 from .runtime import tune_allocator
 from .sampling import check_steps
+
+EXIT_STOPPED = 75  # training stopped by a signal, its checkpoint saved: rerun to continue
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +57,16 @@ def _steps_list(text: str) -> list[int]:
         return [check_steps(int(s)) for s in text.split(",") if s.strip()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc) if "steps" in str(exc) else f"bad step list {text!r}") from None
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -75,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"checkpoint: {final}")
         if trainer.samples_dir is not None:
             print(f"samples:    {trainer.samples_dir}")
-    return 0
+    return EXIT_STOPPED if trainer.stopped_by_signal else 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -99,6 +115,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         x = generate_shared(loaded, args.num, args.steps, seed=args.seed, labels=labels, cfg_scale=args.cfg_scale)
     if x is None:  # not rank 0
         return 0
+    check_finite(x, f"samples of {loaded.path}")
     out.parent.mkdir(parents=True, exist_ok=True)
     y = labels.numpy() if labels is not None else np.full(args.num, loaded.num_classes, dtype=np.int64)
     is_image = x.ndim == 4  # decoded images (pixels or VAE decodes); [N, D] for vector data
@@ -117,49 +134,66 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    rows, metric_name = [], None
+    rows: list[dict] = []
+    metric_name = None
+    done: list[str] = []
     with distributed.session(args.device):  # under torchrun: samples split over processes, rank 0 writes
         for path in args.ckpt:
-            loaded = load_model(path, args.device)
-            with distributed.main_first():  # rank 0 fills caches and downloads first
-                metric = build_metric(
-                    args.metric,
-                    loaded.spec.data,
-                    loaded.is_image,
-                    args.ref_stats,
-                    args.inception_weights,
-                    loaded.device,
-                )
-            name = "swd" if metric is None else metric.name
-            if metric_name not in (None, name):
-                raise UserError(
-                    f"checkpoints need different metrics ({metric_name} and {name}); evaluate them separately"
-                )
-            metric_name = name
-            if metric is None:
-                if args.cfg_scale != 1.0:
-                    raise UserError("--cfg-scale applies to class-conditional image models")
-                rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
-            else:
-                save_dir = Path(args.out) / "samples" if args.save_samples else None
-                rows += evaluate_images(
-                    loaded,
-                    args.steps,
-                    args.num,
-                    metric,
-                    seed=args.seed,
-                    cfg_scale=args.cfg_scale,
-                    batch_size=args.batch_size,
-                    save_dir=save_dir,
-                    progress=not args.quiet,
-                )
+            try:
+                metric_name = _eval_one(args, path, rows, metric_name)
+            except (UserError, RunError) as exc:
+                if not done:
+                    raise
+                if distributed.is_main():
+                    _write_eval(rows, Path(args.out), metric_name)
+                finished = ", ".join(done)
+                raise type(exc)(f"{path}: {exc} (the results of {finished} are written to {args.out})") from None
+            done.append(path)
         if not distributed.is_main():
             return 0
-    out = Path(args.out)
+    _write_eval(rows, Path(args.out), metric_name)
+    return 0
+
+
+def _eval_one(args: argparse.Namespace, path: str, rows: list[dict], metric_name: str | None) -> str:
+    """Evaluate the checkpoint ``path`` into ``rows``; returns the metric's name."""
+    loaded = load_model(path, args.device)
+    with distributed.main_first():  # rank 0 fills caches and downloads first
+        metric = build_metric(
+            args.metric,
+            loaded.spec.data,
+            loaded.is_image,
+            args.ref_stats,
+            args.inception_weights,
+            loaded.device,
+        )
+    name = "swd" if metric is None else metric.name
+    if metric_name not in (None, name):
+        raise UserError(f"checkpoints need different metrics ({metric_name} and {name}); evaluate them separately")
+    if metric is None:
+        if args.cfg_scale != 1.0:
+            raise UserError("--cfg-scale applies to class-conditional image models")
+        rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
+    else:
+        save_dir = Path(args.out) / "samples" if args.save_samples else None
+        rows += evaluate_images(
+            loaded,
+            args.steps,
+            args.num,
+            metric,
+            seed=args.seed,
+            cfg_scale=args.cfg_scale,
+            batch_size=args.batch_size,
+            save_dir=save_dir,
+            progress=not args.quiet,
+        )
+    return name
+
+
+def _write_eval(rows: list[dict], out: Path, metric_name: str) -> None:
     write_results(rows, out, metric_name)
     print(format_table(rows, metric_name))
     print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'metric_vs_steps.png'}")
-    return 0
 
 
 def cmd_ref_stats(args: argparse.Namespace) -> int:
@@ -254,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", required=True, type=int, help="sampling steps, 1..128")
     p.add_argument("--num", type=int, default=1000)
     p.add_argument("--class", dest="class_label", type=int, help="class label for conditional models")
-    p.add_argument("--cfg-scale", type=float, default=1.0)
+    p.add_argument("--cfg-scale", type=_finite_float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="FILE.npz (arr_0, labels) or FILE.png")
@@ -270,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: swd for 2-D data, fd-digits for digits, fid for other images",
     )
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="guidance weight for conditional models")
+    p.add_argument("--cfg-scale", type=_finite_float, default=1.0, help="guidance weight for conditional models")
     p.add_argument("--ref-stats", help="reference statistics (.npz with mu, sigma) for --metric fid")
     p.add_argument("--inception-weights", help="local Inception weights file for --metric fid")
     p.add_argument("--save-samples", action="store_true", help="keep OUT/samples/*.npz (uint8 NHWC arr_0, labels)")
@@ -344,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except TrainingDiverged as exc:
+    except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
