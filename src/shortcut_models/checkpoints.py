@@ -141,6 +141,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def is_checkpoint(path: Path) -> bool:
     """A directory a sampler can load: config.json and weights (EMA, or the online ones alone)."""
     path = Path(path)
@@ -197,12 +203,12 @@ def save_checkpoint(
     try:
         tmp.mkdir()
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        for name in (ONLINE_WEIGHTS, EMA_WEIGHTS):
-            (tmp / name).touch()  # created here, so the umask sets its mode (safetensors would create it 0600)
         save_file(_tensors(model), str(tmp / ONLINE_WEIGHTS))
         save_file(_tensors(ema), str(tmp / EMA_WEIGHTS))
         torch.save({"step": step, **state}, tmp / STATE)
+        mode = 0o666 & ~_umask()
         for f in tmp.iterdir():
+            os.chmod(f, mode)  # safetensors creates its files 0600; every file gets the mode the umask gives
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
     except BaseException as exc:
