@@ -123,6 +123,18 @@ def trial(work: Path, reference: dict[str, torch.Tensor], train_seconds: float, 
     return result
 
 
+def summary(results: list[dict]) -> dict[str, int]:
+    return {
+        "trials": len(results),
+        "kills": sum(r["kills"] for r in results),
+        "starts": sum(r["starts"] for r in results),
+        "resumes": sum(r["resumes"] for r in results),
+        "kills_inside_a_checkpoint_write": sum(r["partial_left"] for r in results),
+        "bit_identical": sum(r["identical"] for r in results),
+        "failed": sum(bool(r["problems"]) for r in results),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
@@ -147,24 +159,21 @@ def main() -> None:
         print(
             f"reference run: {time.monotonic() - t0:.1f} s, {train_seconds:.1f} s from taking the lock to the final checkpoint"
         )
-        results = []
+        results: list[dict] = []
+        totals = summary(results)
         for i in range(args.trials):
             r = trial(work, reference, train_seconds, args.kills, rng)
             results.append(r)
             status = "ok" if r["identical"] and not r["problems"] else "FAIL " + "; ".join(r["problems"])
-            print(f"trial {i + 1}: {r['kills']} kill(s), {r['resumes']} resume(s): {status}", flush=True)
-    totals = {
-        "trials": len(results),
-        "kills": sum(r["kills"] for r in results),
-        "starts": sum(r["starts"] for r in results),
-        "resumes": sum(r["resumes"] for r in results),
-        "kills_inside_a_checkpoint_write": sum(r["partial_left"] for r in results),
-        "bit_identical": sum(r["identical"] for r in results),
-        "failed": sum(bool(r["problems"]) for r in results),
-    }
+            print(
+                f"trial {i + 1}: {r['kills']} kill(s), {r['partial_left']} inside a write, "
+                f"{r['resumes']} resume(s): {status}",
+                flush=True,
+            )
+            totals = summary(results)
+            if args.json:  # after every trial, so that a soak stopped early keeps its figures
+                Path(args.json).write_text(json.dumps({"totals": totals, "trials": results}, indent=2) + "\n")
     print(json.dumps(totals))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"totals": totals, "trials": results}, indent=2) + "\n")
     sys.exit(1 if totals["failed"] else 0)
 
 
