@@ -357,19 +357,27 @@ def load_weights(module: nn.Module, file: Path) -> None:
 
 def load_tensors(module: nn.Module, tensors: dict[str, torch.Tensor], file: Path) -> None:
     """Load ``tensors`` (read from ``file``) into ``module``; DamagedCheckpoint when a name or shape differs."""
-    own = unwrap(module).state_dict()
-    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    check_fit(unwrap(module).state_dict(), tensors, file)
+    unwrap(module).load_state_dict(tensors, strict=True)
+
+
+def check_fit(
+    own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], file: Path, may_lack: set[str] = frozenset()
+) -> None:
+    """DamagedCheckpoint unless ``tensors`` (read from ``file``) has the names and shapes of the state
+    dict ``own``, except the names in ``may_lack``, which may be absent."""
+    missing, unexpected = set(own) - set(tensors) - set(may_lack), set(tensors) - set(own)
     if missing or unexpected:
+        what = [f"missing {k!r}" for k in sorted(missing)[:1]] + [f"unexpected {k!r}" for k in sorted(unexpected)[:1]]
         raise DamagedCheckpoint(
-            f"{file} does not fit the network ({len(missing)} missing, {len(unexpected)} unexpected entries: "
-            f"{(missing + unexpected)[0]})"
+            f"{file} does not fit the network ({len(missing)} missing, {len(unexpected)} unexpected keys; "
+            f"first {', '.join(what)})"
         )
     for key, value in tensors.items():
         if value.shape != own[key].shape:
             raise DamagedCheckpoint(
-                f"{file}: {key} has shape {tuple(value.shape)}, the network {tuple(own[key].shape)}"
+                f"{file}: {key} has shape {tuple(value.shape)} there, {tuple(own[key].shape)} in the network"
             )
-    unwrap(module).load_state_dict(tensors, strict=True)
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:
