@@ -4,7 +4,9 @@ it ends bit-identical to a run that was never interrupted.
 Each trial trains a tiny run (a checkpoint every step, so most of the training time is spent writing
 checkpoints) in a fresh directory with ``shortcut train``: up to ``--kills`` times the process is
 killed with SIGKILL at a moment drawn uniformly over its training time (measured from when it holds
-the run's lock), and the same command is started again; the last start runs to the end. A trial
+the run's lock) or, for a share ``--aim`` of the kills, at the first checkpoint write after that moment
+(as soon as a partial directory appears), and the same command is started again; the last start runs
+to the end. A trial
 passes when every start exits 0 or was killed, the final checkpoint's weights, EMA weights and
 optimizer state equal those of the uninterrupted reference bit for bit, metrics.csv holds each
 logged step once, and no partial checkpoint directory is left.
@@ -20,6 +22,7 @@ recovery); ``resumes`` counts the starts that found a checkpoint to continue fro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -87,7 +90,18 @@ def wait_for_lock(run: Path, proc: subprocess.Popen, timeout: float = 120.0) -> 
     return False
 
 
-def trial(work: Path, reference: dict[str, torch.Tensor], train_seconds: float, kills: int, rng: random.Random) -> dict:
+def wait_for_partial(run: Path, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Return as soon as a partial checkpoint directory exists (a write or a deletion is under way)."""
+    root, end = run / "checkpoints", time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        with os.scandir(root) if root.is_dir() else contextlib.nullcontext([]) as entries:
+            if any(e.name.startswith(PARTIAL) for e in entries):
+                return
+
+
+def trial(
+    work: Path, reference: dict[str, torch.Tensor], train_seconds: float, kills: int, aim: float, rng: random.Random
+) -> dict:
     run = work / "run"
     shutil.rmtree(run, ignore_errors=True)
     result = {"kills": 0, "starts": 0, "resumes": 0, "partial_left": 0, "identical": False, "problems": []}
@@ -102,6 +116,8 @@ def trial(work: Path, reference: dict[str, torch.Tensor], train_seconds: float, 
         last = attempt == kills
         if not last and wait_for_lock(run, proc):
             time.sleep(rng.uniform(0.0, train_seconds))
+            if rng.random() < aim:  # wait for the next checkpoint write and kill inside it
+                wait_for_partial(run, proc)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 result["kills"] += 1
@@ -139,6 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--kills", type=int, default=3, help="kills per trial at most")
+    parser.add_argument("--aim", type=float, default=0.5, help="share of kills aimed inside a checkpoint write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the totals and every trial's result here")
     args = parser.parse_args()
@@ -162,7 +179,7 @@ def main() -> None:
         results: list[dict] = []
         totals = summary(results)
         for i in range(args.trials):
-            r = trial(work, reference, train_seconds, args.kills, rng)
+            r = trial(work, reference, train_seconds, args.kills, args.aim, rng)
             results.append(r)
             status = "ok" if r["identical"] and not r["problems"] else "FAIL " + "; ".join(r["problems"])
             print(

@@ -4,7 +4,11 @@ Each step is a pure function of (state, step): the data batch and the objective'
 come from generators keyed by the step (see :mod:`shortcut_models.seeding`), so a run stopped and
 resumed from its checkpoint computes exactly what an uninterrupted run computes.
 Checkpoints are written every ``ckpt_every`` steps, at the end, and on SIGINT/SIGTERM; a NaN or
-infinite loss stops the run before anything non-finite is saved.
+infinite loss, gradient or weight stops the run before anything non-finite is saved.
+
+One writer per run directory: the trainer locks it (:mod:`shortcut_models.runlock`) from its
+construction to the end of :meth:`Trainer.run`, tidies what crashed writers left, and resumes from the
+newest intact checkpoint (a damaged newer one is renamed ``damaged-step_N``, with a warning).
 
 Under torchrun (see :mod:`shortcut_models.distributed` and docs/distributed.md) ``batch_size`` is the global batch:
 process k of W computes global rows k, k + W, ... of each step (data, noise, times and levels of a
