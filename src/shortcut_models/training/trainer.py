@@ -167,14 +167,17 @@ class Trainer:
         if distributed.any_true(error is not None):
             raise error or UserError(f"the first process could not open {self.run_dir}")
         step = distributed.max_int(step)  # rank 0's choice (the others hold -1)
-        if step < 0 or self.is_main:
-            return
-        try:
-            self._load(ckpt.checkpoint_dir(self.run_dir, step))
-        except UserError as exc:
-            error = UserError(
-                f"{exc}; the processes must see the same run directory, on a file system every node shares"
-            )
+        if not self.is_main:
+            latest = ckpt.latest_checkpoint(self.run_dir)
+            try:
+                if (ckpt.step_of(latest) if latest is not None else -1) != step:
+                    raise UserError(f"the first process resumes {self.run_dir} at step {step}, this one sees {latest}")
+                if step >= 0:
+                    self._load(ckpt.checkpoint_dir(self.run_dir, step))
+            except UserError as exc:
+                error = UserError(
+                    f"{exc}; the processes must see the same run directory, on a file system every node shares"
+                )
         if distributed.any_true(error is not None):
             raise error or UserError(f"another process could not load its checkpoint from {self.run_dir}")
 
