@@ -8,13 +8,12 @@ named in a note. Within one process the lock is shared: several :class:`RunLock`
 directory count references (a notebook that builds a second trainer is no second writer).
 
 Readers (``shortcut sample``, ``shortcut eval``) take no lock. On file systems without ``flock``
-support the run goes on unlocked, with a warning.
+support (or without ``fcntl``: not a POSIX system) the run goes on unlocked, with a warning.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import socket
@@ -24,6 +23,11 @@ import weakref
 from pathlib import Path
 
 from .errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs go unlocked, with a warning
+    fcntl = None
 
 LOCK_FILE = ".lock"
 
@@ -50,14 +54,20 @@ def acquire(run_dir: str | Path) -> RunLock:
     """Lock ``run_dir`` (created if missing) for writing; UserError naming the holder when another
     process has it. Prints a note when the previous holder was killed without releasing it."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(run_dir)
     if key in _held:
         _held[key][1] += 1
         return RunLock(key)
     path = run_dir / LOCK_FILE
-    fh = open(path, "a+")  # noqa: SIM115 - kept open while the lock is held
     try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")  # noqa: SIM115 - kept open while the lock is held
+    except OSError as exc:
+        raise UserError(f"cannot use {run_dir} as a run directory: {exc.strerror or exc}") from None
+    locked = True
+    try:
+        if fcntl is None:
+            raise OSError(errno.ENOSYS, "no flock on this system")
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _describe(_read(fh))
@@ -71,8 +81,9 @@ def acquire(run_dir: str | Path) -> RunLock:
             fh.close()
             raise
         print(f"warning: {path}: this file system cannot lock files; nothing stops a second writer", file=sys.stderr)
+        locked = False
     stale = _read(fh)
-    if stale:
+    if stale and locked:
         print(
             f"note: taking over the lock of {run_dir} left by a run that ended without releasing it ({_describe(stale)})",
             file=sys.stderr,
