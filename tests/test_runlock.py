@@ -68,7 +68,7 @@ def test_one_process_may_hold_several_handles(tmp_path):
 def test_two_concurrent_writers_one_runs_the_other_exits_2(tmp_path):
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "shortcut_models", "train", "--out", str(run), "--preset", "checkerboard"]
-    argv += ["--quiet", *TINY, "steps=400", "ckpt_every=50", "log_every=10"]
+    argv += ["--quiet", *TINY, "steps=300", "ckpt_every=100", "log_every=50"]  # seconds: both start meanwhile
     env = {**os.environ, "PYTHONPATH": SRC}
     procs = [
         subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
@@ -79,4 +79,4 @@ def test_two_concurrent_writers_one_runs_the_other_exits_2(tmp_path):
     assert "checkpoint:" in out_a and "is in use by another training run (pid" in err_b
     assert len(err_b.strip().splitlines()) == 1
     steps = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
-    assert steps == [str(s) for s in range(10, 401, 10)]
+    assert steps == [str(s) for s in range(50, 301, 50)]
