@@ -13,9 +13,14 @@ Layout of ``RUN/checkpoints/step_00001000/`` (that of a Hugging Face model repos
 to load a checkpoint. Checkpoints written before this layout (``format_version`` absent) hold the
 training config itself; :func:`training_config` reads both.
 
-A checkpoint is written under a temporary name and renamed when complete, so a crash leaves either
-the previous checkpoint or the new one, never a half-written directory. Under torchrun only rank 0
-writes; every rank reads the same checkpoint when a run resumes.
+A checkpoint is written under a temporary name (``.tmp-step_N-PID``) and renamed when complete, so a
+crash leaves either the previous checkpoint or the new one, never a half-written ``step_N``; what a
+crash leaves behind is tidied by :func:`recover_partial` when the next writer takes the run's lock.
+Under torchrun only rank 0 writes; every rank reads the same checkpoint when a run resumes.
+
+Nothing read here runs code: weights are safetensors, state.pt is loaded with ``weights_only=True``
+and config.json is JSON. Every reader checks what it reads (:class:`DamagedCheckpoint` names the file
+and what is wrong), so a damaged newest checkpoint can be passed over for an older intact one.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import re
 import shutil
 from dataclasses import dataclass
@@ -33,7 +39,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, WriteFailed, first_line
 
 CHECKPOINTS = "checkpoints"
 PREFIX = "step_"
@@ -43,6 +49,11 @@ ONLINE_WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
 STATE = "state.pt"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# partial directories of a writer: being written, moved aside during a same-step re-save, being deleted
+TMP, OLD, DELETED = ".tmp-", ".old-", ".del-"
+DAMAGED = "damaged-"  # a damaged checkpoint set aside by a resuming run (kept, never loaded)
+_MOVED_ASIDE = re.compile(rf"^{re.escape(OLD)}({PREFIX}\d+)-\d+$")
+STATE_KEYS = ("step", "optimizer", "ema", "rng_cpu")
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 def is_checkpoint(path: Path) -> bool:
     """A directory a sampler can load: config.json and weights (EMA, or the online ones alone)."""
     path = Path(path)
@@ -137,11 +154,12 @@ def is_checkpoint(path: Path) -> bool:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+    """The checkpoint directories (``step_N``) of a run, oldest first, damaged ones included (see
+    :func:`read_checkpoint`)."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if step_of(p) is not None and is_checkpoint(p)]
+    found = [p for p in root.iterdir() if step_of(p) is not None and p.is_dir()]
     return sorted(found, key=lambda p: step_of(p))
 
 
@@ -174,24 +192,36 @@ def save_checkpoint(
 
     ``state`` (optimizer, counters, RNG states) goes to state.pt; None writes weights only (a
     checkpoint to sample or start a new run from, not one to resume).
+
+    Files are created with the permissions the umask gives (as any file the user creates). A failed
+    write (a full disk, a file-size limit) removes the partial directory and raises
+    :class:`~shortcut_models.errors.WriteFailed`; the checkpoints written before are untouched.
     """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(run_dir, step)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    tmp = root / f"{TMP}{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    save_file(_tensors(model), str(tmp / ONLINE_WEIGHTS))
-    save_file(_tensors(ema), str(tmp / EMA_WEIGHTS))
-    if state is not None:
-        torch.save({"step": step, **state}, tmp / STATE)
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        tmp.mkdir()
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        save_file(_tensors(model), str(tmp / ONLINE_WEIGHTS))
+        save_file(_tensors(ema), str(tmp / EMA_WEIGHTS))
+        if state is not None:
+            torch.save({"step": step, **state}, tmp / STATE)
+        mode = 0o666 & ~_umask()
+        for f in tmp.iterdir():
+            os.chmod(f, mode)  # safetensors creates its files 0600; every file gets the mode the umask gives
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(exc, Exception):
+            raise
+        raise WriteFailed(f"cannot write checkpoint {final.name} in {root}: {first_line(exc)}") from exc
     if final.exists():  # re-saving the same step (e.g. a stop right after a periodic save)
-        old = root / f".old-{final.name}-{os.getpid()}"
+        old = root / f"{OLD}{final.name}-{os.getpid()}"
         final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old)
@@ -199,23 +229,67 @@ def save_checkpoint(
         tmp.rename(final)
     _fsync_dir(root)
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        gone = root / f"{DELETED}{old.name}-{os.getpid()}"
+        old.rename(gone)  # a deletion cut short never leaves a half-deleted step_N directory
+        shutil.rmtree(gone, ignore_errors=True)
     return final
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory itself, the latest checkpoint of a run directory, or a model repository
+def recover_partial(run_dir: Path) -> list[str]:
+    """Tidy what crashed writers left in ``RUN/checkpoints`` (call it holding the run's lock).
+
+    A checkpoint moved aside while the same step was being re-saved (``.old-step_N-PID``) goes back
+    to ``step_N`` when no ``step_N`` exists; every other partial directory (``.tmp-``, ``.old-``,
+    ``.del-``) is removed. Returns one note per restored checkpoint.
+    """
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    notes = []
+    for path in sorted(root.iterdir()):
+        match = _MOVED_ASIDE.match(path.name)
+        if match and path.is_dir() and not (root / match.group(1)).exists():
+            path.rename(root / match.group(1))
+            notes.append(f"restored checkpoint {root / match.group(1)} (left as {path.name} by a crash)")
+    for path in root.iterdir():
+        if path.name.startswith((TMP, OLD, DELETED)):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return notes
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint ``step_N`` to ``damaged-step_N`` (``-2``, ``-3``... when taken), so
+    that it is kept for inspection but neither resumed from nor pruned; returns the new path."""
+    path = Path(path)
+    target = path.with_name(f"{DAMAGED}{path.name}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{DAMAGED}{path.name}-{n}")
+    path.rename(target)
+    return target
+
+
+def checkpoint_candidates(path: str | Path) -> list[Path]:
+    """The checkpoints ``path`` may mean, to be tried in order: a checkpoint directory itself (any name,
+    e.g. a renamed ``best``), the checkpoints of a run directory newest first, or a model repository
     on the Hugging Face hub named ``owner/name`` (downloaded once to the hub's cache; needs the
     ``huggingface_hub`` package, which diffusers brings)."""
     path = Path(path)
     if is_checkpoint(path):
-        return path
-    latest = latest_checkpoint(path)
-    if latest is not None:
-        return latest
+        return [path]
+    found = list_checkpoints(path)
+    if found:
+        return found[::-1]
     if not path.exists() and HUB_ID.match(str(path)):
-        return _from_hub(str(path))
+        return [_from_hub(str(path))]
     raise UserError(f"no checkpoint found at {path} (expected a run directory or a checkpoint directory)")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The first of :func:`checkpoint_candidates`: a checkpoint directory, the latest checkpoint of a
+    run directory, or a hub repository."""
+    return checkpoint_candidates(path)[0]
 
 
 def _from_hub(repo_id: str) -> Path:
@@ -229,24 +303,32 @@ def _from_hub(repo_id: str) -> Path:
     try:
         local = Path(snapshot_download(repo_id, allow_patterns=[CONFIG, ONLINE_WEIGHTS, EMA_WEIGHTS]))
     except Exception as exc:  # noqa: BLE001 - offline, unknown repository, no access: one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise UserError(
-            f"no checkpoint at {repo_id!r} locally, and the Hugging Face hub did not give one: {first}"
+            f"no checkpoint at {repo_id!r} locally, and the Hugging Face hub did not give one: {first_line(exc)}"
         ) from None
     if not is_checkpoint(local):
         raise UserError(f"hub repository {repo_id!r} holds no {CONFIG} with {EMA_WEIGHTS} or {ONLINE_WEIGHTS}")
     return local
 
 
+class DamagedCheckpoint(UserError):
+    """A checkpoint file that is missing, cut short, garbled or holds NaN/infinite weights (the message
+    names the file and what is wrong)."""
+
+
+class UnsafeCheckpoint(UserError):
+    """A state.pt holding objects other than tensors and plain values: loading it could run code."""
+
+
 def read_config(ckpt: Path) -> dict[str, Any]:
-    """The config.json of a checkpoint; UserError when it is unreadable or not a JSON object."""
+    """The config.json of a checkpoint; DamagedCheckpoint when it is unreadable or not a JSON object."""
     file = Path(ckpt) / CONFIG
     try:
         config = json.loads(file.read_text())
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {file}: {exc}") from None
+        raise DamagedCheckpoint(f"cannot read {file}: {first_line(exc)}") from None
     if not isinstance(config, dict):
-        raise UserError(f"{file} is not a checkpoint config (a JSON object)")
+        raise DamagedCheckpoint(f"{file} is not a checkpoint config (a JSON object)")
     return config
 
 
@@ -256,22 +338,78 @@ def sampling_weights(ckpt: Path) -> Path:
     return ema if ema.is_file() else Path(ckpt) / ONLINE_WEIGHTS
 
 
+def read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (no code runs: the format holds tensors only); DamagedCheckpoint
+    when the file is missing, cut short or garbled, or holds NaN or infinite values."""
+    file = Path(file)
+    if not file.is_file():
+        raise DamagedCheckpoint(f"{file} is missing")
+    try:
+        tensors = load_file(str(file))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type, OSError...
+        raise DamagedCheckpoint(f"{file} is unreadable ({first_line(exc)})") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DamagedCheckpoint(f"{file} holds NaN or infinite values (in {bad[0]})")
+    return tensors
+
+
 def load_weights(module: nn.Module, file: Path) -> None:
-    """Load a safetensors file into ``module`` (strict: names and shapes must match)."""
-    state = load_file(str(file))
-    unwrap(module).load_state_dict(state, strict=True)
+    """Load a safetensors file into ``module`` (strict: names and shapes must match; see :func:`read_weights`)."""
+    load_tensors(module, read_weights(file), file)
+
+
+def load_tensors(module: nn.Module, tensors: dict[str, torch.Tensor], file: Path) -> None:
+    """Load ``tensors`` (read from ``file``) into ``module``; DamagedCheckpoint when a name or shape differs."""
+    check_fit(unwrap(module).state_dict(), tensors, file)
+    unwrap(module).load_state_dict(tensors, strict=True)
+
+
+def check_fit(
+    own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], file: Path, may_lack: set[str] = frozenset()
+) -> None:
+    """DamagedCheckpoint unless ``tensors`` (read from ``file``) has the names and shapes of the state
+    dict ``own``, except the names in ``may_lack``, which may be absent."""
+    missing, unexpected = set(own) - set(tensors) - set(may_lack), set(tensors) - set(own)
+    if missing or unexpected:
+        what = [f"missing {k!r}" for k in sorted(missing)[:1]] + [f"unexpected {k!r}" for k in sorted(unexpected)[:1]]
+        raise DamagedCheckpoint(
+            f"{file} does not fit the network ({len(missing)} missing, {len(unexpected)} unexpected keys; "
+            f"first {', '.join(what)})"
+        )
+    for key, value in tensors.items():
+        if value.shape != own[key].shape:
+            raise DamagedCheckpoint(
+                f"{file}: {key} has shape {tuple(value.shape)} there, {tuple(own[key].shape)} in the network"
+            )
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:
-    """The training state of a checkpoint (tensors and plain values only: no code runs on load).
-
-    A checkpoint written without one (``state=None``, e.g. converted from the authors' code) is a
-    UserError: it can start a new run (``--init-from``), not continue one.
-    """
+    """The training state of a checkpoint, loaded with ``weights_only=True`` (tensors and plain values
+    only: no code runs). UnsafeCheckpoint when the file holds anything else; DamagedCheckpoint when it
+    is missing, cut short, garbled or lacks an entry. A checkpoint written without one (``state=None``,
+    converted from the authors' code) is a UserError: it can start a new run (``--init-from``), not
+    continue one."""
     file = Path(ckpt) / STATE
     if not file.is_file() and (Path(ckpt) / CONFIG).is_file() and "converted_from" in read_config(ckpt):
         raise UserError(
             f"{ckpt} holds converted weights and no training state to resume; start a new run from it with "
             f"--init-from {Path(ckpt).parent.parent} and another --out"
         )
-    return torch.load(file, map_location="cpu", weights_only=True)
+    if not file.is_file():
+        raise DamagedCheckpoint(f"{file} is missing")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise UnsafeCheckpoint(
+                f"{file} holds objects other than tensors and plain values, which could run code when loaded; "
+                "refusing to load it (remove that checkpoint if you did not write it)"
+            ) from None
+        raise DamagedCheckpoint(f"{file} is unreadable ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - a cut-short zip, an empty file...
+        raise DamagedCheckpoint(f"{file} is unreadable ({first_line(exc)})") from None
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DamagedCheckpoint(f"{file} lacks {missing[0]!r}")
+    return state

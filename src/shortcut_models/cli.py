@@ -1,7 +1,10 @@
 """The ``shortcut`` command: train, sample and eval.
 
-Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 training diverged or an
-internal error.
+Exit codes: 0 success; 2 bad input (one line on stderr, no traceback; a second ``train`` on a run
+directory in use, a checkpoint that could run code or none intact included); 1 work that could not
+complete (training diverged, a write failed, e.g. a full disk, samples came out NaN; one line) or an
+internal error; 75 (EX_TEMPFAIL) training stopped by SIGTERM/SIGINT after saving its checkpoint: run the
+same command again to continue (schedulers may requeue on it); 130 interrupted outside training.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .convert import convert_jax_checkpoint
 from .data.digits import load_digits
 from .data.folder import MAX_RESOLUTION, check_folder
 from .data.latents import encode_folder
-from .errors import TrainingDiverged, UserError
+from .errors import RunError, UserError
 from .evaluation import (
     SET_METRICS,
     build_metric,
@@ -36,13 +39,15 @@ from .evaluation import (
 )
 from .experiments import DemoPlan, StudyPlan, build_trainer, run_demo, run_study
 from .images import save_grid, to_uint8
-from .inference import generate_shared, load_model
+from .inference import check_finite, generate_shared, load_model
 from .objectives import OBJECTIVES
 from .plotting import scatter_2d
 from .runtime import tune_allocator
 from .sampling import check_steps
 from .seeding import MAX_SEED
 from .validation import check_device, check_float, check_int, check_output
+
+EXIT_STOPPED = 75  # training stopped by a signal, its checkpoint saved: rerun to continue
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"checkpoint: {final}")
         if trainer.samples_dir is not None:
             print(f"samples:    {trainer.samples_dir}")
-    return 0
+    return EXIT_STOPPED if trainer.stopped_by_signal else 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -149,6 +154,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         x = generate_shared(loaded, args.num, args.steps, seed=args.seed, labels=labels, cfg_scale=args.cfg_scale)
     if x is None:  # not rank 0
         return 0
+    check_finite(x, f"samples of {loaded.path}")
     out.parent.mkdir(parents=True, exist_ok=True)
     y = labels.numpy() if labels is not None else np.full(args.num, loaded.num_classes, dtype=np.int64)
     is_image = x.ndim == 4  # decoded images (pixels or VAE decodes); [N, D] for vector data
@@ -186,51 +192,76 @@ def _split_metrics(args: argparse.Namespace) -> tuple[str, tuple[str, ...]]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    rows, metric_name = [], None
+    rows: list[dict] = []
+    metric_name = None
+    done: list[str] = []
     primary, extras = _split_metrics(args)
     with distributed.session(args.device):  # under torchrun: samples split over processes, rank 0 writes
         for path in args.ckpt:
-            loaded = load_model(path, args.device)
-            with distributed.main_first():  # rank 0 fills caches and downloads first
-                metric = build_metric(
-                    primary,
-                    loaded.spec.data,
-                    loaded.is_image,
-                    args.ref_stats,
-                    args.inception_weights,
-                    loaded.device,
-                    extras,
-                )
-            name = "swd" if metric is None else metric.name
-            if metric_name not in (None, name):
-                raise UserError(
-                    f"checkpoints need different metrics ({metric_name} and {name}); evaluate them separately"
-                )
-            metric_name = name
-            if metric is None:
-                if args.cfg_scale != 1.0:
-                    raise UserError("--cfg-scale applies to class-conditional image models")
-                rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
-            else:
-                save_dir = Path(args.out) / "samples" if args.save_samples else None
-                rows += evaluate_images(
-                    loaded,
-                    args.steps,
-                    args.num,
-                    metric,
-                    seed=args.seed,
-                    cfg_scale=args.cfg_scale,
-                    batch_size=args.batch_size,
-                    save_dir=save_dir,
-                    progress=not args.quiet,
-                )
+            try:
+                metric_name = _eval_one(args, path, rows, metric_name, primary, extras)
+            except (UserError, RunError) as exc:
+                if not done:
+                    raise
+                if distributed.is_main():
+                    _write_eval(rows, Path(args.out), metric_name)
+                finished = ", ".join(done)
+                raise type(exc)(f"{path}: {exc} (the results of {finished} are written to {args.out})") from None
+            done.append(path)
         if not distributed.is_main():
             return 0
-    out = Path(args.out)
+    _write_eval(rows, Path(args.out), metric_name)
+    return 0
+
+
+def _eval_one(
+    args: argparse.Namespace,
+    path: str,
+    rows: list[dict],
+    metric_name: str | None,
+    primary: str,
+    extras: tuple[str, ...],
+) -> str:
+    """Evaluate the checkpoint ``path`` into ``rows`` with metric ``primary`` and the set measures
+    ``extras``; returns the metric's name."""
+    loaded = load_model(path, args.device)
+    with distributed.main_first():  # rank 0 fills caches and downloads first
+        metric = build_metric(
+            primary,
+            loaded.spec.data,
+            loaded.is_image,
+            args.ref_stats,
+            args.inception_weights,
+            loaded.device,
+            extras,
+        )
+    name = "swd" if metric is None else metric.name
+    if metric_name not in (None, name):
+        raise UserError(f"checkpoints need different metrics ({metric_name} and {name}); evaluate them separately")
+    if metric is None:
+        if args.cfg_scale != 1.0:
+            raise UserError("--cfg-scale applies to class-conditional image models")
+        rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
+    else:
+        save_dir = Path(args.out) / "samples" if args.save_samples else None
+        rows += evaluate_images(
+            loaded,
+            args.steps,
+            args.num,
+            metric,
+            seed=args.seed,
+            cfg_scale=args.cfg_scale,
+            batch_size=args.batch_size,
+            save_dir=save_dir,
+            progress=not args.quiet,
+        )
+    return name
+
+
+def _write_eval(rows: list[dict], out: Path, metric_name: str) -> None:
     write_results(rows, out, metric_name)
     print(format_table(rows, metric_name))
     print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'metric_vs_steps.png'}")
-    return 0
 
 
 def cmd_ref_stats(args: argparse.Namespace) -> int:
@@ -554,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except TrainingDiverged as exc:
+    except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

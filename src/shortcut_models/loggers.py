@@ -9,6 +9,7 @@ run (its id is kept in ``RUN/wandb.json``).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import numbers
 import os
@@ -39,12 +40,45 @@ def parse_backends(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def drop_rows_after(path: Path, step: int) -> None:
+    """Keep the header and the rows of training steps <= ``step`` in the CSV file ``path`` (replaced
+    atomically; nothing happens when it does not exist). A line cut short by a crash is dropped too."""
+    path = Path(path)
+    if not path.exists():
+        return
+    text = path.read_text()
+    lines = list(csv.reader(io.StringIO(text)))
+    if not lines:
+        return
+    header, rows = lines[0], lines[1:]
+    keep = [row for row in rows if len(row) == len(header) and _step(row[0]) is not None and _step(row[0]) <= step]
+    if len(keep) == len(rows) and text.endswith("\n"):
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            csv.writer(fh).writerows([header, *keep])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _step(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 class _CsvTable:
     """One CSV file: the header comes from the first row ever written; later rows follow it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, start_step: int | None = None) -> None:
         self.path = path
         self.fields: list[str] | None = None
+        if start_step is not None:
+            drop_rows_after(path, start_step)
         if path.exists() and path.stat().st_size > 0:
             with open(path, newline="") as fh:
                 self.fields = next(csv.reader(fh), None)
@@ -66,6 +100,9 @@ class RunLogger:
     optional extra and raises :class:`UserError` when missing. ``config``, ``project`` and
     ``name`` go to ``wandb.init``. W&B never sees a step go back: rows at steps an earlier session
     already logged (a resumed run repeats those after its checkpoint) go to the CSV files only.
+    ``start_step``: the step a run starts or resumes at; the rows of later steps that an earlier
+    session wrote (it was stopped after its last checkpoint) are dropped from the CSV files when they
+    are opened, so the resumed run writes each step's row once.
     """
 
     def __init__(
@@ -75,6 +112,7 @@ class RunLogger:
         config: dict | None = None,
         project: str = "shortcut-models",
         name: str | None = None,
+        start_step: int | None = None,
     ) -> None:
         backends = parse_backends(backends) if isinstance(backends, str) else tuple(backends)
         unknown = [b for b in backends if b not in BACKENDS]
@@ -82,6 +120,7 @@ class RunLogger:
             raise ValueError(f"unknown logger backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.start_step = start_step
         self._tables: dict[str, _CsvTable] = {}
         self._wandb = None
         self._wandb_state: dict[str, Any] = {}
@@ -123,7 +162,7 @@ class RunLogger:
         table = self._tables.get(section)
         if table is None:
             name = "metrics.csv" if section == "train" else f"{section}.csv"
-            table = self._tables[section] = _CsvTable(self.run_dir / name)
+            table = self._tables[section] = _CsvTable(self.run_dir / name, self.start_step)
         return table
 
     def _to_backends(self, step: int, values: dict[str, float], section: str) -> None:

@@ -8,7 +8,7 @@ import torch
 
 from shortcut_models import checkpoints as ckpt
 from shortcut_models.config import build_config
-from shortcut_models.errors import TrainingDiverged, UserError
+from shortcut_models.errors import TrainingDiverged, UserError, WriteFailed
 from shortcut_models.training import Trainer
 
 TINY = [
@@ -67,12 +67,12 @@ def test_crash_during_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
         real(tensors, filename)
 
     monkeypatch.setattr(ckpt, "save_file", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteFailed, match=f"disk full; the last intact checkpoint is {good}"):
         trainer.run()
     assert ckpt.latest_checkpoint(tmp_path) == good
     assert (good / "ema.safetensors").read_bytes() == before
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [good.name]  # the partial one is removed
     monkeypatch.setattr(ckpt, "save_file", real)
-    # the leftover temporary directory does not confuse the next run
     again = Trainer(tiny_config("steps=8", "ckpt_every=100"), tmp_path, progress=False)
     assert again.step == 4
     assert again.run().name == "step_00000008"

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..data import build_source, on_checkerboard
 from ..images import to_uint8
-from ..inference import LoadedModel, generate_shared, sample_blocks
+from ..inference import LoadedModel, check_finite, generate_shared, non_finite_rows, sample_blocks
 from ..metrics.frechet import FeatureStats, frechet_distance_from_stats
 from ..metrics.inception_score import inception_score
 from ..metrics.kernel_distance import kernel_distance
@@ -57,6 +57,7 @@ def evaluate_toy(
     for n in tqdm(steps, desc=f"eval {loaded.label}", disable=not (progress and distributed.is_main()), leave=False):
         t0 = time.perf_counter()
         x = generate_shared(loaded, num, n, seed=seed, everyone=True)
+        check_finite(x, f"samples of {loaded.label} at {n} step(s)")
         row = {
             **_row(loaded, n, num, 1.0),
             "seconds": time.perf_counter() - t0,
@@ -93,7 +94,7 @@ def evaluate_images(
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     rows = []
     for n in steps:
-        stats, correct = FeatureStats(), 0
+        stats, correct, non_finite = FeatureStats(), 0, 0
         kept = [] if save_dir is not None else None
         every_feature: list[torch.Tensor] = []  # all samples' features (and logits), for the set measures
         every_logit: list[torch.Tensor] = []
@@ -102,8 +103,10 @@ def evaluate_images(
             total=num, desc=f"eval {loaded.label} {n} step(s)", unit="img", disable=not (progress and main), leave=False
         )
         for indices, size in sample_blocks(num, batch_size, rank, world):
-            images = loaded.decode(loaded.generate_indices(indices, n, seed, labels, cfg_scale)).clamp(-1, 1)
+            images = loaded.decode(loaded.generate_indices(indices, n, seed, labels, cfg_scale))
             valid = indices < num  # the last block's padding rows are dropped
+            non_finite += int((valid & non_finite_rows(images).cpu()).sum())
+            images = torch.nan_to_num(images, nan=0.0).clamp(-1, 1)  # reported after the loop (check_finite)
             features, logits = metric.features_and_logits(images)
             if bool(valid.any()):
                 mask = valid.to(images.device)
@@ -124,7 +127,8 @@ def evaluate_images(
             bar.update(size)
         bar.close()
         stats = reduce_feature_stats(stats)
-        correct = int(distributed.all_reduce(torch.tensor([correct], dtype=torch.int64)).item())
+        correct, non_finite = distributed.all_reduce(torch.tensor([correct, non_finite], dtype=torch.int64)).tolist()
+        check_finite(images, f"samples of {loaded.label} at {n} step(s)", non_finite, num)
         row = {
             **_row(loaded, n, num, cfg_scale),
             "seconds": time.perf_counter() - t0,

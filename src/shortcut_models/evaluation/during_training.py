@@ -24,8 +24,6 @@ package; :func:`shortcut_models.experiments.build_trainer` and ``shortcut train`
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ from ..config import TrainConfig
 from ..data import describe_source
 from ..errors import UserError
 from ..inference import LoadedModel
-from ..loggers import RunLogger
+from ..loggers import RunLogger, drop_rows_after
 from ..plotting import plot_curves_vs_training_step
 from .at_steps import evaluate_images, evaluate_toy
 from .image_metrics import ImageMetric, build_metric, default_metric, metric_key
@@ -118,9 +116,7 @@ class TrainingEvaluator:
         """The run starts (or resumes) at ``step``: rank 0 drops the rows of later training steps."""
         self.start_step = int(step)
         if is_main:
-            keep = [row for row in read_rows(self.path) if int(row["step"]) <= step]
-            if keep or self.path.exists():
-                write_rows(self.path, keep)
+            drop_rows_after(self.path, step)
 
     def due(self, step: int) -> bool:
         """Whether training step ``step`` (just finished) is evaluated: every ``every`` steps and the last."""
@@ -197,14 +193,3 @@ def _complete(row: dict[str | None, str | None]) -> bool:
     except (KeyError, ValueError):
         return False
     return True
-
-
-def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    """Replace ``path`` with ``rows`` atomically (header from the first row; none when empty)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as fh:
-        if rows:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    os.replace(tmp, path)

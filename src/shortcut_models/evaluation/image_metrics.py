@@ -20,6 +20,8 @@ they are summed over processes (:func:`reduce_feature_stats`).
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from .. import distributed
 from ..config import EVAL_METRICS
 from ..data.digits import load_digits
 from ..data.folder import UnreadableImage, check_resolution, load_image, scan_folder
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..metrics.digits_net import load_digits_feature_net
 from ..metrics.frechet import FeatureStats, ReferenceStats, frechet_distance_from_stats
 from ..metrics.inception import InceptionFeatures
@@ -108,7 +110,9 @@ def fid_extractor(weights: str | None, device: str | torch.device = "cpu"):
     try:
         return InceptionFeatures(weights=weights or "download", device=device)
     except (FileNotFoundError, ImportError) as exc:
-        raise UserError(str(exc).splitlines()[0]) from None
+        raise UserError(first_line(exc)) from None
+    except (pickle.UnpicklingError, ValueError, RuntimeError) as exc:  # weights_only refusal, damaged file
+        raise UserError(f"cannot load Inception weights {weights}: {first_line(exc)}") from None
 
 
 def fid_metric(ref_stats: str | None, weights: str | None, device: str | torch.device = "cpu") -> ImageMetric:
@@ -119,8 +123,12 @@ def fid_metric(ref_stats: str | None, weights: str | None, device: str | torch.d
         )
     if not Path(ref_stats).is_file():
         raise UserError(f"reference statistics not found: {ref_stats} (make them with `shortcut ref-stats`)")
+    try:  # numpy refuses pickled objects (allow_pickle=False): arrays only
+        reference = ReferenceStats.load_npz(ref_stats)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise UserError(f"cannot read reference statistics {ref_stats}: {first_line(exc)}") from None
     inception = fid_extractor(weights, device)
-    return ImageMetric("fid", inception, ReferenceStats.load_npz(ref_stats), joint=inception.features_and_logits)
+    return ImageMetric("fid", inception, reference, joint=inception.features_and_logits)
 
 
 def build_metric(

@@ -7,6 +7,7 @@ on the batch size or on how many processes share the work (:func:`sample_blocks`
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from .. import checkpoints as ckpt
 from .. import distributed, seeding
 from ..autoencoders import Autoencoder, build_autoencoder
 from ..checkpoints import ModelSpec
-from ..errors import UserError
+from ..errors import RunError, UserError
 from ..models import build_network
 from ..objectives import Objective, build_objective
 from ..runtime import autocast_dtype
@@ -181,6 +182,24 @@ def generate_shared(
     return torch.cat(out) if out else torch.empty(0, *loaded.data_shape)
 
 
+def non_finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """[N] bool: which samples of ``x`` [N, ...] hold a NaN or infinite value."""
+    return ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+
+
+def check_finite(x: torch.Tensor, what: str, bad: int | None = None, total: int | None = None) -> None:
+    """RunError (exit code 1) when a sample set holds NaN or infinite values (``bad`` of ``total``
+    samples when given, else counted in ``x``): such samples are never written as images or arrays,
+    where they would come out black or white, nor measured."""
+    if bad is None:
+        bad, total = int(non_finite_rows(x).sum()), len(x)
+    if bad:
+        raise RunError(
+            f"{bad} of {total} {what} hold NaN or infinite values; nothing written "
+            "(the weights or the guidance scale are out of range)"
+        )
+
+
 def read_spec(config: dict[str, Any], where: Path) -> ModelSpec:
     """The :class:`ModelSpec` of a checkpoint's config.json (either layout); UserError if malformed."""
     if "format_version" not in config:
@@ -212,25 +231,44 @@ def load_autoencoder(spec: ModelSpec, device: torch.device | str) -> Autoencoder
 def load_model(path: str | Path, device: str = "auto", precision: str = "auto") -> LoadedModel:
     """Load the EMA network of a checkpoint for sampling.
 
-    ``path`` is a checkpoint directory, a run directory (its latest checkpoint) or a Hugging Face hub
-    repository id ``owner/name`` holding config.json and the weights. Only config.json and the
-    weights are read: the training data (e.g. a latent cache) is never opened.
+    ``path`` is a checkpoint directory (any name), a run directory or a Hugging Face hub repository id
+    ``owner/name`` holding config.json and the weights. Only config.json and the weights are read: the
+    training data (e.g. a latent cache) is never opened. In a run directory the newest checkpoint that
+    loads is used; one warning names each newer checkpoint passed over and what is wrong with it (the
+    files are left as they are). UserError when none loads, naming the newest one's problem.
     """
-    ckpt_dir = ckpt.resolve_checkpoint(path)
+    candidates = ckpt.checkpoint_candidates(path)
+    dev = distributed.resolve_device(device)
+    problems: list[str] = []
+    for ckpt_dir in candidates:
+        try:
+            loaded = _load_checkpoint(ckpt_dir, dev, precision)
+        except ckpt.UnsafeCheckpoint:
+            raise
+        except UserError as exc:
+            if len(candidates) == 1:
+                raise
+            problems.append(str(exc))
+            continue
+        if problems and distributed.is_main():
+            print(
+                f"warning: using {ckpt_dir}: skipped {len(problems)} newer checkpoint(s): {'; '.join(problems)}",
+                file=sys.stderr,
+            )
+        return loaded
+    raise UserError(f"no checkpoint in {path} loads; the newest: {problems[0]}")
+
+
+def _load_checkpoint(ckpt_dir: Path, dev: torch.device, precision: str) -> LoadedModel:
     config = ckpt.read_config(ckpt_dir)
     spec = read_spec(config, ckpt_dir)
-    dev = distributed.resolve_device(device)
     try:
         model = build_network(spec.network)
         objective = build_objective(spec.objective, spec.num_classes, spec.objective_args)
     except ValueError as exc:
         raise UserError(f"{ckpt_dir / ckpt.CONFIG}: {exc}") from None
     weights = ckpt.sampling_weights(ckpt_dir)
-    try:
-        ckpt.load_weights(model, weights)
-    except Exception as exc:  # noqa: BLE001 - a damaged or mismatched file is reported as one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise UserError(f"cannot load {weights} into the network its config.json describes: {first}") from None
+    ckpt.load_weights(model, weights)
     step = config.get("step", ckpt.step_of(ckpt_dir))
     return LoadedModel(
         ckpt_dir,

@@ -14,7 +14,7 @@ import torch
 
 from ..images import save_grid, save_sheet
 from ..plotting import scatter_2d
-from .model import LoadedModel
+from .model import LoadedModel, check_finite
 
 GRID_STEPS = (1, 2, 4, 8, 16, 32, 128)
 
@@ -43,13 +43,16 @@ def write_sample_sheets(
     if not loaded.is_image:
         for n in steps:
             x = loaded.generate(2000, n, seed=seed)
+            check_finite(x, f"samples of {loaded.label} at {n} step(s)")
             scatter_2d(x.numpy(), out_dir / f"steps_{n:03d}.png", title=f"{loaded.label}, {n} step(s)")
         return out_dir
     labels, rows, row_names = grid_labels(loaded.num_classes, per_row)
     num = rows * per_row
     grids = []
     for n in steps:
-        x = loaded.generate(num, n, seed=seed, labels=labels, cfg_scale=cfg_scale).clamp(-1, 1)
+        x = loaded.generate(num, n, seed=seed, labels=labels, cfg_scale=cfg_scale)
+        check_finite(x, f"samples of {loaded.label} at {n} step(s)")
+        x = x.clamp(-1, 1)
         save_grid(x, out_dir / f"steps_{n:03d}.png", rows)
         grids.append((f"{n} step{'s' if n > 1 else ''}", x))
     sheet = out_dir / "sheet.png"

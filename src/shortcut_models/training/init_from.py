@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from .. import checkpoints as ckpt
@@ -104,28 +103,12 @@ def load_network(module: nn.Module, file: Path) -> tuple[str, ...]:
     may be missing; such an embedder is kept with its last Linear zeroed (see the module docstring).
     """
     module = ckpt.unwrap(module)
-    if not file.is_file():
-        raise UserError(f"init_from checkpoint lacks {file.name}: {file}")
-    try:
-        state = load_file(str(file))
-    except Exception as exc:  # noqa: BLE001 - any read error is a bad file given by the user
-        raise UserError(f"cannot read {file}: {exc}") from None
+    state = ckpt.read_weights(file)  # UserError when missing, unreadable or non-finite
     own = module.state_dict()
-    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    missing = set(own) - set(state)
     embedders = d_embedder_keys(module)
     added = tuple(name for name, keys in embedders.items() if keys and set(keys) <= missing)
-    missing -= {k for name in added for k in embedders[name]}
-    if missing or unexpected:
-        what = [f"missing {k!r}" for k in sorted(missing)[:1]] + [f"unexpected {k!r}" for k in sorted(unexpected)[:1]]
-        raise UserError(
-            f"{file} does not fit the network ({len(missing)} missing, {len(unexpected)} unexpected keys; "
-            f"first {', '.join(what)})"
-        )
-    for key, tensor in state.items():
-        if tensor.shape != own[key].shape:
-            raise UserError(
-                f"{file}: {key} has shape {tuple(tensor.shape)} there, {tuple(own[key].shape)} in the network"
-            )
+    ckpt.check_fit(own, state, file, may_lack={k for name in added for k in embedders[name]})
     module.load_state_dict(state, strict=False)
     named = dict(module.named_modules())
     for name in added:

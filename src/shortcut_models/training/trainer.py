@@ -4,7 +4,11 @@ Each step is a pure function of (state, step): the data batch and the objective'
 come from generators keyed by the step (see :mod:`shortcut_models.seeding`), so a run stopped and
 resumed from its checkpoint computes exactly what an uninterrupted run computes.
 Checkpoints are written every ``ckpt_every`` steps, at the end, and on SIGINT/SIGTERM; a NaN or
-infinite loss stops the run before anything non-finite is saved.
+infinite loss, gradient or weight stops the run before anything non-finite is saved.
+
+One writer per run directory: the trainer locks it (:mod:`shortcut_models.runlock`) from its
+construction to the end of :meth:`Trainer.run`, tidies what crashed writers left, and resumes from the
+newest intact checkpoint (a damaged newer one is renamed ``damaged-step_N``, with a warning).
 
 Under torchrun (see :mod:`shortcut_models.distributed` and docs/distributed.md) ``batch_size`` is the global batch:
 process k of W computes global rows k, k + W, ... of each step (data, noise, times and levels of a
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import signal
 import sys
 import time
@@ -27,12 +32,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import checkpoints as ckpt
-from .. import distributed, seeding
+from .. import distributed, runlock, seeding
 from ..autoencoders import Autoencoder
 from ..checkpoints import ModelSpec
 from ..config import RESUMABLE_KEYS, TrainConfig, validate
 from ..data import build_source, take_rows
-from ..errors import TrainingDiverged, UserError
+from ..errors import TrainingDiverged, UserError, WriteFailed, first_line
 from ..inference import LoadedModel, load_autoencoder, write_sample_sheets
 from ..loggers import RunLogger, parse_backends
 from ..models import build_model, network_spec
@@ -44,6 +49,9 @@ from .init_from import InitSource, load_initial_weights
 from .interval_means import IntervalMeans
 from .memory import check_batch_fits
 from .teacher import frozen_copy, load_teacher, teacher_checkpoint
+
+# errno values of a write that cannot succeed: disk full, quota, file-size limit, read-only file system
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 def comparable(cfg: TrainConfig) -> dict[str, Any]:
@@ -145,14 +153,19 @@ class Trainer:
         self.samples_dir: Path | None = None
         self.init_source: InitSource | None = None
         self._autoencoder: Autoencoder | None = None
+        self._lock: runlock.RunLock | None = None  # rank 0's lock on the run directory, held until run() ends
         # the bound teacher of a teacher_run objective: its weights come from the teacher run (fresh) or
         # from this run's checkpoint (resumed)
         self.teacher = frozen_copy(self.model) if self.objective.teacher_run else None
         if self.teacher is not None:
             self.objective.bind_teacher(self.teacher)
-        self._resume()
-        if self.teacher is not None and self.last_checkpoint is None:
-            load_teacher(self.teacher, teacher_checkpoint(cfg, self.objective.teacher))
+        try:
+            self._resume()
+            if self.teacher is not None and self.last_checkpoint is None:
+                load_teacher(self.teacher, teacher_checkpoint(cfg, self.objective.teacher))
+        except BaseException:
+            self._release()
+            raise
         if self.last_checkpoint is None and cfg.init_from:  # a fresh fine-tuning run: see training/init_from.py
             self.init_source = load_initial_weights(self.model, self.ema.module, cfg)
             if self.is_main:
@@ -160,18 +173,74 @@ class Trainer:
 
     # ----------------------------------------------------------------- state
     def _resume(self) -> None:
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        step = ckpt.step_of(latest) if latest is not None else -1
-        if distributed.max_int(step) != -distributed.max_int(-step):
+        """Take the run directory (rank 0 locks it and tidies what crashed writers left), then load
+        the newest intact checkpoint on every process."""
+        error: UserError | None = None
+        step = -1
+        if self.is_main:
+            try:
+                self._lock = runlock.acquire(self.run_dir)
+                for note in ckpt.recover_partial(self.run_dir):
+                    print(f"note: {note}", file=sys.stderr)
+                step = self._resume_newest_intact()
+            except UserError as exc:
+                error = exc
+        if distributed.any_true(error is not None):
+            raise error or UserError(f"the first process could not open {self.run_dir}")
+        step = distributed.max_int(step)  # rank 0's choice (the others hold -1)
+        if not self.is_main:
+            latest = ckpt.latest_checkpoint(self.run_dir)
+            try:
+                if (ckpt.step_of(latest) if latest is not None else -1) != step:
+                    raise UserError(f"the first process resumes {self.run_dir} at step {step}, this one sees {latest}")
+                if step >= 0:
+                    self._load(ckpt.checkpoint_dir(self.run_dir, step))
+            except UserError as exc:
+                error = UserError(
+                    f"{exc}; the processes must see the same run directory, on a file system every node shares"
+                )
+        if distributed.any_true(error is not None):
+            raise error or UserError(f"another process could not load its checkpoint from {self.run_dir}")
+
+    def _resume_newest_intact(self) -> int:
+        """Load the newest checkpoint that is intact; returns its step (-1: none, a fresh run).
+
+        Damaged newer checkpoints are renamed ``damaged-step_N`` (kept, never deleted) with one warning
+        each; when none is intact, the run stops with UserError rather than start over from step 0.
+        """
+        damaged: list[tuple[Path, str]] = []
+        for path in reversed(ckpt.list_checkpoints(self.run_dir)):
+            try:
+                self._load(path)
+            except ckpt.DamagedCheckpoint as exc:
+                damaged.append((path, str(exc)))
+                continue
+            for bad, problem in damaged:
+                kept = ckpt.set_aside(bad)
+                print(
+                    f"warning: resuming from {path.name}: {problem}; that checkpoint is kept as {kept}", file=sys.stderr
+                )
+            return self.step
+        if damaged:
+            path, problem = damaged[0]
             raise UserError(
-                f"the processes see different latest checkpoints in {self.run_dir}; "
-                "the run directory must be on a file system that every node shares"
+                f"no intact checkpoint to resume in {self.run_dir}: {problem}; move the damaged checkpoint(s) "
+                "away to start the run over"
             )
-        if latest is None:
-            return
-        # runs saved before init_from existed lack it
-        saved_values = {"init_from": "", **ckpt.training_config(ckpt.read_config(latest))}
-        saved, mine = comparable(TrainConfig.from_dict(saved_values)), comparable(self.cfg)
+        return -1
+
+    def _load(self, path: Path) -> None:
+        """Load checkpoint ``path`` into the model, EMA, optimizer and random state; DamagedCheckpoint
+        when a file is unreadable, UserError when it holds a run with a different config."""
+        config = ckpt.read_config(path)
+        training = ckpt.training_config(config)
+        if not isinstance(training, dict):
+            raise ckpt.DamagedCheckpoint(f"{path / ckpt.CONFIG} holds no training config (a JSON object)")
+        try:  # runs saved before init_from existed lack it
+            saved = comparable(TrainConfig.from_dict({"init_from": "", **training}))
+        except (UserError, ValueError, TypeError) as exc:
+            raise ckpt.DamagedCheckpoint(f"{path / ckpt.CONFIG} holds no valid training config ({exc})") from None
+        mine = comparable(self.cfg)
         diff = [k for k in mine if saved.get(k) != mine[k]]
         if diff:
             k = diff[0]
@@ -179,27 +248,32 @@ class Trainer:
                 f"{self.run_dir} holds a run with a different config ({k}: {saved.get(k)!r} there, {mine[k]!r} now); "
                 "use another --out or the same settings"
             )
-        ckpt.load_weights(self.model, latest / ckpt.ONLINE_WEIGHTS)
-        ckpt.load_weights(self.ema.module, latest / ckpt.EMA_WEIGHTS)
-        state = ckpt.load_state(latest)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.ema.load_state_dict(state["ema"])
-        if self.teacher is not None:
-            if "teacher" not in state:
-                raise UserError(f"{latest} holds no teacher weights; it was not saved by a distillation run")
-            self.teacher.load_state_dict(state["teacher"])
-        torch.set_rng_state(state["rng_cpu"])
-        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-        self.step = int(state["step"])
-        self.last_checkpoint = latest
+        online = ckpt.read_weights(path / ckpt.ONLINE_WEIGHTS)
+        ema = ckpt.read_weights(path / ckpt.EMA_WEIGHTS)
+        state = ckpt.load_state(path)
+        ckpt.load_tensors(self.model, online, path / ckpt.ONLINE_WEIGHTS)
+        ckpt.load_tensors(self.ema.module, ema, path / ckpt.EMA_WEIGHTS)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.ema.load_state_dict(state["ema"])
+            torch.set_rng_state(state["rng_cpu"])
+            if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+            self.step = int(state["step"])
+            if self.teacher is not None:
+                if "teacher" not in state:
+                    raise UserError(f"{path} holds no teacher weights; it was not saved by a distillation run")
+                self.teacher.load_state_dict(state["teacher"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise ckpt.DamagedCheckpoint(f"{path / ckpt.STATE} does not fit this run ({first_line(exc)})") from None
+        self.last_checkpoint = path
 
     def save(self) -> Path:
-        """Checkpoint the current step (refuses if a non-finite loss was seen since the last one).
-
-        Rank 0 writes; every process waits until the checkpoint is complete.
+        """Checkpoint the current step (refuses if a non-finite loss, gradient or weight was seen since
+        the last one). Rank 0 writes; every process waits until the checkpoint is complete.
         """
-        self._check_finite()
+        self._check_finite(weights=True)
+        error: WriteFailed | None = None
         if self.is_main:
             state = {
                 "optimizer": self.optimizer.state_dict(),
@@ -210,23 +284,33 @@ class Trainer:
             if self.teacher is not None:
                 state["teacher"] = self.teacher.state_dict()
             config = ckpt.checkpoint_config(self.spec, self.step, self.cfg.to_dict())
-            ckpt.save_checkpoint(
-                self.run_dir, self.step, config, self.model, self.ema.module, state, self.cfg.keep_checkpoints
-            )
-        distributed.barrier()
+            try:
+                ckpt.save_checkpoint(
+                    self.run_dir, self.step, config, self.model, self.ema.module, state, self.cfg.keep_checkpoints
+                )
+            except WriteFailed as exc:
+                error = WriteFailed(f"{exc}; {self._last_good()}")
+        if distributed.any_true(error is not None):
+            raise error or WriteFailed(f"the first process could not write checkpoint {self.step}")
         self.last_checkpoint = ckpt.checkpoint_dir(self.run_dir, self.step)
         return self.last_checkpoint
 
-    def _check_finite(self) -> None:
-        """Raise TrainingDiverged on every process when any process saw a non-finite loss or gradient."""
-        if distributed.any_true(not bool(self._finite)):
-            where = (
-                f"the last good checkpoint is {self.last_checkpoint}"
-                if self.last_checkpoint
-                else "no checkpoint was written"
-            )
+    def _last_good(self) -> str:
+        if self.last_checkpoint is not None and self.last_checkpoint.is_dir():
+            return f"the last intact checkpoint is {self.last_checkpoint}"
+        return "no checkpoint of this run was written"
+
+    def _check_finite(self, weights: bool = False) -> None:
+        """Raise TrainingDiverged on every process when any process saw a non-finite loss or gradient
+        (and, with ``weights``, when a weight of the network or of its EMA is NaN or infinite)."""
+        bad = not bool(self._finite)
+        if weights and not bad:
+            tensors = [*self.model.parameters(), *self.ema.module.parameters()]
+            bad = not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+        if distributed.any_true(bad):
             raise TrainingDiverged(
-                f"loss or gradient became NaN/infinite before step {self.step}; stopped ({where}); try a lower lr or grad_clip"
+                f"loss, gradient or weights became NaN/infinite before step {self.step}; stopped "
+                f"({self._last_good()}); try a lower lr or grad_clip"
             )
 
     # ------------------------------------------------------------------ step
@@ -349,8 +433,31 @@ class Trainer:
             logger.log(self.step, row)
         return row
 
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def run(self, on_log: Callable[[int, dict[str, float]], None] | None = None) -> Path:
-        """Train until ``cfg.steps``; returns the final checkpoint directory."""
+        """Train until ``cfg.steps``; returns the final checkpoint directory.
+
+        The run directory stays locked (by rank 0) from the construction of the trainer to the end of
+        this call; a failed write raises WriteFailed naming the file and the last intact checkpoint.
+        """
+        try:
+            if self.is_main and self._lock is None:  # a second run() of this trainer
+                self._lock = runlock.acquire(self.run_dir)
+            return self._run(on_log)
+        except OSError as exc:  # a log, sample or evaluation file could not be written
+            if exc.errno not in WRITE_ERRORS:
+                raise
+            raise WriteFailed(
+                f"cannot write {exc.filename or self.run_dir}: {exc.strerror or exc}; {self._last_good()}"
+            ) from exc
+        finally:
+            self._release()
+
+    def _run(self, on_log: Callable[[int, dict[str, float]], None] | None) -> Path:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.step >= cfg.steps:
@@ -361,7 +468,13 @@ class Trainer:
             self.evaluator.start(self.step, self.is_main)
         logger = None
         if self.is_main:
-            logger = RunLogger(self.run_dir, parse_backends(cfg.logger), config=cfg.to_dict(), name=self.run_dir.name)
+            logger = RunLogger(
+                self.run_dir,
+                parse_backends(cfg.logger),
+                config=cfg.to_dict(),
+                name=self.run_dir.name,
+                start_step=self.step,
+            )
         handlers = {}
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
