@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from shortcut_models import seeding
+from shortcut_models import distributed, seeding
 from shortcut_models.cli import main
 from shortcut_models.config import build_config
 from shortcut_models.data import TensorSource, ToySource
@@ -156,6 +156,48 @@ def test_interval_means_weigh_parts_by_their_rows():
     )
     means.add({"loss": torch.tensor(3.0), "loss_consistency": torch.tensor(2.0)}, {"loss": 4, "loss_consistency": 2})
     assert means.means() == {"loss": 2.0, "loss_consistency": 2.0}
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_session_meets_the_other_processes_before_leaving_unless_it_failed(monkeypatch, fails):
+    """A normal end waits at a barrier, collects garbage, then destroys the group (so gloo's threads
+    finish releasing tensors while Python is alive); after an error no barrier (the others may never
+    come) and the error propagates."""
+    calls = []
+    monkeypatch.setattr(distributed, "init", lambda device: True)
+    monkeypatch.setattr(distributed, "is_active", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.gc, "collect", lambda: calls.append("gc"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+
+    def body():
+        with distributed.session("cpu"):
+            calls.append("work")
+            if fails:
+                raise UserError("bad input")
+
+    if fails:
+        with pytest.raises(UserError, match="bad input"):
+            body()
+        assert calls == ["work", "gc", "destroy"]
+    else:
+        body()
+        assert calls == ["work", "barrier", "gc", "destroy"]
+
+
+def test_cleanup_ignores_a_barrier_broken_by_a_process_that_left(monkeypatch):
+    calls = []
+    monkeypatch.setattr(distributed, "is_active", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+
+    def broken():
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(distributed.dist, "barrier", broken)
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    distributed.cleanup()
+    assert calls == ["destroy"]
 
 
 def test_batch_not_divisible_by_world_size_exits_2(tmp_path):

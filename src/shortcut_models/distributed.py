@@ -14,6 +14,7 @@ the CPU, so checking them every step costs one small CPU message and never waits
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import os
 from collections.abc import Iterator
@@ -118,10 +119,25 @@ def init(device: str = "auto") -> bool:
     return True
 
 
-def cleanup() -> None:
-    """Leave the process group (no-op when there is none)."""
+def cleanup(synchronize: bool = True) -> None:
+    """Leave the process group (no-op when there is none).
+
+    With ``synchronize`` (a command that ended normally) every process first meets the others at a
+    barrier. PyTorch's gloo worker threads let go of a finished collective's tensors just after the
+    caller resumes, and that needs the interpreter lock; once a DistributedDataParallel wrapper was
+    built, the group outlives ``destroy_process_group`` and its threads run until the process
+    exits, so a late release that falls into interpreter shutdown aborts the process ("terminate
+    called without an active exception", about 1 run in 8 of tests/distributed_driver.py on 2
+    cores). The barrier's wait (which releases the lock) and a full garbage collection give those
+    threads the time to finish while Python is alive. After an error the barrier is skipped: the
+    other processes may never reach it.
+    """
     global _control
     if is_active():
+        if synchronize and world_size() > 1:
+            with contextlib.suppress(RuntimeError):  # a process that failed left: nothing to wait for
+                dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
     _control = None
 
@@ -132,9 +148,12 @@ def session(device: str = "auto") -> Iterator[None]:
     created = init(device)
     try:
         yield
-    finally:
+    except BaseException:
         if created:
-            cleanup()
+            cleanup(synchronize=False)
+        raise
+    if created:
+        cleanup()
 
 
 def _comm_device() -> torch.device:
