@@ -22,14 +22,13 @@ from torch import nn
 
 from .. import path
 from ..seeding import RowShare
-from ..validation import check_bool, check_float
-from .base import EveryRowTeacher, Targets
-from .flow_matching import check_common
+from .base import Targets
+from .distillation import FlowTeacherDistillation
 from .schedule import consistency_velocity, grid_draws
 
 
 @dataclass
-class ConsistencyDistillation(EveryRowTeacher):
+class ConsistencyDistillation(FlowTeacherDistillation):
     """Consistency distillation of a flow-matching teacher.
 
     Args:
@@ -40,20 +39,8 @@ class ConsistencyDistillation(EveryRowTeacher):
         clip: bound on the teacher's next point (4).
     """
 
-    num_classes: int = 0
-    teacher: str = ""
-    bootstrap_ema: bool = True
-    max_steps: int = 128
-    clip: float = 4.0
-
     name = "consistency-distillation"
     title = "consistency distillation"
-    teacher_run = True
-
-    def __post_init__(self) -> None:
-        check_common(self.num_classes, 0.0, self.max_steps)
-        check_bool("bootstrap_ema", self.bootstrap_ema)
-        check_float("clip", self.clip, low=0.0, low_open=True)
 
     @property
     def sampling_d(self) -> float | None:
@@ -63,10 +50,6 @@ class ConsistencyDistillation(EveryRowTeacher):
     def select_teacher(self, model: nn.Module, ema_model: nn.Module) -> nn.Module:
         """The student network that predicts the data at the next point (the frozen teacher is bound)."""
         return ema_model if self.bootstrap_ema else model
-
-    def passes_per_row(self, batch: int) -> tuple[float, float]:
-        """Two teacher forwards per row, then one forward and backward."""
-        return 3.0, 1.0
 
     @torch.no_grad()
     def targets(

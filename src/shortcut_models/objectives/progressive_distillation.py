@@ -24,14 +24,13 @@ from torch import nn
 
 from .. import path
 from ..seeding import RowShare
-from ..validation import check_bool, check_float
-from .base import EveryRowTeacher, Targets
-from .flow_matching import check_common
+from .base import Targets
+from .distillation import FlowTeacherDistillation
 from .schedule import grid_draws, num_levels, section
 
 
 @dataclass
-class ProgressiveDistillation(EveryRowTeacher):
+class ProgressiveDistillation(FlowTeacherDistillation):
     """Progressive distillation of a flow-matching teacher, K stages in one run.
 
     Args:
@@ -42,20 +41,11 @@ class ProgressiveDistillation(EveryRowTeacher):
         clip: bound on the teacher's midpoint (4).
     """
 
-    num_classes: int = 0
-    teacher: str = ""
-    bootstrap_ema: bool = True
-    max_steps: int = 128
-    clip: float = 4.0
-
     name = "progressive-distillation"
     title = "progressive distillation"
-    teacher_run = True
 
     def __post_init__(self) -> None:
-        check_common(self.num_classes, 0.0, self.max_steps)
-        check_bool("bootstrap_ema", self.bootstrap_ema)
-        check_float("clip", self.clip, low=0.0, low_open=True)
+        super().__post_init__()
         if self.max_steps < 2:
             raise ValueError("max_steps must be >= 2 for progressive distillation")
         self.stage, self._total = 0, 0
@@ -83,10 +73,6 @@ class ProgressiveDistillation(EveryRowTeacher):
     def select_teacher(self, model: nn.Module, ema_model: nn.Module) -> nn.Module:
         """The stage's teacher (bound by the trainer)."""
         return self.bound_teacher()
-
-    def passes_per_row(self, batch: int) -> tuple[float, float]:
-        """Two teacher forwards per row, then one forward and backward."""
-        return 3.0, 1.0
 
     @torch.no_grad()
     def targets(
