@@ -184,6 +184,17 @@ def inception_weights(tmp_path):
 
 
 @pytest.fixture
+def dinov2_weights(tmp_path):
+    """A tiny DINOv2 weights file in the official layout (width 64, one block, a 4x4 stored grid, random
+    values): fd-dinov2 without the real file, in a fraction of a second per batch."""
+    from shortcut_models.metrics.dinov2 import random_state_dict
+
+    weights = tmp_path / "dinov2_tiny.pth"
+    torch.save(random_state_dict(width=64, depth=1, grid=4, seed=5), weights)
+    return weights
+
+
+@pytest.fixture
 def tiny_latents(vae_dir, tmp_path):
     """Four random 32x32 PNGs in tmp_path/images and their latent cache (tmp_path/cache, 4x16x16 latents)
     made with the tiny VAE of :func:`vae_dir`: returns (images, cache)."""

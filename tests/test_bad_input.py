@@ -57,9 +57,10 @@ def no_work(monkeypatch):
     for module, name in [
         (cli, "load_model"),
         (cli, "build_autoencoder"),
-        (cli, "fid_extractor"),
+        (cli, "feature_extractor"),
         (cli, "load_digits"),
         (image_metrics, "fid_extractor"),
+        (image_metrics, "dinov2_extractor"),
     ]:
         monkeypatch.setattr(module, name, work)
 

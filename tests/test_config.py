@@ -130,6 +130,7 @@ def test_every_field_has_a_check_and_a_resume_rule():
         "eval_metric",
         "eval_ref_stats",
         "eval_inception_weights",
+        "eval_dinov2_weights",
         "eval_cfg_scale",
     } == RESUMABLE_KEYS
 

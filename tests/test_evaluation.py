@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from shortcut_models.cli import main
 from shortcut_models.metrics.frechet import ReferenceStats
@@ -209,3 +210,99 @@ def test_kid_needs_reference_features(digits_run, tmp_path, capsys, inception_we
     argv = ["eval", "--ckpt", str(digits_run), "--num", "20", "--out", str(tmp_path / "e"), "--metrics", "fid,kid"]
     assert main([*argv, "--ref-stats", str(stats), "--inception-weights", str(inception_weights)]) == 2
     assert "does not keep" in capsys.readouterr().err
+
+
+def test_fd_dinov2_reference_statistics_and_eval(tmp_path, digits_run, dinov2_weights):
+    """ref-stats and eval in DINOv2 features with a local weights file: the statistics record their feature
+    space and keep features; eval reports fd_dinov2 (the FD of the saved samples' features against them),
+    kid and prc in the same space."""
+    from shortcut_models.metrics import DinoV2Features, FeatureStats, frechet_distance_from_stats
+
+    ref = tmp_path / "ref.npz"
+    argv = ["ref-stats", "--data", "digits", "--metric", "fd-dinov2", "--num", "12", "--out", str(ref)]
+    assert main([*argv, "--dinov2-weights", str(dinov2_weights), "--quiet"]) == 0
+    reference = ReferenceStats.load_npz(ref)
+    assert reference.extractor == "fd-dinov2" and reference.mu.shape == (64,) and reference.features.shape == (12, 64)
+    out = tmp_path / "eval"
+    argv = ["eval", "--ckpt", str(digits_run), "--steps", "1", "--num", "10", "--metrics", "fd-dinov2,kid,prc"]
+    argv += ["--ref-stats", str(ref), "--dinov2-weights", str(dinov2_weights), "--save-samples"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    row = result["rows"][0]
+    assert result["metric"] == "fd-dinov2" and {"kid", "precision", "recall"} <= set(row)
+    images = torch.from_numpy(np.load(row["samples_file"])["arr_0"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    stats = FeatureStats().update(DinoV2Features(dinov2_weights)(images))
+    assert row["fd_dinov2"] == pytest.approx(frechet_distance_from_stats(stats, reference), rel=1e-6)
+    assert row["fd_dinov2"] > 0
+
+
+def _dinov2_error(tmp_path, case: str) -> list[str]:
+    """argv of the refused fd-dinov2 case ``case`` (files made in tmp_path; RUN: the digits run, W: the
+    tiny weights file)."""
+    from shortcut_models.metrics.dinov2 import random_state_dict
+
+    dinov2_stats, fid_stats = tmp_path / "dinov2.npz", tmp_path / "fid.npz"
+    ReferenceStats(np.zeros(64), np.eye(64), extractor="fd-dinov2").to_npz(dinov2_stats)
+    ReferenceStats(np.zeros(2048), np.eye(2048)).to_npz(fid_stats)  # no extractor recorded: Inception's
+    wider = tmp_path / "wider.pth"
+    torch.save(random_state_dict(width=128, depth=1, grid=4), wider)
+    torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "other.pth")
+    ref_stats = ["ref-stats", "--data", "digits", "--metric", "fd-dinov2", "--out", str(tmp_path / "r.npz")]
+    eval_ = ["eval", "--ckpt", "RUN", "--steps", "1", "--num", "4", "--out", str(tmp_path / "e")]
+    return {
+        "ref-stats without weights": ref_stats,
+        "eval without weights": [*eval_, "--metric", "fd-dinov2", "--ref-stats", str(dinov2_stats)],
+        "missing file": [*ref_stats, "--dinov2-weights", str(tmp_path / "none.pth")],
+        "wrong file": [*ref_stats, "--dinov2-weights", str(tmp_path / "other.pth")],
+        "fid statistics": [*eval_, "--metric", "fd-dinov2", "--ref-stats", str(fid_stats), "--dinov2-weights", "W"],
+        "dinov2 statistics for fid": [*eval_, "--metric", "fid", "--ref-stats", str(dinov2_stats)],
+        "other width": [
+            *eval_,
+            "--metric",
+            "fd-dinov2",
+            "--ref-stats",
+            str(dinov2_stats),
+            "--dinov2-weights",
+            str(wider),
+        ],
+        "inception score": [
+            *eval_,
+            "--metrics",
+            "fd-dinov2,is",
+            "--ref-stats",
+            str(dinov2_stats),
+            "--dinov2-weights",
+            "W",
+        ],
+        "convert": [
+            "ref-stats",
+            "--convert",
+            str(fid_stats),
+            "--metric",
+            "fd-dinov2",
+            "--out",
+            str(tmp_path / "c.npz"),
+        ],
+    }[case]
+
+
+DINOV2_ERRORS = {
+    "ref-stats without weights": "pass --dinov2-weights FILE",
+    "eval without weights": "dinov2_vitl14_pretrain.pth",
+    "missing file": "DINOv2 weights file not found",
+    "wrong file": "cannot load DINOv2 weights",
+    "fid statistics": "holds statistics of Inception-v3 (fid) features, not DINOv2 (fd-dinov2) ones",
+    "dinov2 statistics for fid": "holds statistics of DINOv2 (fd-dinov2) features, not Inception-v3 (fid) ones",
+    "other width": "holds 64-d features, the fd-dinov2 network 128-d ones",
+    "inception score": "Inception Score (is) needs Inception-v3's classifier",
+    "convert": "--metric fd-dinov2 applies to --data",
+}
+
+
+@pytest.mark.parametrize("case", list(DINOV2_ERRORS))
+def test_fd_dinov2_refusals_exit_2_in_one_line(case, tmp_path, digits_run, dinov2_weights, capsys):
+    names = {"RUN": str(digits_run), "W": str(dinov2_weights)}
+    argv = [names.get(a, a) for a in _dinov2_error(tmp_path, case)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and DINOV2_ERRORS[case] in err, err

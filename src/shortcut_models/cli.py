@@ -31,8 +31,8 @@ from .evaluation import (
     digits_metric,
     evaluate_images,
     evaluate_toy,
+    feature_extractor,
     feature_stats,
-    fid_extractor,
     folder_feature_stats,
     format_table,
     write_results,
@@ -234,6 +234,7 @@ def _eval_one(
             args.inception_weights,
             loaded.device,
             extras,
+            dinov2_weights=args.dinov2_weights,
         )
     name = "swd" if metric is None else metric.name
     if metric_name not in (None, name):
@@ -267,7 +268,10 @@ def _write_eval(rows: list[dict], out: Path, metric_name: str) -> None:
 def cmd_ref_stats(args: argparse.Namespace) -> int:
     if (args.data is None) == (args.convert is None):
         raise UserError("give --data (compute statistics) or --convert FILE.npz (take another tool's), not both")
+    weights = args.dinov2_weights if args.metric == "fd-dinov2" else args.inception_weights
     if args.convert is not None:
+        if args.metric == "fd-dinov2":
+            raise UserError("--convert reads Inception statistics (fid); --metric fd-dinov2 applies to --data")
         converted = convert_reference_stats(
             args.convert,
             args.out,
@@ -285,24 +289,25 @@ def cmd_ref_stats(args: argparse.Namespace) -> int:
         if args.metric == "fd-digits":
             extractor = digits_metric(args.device).extractor
         else:
-            extractor = fid_extractor(args.inception_weights, args.device)
+            extractor = feature_extractor(args.metric, weights, args.device)
         images = load_digits(args.split)[0][: args.num]
         stats = feature_stats(extractor, images.to(args.device), keep=args.keep_features)
     else:
-        if args.metric != "fid":
-            raise UserError("--metric fd-digits needs --data digits; image folders use --metric fid")
+        if args.metric == "fd-digits":
+            raise UserError("--metric fd-digits needs --data digits; image folders use --metric fid or fd-dinov2")
         stats = folder_feature_stats(
             args.data,
             args.resolution,
-            args.inception_weights,
+            weights,
             args.device,
             args.num,
             progress=not args.quiet,
             keep=args.keep_features,
+            metric=args.metric,
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stats.to_npz(out)
+    stats.to_npz(out, extractor=args.metric)
     print(f"wrote {out} ({stats.count} images, {stats.mean().shape[0]}-d features)")
     return 0
 
@@ -444,17 +449,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric",
         choices=list(EVAL_METRICS),
         default="auto",
-        help="auto: swd for 2-D data, fd-digits for digits, fid for other images",
+        help="auto: swd for 2-D data, fd-digits for digits, fid for other images; fd-dinov2: Fréchet distance "
+        "in DINOv2 features (needs --dinov2-weights)",
     )
     p.add_argument(
         "--metrics",
         type=_metric_list,
-        help="several at once, e.g. fid,is,kid,prc: one distance (as --metric) plus the Inception Score (is), "
-        "Kernel Inception Distance (kid), precision and recall (prc)",
+        help="several at once, e.g. fid,is,kid,prc: one distance (as --metric) plus the Inception Score (is, "
+        "fid only), Kernel Inception Distance (kid), precision and recall (prc), in the distance's features",
     )
     p.add_argument("--cfg-scale", type=_FINITE, default=1.0, help="guidance weight for conditional models")
-    p.add_argument("--ref-stats", help="reference statistics (.npz with mu, sigma) for --metric fid")
+    p.add_argument(
+        "--ref-stats", help="reference statistics (.npz with mu, sigma) for --metric fid or fd-dinov2 (`ref-stats`)"
+    )
     p.add_argument("--inception-weights", help="local Inception weights file for --metric fid")
+    p.add_argument(
+        "--dinov2-weights",
+        metavar="FILE",
+        help="the official DINOv2 weights file (dinov2_vitl14_pretrain.pth) for --metric fd-dinov2; never downloaded",
+    )
     p.add_argument("--save-samples", action="store_true", help="keep OUT/samples/*.npz (uint8 NHWC arr_0, labels)")
     p.add_argument("--batch-size", type=_ints(1), default=500)
     p.add_argument("--seed", type=_SEED, default=0)
@@ -536,9 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", choices=["train", "test", "all"], help="digits split")
     p.add_argument(
         "--metric",
-        choices=["fd-digits", "fid"],
+        choices=["fd-digits", "fid", "fd-dinov2"],
         default=None,
-        help="feature space (default: fd-digits for digits, fid for folders)",
+        help="feature space (default: fd-digits for digits, fid for folders; fd-dinov2 needs --dinov2-weights)",
     )
     p.add_argument(
         "--resolution", type=_ints(1, MAX_RESOLUTION), default=256, help="folder images: center crop and resize"
@@ -552,6 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also keep N feature vectors, for kid and prc in `shortcut eval --metrics` (0: none)",
     )
     p.add_argument("--inception-weights", help="local Inception weights file for fid")
+    p.add_argument(
+        "--dinov2-weights",
+        metavar="FILE",
+        help="the official DINOv2 weights file (dinov2_vitl14_pretrain.pth) for fd-dinov2; never downloaded",
+    )
     p.add_argument("--device", type=_DEVICE, default="cpu")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", type=_OUT_FILE, required=True, help="output .npz")

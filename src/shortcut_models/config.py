@@ -30,8 +30,9 @@ from .validation import check_bool, check_choice, check_device, check_float, che
 
 DEFAULT_PRESET = "digits"
 PRECISIONS = ("auto", "fp32", "bf16")
-# Sample metrics (shortcut_models.evaluation): "auto" picks swd for 2-D data, fd-digits for digits, else fid.
-EVAL_METRICS = ("auto", "swd", "fd-digits", "fid")
+# Sample metrics (shortcut_models.evaluation): "auto" picks swd for 2-D data, fd-digits for digits, else fid;
+# fd-dinov2 (Fréchet distance in DINOv2 features) is taken on request only.
+EVAL_METRICS = ("auto", "swd", "fd-digits", "fid", "fd-dinov2")
 
 Check = Callable[[str, Any], Any]
 MAX_LR = 1.0  # AdamW moves each weight by about lr per step: beyond 1 a run cannot learn
@@ -127,6 +128,7 @@ class TrainConfig:
     eval_metric: str = _key("auto", lambda n, v: check_choice(n, v, EVAL_METRICS), resumable=True)
     eval_ref_stats: str = _key("", _string, resumable=True)  # reference statistics for fid (`shortcut ref-stats`)
     eval_inception_weights: str = _key("", _string, resumable=True)  # a local Inception file for fid ("" = download)
+    eval_dinov2_weights: str = _key("", _string, resumable=True)  # the DINOv2 file fd-dinov2 needs (never downloaded)
     eval_cfg_scale: float = _key(1.0, lambda n, v: check_float(n, v), resumable=True)
     # logs: RUN/metrics.csv always; plus "tensorboard", "wandb", both ("tensorboard,wandb") or "none"
     logger: str = _key("tensorboard", lambda n, v: parse_backends(_string(n, v)), resumable=True)

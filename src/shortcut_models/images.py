@@ -24,6 +24,15 @@ def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(u.transpose(0, 2, 3, 1))
 
 
+def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1], ``[N, 1 or 3, H, W]`` -> uint8 ``[N, 3, H, W]`` on the same device (grey repeated),
+    the pixels a PNG would hold: what the pretrained feature networks (Inception, DINOv2) take."""
+    pixels = torch.floor((x.to(torch.float32) + 1.0) * 127.5 + 0.5).clamp_(0, 255).to(torch.uint8)
+    if pixels.shape[1] == 1:
+        pixels = pixels.expand(-1, 3, -1, -1).contiguous()
+    return pixels
+
+
 def from_uint8(u: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 images ``[N, H, W, C]`` -> float32 ``[N, C, H, W]`` in [-1, 1] (``u / 127.5 - 1``)."""
     if isinstance(u, torch.Tensor):

@@ -177,6 +177,24 @@ def test_a_missing_piece_stops_the_run_at_the_start(tmp_path, capsys):
     assert "fd-digits" in capsys.readouterr().err
 
 
+def test_fd_dinov2_during_training(tmp_path, nano_args, dinov2_weights, capsys):
+    """eval_metric=fd-dinov2 with eval_dinov2_weights: RUN/eval.csv holds fd_dinov2; without the weights
+    file the run stops at the start in one line."""
+    ref = tmp_path / "ref.npz"
+    argv = ["ref-stats", "--data", "digits", "--metric", "fd-dinov2", "--num", "8", "--quiet"]
+    assert main([*argv, "--dinov2-weights", str(dinov2_weights), "--out", str(ref)]) == 0
+    keys = [*nano_args, "steps=2", "eval_every=2", "eval_num=4", "eval_steps=[1]", "eval_metric=fd-dinov2"]
+    keys.append(f"eval_ref_stats={ref}")
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--quiet", *keys]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "eval_dinov2_weights=FILE" in err
+    assert not (run / "checkpoints").exists()
+    assert main(["train", "--out", str(run), "--quiet", *keys, f"eval_dinov2_weights={dinov2_weights}"]) == 0
+    rows = read_rows(run / "eval.csv")
+    assert [(r["step"], r["steps"]) for r in rows] == [("2", "1")] and float(rows[0]["fd_dinov2"]) > 0
+
+
 def test_digits_rows_hold_the_floor_and_the_class_accuracy(tmp_path, nano_args):
     run = tmp_path / "run"
     cfg = build_config("digits", None, None, [*nano_args, "steps=4", "eval_every=2", "eval_num=40", "eval_steps=[1,2]"])

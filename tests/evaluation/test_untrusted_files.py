@@ -41,3 +41,17 @@ def test_reference_statistics_holding_objects_are_refused(tmp_path):
     stats.write_bytes(b"not a zip file")
     with pytest.raises(UserError, match="cannot read reference statistics"):
         fid_metric(str(stats), None, "cpu")
+
+
+def test_planted_dinov2_weights_are_refused_through_the_cli(tmp_path, capsys):
+    """torch.load(weights_only=True): the payload is refused (exit 2, one line) and has not run."""
+    from shortcut_models.cli import main
+    from shortcut_models.metrics.dinov2 import random_state_dict
+
+    marker, weights = tmp_path / "ran", tmp_path / "dinov2_vitl14_pretrain.pth"
+    torch.save({**random_state_dict(depth=1, grid=2), "extra": Payload(marker)}, weights)
+    argv = ["ref-stats", "--data", "digits", "--metric", "fd-dinov2", "--dinov2-weights", str(weights)]
+    assert main([*argv, "--out", str(tmp_path / "ref.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot load DINOv2 weights" in err, err
+    assert not marker.exists() and not (tmp_path / "ref.npz").exists()

@@ -13,5 +13,5 @@ def test_coordinates_and_factory():
     assert torch.equal(coords(pts), pts.float())
     with pytest.raises(ValueError):
         coords(torch.zeros(5, 3))
-    with pytest.raises(ValueError, match="fd-digits, fid, coords"):
+    with pytest.raises(ValueError, match="fd-digits, fid, fd-dinov2, coords"):
         get_feature_extractor("kid")

@@ -86,7 +86,13 @@ class TrainingEvaluator:
         name = default_metric(cfg.data, is_image) if cfg.eval_metric == "auto" else cfg.eval_metric
         try:
             metric = build_metric(
-                name, cfg.data, is_image, cfg.eval_ref_stats or None, cfg.eval_inception_weights or None, device
+                name,
+                cfg.data,
+                is_image,
+                cfg.eval_ref_stats or None,
+                cfg.eval_inception_weights or None,
+                device,
+                dinov2_weights=cfg.eval_dinov2_weights or None,
             )
         except UserError as exc:
             raise UserError(

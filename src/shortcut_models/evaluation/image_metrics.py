@@ -8,10 +8,16 @@
   the class accuracy of their samples under that CNN's classifier.
 - ``fid`` (images): Fréchet distance of Inception-v3 pool features against reference statistics
   (``shortcut ref-stats``); no floor unless one is given.
+- ``fd-dinov2`` (images, on request): the same in the CLS features of a DINOv2 ViT (the official
+  ``dinov2_vitl14_pretrain.pth``, a local file: ``--dinov2-weights``; nothing is downloaded), against
+  statistics made with ``shortcut ref-stats --metric fd-dinov2``.
+
+Statistics files record their feature space (``extractor``); a file made in another one is refused.
 
 Measures of the sample set added on request (``shortcut eval --metrics fid,is,kid,prc``), in the same
-feature space as the Fréchet distance (Inception-v3 for fid, the digits CNN for fd-digits):
-``is`` the Inception Score of the classifier's logits, ``kid`` the Kernel Inception Distance and
+feature space as the Fréchet distance (Inception-v3 for fid, the digits CNN for fd-digits, DINOv2 for
+fd-dinov2): ``is`` the Inception Score of the classifier's logits (not with fd-dinov2: DINOv2 has no
+classifier), ``kid`` the Kernel Inception Distance and
 ``prc`` improved precision and recall against the reference features (the digits train split, or the
 features a statistics file keeps: ``shortcut ref-stats`` keeps 10,000).
 Statistics are accumulated in float64 batch by batch, so K can be tens of thousands; under torchrun
@@ -35,10 +41,16 @@ from ..data.digits import load_digits
 from ..data.folder import UnreadableImage, check_resolution, load_image, scan_folder
 from ..errors import UserError, first_line
 from ..metrics.digits_net import load_digits_feature_net
+from ..metrics.dinov2 import OFFICIAL_WEIGHTS, DinoV2Features
 from ..metrics.frechet import FeatureStats, ReferenceStats, frechet_distance_from_stats
 from ..metrics.inception import InceptionFeatures
 
 METRICS = EVAL_METRICS  # the names --metric and eval_metric accept
+FEATURE_SPACES = {
+    "fid": "Inception-v3 (fid)",
+    "fd-dinov2": "DINOv2 (fd-dinov2)",
+    "fd-digits": "digits CNN (fd-digits)",
+}  # what statistics files record as their ``extractor``
 SET_METRICS = ("is", "kid", "prc")  # measures of the whole sample set, on request (shortcut eval --metrics)
 
 
@@ -115,11 +127,35 @@ def fid_extractor(weights: str | None, device: str | torch.device = "cpu"):
         raise UserError(f"cannot load Inception weights {weights}: {first_line(exc)}") from None
 
 
-def fid_metric(ref_stats: str | None, weights: str | None, device: str | torch.device = "cpu") -> ImageMetric:
-    """fid: Inception features against a saved ``mu``/``sigma`` file."""
+def dinov2_extractor(weights: str | None, device: str | torch.device = "cpu") -> DinoV2Features:
+    """DINOv2 features from a local weights file; no file, a missing or a wrong one is a UserError (one line)."""
+    if not weights:
+        raise UserError(
+            f"fd-dinov2 needs the DINOv2 weights: pass --dinov2-weights FILE (eval_dinov2_weights=FILE in training), "
+            f"the official {OFFICIAL_WEIGHTS} fetched by hand (docs/pretrained.md); nothing is downloaded"
+        )
+    try:
+        return DinoV2Features(weights=weights, device=device)
+    except FileNotFoundError as exc:
+        raise UserError(first_line(exc)) from None
+    except (pickle.UnpicklingError, ValueError, RuntimeError, OSError) as exc:  # weights_only refusal, wrong file
+        raise UserError(f"cannot load DINOv2 weights {weights}: {first_line(exc)}") from None
+
+
+def feature_extractor(metric: str, weights: str | None, device: str | torch.device = "cpu"):
+    """The network of ``metric`` ("fid" or "fd-dinov2") with its ``weights`` (a UserError when they fail)."""
+    if metric == "fd-dinov2":
+        return dinov2_extractor(weights, device)
+    return fid_extractor(weights, device)
+
+
+def load_reference_stats(ref_stats: str | None, metric: str) -> ReferenceStats:
+    """The statistics file ``ref_stats`` for ``metric``; a UserError when it is missing, unreadable or made
+    in another feature space (a file that records none is taken as Inception's, as other tools write)."""
     if not ref_stats:
         raise UserError(
-            "metric fid needs reference statistics (--ref-stats or eval_ref_stats; make them with `shortcut ref-stats`)"
+            f"metric {metric} needs reference statistics (--ref-stats or eval_ref_stats; make them with "
+            f"`shortcut ref-stats --metric {metric}`)"
         )
     if not Path(ref_stats).is_file():
         raise UserError(f"reference statistics not found: {ref_stats} (make them with `shortcut ref-stats`)")
@@ -127,8 +163,36 @@ def fid_metric(ref_stats: str | None, weights: str | None, device: str | torch.d
         reference = ReferenceStats.load_npz(ref_stats)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise UserError(f"cannot read reference statistics {ref_stats}: {first_line(exc)}") from None
-    inception = fid_extractor(weights, device)
-    return ImageMetric("fid", inception, reference, joint=inception.features_and_logits)
+    recorded = reference.extractor or "fid"
+    if recorded != metric:
+        space = FEATURE_SPACES.get(recorded, repr(recorded))
+        raise UserError(
+            f"{ref_stats} holds statistics of {space} features, not {FEATURE_SPACES[metric]} ones; make them "
+            f"with `shortcut ref-stats --metric {metric}`"
+        )
+    return reference
+
+
+def _feature_metric(name: str, ref_stats: str | None, weights: str | None, device) -> ImageMetric:
+    reference = load_reference_stats(ref_stats, name)
+    extractor = feature_extractor(name, weights, device)
+    if reference.mu.shape[0] != extractor.dim:
+        raise UserError(
+            f"{ref_stats} holds {reference.mu.shape[0]}-d features, the {name} network {extractor.dim}-d "
+            "ones: make the statistics with the same weights file"
+        )
+    joint = extractor.features_and_logits if name == "fid" else None
+    return ImageMetric(name, extractor, reference, joint=joint)
+
+
+def fid_metric(ref_stats: str | None, weights: str | None, device: str | torch.device = "cpu") -> ImageMetric:
+    """fid: Inception features against a saved ``mu``/``sigma`` file."""
+    return _feature_metric("fid", ref_stats, weights, device)
+
+
+def dinov2_metric(ref_stats: str | None, weights: str | None, device: str | torch.device = "cpu") -> ImageMetric:
+    """fd-dinov2: DINOv2 CLS features (a local weights file) against statistics made in that space."""
+    return _feature_metric("fd-dinov2", ref_stats, weights, device)
 
 
 def build_metric(
@@ -139,11 +203,12 @@ def build_metric(
     inception_weights: str | None = None,
     device: str | torch.device = "cpu",
     extras: tuple[str, ...] = (),
+    dinov2_weights: str | None = None,
 ) -> ImageMetric | None:
     """The metric ``name`` ('auto' picks one) for a model trained on ``data``; None for 'swd' (2-D data).
 
     ``extras``: set measures (:data:`SET_METRICS`) to add. Everything a metric needs (the digits CNN,
-    Inception weights, reference statistics and features) is loaded here, so a missing piece is one
+    Inception or DINOv2 weights, reference statistics and features) is loaded here, so a missing piece is one
     UserError before any sample is generated.
     """
     name = default_metric(data, is_image) if name == "auto" else name
@@ -162,6 +227,13 @@ def build_metric(
         if data != "digits":
             raise UserError(f"metric fd-digits compares with the digits data set; this model is trained on {data!r}")
         metric = digits_metric(device)
+    elif name == "fd-dinov2":
+        if "is" in extras:
+            raise UserError(
+                "the Inception Score (is) needs Inception-v3's classifier: it goes with fid, not fd-dinov2 "
+                "(kid and prc work in DINOv2 features)"
+            )
+        metric = dinov2_metric(ref_stats, dinov2_weights, device)
     else:
         metric = fid_metric(ref_stats, inception_weights, device)
     if {"kid", "prc"} & set(extras) and metric.reference.features is None:
@@ -196,8 +268,10 @@ def folder_feature_stats(
     batch_size: int = 64,
     progress: bool = True,
     keep: int = 0,
+    metric: str = "fid",
 ) -> FeatureStats:
-    """Inception statistics of an image folder (ADM center crop to ``resolution``); unreadable files skipped.
+    """Statistics of an image folder (ADM center crop to ``resolution``) in the features of ``metric``
+    ("fid": Inception, "fd-dinov2": DINOv2 with ``weights``); unreadable files skipped.
 
     ``keep``: also keep the first ``keep`` feature vectors (for KID and precision/recall)."""
     try:
@@ -207,7 +281,7 @@ def folder_feature_stats(
     items = [path for path, _ in scan_folder(folder)[0]][:num]  # the folder first: no download for a typo
     if not items:
         raise UserError(f"no images found in {folder}")
-    extractor = fid_extractor(weights, device)
+    extractor = feature_extractor(metric, weights, device)
     stats, batch, skipped = FeatureStats(keep=keep), [], 0
     for path in tqdm(items, desc="ref-stats", unit="img", disable=not progress):
         try:

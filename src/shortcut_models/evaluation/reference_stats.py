@@ -17,6 +17,7 @@ same images (docs/pretrained.md).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,7 @@ def _stored(arrays, where: Path, count: int | None) -> ReferenceStats:
         raise UserError(f"{where}: mu or sigma holds NaN or infinite values")
     if not np.allclose(sigma, sigma.T, rtol=1e-5, atol=1e-8 * float(np.abs(sigma).max() or 1.0)):
         raise UserError(f"{where}: sigma is not symmetric (not a covariance matrix)")
-    return ReferenceStats(mu, sigma, count)
+    return ReferenceStats(mu, sigma, count, extractor="fid")  # these tools' statistics are Inception's
 
 
 def _recomputed(
@@ -74,7 +75,7 @@ def _recomputed(
     for start in tqdm(range(0, images.shape[0], batch_size), desc="ref-stats", unit="batch", disable=not progress):
         pixels = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float()
         stats.update(extractor(pixels / 127.5 - 1.0))
-    return stats.reference()
+    return dataclasses.replace(stats.reference(), extractor="fid")
 
 
 def convert_reference_stats(

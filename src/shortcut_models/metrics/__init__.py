@@ -1,8 +1,9 @@
 """Sample quality measures: Fréchet distances over feature extractors (the digits CNN, Inception-v3 for
-FID), streaming float64 feature statistics, the sliced Wasserstein distance for 2-D points, and the
+FID, DINOv2 for FD-DINOv2), streaming float64 feature statistics, the sliced Wasserstein distance for 2-D points, and the
 Inception Score, Kernel Inception Distance and improved precision/recall."""
 
 from .digits_net import DigitsFeatureNet, load_digits_feature_net
+from .dinov2 import DinoV2Features
 from .features import FEATURE_EXTRACTORS, Coordinates2D, FeatureExtractor, get_feature_extractor
 from .frechet import FeatureStats, ReferenceStats, frechet_distance, frechet_distance_from_stats
 from .inception import InceptionFeatures
@@ -15,6 +16,7 @@ __all__ = [
     "FEATURE_EXTRACTORS",
     "Coordinates2D",
     "DigitsFeatureNet",
+    "DinoV2Features",
     "FeatureExtractor",
     "FeatureStats",
     "InceptionFeatures",

@@ -1,4 +1,4 @@
-"""Feature extractors for Fréchet distances: one small interface, three implementations.
+"""Feature extractors for Fréchet distances: one small interface, four implementations.
 
 Every extractor has a ``name``, a feature dimension ``dim`` and is called on a batch:
 ``extractor(images) -> [N, dim]`` float32. Images are float tensors in [-1, 1], ``[N, C, H, W]``
@@ -10,6 +10,8 @@ Extraction never tracks gradients.
   class logits. Trained once (seconds on a CPU) and cached; see :func:`load_digits_feature_net`.
 - ``"fid"`` -> :class:`InceptionFeatures`: the 2048-d pool features of the FID Inception-v3 network,
   taken from the PyPI package ``torch-fidelity`` (see the class for why that package).
+- ``"fd-dinov2"`` -> :class:`DinoV2Features`: the CLS token of a DINOv2 ViT (1024-d for ViT-L/14), from
+  the official weights file given as a path (written here in plain torch; nothing is downloaded).
 - ``"coords"`` -> :class:`Coordinates2D`: identity features of 2-D toy points.
 
 :func:`get_feature_extractor` builds one by name.
@@ -30,6 +32,7 @@ from .digits_net import (  # noqa: F401  (re-exported)
     test_accuracy,
     train_digits_feature_net,
 )
+from .dinov2 import DinoV2Features
 from .inception import InceptionFeatures, _inception_network_class  # noqa: F401  (re-exported)
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "load_digits_feature_net",
     "test_accuracy",
     "InceptionFeatures",
+    "DinoV2Features",
     "Coordinates2D",
     "FEATURE_EXTRACTORS",
     "get_feature_extractor",
@@ -74,15 +78,17 @@ class Coordinates2D:
 FEATURE_EXTRACTORS = {
     "fd-digits": load_digits_feature_net,
     "fid": InceptionFeatures,
+    "fd-dinov2": DinoV2Features,
     "coords": Coordinates2D,
 }
 
 
 def get_feature_extractor(name: str, **kwargs) -> FeatureExtractor:
-    """Build the extractor called ``name`` ("fd-digits", "fid" or "coords"); kwargs go to its constructor.
+    """Build the extractor called ``name`` ("fd-digits", "fid", "fd-dinov2" or "coords"); kwargs go to its
+    constructor.
 
-    "fd-digits" takes ``cache_dir``, ``device``, ``recipe``; "fid" takes ``weights``, ``device``,
-    ``batch_size``; "coords" takes none.
+    "fd-digits" takes ``cache_dir``, ``device``, ``recipe``; "fid" and "fd-dinov2" take ``weights``,
+    ``device``, ``batch_size``; "coords" takes none.
     """
     if name not in FEATURE_EXTRACTORS:
         raise ValueError(f"unknown feature extractor {name!r}; choose from {', '.join(FEATURE_EXTRACTORS)}")

@@ -15,11 +15,13 @@ larger than the spread; float64 leaves ample room for network features (means an
 same order).
 
 Statistics files (:meth:`FeatureStats.to_npz`) hold ``mu`` [D] and ``sigma`` [D, D] in float64, the
-keys the common FID tools read, plus ``count``.
+keys the common FID tools read, plus ``count`` and ``extractor``, the name of the feature space ("fid",
+"fd-dinov2", "fd-digits"; a file without it, as other tools write them, is taken as Inception's).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -41,22 +43,27 @@ class ReferenceStats:
 
     ``features`` optionally keeps some of the feature vectors themselves ([K, D] float32): the
     metrics that compare sets of points (KID, precision/recall) need them, not just the moments.
+    ``extractor`` names the feature space ("fid", "fd-dinov2", ...; None: not recorded, as in the files
+    other FID tools write).
     """
 
     mu: np.ndarray
     sigma: np.ndarray
     count: int | None = None
     features: np.ndarray | None = None
+    extractor: str | None = None
 
     @classmethod
     def load_npz(cls, path: str | os.PathLike) -> ReferenceStats:
-        """Read ``mu`` and ``sigma`` (and ``count`` when present) from an .npz file."""
+        """Read ``mu`` and ``sigma`` (and ``count``, ``features``, ``extractor`` when present) from an .npz file."""
         with np.load(path) as f:
             if "mu" not in f or "sigma" not in f:
                 raise ValueError(f"{os.fspath(path)}: a statistics file needs the arrays 'mu' and 'sigma'")
             count = int(f["count"]) if "count" in f else None
             features = np.asarray(f["features"], np.float32) if "features" in f else None
-            return cls(np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64), count, features)
+            extractor = str(f["extractor"]) if "extractor" in f else None
+            mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
+            return cls(mu, sigma, count, features, extractor)
 
     def to_npz(self, path: str | os.PathLike) -> None:
         """Write ``mu``, ``sigma`` (and ``count`` when known) to ``path`` (exactly that name)."""
@@ -65,6 +72,8 @@ class ReferenceStats:
             arrays["count"] = np.asarray(self.count, np.int64)
         if self.features is not None:
             arrays["features"] = np.asarray(self.features, np.float32)
+        if self.extractor is not None:
+            arrays["extractor"] = np.asarray(self.extractor)  # a unicode array: no pickle
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -183,9 +192,10 @@ class FeatureStats:
         kept = torch.cat(self._kept).numpy() if self._kept else None
         return ReferenceStats(self.mean(), self.covariance(), self._count, kept)
 
-    def to_npz(self, path: str | os.PathLike) -> None:
-        """Write ``mu``, ``sigma`` and ``count`` to ``path`` (the layout of common FID tools)."""
-        self.reference().to_npz(path)
+    def to_npz(self, path: str | os.PathLike, extractor: str | None = None) -> None:
+        """Write ``mu``, ``sigma`` and ``count`` to ``path`` (the layout of common FID tools), and the
+        name of the feature ``extractor`` when given."""
+        dataclasses.replace(self.reference(), extractor=extractor).to_npz(path)
 
     @staticmethod
     def load_npz(path: str | os.PathLike) -> ReferenceStats:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ..images import to_uint8_rgb
+
 _INCEPTION_HINT = (
     "the 'fid' feature extractor needs the PyPI package torch-fidelity; install it with "
     "`pip install torch-fidelity` (or `pip install --no-deps torch-fidelity` where torchvision "
@@ -20,12 +22,12 @@ _INCEPTION_HINT = (
 )
 
 
-def _import_inception_module_alone(spec) -> types.ModuleType:
-    """Import ``torch_fidelity.feature_extractor_inceptionv3`` without running the package's ``__init__``.
+def _import_module_alone(spec, name: str) -> types.ModuleType:
+    """Import ``torch_fidelity.<name>`` without running the package's ``__init__``.
 
     The package's ``__init__`` imports every extractor it has, some of which import torchvision;
-    the Inception module needs only torch. A bare stand-in parent module is put in
-    ``sys.modules`` for the duration of the import and removed afterwards.
+    the Inception module (and its TensorFlow-style resize) needs only torch. A bare stand-in parent
+    module is put in ``sys.modules`` for the duration of the import and removed afterwards.
     """
     stand_in = types.ModuleType("torch_fidelity")
     stand_in.__path__ = list(spec.submodule_search_locations or [])
@@ -33,7 +35,7 @@ def _import_inception_module_alone(spec) -> types.ModuleType:
     previous = sys.modules.get("torch_fidelity")
     sys.modules["torch_fidelity"] = stand_in
     try:
-        return importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
+        return importlib.import_module(f"torch_fidelity.{name}")
     finally:
         if sys.modules.get("torch_fidelity") is stand_in:
             if previous is None:
@@ -42,19 +44,25 @@ def _import_inception_module_alone(spec) -> types.ModuleType:
                 sys.modules["torch_fidelity"] = previous
 
 
-@lru_cache(maxsize=1)
-def _inception_network_class() -> type:
-    """torch-fidelity's FeatureExtractorInceptionV3, subclassed so it can be built without weights."""
+def torch_fidelity_module(name: str) -> types.ModuleType:
+    """The module ``torch_fidelity.<name>``, imported through the package or, where the package's
+    ``__init__`` fails (torchvision missing or unusable with this torch), on its own. ImportError
+    (saying what to install) without torch-fidelity."""
     if importlib.util.find_spec("torch_fidelity") is None:
         raise ImportError(_INCEPTION_HINT)
     try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-    except Exception as package_error:  # torchvision missing or unusable with this torch
+        return importlib.import_module(f"torch_fidelity.{name}")
+    except Exception as package_error:
         try:
-            module = _import_inception_module_alone(importlib.util.find_spec("torch_fidelity"))
+            return _import_module_alone(importlib.util.find_spec("torch_fidelity"), name)
         except Exception as module_error:
             raise ImportError(f"{_INCEPTION_HINT}; importing it failed: {package_error!r}") from module_error
-        FeatureExtractorInceptionV3 = module.FeatureExtractorInceptionV3
+
+
+@lru_cache(maxsize=1)
+def _inception_network_class() -> type:
+    """torch-fidelity's FeatureExtractorInceptionV3, subclassed so it can be built without weights."""
+    FeatureExtractorInceptionV3 = torch_fidelity_module("feature_extractor_inceptionv3").FeatureExtractorInceptionV3
 
     class _InceptionNetwork(FeatureExtractorInceptionV3):
         # The package's constructor always loads a state dict; an empty one means "keep the
@@ -121,7 +129,7 @@ class InceptionFeatures:
                 "shortcut-models-inception-v3", ["2048", "logits_unbiased"], feature_extractor_weights_path=source
             )
         if weights_file is not None:
-            network.load_state_dict(_read_state_dict(weights_file), strict=True)
+            network.load_state_dict(read_state_dict(weights_file, "the Inception network"), strict=True)
         self.network = network.to(device).eval().requires_grad_(False)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
@@ -140,11 +148,7 @@ class InceptionFeatures:
         features, logits = [], []
         with torch.no_grad():
             for chunk in images.split(self.batch_size):
-                x = chunk.to(self.device, torch.float32)
-                pixels = torch.floor((x + 1.0) * 127.5 + 0.5).clamp_(0, 255).to(torch.uint8)
-                if pixels.shape[1] == 1:
-                    pixels = pixels.expand(-1, 3, -1, -1).contiguous()
-                pool, classes = self.network(pixels)
+                pool, classes = self.network(to_uint8_rgb(chunk.to(self.device, torch.float32)))
                 features.append(pool.to(torch.float32))
                 logits.append(classes.to(torch.float32))
         if not features:
@@ -152,12 +156,19 @@ class InceptionFeatures:
         return torch.cat(features), torch.cat(logits)
 
 
-def _read_state_dict(path: Path) -> dict:
+def read_state_dict(path: Path, what: str) -> dict:
+    """The tensors of a weights file: ``.safetensors``, or ``.pth``/``.pt`` read with
+    ``torch.load(weights_only=True)`` (a pickle that would build any other object or call a function is
+    refused with ``pickle.UnpicklingError``: a file from the internet runs no code). ``what`` names the
+    network in the error for an empty or non-dict file (ValueError)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors' own error type: a damaged or foreign file
+            raise ValueError(f"{path}: not a readable .safetensors file ({exc})") from None
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or len(state) == 0:
-        raise ValueError(f"{path}: expected a non-empty state dict of the Inception network")
+        raise ValueError(f"{path}: expected a non-empty state dict of {what}")
     return state
