@@ -22,6 +22,7 @@ import torch
 
 from shortcut_models.config import build_config
 from shortcut_models.experiments.timing import interleaved_step_times, median_ratio
+from shortcut_models.objectives.schedule import num_levels
 from shortcut_models.runtime import tune_allocator
 from shortcut_models.seeding import RowDraws
 from shortcut_models.training import Trainer
@@ -39,11 +40,11 @@ DEFAULT_CASES = {"cpu": ["mlp-checkerboard", "dit-digits"], "cuda": ["dit-b2-cel
 def cost_fraction(trainer: Trainer) -> float:
     """Extra teacher rows per batch row: f = B_b / B, plus the guided rows' extra passes (bootstrap_cfg)."""
     objective, batch = trainer.objective, trainer.cfg.batch_size
-    nb = objective.teacher_rows(batch)
+    nb = objective.kind_rows(batch)[0]
     guided = 0
     if objective.bootstrap_cfg:  # rows at the finest self-consistency level get a second, unconditional pass
         levels = objective.levels(RowDraws.for_batch(nb, None, torch.device("cpu")))
-        guided = int((levels == objective.num_levels - 1).sum())
+        guided = int((levels == num_levels(objective.max_steps) - 1).sum())
     return (nb + guided) / batch
 
 

@@ -54,6 +54,9 @@ def write_format_1(checkpoint_dir, drop=("init_from",)) -> dict:
 
     file = Path(checkpoint_dir) / "config.json"
     training = dict(json.loads(file.read_text())["training"])
+    args = dict(training.pop("objective_args"))
+    if "target_network" in args:  # its name then
+        args["bootstrap_ema"] = args.pop("target_network") == "ema"
     knobs = {
         "bootstrap_every": 8,
         "bootstrap_ema": True,
@@ -62,7 +65,7 @@ def write_format_1(checkpoint_dir, drop=("init_from",)) -> dict:
         "dt_bias": False,
         "class_dropout": 0.0,
         "max_steps": 128,
-        **training.pop("objective_args"),
+        **args,
     }
     training.update(knobs)
     training["tensorboard"] = training.pop("logger") != "none"

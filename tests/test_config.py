@@ -7,7 +7,7 @@ import pytest
 from shortcut_models.cli import main
 from shortcut_models.config import PRESETS, RESUMABLE_KEYS, TrainConfig, build_config, validate
 from shortcut_models.errors import UserError
-from shortcut_models.objectives import OBJECTIVES, Shortcut, all_knobs
+from shortcut_models.objectives import OBJECTIVES, FlowMatching, Shortcut, all_knobs
 
 
 def test_the_default_config_is_valid_and_is_the_digits_preset():
@@ -15,7 +15,7 @@ def test_the_default_config_is_valid_and_is_the_digits_preset():
     validate(cfg)
     assert cfg == build_config()
     assert (cfg.data, cfg.model, cfg.objective, cfg.class_conditional) == ("digits", "DiT-Digits", "shortcut", True)
-    assert cfg.resolved_objective_args() == {**Shortcut().args(), "class_dropout": 0.1, "bootstrap_ema": False}
+    assert cfg.resolved_objective_args() == {**Shortcut().args(), "class_dropout": 0.1, "target_network": "online"}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -35,7 +35,7 @@ def test_the_presets_keep_their_settings():
         64,
         200,
     )
-    assert uncond.resolved_objective_args() == {**Shortcut().args(), "bootstrap_ema": False}
+    assert uncond.resolved_objective_args() == {**Shortcut().args(), "target_network": "online"}
     imagenet = build_config("imagenet256").resolved_objective_args()
     assert imagenet == {**Shortcut().args(), "class_dropout": 0.1, "bootstrap_cfg": True, "cfg_scale": 1.5}
     toy = build_config("checkerboard")
@@ -142,17 +142,22 @@ def test_objective_knobs_are_defined_once():
         "class_dropout",
         "max_steps",
         "bootstrap_every",
-        "bootstrap_ema",
+        "bootstrap_ema",  # the old name of target_network, still read
         "bootstrap_cfg",
         "cfg_scale",
         "dt_bias",
         "clip",
         "teacher",
         "interval_share",
+        "time_sampler",
         "time_mu",
         "time_sigma",
+        "loss_weight",
         "adaptive_power",
         "adaptive_eps",
+        "huber_c",
+        "target_network",
+        "target_clamp",
     }
 
 
@@ -161,7 +166,7 @@ def test_knobs_are_accepted_flat_or_nested_and_other_objectives_knobs_are_ignore
     nested = build_config(None, None, None, ["objective_args.bootstrap_every=4"])
     assert flat == nested and flat.objective_args["bootstrap_every"] == 4
     flow = build_config(None, "flow", None, ["bootstrap_every=4"])  # a shortcut knob: flow matching ignores it
-    assert flow.resolved_objective_args() == {"class_dropout": 0.1, "max_steps": 128}
+    assert flow.resolved_objective_args() == {**FlowMatching().args(), "class_dropout": 0.1}
 
 
 def test_legacy_keys_load():
@@ -203,7 +208,12 @@ def test_config_files_merge_objective_knobs_with_the_preset(tmp_path):
     (tmp_path / "c.json").write_text('{"bootstrap_every": 4, "objective_args": {"dt_bias": true}}')
     (tmp_path / "list.json").write_text("[1, 2]")
     cfg = build_config("digits", None, str(tmp_path / "c.json"))
-    assert cfg.objective_args == {"class_dropout": 0.1, "bootstrap_ema": False, "bootstrap_every": 4, "dt_bias": True}
+    assert cfg.objective_args == {
+        "class_dropout": 0.1,
+        "target_network": "online",
+        "bootstrap_every": 4,
+        "dt_bias": True,
+    }
     with pytest.raises(UserError, match="JSON object"):
         build_config("digits", None, str(tmp_path / "list.json"))
 

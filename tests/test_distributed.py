@@ -27,7 +27,7 @@ from shortcut_models.distributed import split_batch
 from shortcut_models.errors import UserError
 from shortcut_models.evaluation.during_training import read_rows
 from shortcut_models.inference import sample_blocks
-from shortcut_models.objectives import FlowMatching, Shortcut
+from shortcut_models.objectives import OBJECTIVES, FlowMatching, Shortcut
 from shortcut_models.seeding import RowShare
 from shortcut_models.training import Trainer
 from shortcut_models.training.interval_means import IntervalMeans
@@ -68,7 +68,7 @@ def test_rank_rows_interleave_and_cover_the_batch():
 
 @pytest.mark.parametrize("world", [1, 2, 4, 8])
 def test_self_consistency_share_is_the_same_on_every_rank(world):
-    batch, nb = 256, Shortcut().num_bootstrap_rows(256)  # 32 self-consistency rows
+    batch, nb = 256, Shortcut().kind_rows(256)[0]  # 32 self-consistency rows
     counts = [RowShare.interleaved(batch, k, world).count_below(nb) for k in range(world)]
     assert counts == [nb // world] * world  # the same fraction, 1/8, of every rank's rows
 
@@ -81,7 +81,7 @@ def assemble(objective, teacher, x1, y, seed, world):
         g = torch.Generator().manual_seed(seed)
         parts.append((share.index, objective.targets(teacher, x1[share.index], y[share.index], g, rows=share)))
     out = {}
-    for field in ("x_t", "t", "d", "v", "y", "bootstrap"):
+    for field in ("x_t", "t", "d", "v", "y", "kind"):
         ref = getattr(parts[0][1], field)
         full = torch.empty((x1.shape[0], *ref.shape[1:]), dtype=ref.dtype)
         for index, tg in parts:
@@ -101,7 +101,10 @@ def test_union_over_ranks_equals_single_process_targets(world, batch, per_row_no
     teacher = Elementwise()
     for obj in (
         Shortcut(num_classes=10, class_dropout=0.3, bootstrap_cfg=True, cfg_scale=1.5),
+        Shortcut(num_classes=10, time_sampler="logit-normal", loss_weight="adaptive"),
         FlowMatching(num_classes=10, class_dropout=0.3),
+        FlowMatching(num_classes=10, time_sampler="uniform"),
+        *(cls(num_classes=10) for name, cls in OBJECTIVES.items() if name not in ("flow", "shortcut")),
     ):
         single = obj.targets(teacher, x1, y, torch.Generator().manual_seed(5))
         union = assemble(obj, teacher, x1, y, 5, world)
@@ -311,7 +314,7 @@ def test_two_processes_train_like_one(one_process_run, two_process_cli_run):
     logs = [
         np.genfromtxt(run / "metrics.csv", delimiter=",", names=True) for run in (one_process_run, two_process_cli_run)
     ]
-    for key in ("loss", "loss_flow", "loss_consistency", "grad_norm"):
+    for key in ("loss", "loss_flow", "loss_self_consistency", "grad_norm"):
         np.testing.assert_allclose(logs[0][key], logs[1][key], rtol=1e-4)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from .errors import UserError
 from .loggers import parse_backends
 from .models import MODEL_NAMES
-from .objectives import OBJECTIVES, all_knobs, build_objective
+from .objectives import OBJECTIVES, all_knobs, build_objective, translate_legacy
 from .sampling import MAX_STEPS
 from .seeding import MAX_SEED
 from .validation import check_bool, check_choice, check_device, check_float, check_int
@@ -95,7 +95,7 @@ class TrainConfig:
     objective: str = _key("shortcut", lambda n, v: check_choice(n, v, tuple(OBJECTIVES)))
     # online self-consistency teacher: on a 4,000-step budget the EMA teacher lags (docs/demo/tuning.md)
     objective_args: dict[str, Any] = _key(
-        check=_mapping, factory=lambda: {"class_dropout": 0.1, "bootstrap_ema": False}
+        check=_mapping, factory=lambda: {"class_dropout": 0.1, "target_network": "online"}
     )
     # fine-tuning: a checkpoint or run directory whose weights start a fresh run (training/init_from.py)
     init_from: str = _key("", _string)
@@ -177,6 +177,11 @@ def normalise_keys(values: dict[str, Any]) -> dict[str, Any]:
     knobs = [k for k in values if k in all_knobs() and k not in fields]
     if knobs:
         values["objective_args"] = {**values.get("objective_args", {}), **{k: values.pop(k) for k in knobs}}
+    if isinstance(values.get("objective_args"), dict):  # knobs under their old names (runs saved before)
+        try:
+            values["objective_args"] = translate_legacy(values["objective_args"])
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     if "tensorboard" in values and "tensorboard" not in fields:
         values["logger"] = "tensorboard" if values.pop("tensorboard") else "none"
     return values
@@ -229,7 +234,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits-uncond": {
         "model": "DiT-Digits/4",
         "class_conditional": False,
-        "objective_args": {"bootstrap_ema": False},
+        "objective_args": {"target_network": "online"},
         "sample_steps": [1, 2, 4, 128],
     },
     # The paper's settings on Stable Diffusion VAE latents of 256x256 images. Point `data` at a cache made by
@@ -362,7 +367,7 @@ def validate(cfg: TrainConfig) -> None:
         for f in dataclasses.fields(cfg):
             f.metadata["check"](f.name, getattr(cfg, f.name))
         objective = build_objective(cfg.objective, 0, cfg.objective_args)
-        objective.teacher_rows(cfg.batch_size)  # e.g. a batch too small for one self-consistency row
+        objective.kind_rows(cfg.batch_size)  # e.g. a batch too small for one self-consistency row
     except ValueError as exc:
         raise UserError(str(exc)) from None
     for key in ("sample_steps", "eval_steps"):

@@ -51,7 +51,7 @@ def test_config_json_describes_the_network_and_its_sampler(digits_run):
         None,
         "digits",
     )
-    assert config["objective_args"]["bootstrap_every"] == 8 and config["objective_args"]["bootstrap_ema"] is False
+    assert config["objective_args"]["bootstrap_every"] == 8 and config["objective_args"]["target_network"] == "online"
     assert config["training"]["steps"] == 2 and config["training"]["model"] == "DiT-Nano"
 
 

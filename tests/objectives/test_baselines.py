@@ -11,9 +11,13 @@ from shortcut_models.objectives import (
     ConsistencyTraining,
     FlowMatching,
     LiveReflow,
+    Progress,
     ProgressiveDistillation,
+    TargetNetworks,
     build_objective,
 )
+
+RECIPE = ("time_sampler", "time_mu", "time_sigma", "loss_weight", "adaptive_power", "adaptive_eps", "huber_c")
 
 
 def net(x, t, d, y):
@@ -28,10 +32,11 @@ def on_grid(t, d):
 def test_consistency_training_curriculum(make_batch, step, level):
     x1, x0, g = make_batch(64)
     obj = ConsistencyTraining()
-    obj.begin_step(step, 1000)
-    tg = obj.targets(net, x1, generator=g, x0=x0)
-    assert obj.level == level and torch.all(tg.d == 2.0**-level) and on_grid(tg.t, tg.d) and tg.bootstrap.all()
-    expected = obj.build(net, x0, x1, tg.t, tg.y)
+    progress = Progress(step, 1000)
+    tg = obj.targets(net, x1, generator=g, progress=progress, x0=x0)
+    assert obj.level(progress) == level and torch.all(tg.d == 2.0**-level) and on_grid(tg.t, tg.d)
+    assert (tg.kind == 0).all() and obj.row_kinds == ("consistency",)
+    expected = obj.build(net, x0, x1, tg.t, tg.y, 2.0**-level)
     torch.testing.assert_close(tg.v, expected.v)
 
 
@@ -39,25 +44,23 @@ def test_consistency_training_curriculum(make_batch, step, level):
 def test_progressive_distillation_stage_levels(make_batch, step, level):
     x1, x0, g = make_batch(64)
     obj = ProgressiveDistillation()
-    obj.bind_teacher(net)
-    obj.begin_step(step, 1000)
-    tg = obj.targets(obj.select_teacher(None, None), x1, generator=g, x0=x0)
-    assert obj.level == level and torch.all(tg.d == 2.0**-level) and on_grid(tg.t, tg.d)
+    progress = Progress(step, 1000)
+    tg = obj.targets(TargetNetworks(teacher=net), x1, generator=g, progress=progress, x0=x0)
+    assert obj.level(progress) == level and torch.all(tg.d == 2.0**-level) and on_grid(tg.t, tg.d)
 
 
 def test_consistency_distillation_rows_are_at_the_flow_level(make_batch):
     x1, x0, g = make_batch(64)
     obj = ConsistencyDistillation()
-    obj.bind_teacher(net)
-    tg = obj.targets(net, x1, generator=g, x0=x0)
+    tg = obj.targets(TargetNetworks(ema=net, teacher=net), x1, generator=g, x0=x0)
     assert torch.all(tg.d == 1 / 128) and on_grid(tg.t, tg.d) and obj.sampling_d == 1 / 128
     # the data the target jumps to, from the last grid point, is the teacher's next point itself
     last = tg.t == 127 / 128
     x_t = path.interpolate(x0, x1, tg.t)
     step = (x_t + net(x_t, tg.t, tg.d, None) / 128).clamp(-4, 4)
     torch.testing.assert_close((tg.v * (1 - tg.t[:, None]))[last], (step - x_t)[last])
-    with pytest.raises(ValueError, match="teacher"):
-        ConsistencyDistillation().targets(net, x1, generator=g, x0=x0)
+    with pytest.raises(ValueError, match="teacher network"):
+        ConsistencyDistillation().targets(TargetNetworks(online=net, ema=net), x1, generator=g, x0=x0)
 
 
 def test_live_reflow_rows(make_batch):
@@ -65,7 +68,7 @@ def test_live_reflow_rows(make_batch):
     obj = LiveReflow()
     tg = obj.targets(net, x1, generator=g, x0=x0)
     flow = FlowMatching().targets(None, x1, generator=torch.Generator().manual_seed(1), x0=x0)
-    assert tg.bootstrap[:8].all() and not tg.bootstrap[8:].any()
+    assert (tg.kind[:8] == 0).all() and (tg.kind[8:] == 1).all() and obj.row_kinds == ("reflow", "flow")
     assert torch.all(tg.d[:8] == 1) and torch.all(tg.d[8:] == 1 / 128)
     assert (obj.sampling_d_at(1), obj.sampling_d_at(64), obj.sampling_d_at(128)) == (1.0, 1.0, 1 / 128)
     torch.testing.assert_close(tg.v[8:], flow.v[8:])  # flow rows: flow matching, same draws
@@ -88,6 +91,13 @@ def test_registry_and_knobs():
     assert ConsistencyDistillation.teacher_run and ProgressiveDistillation.teacher_run
     assert not ConsistencyTraining.teacher_run and "teacher" in ProgressiveDistillation.knobs()
     obj = build_objective("progressive-distillation", 0, {"teacher": "runs/flow", "bootstrap_ema": False})
-    assert obj.args() == {"teacher": "runs/flow", "bootstrap_ema": False, "max_steps": 128, "clip": 4.0}
+    own = {k: v for k, v in obj.args().items() if k not in RECIPE}
+    assert own == {
+        "teacher": "runs/flow",
+        "target_network": "online",
+        "target_clamp": 0.0,
+        "max_steps": 128,
+        "clip": 4.0,
+    }
     with pytest.raises(ValueError, match="bootstrap_every"):
         build_objective("live-reflow", 0, {"bootstrap_every": 0})

@@ -15,6 +15,7 @@ from shortcut_models.objectives import (
     ConsistencyDistillation,
     ConsistencyTraining,
     LiveReflow,
+    Progress,
     ProgressiveDistillation,
 )
 
@@ -90,8 +91,8 @@ def test_consistency_training_matches_authors(reference, step):
         flags(), key, state(step, jax_net(1.3)), x1, np.zeros(B, np.int32)
     )
     obj = ConsistencyTraining()
-    obj.begin_step(step, 700)
-    ours = obj.build(torch_net(1.3), t_(x0), t_(x1), t_(t), torch.zeros(B, dtype=torch.long))
+    d = 2.0 ** -obj.level(Progress(step, 700))
+    ours = obj.build(torch_net(1.3), t_(x0), t_(x1), t_(t), torch.zeros(B, dtype=torch.long), d)
     check(ours, x_t, v, t, np.broadcast_to(dt_base, (B,)))
 
 
@@ -117,8 +118,8 @@ def test_progressive_distillation_matches_authors(reference, step):
         cfg, key, state(step, jax_net(0.4)), state(step, jax_net(1.1)), x1, np.zeros(B, np.int32)
     )
     obj = ProgressiveDistillation()
-    obj.begin_step(step, 700)
-    ours = obj.build(torch_net(1.1), t_(x0), t_(x1), t_(t), torch.zeros(B, dtype=torch.long))
+    d = 2.0 ** -obj.level(Progress(step, 700))
+    ours = obj.build(torch_net(1.1), t_(x0), t_(x1), t_(t), torch.zeros(B, dtype=torch.long), d)
     check(ours, x_t, v, t, dt_base)
 
 
@@ -139,4 +140,4 @@ def test_live_reflow_rows_match_authors(reference):
     torch.testing.assert_close(ours_x_t, t_(x_t[:nr]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours_v, t_(v[:nr]), atol=1e-5, rtol=1e-5)
     assert np.all(np.asarray(dt_base[:nr]) == 0)  # the reflow rows train d = 1
-    assert obj.teacher_rows(B) == nr
+    assert obj.kind_rows(B) == (nr, B - nr)

@@ -15,5 +15,5 @@ def test_flow_targets_closed_form(make_batch):
     assert torch.allclose(tg.v, x1 - (1 - EPS) * x0, atol=1e-6)
     assert torch.equal(tg.d, torch.full((32,), 1 / 128))
     assert torch.equal(tg.t * 128, (tg.t * 128).round()) and tg.t.min() >= 0 and tg.t.max() <= 127 / 128
-    assert not tg.bootstrap.any()
+    assert (tg.kind == 0).all()
     assert torch.equal(tg.y, torch.zeros(32, dtype=torch.long))  # unconditional: null label 0

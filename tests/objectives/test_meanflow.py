@@ -77,21 +77,21 @@ def test_target_equals_finite_differences_of_a_dit_along_the_path():
     assert (target - v).abs().max() > 1e-3  # the derivative term is not negligible here
 
 
-def test_fused_attention_falls_back_to_a_kernel_with_forward_ad():
+def test_the_product_runs_through_attention_with_the_math_kernel():
     net = build_model("DiT-Nano", (1, 8, 8), 0, {}).eval()
-    obj = MeanFlow()
-    x = torch.randn(2, 1, 8, 8)
-    ones = torch.ones(2)
-    out = obj.path_derivative(net, x, ones / 4, ones / 2, torch.randn_like(x), torch.zeros(2, dtype=torch.long))
-    assert torch.isfinite(out).all()
-    assert obj.math_attention  # the CPU flash kernel has no forward-mode rule; the math kernel has one
+    x, v = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+    ones, y = torch.ones(2), torch.zeros(2, dtype=torch.long)
+    out = MeanFlow().path_derivative(net, x, ones / 4, ones / 2, v, y)  # the CPU flash kernel has no forward rule
+    with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH]):
+        expected = torch.func.jvp(lambda a, b, c: net(a, b, c, y), (x, ones / 4, ones / 2), (v, ones, -ones))[1]
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
 
 
 def test_time_sampler_rows(make_batch):
     x1, x0, g = make_batch(64)
     obj = MeanFlow(interval_share=0.25)
     tg = obj.targets(LinearField(), x1, generator=g, x0=x0)
-    assert obj.teacher_rows(64) == 16 and tg.bootstrap[:16].all() and not tg.bootstrap[16:].any()
+    assert obj.kind_rows(64) == (16, 48) and (tg.kind[:16] == 0).all() and (tg.kind[16:] == 1).all()
     assert (tg.d[:16] > 0).all() and (tg.d[16:] == 0).all()
     assert ((tg.t > 0) & (tg.t + tg.d < 1)).all()
     torch.testing.assert_close(tg.v[16:], path.velocity(x0, x1)[16:])  # d = 0: flow matching

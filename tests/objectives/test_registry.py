@@ -18,7 +18,7 @@ from shortcut_models.objectives import OBJECTIVES, FlowMatching, Objective, Shor
 from shortcut_models.training import Trainer
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScaledFlow(FlowMatching):
     """Flow matching whose velocity target is multiplied by ``scale`` (a knob)."""
 
@@ -27,8 +27,8 @@ class ScaledFlow(FlowMatching):
     name = "scaled-flow"
     title = "scaled flow matching"
 
-    def targets(self, teacher, x1, y=None, generator=None, x0=None, rows=None):
-        tg = super().targets(teacher, x1, y, generator, x0, rows)
+    def build_targets(self, networks, x0, x1, y, draws, progress):
+        tg = super().build_targets(networks, x0, x1, y, draws, progress)
         tg.v = tg.v * self.scale
         return tg
 
@@ -42,20 +42,23 @@ def test_the_registry():
     assert list(OBJECTIVES)[:2] == ["flow", "shortcut"]
     for name, cls in OBJECTIVES.items():
         assert cls.name == name and issubclass(cls, Objective) and cls.title
+    recipe = ("time_sampler", "time_mu", "time_sigma", "loss_weight", "adaptive_power", "adaptive_eps", "huber_c")
     assert Shortcut.knobs() == (
+        "max_steps",
+        *recipe,
         "class_dropout",
+        "target_network",
+        "target_clamp",
         "bootstrap_every",
-        "bootstrap_ema",
         "bootstrap_cfg",
         "cfg_scale",
         "dt_bias",
-        "max_steps",
         "clip",
     )
     obj = build_objective("shortcut", 10, {"bootstrap_every": 4})
     assert obj.num_classes == 10 and obj.args()["bootstrap_every"] == 4
     assert build_objective("shortcut", 10, obj.args()) == obj  # args() rebuilds the objective
-    assert (Shortcut().teacher_rows(64), FlowMatching().teacher_rows(64)) == (8, 0)
+    assert (Shortcut().kind_rows(64), FlowMatching().kind_rows(64)) == ((8, 56), (64,))
     assert (Shortcut().sampling_d, FlowMatching().sampling_d) == (None, 1 / 128)
 
 
@@ -81,7 +84,7 @@ def test_a_new_objective_reaches_config_cli_trainer_and_checkpoints(registered, 
             "sample_steps=[1]",
         ],
     )
-    assert cfg.resolved_objective_args() == {"class_dropout": 0.0, "max_steps": 128, "scale": 2}
+    assert cfg.resolved_objective_args() == {**FlowMatching().args(), "scale": 2}
     assert "scaled-flow" in build_parser().parse_args(["train", "--objective", "scaled-flow"]).objective
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     x1 = torch.randn(4, 2)

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from shortcut_models import seeding
-from shortcut_models.objectives import FlowMatching, Shortcut, level_strata
+from shortcut_models.objectives import FlowMatching, Shortcut, TargetNetworks, build_objective, level_strata
+from shortcut_models.objectives.schedule import num_levels
 
 EPS = 1e-5
 
@@ -43,7 +44,7 @@ def test_shortcut_targets_two_half_steps_with_both_clips(make_batch):
     obj = Shortcut()
     tg = obj.targets(teacher, x1, None, g, x0=x0)
     nb = 256 // 8
-    assert tg.bootstrap[:nb].all() and not tg.bootstrap[nb:].any()
+    assert (tg.kind[:nb] == 0).all() and (tg.kind[nb:] == 1).all()
     b = slice(0, nb)
     t, d = tg.t[b], tg.d[b]
     assert torch.allclose(tg.x_t[b], (1 - (1 - EPS) * t[:, None]) * x0[b] + t[:, None] * x1[b], atol=1e-6)
@@ -161,8 +162,8 @@ def test_guided_teacher_rows_match_manual_guidance(batch):
     found = False
     for seed in range(20):  # until a draw puts a row at the finest level (always so for 256)
         tg = objective.targets(LabelAffine(), x1, y, seeding.generator(seed, 1, 0))
-        nb = int(tg.bootstrap.sum())
-        guided = (tg.d[:nb] == 2.0 ** -(objective.num_levels - 1)).nonzero().squeeze(1)
+        nb = int((tg.kind == 0).sum())
+        guided = (tg.d[:nb] == 2.0 ** -(num_levels(objective.max_steps) - 1)).nonzero().squeeze(1)
         if guided.numel():
             found = True
             break
@@ -175,10 +176,15 @@ def test_guided_teacher_rows_match_manual_guidance(batch):
     assert moved[guided].all() and moved.sum() == guided.numel()
 
 
-def test_ema_is_teacher_when_bootstrap_ema():
-    online, ema = nn.Linear(2, 2), nn.Linear(2, 2)
-    assert Shortcut(bootstrap_ema=True).select_teacher(online, ema) is ema
-    assert Shortcut(bootstrap_ema=False).select_teacher(online, ema) is online
+def test_the_target_network_builds_the_self_consistency_rows(make_batch):
+    x1, x0, g = make_batch(64)
+    online, ema = Affine(a=1.0), Affine(a=2.0)
+    networks = TargetNetworks(online=online, ema=ema)
+    for choice, used, unused in (("ema", ema, online), ("online", online, ema)):
+        used.calls.clear(), unused.calls.clear()
+        Shortcut(target_network=choice).targets(networks, x1, None, g, x0=x0)
+        assert len(used.calls) == 2 and not unused.calls
+    assert build_objective("shortcut", 0, {"bootstrap_ema": False}).target_network == "online"  # the old name
 
 
 def test_no_gradient_reaches_the_teacher(make_batch):
@@ -195,7 +201,7 @@ def test_no_gradient_reaches_the_teacher(make_batch):
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     # self-teaching (bootstrap_ema off): the target is still a constant for the backward pass
-    tg2 = Shortcut(bootstrap_ema=False).targets(student, x1, None, g)
+    tg2 = Shortcut(target_network="online").targets(student, x1, None, g)
     assert tg2.v.grad_fn is None
 
 
@@ -206,9 +212,9 @@ def test_loss_is_one_mean_over_all_rows_with_parts(make_batch):
     loss, logs = Shortcut().loss(model, tg)
     err = (model(tg.x_t, tg.t, tg.d, tg.y) - tg.v).pow(2).mean(dim=1)
     assert torch.allclose(loss, err.mean())
-    assert torch.allclose(logs["loss_consistency"], err[:8].mean())
+    assert torch.allclose(logs["loss_self_consistency"], err[:8].mean())
     assert torch.allclose(logs["loss_flow"], err[8:].mean())
-    assert torch.allclose(loss, (8 * logs["loss_consistency"] + 56 * logs["loss_flow"]) / 64)
+    assert torch.allclose(loss, (8 * logs["loss_self_consistency"] + 56 * logs["loss_flow"]) / 64)
 
 
 def test_bad_settings_raise():

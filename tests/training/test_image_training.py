@@ -27,7 +27,7 @@ def test_gradient_accumulation_matches_full_batch(tmp_path, nano):
     full = Trainer(nano("steps=1"), tmp_path / "a", progress=False)
     accum = Trainer(nano("steps=1", "grad_accum=4"), tmp_path / "b", progress=False)
     logs_full, logs_acc = full.train_step(0), accum.train_step(0)
-    for k in ("loss", "loss_flow", "loss_consistency"):
+    for k in ("loss", "loss_flow", "loss_self_consistency"):
         assert torch.allclose(logs_full[k], logs_acc[k], rtol=1e-5, atol=1e-7), k
     for (name, p), q in zip(full.model.named_parameters(), accum.model.parameters()):
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-7), name

@@ -48,7 +48,7 @@ def test_checkpoint_layout_and_pruning(tmp_path):
     assert {p.name for p in final.iterdir()} == {"config.json", "model.safetensors", "ema.safetensors", "state.pt"}
     assert json.loads((final / "config.json").read_text())["training"]["steps"] == 12
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert lines[0].startswith("step,loss,loss_flow,loss_consistency,grad_norm,lr")
+    assert lines[0].startswith("step,loss,loss_self_consistency,loss_flow,grad_norm,lr")
     assert len(lines) == 1 + 12 // 5 + 1  # rows at 5, 10 and the final step
 
 
@@ -108,13 +108,15 @@ def test_trainer_uses_ema_as_teacher(tmp_path):
     seen = []
     real = trainer.objective.targets
 
-    def spy(teacher, *args, **kwargs):
-        seen.append(teacher)
-        return real(teacher, *args, **kwargs)
+    def spy(networks, *args, **kwargs):
+        seen.append(networks)
+        return real(networks, *args, **kwargs)
 
     trainer.objective.targets = spy
     trainer.train_step(0)
-    assert seen[0] is trainer.ema.module and seen[0] is not trainer.model
+    assert trainer.objective.target_network == "ema"
+    assert seen[0].ema is trainer.ema.module and seen[0].online is trainer.model and seen[0].teacher is None
+    assert trainer.objective.target_net(seen[0]) is trainer.ema.module
     assert not any(p.requires_grad for p in trainer.ema.module.parameters())
 
 

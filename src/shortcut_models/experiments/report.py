@@ -145,7 +145,7 @@ def write_report(
         f"- Budget per model: {config.steps} steps at batch {config.batch_size}, AdamW lr {config.lr:g} "
         f"(warm-up {config.warmup_steps}), EMA {config.ema_decay} with warm-up; "
         f"shortcut: one self-consistency row in {knobs['bootstrap_every']}, targets from the "
-        f"{'EMA' if knobs['bootstrap_ema'] else 'online'} network.",
+        f"{'EMA' if knobs['target_network'] == 'ema' else 'online'} network.",
         "- Training wall time this run: "
         + ", ".join(f"{NAMES[k]} {fmt_minutes(v)}" for k, v in train_seconds.items() if k in NAMES)
         + " (0 when resumed from a finished run), of which evaluation during training "

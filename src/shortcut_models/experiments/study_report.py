@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..objectives import OBJECTIVES
+from ..objectives.schedule import num_levels
 from .report import fd_by_steps, fmt_minutes
 
 NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
@@ -97,9 +98,9 @@ def head_to_head(fd, pr, batch: int) -> list[str]:
         f"itself, not only better jumps; its precision is the higher one at {higher} of {len(counts)} step counts "
         f"(failed samples: 1 - precision), recall differs by at most {recall_gap:.2f}. Likely reasons (not isolated by an ablation here): its rows with "
         "d = 0 are flow matching with logit-normal times (more rows mid-path) under the adaptive loss weight; "
-        f"per batch of {batch} rows it trains {meanflow.teacher_rows(batch)} rows on intervals of any length "
+        f"per batch of {batch} rows it trains {meanflow.kind_rows(batch)[0]} rows on intervals of any length "
         "with an exact target from the network's own derivative, while shortcut trains "
-        f"{shortcut.teacher_rows(batch)} rows spread over {shortcut.num_levels} step sizes, each target built "
+        f"{shortcut.kind_rows(batch)[0]} rows spread over {num_levels(shortcut.max_steps)} step sizes, each target built "
         "from two half steps of the network, so errors at small steps feed the large ones. "
         "Shortcut's advantage is cost per step (see the cost table).",
     ]

@@ -1,7 +1,12 @@
-"""Training objectives on one interface (:class:`Objective`), and the registry of their names.
+"""Training objectives on one interface (:class:`Objective`), the recipe parts they share, and the registry.
 
-``targets(teacher, x1, y, generator) -> Targets`` builds a batch without gradient;
-``loss(model, targets) -> (loss, logs)`` is the mean squared error over every element.
+``targets(networks, x1, y, generator, progress) -> Targets`` builds a batch without gradient from the
+networks handed over (:class:`TargetNetworks`) and the training progress (:class:`Progress`);
+``loss(model, targets) -> (loss, logs)`` weighs each row's squared error by the recipe's loss weight.
+
+Recipe parts, each usable by every objective (knobs of every objective): the time sampler
+(:mod:`.time_samplers`), the loss weight (:mod:`.loss_weights`) and, for objectives whose targets come
+from a network, the target network and target clamp (:mod:`.target_networks`).
 
 Adding an objective: write one file here with a dataclass that subclasses :class:`Objective`, and add
 one line to :data:`OBJECTIVES`. The configuration, the command line, the trainer and the demo read
@@ -12,14 +17,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Objective, Targets, log_weights, regression_loss
+from .base import Objective, Progress, TargetNetworks, Targets, kind_counts, log_weights
 from .consistency_distillation import ConsistencyDistillation
 from .consistency_training import ConsistencyTraining
 from .flow_matching import FlowMatching
 from .live_reflow import LiveReflow
+from .loss_weights import LOSS_WEIGHTS
 from .meanflow import MeanFlow
 from .progressive_distillation import ProgressiveDistillation
 from .shortcut import Shortcut, level_strata
+from .target_networks import LEGACY_KNOBS, TARGET_NETWORKS, legacy_value
+from .time_samplers import TIME_SAMPLERS
 
 OBJECTIVES: dict[str, type[Objective]] = {
     FlowMatching.name: FlowMatching,
@@ -33,12 +41,24 @@ OBJECTIVES: dict[str, type[Objective]] = {
 
 
 def all_knobs() -> dict[str, tuple[str, ...]]:
-    """Every knob name of a registered objective -> the objectives that have it."""
+    """Every knob name of a registered objective -> the objectives that have it (old names included)."""
     found: dict[str, tuple[str, ...]] = {}
     for name, cls in OBJECTIVES.items():
         for knob in cls.knobs():
             found[knob] = (*found.get(knob, ()), name)
+    for old, new in LEGACY_KNOBS.items():
+        found[old] = found.get(new, ())
     return found
+
+
+def translate_legacy(args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with knobs of their old names replaced by the knobs that replaced them
+    (``bootstrap_ema: false`` -> ``target_network: "online"``); the old name wins where both are given."""
+    args = dict(args)
+    for old, new in LEGACY_KNOBS.items():
+        if old in args:
+            args[new] = legacy_value(old, args.pop(old))
+    return args
 
 
 def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = None) -> Objective:
@@ -51,12 +71,15 @@ def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = N
     unknown = sorted(set(args or {}) - set(known))
     if unknown:
         raise ValueError(f"unknown objective knob(s) {', '.join(unknown)}; knobs: {', '.join(sorted(known))}")
-    own = {k: v for k, v in (args or {}).items() if k in cls.knobs()}
+    own = {k: v for k, v in translate_legacy(args or {}).items() if k in cls.knobs()}
     return cls(num_classes=num_classes, **own)
 
 
 __all__ = [
+    "LOSS_WEIGHTS",
     "OBJECTIVES",
+    "TARGET_NETWORKS",
+    "TIME_SAMPLERS",
     "ConsistencyDistillation",
     "ConsistencyTraining",
     "FlowMatching",
@@ -64,11 +87,14 @@ __all__ = [
     "MeanFlow",
     "Objective",
     "ProgressiveDistillation",
+    "Progress",
     "Shortcut",
+    "TargetNetworks",
     "Targets",
     "all_knobs",
     "build_objective",
+    "kind_counts",
     "level_strata",
     "log_weights",
-    "regression_loss",
+    "translate_legacy",
 ]

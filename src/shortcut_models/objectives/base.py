@@ -1,27 +1,36 @@
-"""The interface every training objective implements, what it returns, and the loss they share.
+"""The interface every training objective implements, its inputs and what it returns.
 
 An objective turns a data batch into regression targets (:meth:`Objective.targets`, no gradient)
-and a loss (:meth:`Objective.loss`). It also says which network builds its targets (the teacher),
-which leading rows of a batch need that teacher, and which step size a sampler must feed its
-trained networks. Conventions: t = 0 is noise, t = 1 is data; d is the step size; every network is
-``model(x_t, t, d, y)`` with ``y == num_classes`` the null label.
+and a loss (:meth:`Objective.loss`). Everything it needs is handed to it: the networks that may
+build targets (:class:`TargetNetworks`) and how far training has come (:class:`Progress`), so an
+objective keeps no state between calls. Conventions: t = 0 is noise, t = 1 is data; d is the step
+size; every network is ``model(x_t, t, d, y)`` with ``y == num_classes`` the null label.
 
 An objective is a dataclass: its fields other than ``num_classes`` are its *knobs*, the settings a
 run configures (``objective_args`` in the training config) and a checkpoint records. Defaults and
-range checks live on the dataclass, nowhere else.
+range checks live on the dataclass, nowhere else. Every objective has the *recipe* knobs of this
+base class: the time sampler (``time_sampler``, :mod:`.time_samplers`) and the loss weight
+(``loss_weight``, :mod:`.loss_weights`); objectives whose targets come from a network add the
+target network (:class:`~.target_networks.TargetNetworkKnobs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..seeding import RowShare
+from ..seeding import RowDraws, RowShare
+from ..validation import check_choice, check_float, check_int
+from .loss_weights import LOSS_WEIGHTS, per_row_loss
+from .time_samplers import TIME_SAMPLERS
+
+Network = Callable[..., torch.Tensor]  # model(x_t, t, d, y) -> velocity
 
 
 @dataclass
@@ -29,9 +38,9 @@ class Targets:
     """One training batch, built without gradient; row i comes from data row i.
 
     x_t: points on the path (t = 0 noise, t = 1 data); t, d: time and step size per row ([B] float);
-    v: regression target (the path velocity on flow rows, the teacher's two-half-step average on
-    self-consistency rows); y: labels fed to the network (null = num_classes); bootstrap: bool [B],
-    True on the rows built with the teacher.
+    v: regression target; y: labels fed to the network (null = num_classes); kind: int64 [B], the
+    index in the objective's :attr:`Objective.row_kinds` of the kind of each row (e.g. shortcut's
+    self-consistency rows are kind 0, its flow-matching rows kind 1).
     """
 
     x_t: torch.Tensor
@@ -39,7 +48,7 @@ class Targets:
     d: torch.Tensor
     v: torch.Tensor
     y: torch.Tensor
-    bootstrap: torch.Tensor
+    kind: torch.Tensor
 
     def split(self, chunks: int) -> list[Targets]:
         """``chunks`` equal row blocks (gradient accumulation)."""
@@ -48,61 +57,169 @@ class Targets:
         return [Targets(*(p[i] for p in parts)) for i in range(chunks)]
 
 
+@dataclass(frozen=True)
+class TargetNetworks:
+    """The networks an objective may build its targets with; None where a run has none.
+
+    online: the network being trained; ema: its exponential moving average; teacher: a frozen
+    network the trainer keeps for the objective (the teacher run of the distillation methods,
+    progressive distillation's stage teacher).
+    """
+
+    online: Network | None = None
+    ema: Network | None = None
+    teacher: Network | None = None
+
+    @classmethod
+    def of(cls, network: Network | TargetNetworks | None) -> TargetNetworks:
+        """A bundle as given, or one network standing for every role (convenient in tests)."""
+        if isinstance(network, TargetNetworks):
+            return network
+        return cls(network, network, network)
+
+    def pick(self, role: str) -> Network:
+        """The network of ``role`` ("online", "ema" or "teacher"); ValueError when the bundle has none."""
+        network = getattr(self, role)
+        if network is None:
+            raise ValueError(f"this objective needs the {role} network to build its targets, and none was given")
+        return network
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far training has come: ``step`` (0-based) of ``total`` steps."""
+
+    step: int = 0
+    total: int = 1
+
+
+@dataclass(kw_only=True)
 class Objective(ABC):
     """A training objective on the shared network interface ``model(x_t, t, d, y)``.
 
-    Subclasses are dataclasses with a ``num_classes`` field (real classes; ``num_classes`` itself is
-    the null label, 0 for unconditional models) and a ``max_steps`` knob (M, the finest step count).
+    Args:
+        num_classes: real classes; label ``num_classes`` is the null label (0 = unconditional).
+        max_steps: M, the finest step count (a power of two).
+        time_sampler: how times are drawn: "grid" (t = i / M, the authors'), "uniform" or
+            "logit-normal" (sigmoid(time_mu + time_sigma n)); see :mod:`.time_samplers`.
+        time_mu, time_sigma: the logit-normal sampler's parameters (MeanFlow's: 0.4, 1.0 with t = 0 noise).
+        loss_weight: how each row's squared error becomes its loss: "mse", "adaptive" (MeanFlow's:
+            sum of squares / (its stopped value + adaptive_eps) ** adaptive_power) or "pseudo-huber"
+            (sqrt(sum of squares + c^2) - c, c = huber_c sqrt(elements per row)); see :mod:`.loss_weights`.
     """
+
+    num_classes: int = 0
+    max_steps: int = 128
+    time_sampler: str = "grid"
+    time_mu: float = 0.4
+    time_sigma: float = 1.0
+    loss_weight: str = "mse"
+    adaptive_power: float = 1.0
+    adaptive_eps: float = 1e-3
+    huber_c: float = 0.00054
 
     name: ClassVar[str]  # the registry key, e.g. "shortcut"
     title: ClassVar[str]  # how reports name it, e.g. "flow matching"
+    # names of the kinds of rows a batch holds, in batch order (leading rows first); logs are per kind
+    row_kinds: ClassVar[tuple[str, ...]] = ("flow",)
     # True: the targets need a trained flow-matching network, the run named by the knob ``teacher``; the
-    # trainer loads it (objectives never read checkpoints) and hands it over with :meth:`bind_teacher`
+    # trainer loads it (objectives never read checkpoints) and hands it over as ``TargetNetworks.teacher``
     teacher_run: ClassVar[bool] = False
-    num_classes: int
-    max_steps: int
+    min_max_steps: ClassVar[int] = 1  # the smallest M the objective allows
 
-    @abstractmethod
+    def __post_init__(self) -> None:
+        """Range checks of every knob (ValueError naming the knob); subclasses add theirs."""
+        check_int("num_classes", self.num_classes, low=0)
+        check_int("max_steps", self.max_steps, low=self.min_max_steps)
+        if self.max_steps & (self.max_steps - 1):
+            raise ValueError(f"max_steps must be a power of two, got {self.max_steps}")
+        check_choice("time_sampler", self.time_sampler, tuple(TIME_SAMPLERS))
+        check_float("time_mu", self.time_mu)
+        check_float("time_sigma", self.time_sigma, low=0.0, low_open=True)
+        check_choice("loss_weight", self.loss_weight, tuple(LOSS_WEIGHTS))
+        check_float("adaptive_power", self.adaptive_power, low=0.0)
+        check_float("adaptive_eps", self.adaptive_eps, low=0.0, low_open=True)
+        check_float("huber_c", self.huber_c, low=0.0, low_open=True)
+
+    # ------------------------------------------------------------ targets
+    @torch.no_grad()
     def targets(
         self,
-        teacher: nn.Module | None,
+        networks: TargetNetworks | Network | None,
         x1: torch.Tensor,
         y: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        progress: Progress | None = None,
         x0: torch.Tensor | None = None,
         rows: RowShare | None = None,
     ) -> Targets:
         """Targets for the data rows ``x1`` (labels ``y``, None = unconditional), without gradient.
 
-        ``generator`` drives every random draw; ``x0`` is the noise (drawn when None); ``rows`` names the
-        rows of a larger global batch that ``x1`` holds (several processes; default: the whole batch).
+        ``networks``: the networks that may build targets (one network stands for every role);
+        ``generator`` drives every random draw; ``progress``: the training step (curricula and
+        stages follow it; default step 0 of 1); ``x0`` is the noise (drawn first when None);
+        ``rows`` names the rows of a larger global batch that ``x1`` holds (several processes;
+        default: the whole batch).
         """
-
-    def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean squared error over the batch and its logs (see :func:`regression_loss`)."""
-        return regression_loss(model, targets)
+        draws = RowDraws.for_batch(x1.shape[0], generator, x1.device, rows)
+        x0 = draws.normal(tuple(x1.shape[1:]), x1.dtype) if x0 is None else x0
+        return self.build_targets(TargetNetworks.of(networks), x0, x1, y, draws, progress or Progress())
 
     @abstractmethod
-    def select_teacher(self, model: nn.Module, ema_model: nn.Module) -> nn.Module | None:
-        """The network that builds the targets (None when the targets need no network)."""
+    def build_targets(
+        self,
+        networks: TargetNetworks,
+        x0: torch.Tensor,
+        x1: torch.Tensor,
+        y: torch.Tensor | None,
+        draws: RowDraws,
+        progress: Progress,
+    ) -> Targets:
+        """Targets from noise ``x0`` and data ``x1``; every further random draw comes from ``draws``."""
+
+    def labels(self, y: torch.Tensor | None, rows: int, device: torch.device) -> torch.Tensor:
+        """Labels as given (int64 on ``device``), or the null label on every row when ``y`` is None."""
+        if y is None:
+            return torch.full((rows,), self.num_classes, dtype=torch.long, device=device)
+        return y.to(device=device, dtype=torch.long)
+
+    # ------------------------------------------------------------ loss
+    def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of ``model`` on ``targets`` (rows weighted by ``loss_weight``, then averaged) and its logs.
+
+        Logs are detached tensors, so logging costs no host sync until the caller reads them:
+        ``loss`` is the plain mean squared error over the batch (comparable whatever the loss
+        weight), ``loss_<kind>`` the same over each kind of row (NaN where a kind has no rows).
+        """
+        pred = model(targets.x_t, targets.t, targets.d, targets.y)
+        sq = (pred.float() - targets.v.float()).pow(2).flatten(1)
+        per_row, mse = per_row_loss(self.loss_weight, sq, self)
+        loss = per_row.mean()
+        with torch.no_grad():
+            logs = {"loss": mse.mean()}
+            for i, kind in enumerate(self.row_kinds):
+                mask = (targets.kind == i).to(mse.dtype)
+                logs[f"loss_{kind}"] = (mse * mask).sum() / mask.sum()
+        return loss, logs
+
+    # ------------------------------------------------------------ rows, sampling, cost
+    def kind_rows(self, batch: int) -> tuple[int, ...]:
+        """Rows of each kind (:attr:`row_kinds`, in order) in a global batch of ``batch`` rows; the
+        kinds are contiguous blocks in that order. ValueError when the batch cannot hold them."""
+        return (batch,)
 
     @property
-    @abstractmethod
     def sampling_d(self) -> float | None:
         """The step size a sampler feeds this objective's networks (None: the step actually taken)."""
+        return None
 
     def sampling_d_at(self, steps: int) -> float | None:
         """The step-size input for sampling in ``steps`` steps (default: :attr:`sampling_d` at every count)."""
         return self.sampling_d
 
-    def teacher_rows(self, batch: int) -> int:
-        """How many leading rows of a global batch of ``batch`` rows are built with the teacher."""
-        return 0
-
     def passes_per_row(self, batch: int) -> tuple[float, float]:
         """The cost model of one training step of ``batch`` rows: (forward, backward) passes of the
-        network per row, teacher passes included. Flow matching is (1, 1)."""
+        network per row, target passes included. Flow matching is (1, 1)."""
         return 1.0, 1.0
 
     def step_cost(self, batch: int) -> float:
@@ -110,31 +227,12 @@ class Objective(ABC):
         forward, backward = self.passes_per_row(batch)
         return (forward + 2 * backward) / 3
 
-    def begin_step(self, step: int, total_steps: int) -> None:  # noqa: B027 - optional hook, default no-op
-        """Called by the trainer before the targets of training step ``step`` (0-based) of ``total_steps``.
-
-        Objectives whose targets follow a schedule over training (a step-size curriculum, distillation
-        stages) keep what they need here; the default does nothing.
-        """
-
-    def bind_teacher(self, network: nn.Module) -> None:
-        """Hand over the teacher network of a ``teacher_run`` objective (loaded by the trainer)."""
-        self._bound_teacher = network
-
-    def bound_teacher(self) -> nn.Module:
-        """The network given to :meth:`bind_teacher`; ValueError when there is none."""
-        network = getattr(self, "_bound_teacher", None)
-        if network is None:
-            raise ValueError(f"the {self.title} objective needs a teacher network (teacher=RUN)")
-        return network
-
-    def teacher_refresh(self, step: int, model: nn.Module, ema_model: nn.Module) -> nn.Module | None:
-        """The network whose weights the bound teacher takes before training step ``step`` (None: keep it).
-
-        Progressive distillation replaces its teacher by the student at each stage; the default keeps it.
-        """
+    def teacher_refresh(self, progress: Progress) -> str | None:
+        """The role ("online" or "ema") whose weights the trainer copies into ``TargetNetworks.teacher``
+        before the step ``progress`` (None: keep it). Progressive distillation's stages use it."""
         return None
 
+    # ------------------------------------------------------------ knobs
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
         """Names of the settings of this objective (every dataclass field but ``num_classes``)."""
@@ -145,41 +243,25 @@ class Objective(ABC):
         return {name: getattr(self, name) for name in self.knobs()}
 
 
-class EveryRowTeacher(Objective):
-    """An objective whose every row is built with the teacher (the consistency and distillation methods)."""
-
-    def teacher_rows(self, batch: int) -> int:
-        return batch
-
-    def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MSE over the batch; logs hold the loss and its self-consistency part (every row)."""
-        loss, logs = regression_loss(model, targets)
-        logs.pop("loss_flow")
-        return loss, logs
-
-
-def log_weights(rows: int, teacher_rows: int) -> dict[str, float]:
-    """How many rows each log of :func:`regression_loss` averages over (for means over steps)."""
-    return {"loss": rows, "loss_flow": rows - teacher_rows, "loss_consistency": teacher_rows}
+def leading_rows(batch: int, every: int, what: str) -> int:
+    """B // every leading rows of a batch of B rows (one row in ``every``); ValueError naming ``what``
+    when the batch is too small to hold one."""
+    n = batch // every
+    if n < 1:
+        raise ValueError(
+            f"a batch of {batch} rows has no {what} row with bootstrap_every={every}; "
+            f"use a batch of at least {every} rows"
+        )
+    return n
 
 
-def regression_loss(model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean squared error over every element of the batch (one mean over all rows).
+def log_weights(row_kinds: tuple[str, ...], counts: tuple[int, ...]) -> dict[str, int]:
+    """How many rows each log of :meth:`Objective.loss` averages over, given the rows of each kind."""
+    return {"loss": sum(counts), **{f"loss_{kind}": n for kind, n in zip(row_kinds, counts)}}
 
-    The logs hold the loss and its flow and self-consistency parts, each the mean over its own rows
-    (NaN where a part has no rows). They are detached tensors, so logging costs no host sync until
-    the caller reads them.
-    """
-    pred = model(targets.x_t, targets.t, targets.d, targets.y)
-    per_row = (pred.float() - targets.v.float()).pow(2).flatten(1).mean(dim=1)
-    loss = per_row.mean()
-    with torch.no_grad():
-        mask = targets.bootstrap.to(per_row.dtype)
-        n_boot = mask.sum()
-        n_flow = mask.numel() - n_boot
-        logs = {
-            "loss": loss.detach(),
-            "loss_flow": (per_row * (1 - mask)).sum() / n_flow,
-            "loss_consistency": (per_row * mask).sum() / n_boot,
-        }
-    return loss, logs
+
+def kind_counts(kinds: tuple[int, ...], share: RowShare) -> tuple[int, ...]:
+    """How many of ``share``'s rows are of each kind, given the kinds' global row counts in batch order."""
+    bounds = [sum(kinds[: i + 1]) for i in range(len(kinds))]
+    below = [0, *(share.count_below(b) for b in bounds)]
+    return tuple(below[i + 1] - below[i] for i in range(len(kinds)))

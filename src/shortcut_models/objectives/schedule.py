@@ -1,4 +1,4 @@
-"""Pieces shared by the objectives that follow a schedule over training or jump to the data.
+"""Pieces shared by the objectives that follow a schedule over training, step twice or jump to the data.
 
 Conventions: t = 0 noise, t = 1 data; d is a step size; level k means d = 2^-k; M = max_steps and
 K = log2 M (the flow level, d = 1/M).
@@ -6,10 +6,11 @@ K = log2 M (the flow level, d = 1/M).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .. import path
-from ..seeding import RowDraws, RowShare
 
 
 def num_levels(max_steps: int) -> int:
@@ -26,24 +27,6 @@ def section(step: int, total_steps: int, sections: int) -> int:
     return min(sections - 1, (step * sections) // max(total_steps, 1))
 
 
-def grid_draws(
-    x1: torch.Tensor,
-    y: torch.Tensor | None,
-    num_classes: int,
-    cells: int,
-    generator: torch.Generator | None,
-    x0: torch.Tensor | None,
-    rows: RowShare | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(noise, times, labels) of every row: noise drawn when ``x0`` is None, then t = i / cells with i
-    uniform in {0, ..., cells - 1}; labels as given (the null label when ``y`` is None)."""
-    draws = RowDraws.for_batch(x1.shape[0], generator, x1.device, rows)
-    x0 = draws.normal(tuple(x1.shape[1:]), x1.dtype) if x0 is None else x0
-    t = draws.integers(cells).float() / cells
-    labels = torch.full((x1.shape[0],), num_classes, dtype=torch.long, device=x1.device) if y is None else y.long()
-    return x0, t, labels
-
-
 def consistency_velocity(
     x_t: torch.Tensor, t: torch.Tensor, x_next: torch.Tensor, t_next: torch.Tensor, v_next: torch.Tensor
 ) -> torch.Tensor:
@@ -51,3 +34,21 @@ def consistency_velocity(
     later point: x1_hat = x_next + (1 - t_next) v_next, target = (x1_hat - x_t) / (1 - t)."""
     x1_hat = x_next + path.expand_like(1 - t_next, x_next) * v_next
     return (x1_hat - x_t) / path.expand_like(1 - t, x_t)
+
+
+def two_half_steps(
+    velocity: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    d: torch.Tensor,
+    clip: float,
+) -> torch.Tensor:
+    """The velocity of one step of size d that lands where two half steps land: with h = d / 2,
+    v1 = velocity(x_t, t, h), x' = clip(x_t + h v1, -clip, clip), v2 = velocity(x', t + h, h); (v1 + v2) / 2.
+
+    Shortcut's self-consistency target and progressive distillation's target (the authors' code)."""
+    half = d / 2
+    v1 = velocity(x_t, t, half)
+    x_mid = (x_t + path.expand_like(half, x_t) * v1).clamp(-clip, clip)
+    v2 = velocity(x_mid, t + half, half)
+    return (v1 + v2) / 2

@@ -41,7 +41,7 @@ from ..errors import TrainingDiverged, UserError, WriteFailed, first_line
 from ..inference import LoadedModel, load_autoencoder, write_sample_sheets
 from ..loggers import RunLogger, parse_backends
 from ..models import build_model, network_spec
-from ..objectives import Targets, build_objective, log_weights
+from ..objectives import Progress, TargetNetworks, Targets, build_objective, kind_counts, log_weights
 from ..runtime import autocast_dtype, to_device
 from ..seeding import RowShare
 from .ema import EMA
@@ -127,8 +127,8 @@ class Trainer:
             autoencoder=info.autoencoder,
             scaling_factor=info.scaling_factor,
         )
-        n_teacher = self.share.count_below(self.objective.teacher_rows(cfg.batch_size))
-        self.log_weights = log_weights(self.rows_per_rank, n_teacher)
+        kinds = self.objective.row_kinds
+        self.log_weights = log_weights(kinds, kind_counts(self.objective.kind_rows(cfg.batch_size), self.share))
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         if self.device.type == "cuda":
@@ -139,7 +139,7 @@ class Trainer:
         net = self.ddp if self.ddp is not None else self.model
         self.train_model = torch.compile(net) if cfg.compile else net
         self.teacher_ema = torch.compile(self.ema.module) if cfg.compile else self.ema.module
-        # the online network as teacher (bootstrap_ema=false) bypasses DDP: a no-grad call is no collective
+        # the online network building targets (target_network=online) bypasses DDP: a no-grad call is no collective
         plain = (torch.compile(self.model) if cfg.compile else self.model) if self.ddp is not None else None
         self.teacher_online = self.train_model if plain is None else plain
         fused = self.device.type == "cuda"
@@ -154,11 +154,9 @@ class Trainer:
         self.init_source: InitSource | None = None
         self._autoencoder: Autoencoder | None = None
         self._lock: runlock.RunLock | None = None  # rank 0's lock on the run directory, held until run() ends
-        # the bound teacher of a teacher_run objective: its weights come from the teacher run (fresh) or
+        # the frozen teacher of a teacher_run objective: its weights come from the teacher run (fresh) or
         # from this run's checkpoint (resumed)
         self.teacher = frozen_copy(self.model) if self.objective.teacher_run else None
-        if self.teacher is not None:
-            self.objective.bind_teacher(self.teacher)
         try:
             self._resume()
             if self.teacher is not None and self.last_checkpoint is None:
@@ -333,15 +331,16 @@ class Trainer:
         x1 = to_device(x1, self.device)  # pinned + non_blocking on CUDA: no host sync
         y = to_device(y, self.device) if self.num_classes > 0 else None
         gen = seeding.generator(cfg.seed, seeding.STREAMS["targets"], step, device=self.device)
-        self.objective.begin_step(step, cfg.steps)
-        new_teacher = self.objective.teacher_refresh(step, self.model, self.ema.module)
-        if new_teacher is not None and self.teacher is not None:
-            self.teacher.load_state_dict(ckpt.unwrap(new_teacher).state_dict())
-        teacher = self.objective.select_teacher(self.teacher_online, self.teacher_ema)
+        progress = Progress(step, cfg.steps)
+        refresh_from = self.objective.teacher_refresh(progress)  # e.g. progressive distillation's next stage
+        if refresh_from is not None and self.teacher is not None:
+            source = {"online": self.model, "ema": self.ema.module}[refresh_from]
+            self.teacher.load_state_dict(ckpt.unwrap(source).state_dict())
+        networks = TargetNetworks(online=self.teacher_online, ema=self.teacher_ema, teacher=self.teacher)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            targets = self.objective.targets(teacher, x1, y, gen, rows=self.share)
+            targets = self.objective.targets(networks, x1, y, gen, progress, rows=self.share)
         if self.grad_accum == 1:
             with self.autocast():
                 loss, logs = self.objective.loss(self.train_model, targets)
@@ -375,7 +374,8 @@ class Trainer:
                 with self.autocast():
                     loss, logs = self.objective.loss(self.train_model, chunk)
                 (loss * (rows / total)).backward()
-            weights = log_weights(rows, chunk.bootstrap.sum())
+            kinds = self.objective.row_kinds
+            weights = log_weights(kinds, tuple(torch.bincount(chunk.kind, minlength=len(kinds))))
             for key, value in logs.items():
                 w = torch.as_tensor(weights[key]).to(value.device, value.dtype)
                 sums[key] = sums.get(key, 0) + torch.nan_to_num(value) * w

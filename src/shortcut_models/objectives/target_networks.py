@@ -1,0 +1,55 @@
+"""The network that builds an objective's targets, and an optional clamp on those targets (a recipe part).
+
+Objectives whose targets come from a network (shortcut's self-consistency rows, the consistency and
+distillation methods, live reflow's reflow rows, MeanFlow's derivative) take it from the bundle the
+trainer hands them (:class:`~.base.TargetNetworks`) by the knob ``target_network``:
+
+- ``online``: the network being trained (its current weights; no gradient flows through targets);
+- ``ema``: the exponential moving average of its weights (lags behind, smoother).
+
+``target_clamp`` > 0 bounds every target built by that network to [-target_clamp, target_clamp]
+(0: no bound). Runs saved before this knob existed name it ``bootstrap_ema`` (true = ema), which is
+still read.
+
+Adding a choice: one line in :data:`TARGET_NETWORKS` naming the role of the bundle it takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..validation import check_bool, check_choice, check_float
+from .base import Network, Objective, TargetNetworks
+
+TARGET_NETWORKS: dict[str, str] = {"online": "online", "ema": "ema"}  # knob value -> role in the bundle
+
+LEGACY_KNOBS = {"bootstrap_ema": "target_network"}  # old name -> the knob that replaced it
+
+
+def legacy_value(name: str, value: object) -> object:
+    """The value of the knob that replaced the old knob ``name`` (bootstrap_ema true -> "ema");
+    ValueError naming the old knob when its value is not one it took."""
+    return "ema" if check_bool(name, value) else "online"
+
+
+@dataclass(kw_only=True)
+class TargetNetworkKnobs(Objective):
+    """An objective whose targets come from a network: adds ``target_network`` and ``target_clamp``."""
+
+    target_network: str = "ema"
+    target_clamp: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("target_network", self.target_network, tuple(TARGET_NETWORKS))
+        check_float("target_clamp", self.target_clamp, low=0.0)
+
+    def target_net(self, networks: TargetNetworks) -> Network:
+        """The network of the bundle named by ``target_network``."""
+        return networks.pick(TARGET_NETWORKS[self.target_network])
+
+    def clamp_target(self, v: torch.Tensor) -> torch.Tensor:
+        """``v`` bounded to [-target_clamp, target_clamp] (unchanged when target_clamp is 0)."""
+        return v.clamp(-self.target_clamp, self.target_clamp) if self.target_clamp > 0 else v

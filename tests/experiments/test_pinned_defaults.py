@@ -1,0 +1,173 @@
+"""The study's and demo's training, pinned: a change not meant to change results must keep these values.
+
+Every study objective (the demo's two among them) trains 10 steps at the study's settings (the
+digits-uncond preset; the distillation methods from a 10-step flow-matching run). Pinned to the
+values the code computed before the recipe parts existed (7 significant digits): at the first and
+the last step, the sums of |x_t|, |t|, |d| and |v| of the targets (draws, time sampler, curriculum,
+target network) and the loss and gradient norm; after the last step, the sum of |weights|
+(optimiser, schedule). The tolerance allows for another CPU's rounding; a changed draw or recipe
+moves them by far more. The distillation methods' losses, between a student and a teacher that are
+nearly the same network, are rounding noise and are not compared. ``benchmarks/fingerprint.py``
+compares weights and samples bit for bit over longer runs on one machine.
+"""
+
+import pytest
+import torch
+
+from shortcut_models.config import build_config
+from shortcut_models.experiments.study import METHODS
+from shortcut_models.training import Trainer
+
+# per step 0 and 9: sum |x_t|, sum |t|, sum |d|, sum |v|, loss, grad norm; then sum |weights| after 10 steps
+PINNED = {
+    "flow": (
+        2584.663,
+        27.85156,
+        0.5,
+        4338.308,
+        1.704212,
+        1.928554,
+        2655.648,
+        35.09375,
+        0.5,
+        4425.076,
+        1.744953,
+        1.948799,
+        42899.7,
+    ),
+    "shortcut": (
+        2584.222,
+        27.92969,
+        3.421875,
+        3807.46,
+        1.497566,
+        1.697735,
+        2659.675,
+        33.51562,
+        3.421875,
+        3879.595,
+        1.527215,
+        1.735317,
+        42898.78,
+    ),
+    "consistency-training": (
+        3252.491,
+        0.0,
+        64.0,
+        4338.308,
+        1.704212,
+        1.90087,
+        2705.244,
+        32.1875,
+        1.0,
+        452.7485,
+        0.07467944,
+        0.2402305,
+        42891.49,
+    ),
+    "consistency-distillation": (
+        2584.663,
+        27.85156,
+        0.5,
+        107.0398,
+        3.728862e-07,
+        0.0008797311,
+        2655.648,
+        35.09375,
+        0.5,
+        86.42476,
+        2.048432e-08,
+        0.0002777232,
+        42899.18,
+    ),
+    "progressive-distillation": (
+        2575.959,
+        30.70312,
+        1.0,
+        90.35259,
+        1.978741e-05,
+        0.02075168,
+        3350.677,
+        0.0,
+        64.0,
+        63.6737,
+        8.632996e-11,
+        1.751382e-05,
+        42892.99,
+    ),
+    "live-reflow": (
+        2654.965,
+        28.375,
+        8.4375,
+        3807.46,
+        1.497566,
+        1.697735,
+        2750.179,
+        33.0,
+        8.4375,
+        3878.296,
+        1.527215,
+        1.735322,
+        42898.78,
+    ),
+    "meanflow": (
+        2424.351,
+        34.10601,
+        4.485292,
+        4338.308,
+        1.704212,
+        1.187638,
+        2427.417,
+        34.54865,
+        4.921882,
+        4425.822,
+        1.744957,
+        1.154515,
+        42895.82,
+    ),
+}
+STEPS = 10
+NOISE = (4, 5, 10, 11, 12)  # loss, grad norm and weights of a distillation run: rounding noise, not compared
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+
+@pytest.fixture(scope="module")
+def pinned_runs(tmp_path_factory):
+    """The values of every method, trained in turn (flow matching first: the distillation teacher)."""
+    tmp = tmp_path_factory.mktemp("pinned")
+    values = {}
+    for method in METHODS:
+        teacher = [f"teacher={tmp / 'flow'}"] if "distillation" in method else []
+        overrides = [f"steps={STEPS}", "eval_every=0", "logger=none", "sample_steps=[1]", *teacher]
+        trainer = Trainer(build_config("digits-uncond", method, None, overrides), tmp / method, progress=False)
+        seen, loss = [], trainer.objective.loss
+
+        def capture(model, targets, loss=loss, seen=seen):
+            seen.append([float(getattr(targets, k).double().abs().sum()) for k in ("x_t", "t", "d", "v")])
+            return loss(model, targets)
+
+        trainer.objective.loss = capture
+        row = []
+        for step in range(STEPS):
+            logs = trainer.train_step(step)
+            trainer.step += 1
+            if step in (0, STEPS - 1):
+                row += [*seen[-1], float(logs["loss"]), float(logs["grad_norm"])]
+        row.append(float(sum(p.double().abs().sum() for p in trainer.model.parameters())))
+        if method == "flow":
+            trainer.save()
+        values[method] = row
+    return values
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_study_settings_train_as_pinned(pinned_runs, method):
+    assert set(PINNED) == set(METHODS)
+    keep = [i for i in range(len(PINNED[method])) if "distillation" not in method or i not in NOISE]
+    torch.testing.assert_close(
+        torch.tensor(pinned_runs[method], dtype=torch.float64)[keep],
+        torch.tensor(PINNED[method], dtype=torch.float64)[keep],
+        rtol=2e-5,
+        atol=1e-6,
+    )
