@@ -1,0 +1,52 @@
+"""``shortcut demo``: flow matching against shortcut models on unconditional digits, with a report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..experiments import DemoPlan, run_demo
+from .arguments import OUT_DIR, Subcommands
+
+
+def register(sub: Subcommands) -> None:
+    p = sub.add_parser("demo", help="flow matching vs shortcut on unconditional digits, with a report")
+    p.add_argument("--out", type=OUT_DIR, default="runs/demo", help="output directory (resumable)")
+    p.add_argument("--conditional-ckpt", help="a class-conditional digits checkpoint to add to the report")
+    p.add_argument("--quick", action="store_true", help="tiny budget for smoke tests")
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="add flow matching fine-tuned into shortcut at 10%%, 25%%, 50%% of the budget (~10 more minutes)",
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both models")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    fractions = (0.1, 0.25, 0.5) if args.finetune else ()
+    plan = DemoPlan(
+        overrides=list(args.overrides), conditional_ckpt=args.conditional_ckpt, finetune_fractions=fractions
+    )
+    if args.quick:  # a smoke-test budget: seconds, not minutes (numbers are meaningless)
+        plan = DemoPlan(
+            overrides=[
+                "model=DiT-Nano",
+                "steps=4",
+                "log_every=2",
+                "batch_size=16",
+                "sample_steps=[1]",
+                *args.overrides,
+            ],
+            track_every=2,
+            track_num=20,
+            eval_num=20,
+            eval_steps=(1, 2, 4, 128),
+            timing_repeats=2,
+            conditional_ckpt=args.conditional_ckpt,
+            finetune_fractions=fractions,
+        )
+    report = run_demo(Path(args.out), plan, progress=not args.quiet)
+    print(f"report: {report}")
+    return 0
