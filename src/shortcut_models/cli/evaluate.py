@@ -10,17 +10,19 @@ from ..config import EVAL_METRICS
 from ..errors import RunError, UserError
 from ..evaluation import SET_METRICS, build_metric, evaluate_images, evaluate_toy, format_table, write_results
 from ..inference import load_model
-from .arguments import DEVICE, FINITE, OUT_DIR, SEED, Subcommands, ints, step_list
+from .arguments import DEVICE, FINITE, OUT_DIR, SEED, Subcommands, comma_list, ints, step_list
+
+
+def _metric_name(text: str) -> str:
+    known = (*EVAL_METRICS, *SET_METRICS)
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown metric {text!r}; choose from {', '.join(known)}")
+    return text
 
 
 def _metric_list(text: str) -> list[str]:
     """An argparse type: metric names separated by commas, e.g. ``fid,is,prc``."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    known = (*EVAL_METRICS, *SET_METRICS)
-    bad = [name for name in names if name not in known]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown metric {bad[0] if bad else text!r}; choose from {', '.join(known)}")
-    return names
+    return comma_list(text, _metric_name, "metric", "fid,is,prc")
 
 
 def register(sub: Subcommands) -> None:

@@ -13,14 +13,13 @@ from ..errors import UserError
 from ..images import save_grid, to_uint8
 from ..inference import check_finite, generate_shared, load_model
 from ..plotting import scatter_2d
-from ..sampling import check_steps
-from .arguments import DEVICE, FINITE, OUT_FILE, SEED, Subcommands, ints
+from .arguments import DEVICE, FINITE, OUT_FILE, SEED, Subcommands, ints, one_step
 
 
 def register(sub: Subcommands) -> None:
     p = sub.add_parser("sample", help="draw samples from a checkpoint")
     p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory (latest checkpoint)")
-    p.add_argument("--steps", required=True, type=int, help="sampling steps, 1..128")
+    p.add_argument("--steps", required=True, type=one_step, help="sampling steps, 1..128")
     p.add_argument("--num", type=ints(1), default=1000)
     p.add_argument("--class", dest="class_label", type=int, help="class label for conditional models")
     p.add_argument("--cfg-scale", type=FINITE, default=1.0)
@@ -31,10 +30,6 @@ def register(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        check_steps(args.steps)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise UserError(f"--out must end in .npz or .png, got {out.name!r}")
