@@ -116,6 +116,7 @@ OPTIONS = [  # argv (OUT: a fresh path) -> the option the error must name
     ([*ENCODE, "--out", ""], "--out"),
     ([*REF_STATS, "--out", ""], "--out"),
     (["demo", "--out", ""], "--out"),
+    (["study", "--out", ""], "--out"),
 ]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..experiments import DemoPlan, run_demo
 from .arguments import OUT_DIR, Subcommands
+from .quick import QUICK_EVAL_NUM, QUICK_STEPS, quick_budget
 
 
 def register(sub: Subcommands) -> None:
@@ -25,28 +26,15 @@ def register(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fractions = (0.1, 0.25, 0.5) if args.finetune else ()
-    plan = DemoPlan(
-        overrides=list(args.overrides), conditional_ckpt=args.conditional_ckpt, finetune_fractions=fractions
-    )
-    if args.quick:  # a smoke-test budget: seconds, not minutes (numbers are meaningless)
-        plan = DemoPlan(
-            overrides=[
-                "model=DiT-Nano",
-                "steps=4",
-                "log_every=2",
-                "batch_size=16",
-                "sample_steps=[1]",
-                *args.overrides,
-            ],
-            track_every=2,
-            track_num=20,
-            eval_num=20,
-            eval_steps=(1, 2, 4, 128),
-            timing_repeats=2,
-            conditional_ckpt=args.conditional_ckpt,
-            finetune_fractions=fractions,
-        )
+    common = {
+        "conditional_ckpt": args.conditional_ckpt,
+        "finetune_fractions": (0.1, 0.25, 0.5) if args.finetune else (),
+    }
+    if args.quick:
+        budget = quick_budget([f"steps={QUICK_STEPS}", *args.overrides])
+        plan = DemoPlan(**budget, **common, track_every=2, track_num=QUICK_EVAL_NUM, eval_steps=(1, 2, 4, 128))
+    else:
+        plan = DemoPlan(overrides=list(args.overrides), **common)
     report = run_demo(Path(args.out), plan, progress=not args.quiet)
     print(f"report: {report}")
     return 0
