@@ -49,16 +49,18 @@ TRAIN = [  # key=value overrides of `shortcut train` -> the key the error must n
 @pytest.fixture(autouse=True)
 def no_work(monkeypatch):
     """Fail the test if a command gets as far as loading a model, an autoencoder or Inception."""
+    from shortcut_models.cli import encode, evaluate, ref_stats, sample
     from shortcut_models.evaluation import image_metrics
 
     def work(*args, **kwargs):
         raise AssertionError("the command started working on bad input")
 
     for module, name in [
-        (cli, "load_model"),
-        (cli, "build_autoencoder"),
-        (cli, "feature_extractor"),
-        (cli, "load_digits"),
+        (sample, "load_model"),
+        (evaluate, "load_model"),
+        (encode, "build_autoencoder"),
+        (ref_stats, "feature_extractor"),
+        (ref_stats, "load_digits"),
         (image_metrics, "fid_extractor"),
         (image_metrics, "dinov2_extractor"),
     ]:
@@ -114,6 +116,7 @@ OPTIONS = [  # argv (OUT: a fresh path) -> the option the error must name
     ([*ENCODE, "--out", ""], "--out"),
     ([*REF_STATS, "--out", ""], "--out"),
     (["demo", "--out", ""], "--out"),
+    (["study", "--out", ""], "--out"),
 ]
 
 
@@ -184,7 +187,7 @@ def test_overrides_may_follow_options(monkeypatch, tmp_path):
         seen.update(cfg=cfg, out=out)
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli, "build_trainer", build_trainer)
+    monkeypatch.setattr(cli.train, "build_trainer", build_trainer)
     argv = ["train", "--out", str(tmp_path / "x"), "steps=5", "--objective", "flow", "lr=0.01", "--quiet", "seed=3"]
     with pytest.raises(SystemExit):
         cli.main(argv)

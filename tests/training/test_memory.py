@@ -65,7 +65,7 @@ def test_running_out_of_gpu_memory_is_one_line(monkeypatch, tmp_path, capsys):
         def run(self):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(cli, "build_trainer", lambda cfg, out, progress: Trainer())
+    monkeypatch.setattr(cli.train, "build_trainer", lambda cfg, out, progress: Trainer())
     assert cli.main(["train", "--out", str(tmp_path / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "256 rows" in err[1] and "batch_per_gpu" in err[1] and "grad_accum" in err[1]

@@ -1,0 +1,40 @@
+"""``shortcut demo``: flow matching against shortcut models on unconditional digits, with a report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..experiments import DemoPlan, run_demo
+from .arguments import OUT_DIR, Subcommands
+from .quick import QUICK_EVAL_NUM, QUICK_STEPS, quick_budget
+
+
+def register(sub: Subcommands) -> None:
+    p = sub.add_parser("demo", help="flow matching vs shortcut on unconditional digits, with a report")
+    p.add_argument("--out", type=OUT_DIR, default="runs/demo", help="output directory (resumable)")
+    p.add_argument("--conditional-ckpt", help="a class-conditional digits checkpoint to add to the report")
+    p.add_argument("--quick", action="store_true", help="tiny budget for smoke tests")
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="add flow matching fine-tuned into shortcut at 10%%, 25%%, 50%% of the budget (~10 more minutes)",
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both models")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    common = {
+        "conditional_ckpt": args.conditional_ckpt,
+        "finetune_fractions": (0.1, 0.25, 0.5) if args.finetune else (),
+    }
+    if args.quick:
+        budget = quick_budget([f"steps={QUICK_STEPS}", *args.overrides])
+        plan = DemoPlan(**budget, **common, track_every=2, track_num=QUICK_EVAL_NUM, eval_steps=(1, 2, 4, 128))
+    else:
+        plan = DemoPlan(overrides=list(args.overrides), **common)
+    report = run_demo(Path(args.out), plan, progress=not args.quiet)
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,146 @@
+"""``shortcut eval``: metrics at several step counts for one or more checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import distributed
+from ..config import EVAL_METRICS
+from ..errors import RunError, UserError
+from ..evaluation import SET_METRICS, build_metric, evaluate_images, evaluate_toy, format_table, write_results
+from ..inference import load_model
+from .arguments import DEVICE, FINITE, OUT_DIR, SEED, Subcommands, comma_list, ints, step_list
+
+
+def _metric_name(text: str) -> str:
+    known = (*EVAL_METRICS, *SET_METRICS)
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown metric {text!r}; choose from {', '.join(known)}")
+    return text
+
+
+def _metric_list(text: str) -> list[str]:
+    """An argparse type: metric names separated by commas, e.g. ``fid,is,prc``."""
+    return comma_list(text, _metric_name, "metric", "fid,is,prc")
+
+
+def register(sub: Subcommands) -> None:
+    p = sub.add_parser("eval", help="metrics at several step counts for one or more checkpoints")
+    p.add_argument("--ckpt", required=True, action="append", help="checkpoint or run directory (repeatable)")
+    p.add_argument("--steps", type=step_list, default=[1, 2, 4, 8, 16, 32, 64, 128])
+    p.add_argument("--num", type=ints(2), default=5000, help="samples per step count (at least 2)")
+    p.add_argument(
+        "--metric",
+        choices=list(EVAL_METRICS),
+        default="auto",
+        help="auto: swd for 2-D data, fd-digits for digits, fid for other images; fd-dinov2: Fréchet distance "
+        "in DINOv2 features (needs --dinov2-weights)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=_metric_list,
+        help="several at once, e.g. fid,is,kid,prc: one distance (as --metric) plus the Inception Score (is, "
+        "fid only), Kernel Inception Distance (kid), precision and recall (prc), in the distance's features",
+    )
+    p.add_argument("--cfg-scale", type=FINITE, default=1.0, help="guidance weight for conditional models")
+    p.add_argument(
+        "--ref-stats", help="reference statistics (.npz with mu, sigma) for --metric fid or fd-dinov2 (`ref-stats`)"
+    )
+    p.add_argument("--inception-weights", help="local Inception weights file for --metric fid")
+    p.add_argument(
+        "--dinov2-weights",
+        metavar="FILE",
+        help="the official DINOv2 weights file (dinov2_vitl14_pretrain.pth) for --metric fd-dinov2; never downloaded",
+    )
+    p.add_argument("--save-samples", action="store_true", help="keep OUT/samples/*.npz (uint8 NHWC arr_0, labels)")
+    p.add_argument("--batch-size", type=ints(1), default=500)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--device", type=DEVICE, default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", type=OUT_DIR, required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def _split_metrics(args: argparse.Namespace) -> tuple[str, tuple[str, ...]]:
+    """(--metric, set measures) from --metric and --metrics (e.g. fid,is,prc)."""
+    if args.metrics is None:
+        return args.metric, ()
+    distances = [m for m in args.metrics if m in EVAL_METRICS]
+    if len(distances) > 1 or (distances and args.metric != "auto" and distances[0] != args.metric):
+        raise UserError(f"--metrics names more than one distance ({', '.join(distances)}); give one")
+    return (distances[0] if distances else args.metric), tuple(m for m in args.metrics if m in SET_METRICS)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows: list[dict] = []
+    metric_name = None
+    done: list[str] = []
+    primary, extras = _split_metrics(args)
+    with distributed.session(args.device):  # under torchrun: samples split over processes, rank 0 writes
+        for path in args.ckpt:
+            try:
+                metric_name = _eval_one(args, path, rows, metric_name, primary, extras)
+            except (UserError, RunError) as exc:
+                if not done:
+                    raise
+                if distributed.is_main():
+                    _write_eval(rows, Path(args.out), metric_name)
+                finished = ", ".join(done)
+                raise type(exc)(f"{path}: {exc} (the results of {finished} are written to {args.out})") from None
+            done.append(path)
+        if not distributed.is_main():
+            return 0
+    _write_eval(rows, Path(args.out), metric_name)
+    return 0
+
+
+def _eval_one(
+    args: argparse.Namespace,
+    path: str,
+    rows: list[dict],
+    metric_name: str | None,
+    primary: str,
+    extras: tuple[str, ...],
+) -> str:
+    """Evaluate the checkpoint ``path`` into ``rows`` with metric ``primary`` and the set measures
+    ``extras``; returns the metric's name."""
+    loaded = load_model(path, args.device)
+    with distributed.main_first():  # rank 0 fills caches and downloads first
+        metric = build_metric(
+            primary,
+            loaded.spec.data,
+            loaded.is_image,
+            args.ref_stats,
+            args.inception_weights,
+            loaded.device,
+            extras,
+            dinov2_weights=args.dinov2_weights,
+        )
+    name = "swd" if metric is None else metric.name
+    if metric_name not in (None, name):
+        raise UserError(f"checkpoints need different metrics ({metric_name} and {name}); evaluate them separately")
+    if metric is None:
+        if args.cfg_scale != 1.0:
+            raise UserError("--cfg-scale applies to class-conditional image models")
+        rows += evaluate_toy(loaded, args.steps, args.num, seed=args.seed, progress=not args.quiet)
+    else:
+        save_dir = Path(args.out) / "samples" if args.save_samples else None
+        rows += evaluate_images(
+            loaded,
+            args.steps,
+            args.num,
+            metric,
+            seed=args.seed,
+            cfg_scale=args.cfg_scale,
+            batch_size=args.batch_size,
+            save_dir=save_dir,
+            progress=not args.quiet,
+        )
+    return name
+
+
+def _write_eval(rows: list[dict], out: Path, metric_name: str) -> None:
+    write_results(rows, out, metric_name)
+    print(format_table(rows, metric_name))
+    print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'metric_vs_steps.png'}")

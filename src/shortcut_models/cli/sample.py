@@ -1,0 +1,65 @@
+"""``shortcut sample``: draw samples from a checkpoint into FILE.npz or FILE.png."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import distributed
+from ..errors import UserError
+from ..images import save_grid, to_uint8
+from ..inference import check_finite, generate_shared, load_model
+from ..plotting import scatter_2d
+from .arguments import DEVICE, FINITE, OUT_FILE, SEED, Subcommands, ints, one_step
+
+
+def register(sub: Subcommands) -> None:
+    p = sub.add_parser("sample", help="draw samples from a checkpoint")
+    p.add_argument("--ckpt", required=True, help="checkpoint directory or run directory (latest checkpoint)")
+    p.add_argument("--steps", required=True, type=one_step, help="sampling steps, 1..128")
+    p.add_argument("--num", type=ints(1), default=1000)
+    p.add_argument("--class", dest="class_label", type=int, help="class label for conditional models")
+    p.add_argument("--cfg-scale", type=FINITE, default=1.0)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--device", type=DEVICE, default="auto")
+    p.add_argument("--out", type=OUT_FILE, required=True, help="FILE.npz (arr_0, labels) or FILE.png")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix not in (".npz", ".png"):
+        raise UserError(f"--out must end in .npz or .png, got {out.name!r}")
+    with distributed.session(args.device):  # under torchrun: each process its share, rank 0 writes
+        loaded = load_model(args.ckpt, args.device)
+        labels = None
+        if args.class_label is not None:
+            nc = loaded.num_classes
+            if not 0 <= args.class_label < nc:
+                raise UserError(
+                    f"--class must lie in 0..{nc - 1} for this checkpoint"
+                    if nc
+                    else "--class given but the model is unconditional"
+                )
+            labels = torch.full((args.num,), args.class_label, dtype=torch.long)
+        elif loaded.num_classes > 0:  # class-conditional model: cycle through the classes
+            labels = torch.arange(args.num) % loaded.num_classes
+        x = generate_shared(loaded, args.num, args.steps, seed=args.seed, labels=labels, cfg_scale=args.cfg_scale)
+    if x is None:  # not rank 0
+        return 0
+    check_finite(x, f"samples of {loaded.path}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    y = labels.numpy() if labels is not None else np.full(args.num, loaded.num_classes, dtype=np.int64)
+    is_image = x.ndim == 4  # decoded images (pixels or VAE decodes); [N, D] for vector data
+    if out.suffix == ".npz":
+        arr = to_uint8(x.clamp(-1, 1)) if is_image else x.numpy().astype(np.float32)
+        np.savez(out, arr_0=arr, labels=y)
+    elif is_image:  # .png
+        save_grid(x.clamp(-1, 1), out, rows=max(1, int(round(args.num**0.5))))
+    else:
+        scatter_2d(x.numpy(), out, title=f"{loaded.label}, {args.steps} step(s)")
+    print(f"wrote {args.num} samples to {out}")
+    return 0
