@@ -10,6 +10,8 @@ import math
 import numbers
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -108,3 +110,78 @@ def _interval(low: float | None, high: float | None, low_open: bool, high_open: 
     if low is None:
         return f" {'<' if high_open else '<='} {high:g}"
     return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+# ----------------------------------------------------------------------------- declarative ranges
+# A setting's allowed values as an object: called as ``spec(name, value)`` it checks (ValueError naming the
+# setting, as the check_* functions above); ``describe()`` says in words what it allows, for listings
+# such as `shortcut config`.
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer in [low, high] (either bound optional)."""
+
+    low: int | None = None
+    high: int | None = None
+
+    def __call__(self, name: str, value: object) -> int:
+        return check_int(name, value, self.low, self.high)
+
+    def describe(self) -> str:
+        return "a positive integer" if (self.low, self.high) == (1, None) else f"an integer{_bounds(self.low, self.high)}"
+
+
+@dataclass(frozen=True)
+class Float:
+    """A finite number in the interval given (bounds optional, closed unless ``*_open``)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __call__(self, name: str, value: object) -> float:
+        return check_float(name, value, self.low, self.high, self.low_open, self.high_open)
+
+    def describe(self) -> str:
+        return f"a number{_interval(self.low, self.high, self.low_open, self.high_open)}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of ``options``: a tuple, or a registry (a mapping) whose keys are read at each check."""
+
+    options: tuple[str, ...] | Mapping[str, object]
+
+    def __call__(self, name: str, value: object) -> str:
+        return check_choice(name, value, tuple(self.options))
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(self.options)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """true or false."""
+
+    def __call__(self, name: str, value: object) -> bool:
+        return check_bool(name, value)
+
+    def describe(self) -> str:
+        return "true or false"
+
+
+@dataclass(frozen=True)
+class Text:
+    """Any string (a path, a name); ``empty`` says what an empty one means."""
+
+    empty: str = ""
+
+    def __call__(self, name: str, value: object) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+        return value
+
+    def describe(self) -> str:
+        return f"text ({self.empty})" if self.empty else "text"

@@ -15,6 +15,8 @@ from shortcut_models.config import build_config
 from shortcut_models.errors import UserError
 from shortcut_models.inference import load_model
 from shortcut_models.objectives import OBJECTIVES, FlowMatching, Objective, Shortcut, build_objective
+from shortcut_models.objectives.base import knob
+from shortcut_models.validation import Float
 from shortcut_models.training import Trainer
 
 
@@ -22,7 +24,7 @@ from shortcut_models.training import Trainer
 class ScaledFlow(FlowMatching):
     """Flow matching whose velocity target is multiplied by ``scale`` (a knob)."""
 
-    scale: float = 1.0
+    scale: float = knob(1.0, Float(), "factor of the velocity target")
 
     name = "scaled-flow"
     title = "scaled flow matching"

@@ -26,11 +26,23 @@ import torch
 from torch import nn
 
 from ..seeding import RowDraws, RowShare
-from ..validation import check_choice, check_float, check_int
+from ..validation import Float, Int, OneOf, check_int
 from .loss_weights import LOSS_WEIGHTS, per_row_loss
 from .time_samplers import TIME_SAMPLERS
 
 Network = Callable[..., torch.Tensor]  # model(x_t, t, d, y) -> velocity
+
+
+def knob(default: Any, spec: Callable[[str, Any], Any], meaning: str) -> Any:
+    """A knob of an objective: its default, its allowed values (``spec``, checked when the objective is
+    built; ``spec.describe()`` says them in words) and what it means (shown by `shortcut config`)."""
+    return dataclasses.field(default=default, metadata={"spec": spec, "meaning": meaning})
+
+
+def redefault(cls: type, name: str, default: Any) -> Any:
+    """The knob ``name`` of ``cls`` with another default (a method's own recipe), its range and meaning kept."""
+    base = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return dataclasses.field(default=default, metadata=base.metadata)
 
 
 @dataclass
@@ -108,15 +120,15 @@ class Objective(ABC):
             (sqrt(sum of squares + c^2) - c, c = huber_c sqrt(elements per row)); see :mod:`.loss_weights`.
     """
 
-    num_classes: int = 0
-    max_steps: int = 128
-    time_sampler: str = "grid"
-    time_mu: float = 0.4
-    time_sigma: float = 1.0
-    loss_weight: str = "mse"
-    adaptive_power: float = 1.0
-    adaptive_eps: float = 1e-3
-    huber_c: float = 0.00054
+    num_classes: int = knob(0, Int(0), "real classes; label num_classes is the null label (0: unconditional)")
+    max_steps: int = knob(128, Int(1), "M, the finest step count, a power of two (d = 1/M at the flow level)")
+    time_sampler: str = knob("grid", OneOf(TIME_SAMPLERS), "where on the path rows are trained (time samplers)")
+    time_mu: float = knob(0.4, Float(), "logit-normal sampler: mean of the logit (t = 0 noise; MeanFlow's 0.4)")
+    time_sigma: float = knob(1.0, Float(0.0, low_open=True), "logit-normal sampler: spread of the logit")
+    loss_weight: str = knob("mse", OneOf(LOSS_WEIGHTS), "how each row's squared error becomes its loss")
+    adaptive_power: float = knob(1.0, Float(0.0), "adaptive weight: p of 1 / (loss + eps)^p (0: sum of squares)")
+    adaptive_eps: float = knob(1e-3, Float(0.0, low_open=True), "adaptive weight: eps")
+    huber_c: float = knob(0.00054, Float(0.0, low_open=True), "pseudo-Huber: c per square root of a row's size")
 
     name: ClassVar[str]  # the registry key, e.g. "shortcut"
     title: ClassVar[str]  # how reports name it, e.g. "flow matching"
@@ -128,18 +140,13 @@ class Objective(ABC):
     min_max_steps: ClassVar[int] = 1  # the smallest M the objective allows
 
     def __post_init__(self) -> None:
-        """Range checks of every knob (ValueError naming the knob); subclasses add theirs."""
-        check_int("num_classes", self.num_classes, low=0)
+        """Range checks of every knob (ValueError naming the knob), from each field's ``spec``."""
+        for f in dataclasses.fields(self):
+            if "spec" in f.metadata:  # a plain field (no knob()) is not checked
+                f.metadata["spec"](f.name, getattr(self, f.name))
         check_int("max_steps", self.max_steps, low=self.min_max_steps)
         if self.max_steps & (self.max_steps - 1):
             raise ValueError(f"max_steps must be a power of two, got {self.max_steps}")
-        check_choice("time_sampler", self.time_sampler, tuple(TIME_SAMPLERS))
-        check_float("time_mu", self.time_mu)
-        check_float("time_sigma", self.time_sigma, low=0.0, low_open=True)
-        check_choice("loss_weight", self.loss_weight, tuple(LOSS_WEIGHTS))
-        check_float("adaptive_power", self.adaptive_power, low=0.0)
-        check_float("adaptive_eps", self.adaptive_eps, low=0.0, low_open=True)
-        check_float("huber_c", self.huber_c, low=0.0, low_open=True)
 
     # ------------------------------------------------------------ targets
     @torch.no_grad()
@@ -233,6 +240,15 @@ class Objective(ABC):
         return None
 
     # ------------------------------------------------------------ knobs
+    @classmethod
+    def knob_docs(cls) -> dict[str, tuple[str, str]]:
+        """Every knob -> (what it means, its allowed values in words)."""
+        docs = {}
+        for f in dataclasses.fields(cls)[1:]:
+            spec = f.metadata.get("spec")
+            docs[f.name] = (f.metadata.get("meaning", ""), spec.describe() if spec is not None else "any value")
+        return docs
+
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
         """Names of the settings of this objective (every dataclass field but ``num_classes``)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..validation import check_float
+from ..validation import Float, Text
+from .base import knob
 from .target_networks import TargetNetworkKnobs
 
 
@@ -23,14 +24,10 @@ class FlowTeacherDistillation(TargetNetworkKnobs):
     The cost model: two teacher forwards per row, then the student's forward and backward.
     """
 
-    teacher: str = ""
-    clip: float = 4.0
+    teacher: str = knob("", Text("required for training"), "the flow-matching run or checkpoint to distil")
+    clip: float = knob(4.0, Float(0.0, low_open=True), "bound on the points the teacher steps to")
 
     teacher_run = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_float("clip", self.clip, low=0.0, low_open=True)
 
     def passes_per_row(self, batch: int) -> tuple[float, float]:
         """Two teacher forwards per row, then one forward and backward."""

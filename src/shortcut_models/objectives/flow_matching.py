@@ -18,8 +18,8 @@ import torch
 
 from .. import path
 from ..seeding import RowDraws
-from ..validation import check_float
-from .base import Objective, Progress, TargetNetworks, Targets
+from ..validation import Float
+from .base import Objective, Progress, TargetNetworks, Targets, knob
 from .time_samplers import times
 
 
@@ -31,11 +31,7 @@ class FlowRows(Objective):
         class_dropout: probability of replacing a label by the null label on flow-matching rows.
     """
 
-    class_dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_float("class_dropout", self.class_dropout, 0.0, 1.0)
+    class_dropout: float = knob(0.0, Float(0.0, 1.0), "probability of the null label on flow-matching rows")
 
     def flow_rows(
         self, x0: torch.Tensor, x1: torch.Tensor, y: torch.Tensor | None, draws: RowDraws, kind: int

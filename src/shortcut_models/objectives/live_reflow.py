@@ -24,8 +24,8 @@ import torch
 
 from .. import path
 from ..seeding import RowDraws
-from ..validation import check_float, check_int
-from .base import Network, Progress, TargetNetworks, Targets, leading_rows
+from ..validation import Float, Int
+from .base import Network, Progress, TargetNetworks, Targets, knob, leading_rows, redefault
 from .flow_matching import FlowRows
 from .target_networks import TargetNetworkKnobs
 from .time_samplers import times
@@ -45,18 +45,13 @@ class LiveReflow(TargetNetworkKnobs, FlowRows):
         max_steps: M; flow rows use d = 1/M.
     """
 
-    bootstrap_every: int = 8
-    cfg_scale: float = 0.0
-    target_network: str = "online"
+    bootstrap_every: int = knob(8, Int(1), "one reflow row in this many (authors' code 8)")
+    cfg_scale: float = knob(0.0, Float(), "guidance weight of the 8-step samples (0: unguided)")
+    target_network: str = redefault(TargetNetworkKnobs, "target_network", "online")
 
     name = "live-reflow"
     title = "live reflow"
     row_kinds = ("reflow", "flow")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_int("bootstrap_every", self.bootstrap_every, low=1)
-        check_float("cfg_scale", self.cfg_scale)
 
     @property
     def sampling_d(self) -> float | None:

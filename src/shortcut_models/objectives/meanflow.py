@@ -33,8 +33,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import path
 from ..seeding import RowDraws
-from ..validation import check_float
-from .base import Network, Progress, TargetNetworks, Targets
+from ..validation import Float
+from .base import Network, Objective, Progress, TargetNetworks, Targets, knob, redefault
 from .flow_matching import FlowRows
 from .target_networks import TargetNetworkKnobs
 from .time_samplers import interval_times
@@ -54,18 +54,14 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
         max_steps: M, the finest step count the sampler allows.
     """
 
-    interval_share: float = 0.25
-    time_sampler: str = "logit-normal"
-    loss_weight: str = "adaptive"
-    target_network: str = "online"
+    interval_share: float = knob(0.25, Float(0.0, 1.0), "share of rows trained on an interval (d > 0)")
+    time_sampler: str = redefault(Objective, "time_sampler", "logit-normal")
+    loss_weight: str = redefault(Objective, "loss_weight", "adaptive")
+    target_network: str = redefault(TargetNetworkKnobs, "target_network", "online")
 
     name = "meanflow"
     title = "MeanFlow"
     row_kinds = ("interval", "flow")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_float("interval_share", self.interval_share, 0.0, 1.0)
 
     def kind_rows(self, batch: int) -> tuple[int, ...]:
         """(rows with d > 0, which need the forward-mode product: round(B * interval_share); rows with d = 0)."""

@@ -38,8 +38,8 @@ import torch
 from .. import path
 from ..runtime import to_device
 from ..seeding import RowDraws
-from ..validation import check_bool, check_float, check_int
-from .base import Network, Progress, TargetNetworks, Targets, leading_rows
+from ..validation import Flag, Float, Int
+from .base import Network, Progress, TargetNetworks, Targets, knob, leading_rows, redefault
 from .flow_matching import FlowRows
 from .schedule import num_levels, two_half_steps
 from .target_networks import TargetNetworkKnobs
@@ -79,25 +79,17 @@ class Shortcut(TargetNetworkKnobs, FlowRows):
         clip: bound applied to the teacher's intermediate state (4).
     """
 
-    bootstrap_every: int = 8
-    bootstrap_cfg: bool = False
-    cfg_scale: float = 1.0
-    dt_bias: bool = False
-    clip: float = 4.0
-    target_clamp: float = 4.0
+    bootstrap_every: int = knob(8, Int(1), "one self-consistency row in this many (authors' code 8, paper 4)")
+    bootstrap_cfg: bool = knob(False, Flag(), "guided teacher at the finest self-consistency level")
+    cfg_scale: float = knob(1.0, Float(), "guidance weight of bootstrap_cfg")
+    dt_bias: bool = knob(False, Flag(), "the authors' level schedule with more rows at large steps")
+    clip: float = knob(4.0, Float(0.0, low_open=True), "bound on the teacher's midpoint")
+    target_clamp: float = redefault(TargetNetworkKnobs, "target_clamp", 4.0)
 
     name = "shortcut"
     title = "shortcut"
     row_kinds = ("self_consistency", "flow")
     min_max_steps = 2
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_int("bootstrap_every", self.bootstrap_every, low=1)
-        for flag in ("bootstrap_cfg", "dt_bias"):
-            check_bool(flag, getattr(self, flag))
-        check_float("cfg_scale", self.cfg_scale)
-        check_float("clip", self.clip, low=0.0, low_open=True)
 
     def kind_rows(self, batch: int) -> tuple[int, ...]:
         """(self-consistency rows B_b = B // bootstrap_every, flow rows B - B_b)."""

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..validation import check_bool, check_choice, check_float
-from .base import Network, Objective, TargetNetworks
+from ..validation import Float, OneOf, check_bool
+from .base import Network, Objective, TargetNetworks, knob
 
 TARGET_NETWORKS: dict[str, str] = {"online": "online", "ema": "ema"}  # knob value -> role in the bundle
 
@@ -38,13 +38,8 @@ def legacy_value(name: str, value: object) -> object:
 class TargetNetworkKnobs(Objective):
     """An objective whose targets come from a network: adds ``target_network`` and ``target_clamp``."""
 
-    target_network: str = "ema"
-    target_clamp: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("target_network", self.target_network, tuple(TARGET_NETWORKS))
-        check_float("target_clamp", self.target_clamp, low=0.0)
+    target_network: str = knob("ema", OneOf(TARGET_NETWORKS), "the network that builds targets")
+    target_clamp: float = knob(0.0, Float(0.0), "bound on the targets that network builds (0: none)")
 
     def target_net(self, networks: TargetNetworks) -> Network:
         """The network of the bundle named by ``target_network``."""
