@@ -129,7 +129,9 @@ class Int:
         return check_int(name, value, self.low, self.high)
 
     def describe(self) -> str:
-        return "a positive integer" if (self.low, self.high) == (1, None) else f"an integer{_bounds(self.low, self.high)}"
+        return (
+            "a positive integer" if (self.low, self.high) == (1, None) else f"an integer{_bounds(self.low, self.high)}"
+        )
 
 
 @dataclass(frozen=True)

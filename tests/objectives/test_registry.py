@@ -16,8 +16,8 @@ from shortcut_models.errors import UserError
 from shortcut_models.inference import load_model
 from shortcut_models.objectives import OBJECTIVES, FlowMatching, Objective, Shortcut, build_objective
 from shortcut_models.objectives.base import knob
-from shortcut_models.validation import Float
 from shortcut_models.training import Trainer
+from shortcut_models.validation import Float
 
 
 @dataclass(kw_only=True)
