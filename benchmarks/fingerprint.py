@@ -68,19 +68,28 @@ def main() -> int:
     parser.add_argument("--out", help="write the fingerprints to this JSON file")
     parser.add_argument("--compare", help="compare with fingerprints written earlier; exit 1 on a difference")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--cases", help="comma-separated case names (default: all; a distillation case adds study-flow)"
+    )
     args = parser.parse_args()
+    cases = CASES
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        if any("distillation" in name for name in wanted):
+            wanted.add("study-flow")
+        cases = [case for case in CASES if case[0] in wanted]
     tune_allocator()
     torch.set_num_threads(args.threads)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, preset, objective, extra in CASES:
+        for name, preset, objective, extra in cases:
             results[name] = fingerprint(Path(tmp), name, preset, objective, extra)
             print(name, results[name], flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     if args.compare:
         before = json.loads(Path(args.compare).read_text())
-        diff = [f"{n}.{k}" for n in before for k in before[n] if results.get(n, {}).get(k) != before[n][k]]
+        diff = [f"{n}.{k}" for n in results for k in before[n] if results[n].get(k) != before[n][k]]
         print("identical" if not diff else f"DIFFERENT: {', '.join(diff)}")
         return 1 if diff else 0
     return 0

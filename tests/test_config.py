@@ -109,7 +109,7 @@ def test_every_bad_value_is_one_line_naming_the_key(override, key, capsys, tmp_p
 
 def test_every_field_has_a_check_and_a_resume_rule():
     for f in dataclasses.fields(TrainConfig):
-        assert callable(f.metadata["check"]), f.name
+        assert callable(f.metadata["spec"]) and f.metadata["spec"].describe(), f.name
         assert isinstance(f.metadata["resumable"], bool), f.name
     assert {
         "steps",

@@ -135,6 +135,22 @@ class Int:
 
 
 @dataclass(frozen=True)
+class PowerOfTwo:
+    """A power of two, at least ``low``."""
+
+    low: int = 1
+
+    def __call__(self, name: str, value: object) -> int:
+        value = check_int(name, value, low=self.low)
+        if value & (value - 1):
+            raise ValueError(f"{name} must be a power of two, got {value}")
+        return value
+
+    def describe(self) -> str:
+        return f"a power of two >= {self.low}"
+
+
+@dataclass(frozen=True)
 class Float:
     """A finite number in the interval given (bounds optional, closed unless ``*_open``)."""
 
@@ -186,4 +202,4 @@ class Text:
         return value
 
     def describe(self) -> str:
-        return f"text ({self.empty})" if self.empty else "text"
+        return f"text; empty: {self.empty}" if self.empty else "text"

@@ -15,12 +15,22 @@ import sys
 
 from ..errors import RunError, UserError
 from ..runtime import tune_allocator
-from . import convert, demo, encode, evaluate, ref_stats, sample, study, train
+from . import convert, demo, encode, evaluate, ref_stats, sample, show_config, study, train
 from .train import EXIT_STOPPED
 
 __all__ = ["EXIT_STOPPED", "build_parser", "main"]
 
-COMMANDS = (train, sample, evaluate, encode, convert, demo, study, ref_stats)  # in the order `--help` lists them
+COMMANDS = (
+    train,
+    sample,
+    evaluate,
+    encode,
+    convert,
+    demo,
+    study,
+    ref_stats,
+    show_config,
+)  # in the order `--help` lists them
 
 
 class _Parser(argparse.ArgumentParser):

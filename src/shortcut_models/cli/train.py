@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed
-from ..config import build_config
+from ..config import PRESETS, build_config
 from ..errors import UserError
 from ..experiments import build_trainer
 from ..objectives import OBJECTIVES
@@ -20,8 +20,14 @@ EXIT_STOPPED = 75  # training stopped by a signal, its checkpoint saved: rerun t
 
 
 def register(sub: Subcommands) -> None:
-    p = sub.add_parser("train", help="train a model (resumes from --out automatically)")
-    p.add_argument("--preset", help="named preset (default: digits)")
+    p = sub.add_parser(
+        "train",
+        help="train a model (resumes from --out automatically)",
+        epilog="Every key, its section, meaning and allowed values: shortcut config [--preset P] [--objective O] "
+        "[key=value ...]. Keys are set as KEY=VALUE or SECTION.KEY=VALUE (e.g. optim.lr=3e-4); objective knobs "
+        "(time_sampler, loss_weight, target_network, bootstrap_every...) the same way.",
+    )
+    p.add_argument("--preset", help=f"named preset: {', '.join(PRESETS)} (default: digits)")
     p.add_argument("--objective", choices=list(OBJECTIVES), help="training objective (default: the preset's)")
     p.add_argument("--config", help="JSON or TOML file of config values")
     p.add_argument("--out", help="run directory (default runs/PRESET-OBJECTIVE)")
@@ -32,7 +38,7 @@ def register(sub: Subcommands) -> None:
         "and network; step 0, fresh optimizer); a resumed run keeps its own weights (pass the same value)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 lr=3e-4")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 optim.lr=3e-4")
     p.set_defaults(func=run)
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..seeding import RowDraws, RowShare
-from ..validation import Float, Int, OneOf, check_int
+from ..validation import Float, Int, OneOf, PowerOfTwo, check_int
 from .loss_weights import LOSS_WEIGHTS, per_row_loss
 from .time_samplers import TIME_SAMPLERS
 
@@ -121,7 +121,7 @@ class Objective(ABC):
     """
 
     num_classes: int = knob(0, Int(0), "real classes; label num_classes is the null label (0: unconditional)")
-    max_steps: int = knob(128, Int(1), "M, the finest step count, a power of two (d = 1/M at the flow level)")
+    max_steps: int = knob(128, PowerOfTwo(), "M, the finest step count (d = 1/M at the flow level)")
     time_sampler: str = knob("grid", OneOf(TIME_SAMPLERS), "where on the path rows are trained (time samplers)")
     time_mu: float = knob(0.4, Float(), "logit-normal sampler: mean of the logit (t = 0 noise; MeanFlow's 0.4)")
     time_sigma: float = knob(1.0, Float(0.0, low_open=True), "logit-normal sampler: spread of the logit")
@@ -144,9 +144,7 @@ class Objective(ABC):
         for f in dataclasses.fields(self):
             if "spec" in f.metadata:  # a plain field (no knob()) is not checked
                 f.metadata["spec"](f.name, getattr(self, f.name))
-        check_int("max_steps", self.max_steps, low=self.min_max_steps)
-        if self.max_steps & (self.max_steps - 1):
-            raise ValueError(f"max_steps must be a power of two, got {self.max_steps}")
+        check_int(f"max_steps of {self.title}", self.max_steps, low=self.min_max_steps)
 
     # ------------------------------------------------------------ targets
     @torch.no_grad()
