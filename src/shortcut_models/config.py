@@ -24,6 +24,7 @@ from .errors import UserError
 from .loggers import parse_backends
 from .models import MODEL_NAMES
 from .objectives import OBJECTIVES, all_knobs, build_objective
+from .optim import LR_SCHEDULES, OPTIMIZERS
 from .sampling import MAX_STEPS
 from .seeding import MAX_SEED
 from .validation import check_bool, check_choice, check_device, check_float, check_int
@@ -35,7 +36,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_METRICS = ("auto", "swd", "fd-digits", "fid", "fd-dinov2")
 
 Check = Callable[[str, Any], Any]
-MAX_LR = 1.0  # AdamW moves each weight by about lr per step: beyond 1 a run cannot learn
+MAX_LR = 1.0  # Adam(W) moves each weight by about lr per step: beyond 1 a run cannot learn
 
 
 def _key(default: Any = dataclasses.MISSING, check: Check | None = None, resumable: bool = False, factory=None):
@@ -99,14 +100,24 @@ class TrainConfig:
     )
     # fine-tuning: a checkpoint or run directory whose weights start a fresh run (training/init_from.py)
     init_from: str = _key("", _string)
-    # optimisation (AdamW; constant learning rate after a linear warm-up)
+    # optimisation: the optimiser and the learning-rate schedule are named in registries (shortcut_models.optim)
+    # steps may grow on resume; a decaying schedule is then recomputed for the new length (see lr_schedule)
     steps: int = _key(4000, _positive_int, resumable=True)
     batch_size: int = _key(64, _positive_int)
-    lr: float = _key(1e-3, lambda n, v: check_float(n, v, 0.0, MAX_LR, low_open=True))
-    weight_decay: float = _key(0.0, lambda n, v: check_float(n, v, low=0.0))
-    beta1: float = _key(0.9, _beta)
-    beta2: float = _key(0.999, _beta)
-    warmup_steps: int = _key(200, _count)
+    optimizer: str = _key("adamw", lambda n, v: check_choice(n, v, tuple(OPTIMIZERS)))  # adamw, adam or sgd
+    lr: float = _key(1e-3, lambda n, v: check_float(n, v, 0.0, MAX_LR, low_open=True))  # the peak learning rate
+    weight_decay: float = _key(0.0, lambda n, v: check_float(n, v, low=0.0))  # adamw: decoupled; adam, sgd: L2
+    beta1: float = _key(0.9, _beta)  # adam(w)
+    beta2: float = _key(0.999, _beta)  # adam(w)
+    momentum: float = _key(0.9, _beta)  # sgd only, heavy ball in [0, 1); 0 = plain SGD
+    warmup_steps: int = _key(200, _count)  # linear warm-up to lr, for every schedule; 0 = none
+    # after the warm-up: constant (lr), cosine or linear (lr down toward lr_min at the last step), or wsd
+    # (warm-up, stable at lr, then linear down toward lr_min over the last decay_share of the steps).
+    # Extending a resumed run (a larger `steps`) recomputes a decaying schedule for the new length from the
+    # resumed step on: cosine and linear move up at once; wsd continues unchanged if its decay had not begun.
+    lr_schedule: str = _key("constant", lambda n, v: check_choice(n, v, tuple(LR_SCHEDULES)))
+    lr_min: float = _key(0.0, lambda n, v: check_float(n, v, low=0.0))  # an absolute learning rate, at most lr
+    decay_share: float = _key(0.2, lambda n, v: check_float(n, v, 0.0, 1.0, low_open=True))  # wsd, in (0, 1]
     grad_clip: float = _key(0.0, lambda n, v: check_float(n, v, low=0.0))  # 0 = no clipping (the paper's recipe)
     ema_decay: float = _key(0.999, lambda n, v: check_float(n, v, 0.0, 1.0))
     ema_warmup: bool = _key(True, check_bool)  # decay min(ema_decay, (1 + n) / (10 + n)): short runs leave their init
@@ -368,6 +379,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("sample_steps", "eval_steps"):
         if any(s > objective.max_steps for s in getattr(cfg, key)):
             raise UserError(f"{key} {getattr(cfg, key)} go beyond max_steps {objective.max_steps}")
+    if cfg.lr_min > cfg.lr:
+        raise UserError(f"lr_min {cfg.lr_min} exceeds lr {cfg.lr}: a decaying schedule ends at or below lr")
     if cfg.lr * cfg.weight_decay > 1:
         raise UserError(
             f"weight_decay {cfg.weight_decay} times lr {cfg.lr} exceeds 1: weights would change sign each step"

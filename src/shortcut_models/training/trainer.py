@@ -1,8 +1,9 @@
-"""The training loop: data -> objective targets (teacher = EMA) -> loss -> AdamW -> EMA.
+"""The training loop: data -> objective targets (teacher = EMA) -> loss -> optimizer -> EMA.
 
 Each step is a pure function of (state, step): the data batch and the objective's random draws
 come from generators keyed by the step (see :mod:`shortcut_models.seeding`), so a run stopped and
-resumed from its checkpoint computes exactly what an uninterrupted run computes.
+resumed from its checkpoint computes exactly what an uninterrupted run computes. The learning rate of
+a step is a pure function of the step and the config (:mod:`shortcut_models.optim`).
 Checkpoints are written every ``ckpt_every`` steps, at the end, and on SIGINT/SIGTERM; a NaN or
 infinite loss, gradient or weight stops the run before anything non-finite is saved.
 
@@ -42,6 +43,7 @@ from ..inference import LoadedModel, load_autoencoder, write_sample_sheets
 from ..loggers import RunLogger, parse_backends
 from ..models import build_model, network_spec
 from ..objectives import Targets, build_objective, log_weights
+from ..optim import build_optimizer, learning_rate
 from ..runtime import autocast_dtype, to_device
 from ..seeding import RowShare
 from .ema import EMA
@@ -142,10 +144,7 @@ class Trainer:
         # the online network as teacher (bootstrap_ema=false) bypasses DDP: a no-grad call is no collective
         plain = (torch.compile(self.model) if cfg.compile else self.model) if self.ddp is not None else None
         self.teacher_online = self.train_model if plain is None else plain
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=fused
-        )
+        self.optimizer = build_optimizer(cfg, self.model.parameters(), self.device)
         self.step = 0
         self.last_checkpoint: Path | None = None
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
@@ -315,10 +314,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ step
     def lr_at(self, step: int) -> float:
-        """Constant learning rate after an optional linear warm-up of ``warmup_steps``."""
-        if self.cfg.warmup_steps > 0:
-            return self.cfg.lr * min(1.0, (step + 1) / self.cfg.warmup_steps)
-        return self.cfg.lr
+        """The learning rate of step ``step`` (0-based): the config's ``lr_schedule`` after its warm-up."""
+        return learning_rate(self.cfg, step)
 
     def autocast(self):
         """bf16 autocast context on CUDA (or when precision=bf16), else a no-op."""

@@ -1,0 +1,70 @@
+"""Optimisers: each name builds the class asked for with the config's settings, and trains a toy."""
+
+import pytest
+import torch
+
+from shortcut_models.config import TrainConfig, build_config
+from shortcut_models.optim import OPTIMIZERS, build_optimizer
+from shortcut_models.training import Trainer
+
+CLASSES = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+CPU = torch.device("cpu")
+
+
+def test_every_optimizer_is_tested():
+    assert set(CLASSES) == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_each_name_builds_its_class_with_the_settings(name):
+    cfg = TrainConfig(optimizer=name, lr=0.01, beta1=0.8, beta2=0.99, weight_decay=0.05, momentum=0.5)
+    opt = build_optimizer(cfg, torch.nn.Linear(3, 2).parameters(), CPU)
+    assert type(opt) is CLASSES[name]
+    group = opt.param_groups[0]
+    assert (group["lr"], group["weight_decay"], group["fused"]) == (0.01, 0.05, False)
+    if name == "sgd":
+        assert group["momentum"] == 0.5
+    else:
+        assert group["betas"] == (0.8, 0.99)
+
+
+def test_the_default_is_the_former_adamw_exactly():
+    cfg = TrainConfig(lr=3e-4, beta1=0.85, beta2=0.95, weight_decay=0.1)
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 4)
+    b = torch.nn.Linear(4, 4)
+    b.load_state_dict(a.state_dict())
+    ours = build_optimizer(cfg, a.parameters(), CPU)
+    former = torch.optim.AdamW(
+        b.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=False
+    )
+    assert ours.state_dict() == former.state_dict()
+    for opt, net in ((ours, a), (former, b)):
+        for _ in range(3):
+            opt.zero_grad()
+            net(torch.ones(2, 4)).square().sum().backward()
+            opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("name, lr", [("adamw", 3e-3), ("adam", 3e-3), ("sgd", 0.1)])
+def test_each_optimizer_trains_a_toy(name, lr, tmp_path, one_thread):
+    """Flow matching on the checkerboard: the mean loss of the last 50 of 300 steps is well below the first 50's
+    (SGD starts slowly: the network's output layer starts at zero)."""
+    overrides = [
+        f"optimizer={name}",
+        f"lr={lr}",
+        "model_args.width=32",
+        "model_args.depth=1",
+        "batch_size=128",
+        "steps=300",
+        "log_every=50",
+        "ckpt_every=1000",
+        "sample_steps=[1]",
+        "logger=none",
+    ]
+    trainer = Trainer(build_config("checkerboard", "flow", None, overrides), tmp_path, progress=False)
+    assert type(trainer.optimizer) is CLASSES[name]
+    losses = []
+    trainer.run(on_log=lambda step, row: losses.append(row["loss"]))
+    assert len(losses) == 6 and losses[-1] < 0.9 * losses[0], losses
