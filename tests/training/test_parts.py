@@ -13,7 +13,7 @@ from shortcut_models.objectives import build_objective
 from shortcut_models.optim import build_optimizer
 from shortcut_models.training.batches import plan_batches
 from shortcut_models.training.networks import build_networks, build_spec
-from shortcut_models.training.resume import comparable, newest_intact, open_run, saved_config
+from shortcut_models.training.resume import comparable, newest_intact, open_run, saved_config, schedule_note
 from shortcut_models.training.state import RunState
 from shortcut_models.training.wrapping import wrap_for_training
 
@@ -111,6 +111,16 @@ def test_saved_config_accepts_resumable_changes_and_refuses_others(tmp_path):
     with pytest.raises(UserError, match="different config .lr_schedule"):
         saved_config(path, toy("steps=10", "lr_schedule=cosine"), tmp_path)
     assert "steps" not in comparable(cfg) and "optimizer" in comparable(cfg)
+
+
+def test_schedule_note_when_a_longer_run_changes_the_learning_rate():
+    saved = toy("steps=100", "lr_schedule=cosine", "warmup_steps=0")
+    assert schedule_note(saved, saved, 50) is None
+    note = schedule_note(saved, toy("steps=200", "lr_schedule=cosine", "warmup_steps=0"), 50)
+    assert "cosine" in note and "step 50" in note and "0.0005 to 0.000854" in note
+    wsd = toy("steps=100", "lr_schedule=wsd", "warmup_steps=0")  # its decay starts at step 80
+    assert schedule_note(wsd, toy("steps=200", "lr_schedule=wsd", "warmup_steps=0"), 50) is None
+    assert schedule_note(toy("steps=100"), toy("steps=200"), 50) is None  # constant
 
 
 def test_newest_intact_falls_back_and_sets_damaged_ones_aside(tmp_path, capsys):

@@ -18,6 +18,7 @@ from .. import checkpoints as ckpt
 from .. import distributed, runlock
 from ..config import RESUMABLE_KEYS, TrainConfig
 from ..errors import UserError
+from ..optim import LR_SCHEDULES
 
 Load = Callable[[Path], int]  # loads one checkpoint, returns its step; raises DamagedCheckpoint or UserError
 
@@ -50,6 +51,20 @@ def saved_config(path: Path, cfg: TrainConfig, run_dir: Path) -> TrainConfig:
             "use another --out or the same settings"
         )
     return saved_cfg
+
+
+def schedule_note(saved: TrainConfig, cfg: TrainConfig, step: int) -> str | None:
+    """A note when a resumed run's new ``steps`` changes the learning rate of the steps still to come."""
+    if saved.steps == cfg.steps or step >= cfg.steps:
+        return None
+    schedule = LR_SCHEDULES[cfg.lr_schedule]
+    before, now = schedule(step, saved.steps, cfg), schedule(step, cfg.steps, cfg)
+    if before == now:
+        return None
+    return (
+        f"steps changed from {saved.steps} to {cfg.steps}: the {cfg.lr_schedule} learning-rate schedule is "
+        f"recomputed for {cfg.steps} steps, the learning rate at step {step} goes from {before:.3g} to {now:.3g}"
+    )
 
 
 def newest_intact(run_dir: Path, load: Load) -> int:

@@ -51,7 +51,7 @@ from .init_from import InitSource, load_initial_weights
 from .interval_means import IntervalMeans
 from .memory import check_batch_fits
 from .networks import build_networks, build_spec
-from .resume import comparable, open_run, saved_config
+from .resume import comparable, open_run, saved_config, schedule_note
 from .state import RunState
 from .teacher import load_teacher, teacher_checkpoint
 from .wrapping import wrap_for_training
@@ -156,9 +156,12 @@ class Trainer:
     def _load(self, path: Path) -> int:
         """Load checkpoint ``path`` into the model, EMA, optimizer and random state; returns its step.
         DamagedCheckpoint when a file is unreadable, UserError when it holds a run with a different config."""
-        saved_config(path, self.cfg, self.run_dir)
+        saved = saved_config(path, self.cfg, self.run_dir)
         self.step = self._state.load(path)
         self.last_checkpoint = path
+        note = schedule_note(saved, self.cfg, self.step)
+        if note is not None and self.is_main:
+            print(f"note: {note}", file=sys.stderr)
         return self.step
 
     def save(self) -> Path:
