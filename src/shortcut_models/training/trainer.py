@@ -65,7 +65,7 @@ __all__ = ["Evaluator", "Trainer", "comparable"]
 class Evaluator(Protocol):
     """Evaluation during training, called by :meth:`Trainer.run` (implemented by
     ``shortcut_models.evaluation.TrainingEvaluator``; :func:`shortcut_models.experiments.build_trainer`
-    builds one from the config's eval_* keys)."""
+    builds one from the config's eval_* keys). Every member below is called by the trainer."""
 
     def start(self, step: int, is_main: bool) -> None:
         """The run starts or resumes at ``step`` (results of later steps are dropped)."""
@@ -75,6 +75,13 @@ class Evaluator(Protocol):
 
     def __call__(self, model: LoadedModel, step: int, logger: RunLogger | None) -> object:
         """Evaluate ``model`` on every process; rank 0 (which holds ``logger``) records the results."""
+
+    @property
+    def count(self) -> int:
+        """How many evaluations were made since :meth:`start` (0: the run ends without a summary)."""
+
+    def summary(self, wall_seconds: float) -> str:
+        """One line for the end of a run that made evaluations: what they cost of ``wall_seconds`` of training."""
 
 
 class Trainer:
