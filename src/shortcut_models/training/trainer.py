@@ -88,6 +88,7 @@ class Trainer:
     """Owns the model, EMA, optimizer and run directory of one training run.
 
     ``evaluator``: evaluation during training (see :class:`Evaluator`); None evaluates nothing.
+    ``progress``: progress bars and progress lines on stderr (rank 0 only).
     """
 
     def __init__(
@@ -302,7 +303,11 @@ class Trainer:
         out = self.run_dir / "samples" / f"step_{self.step:08d}"
         with self.autocast():
             return write_sample_sheets(
-                self.loaded_view(), out, self.cfg.sample_steps, cfg_scale=self.cfg.sample_cfg_scale
+                self.loaded_view(),
+                out,
+                self.cfg.sample_steps,
+                cfg_scale=self.cfg.sample_cfg_scale,
+                progress=self.progress,
             )
 
     # ------------------------------------------------------------------ loop
