@@ -68,3 +68,29 @@ def test_each_optimizer_trains_a_toy(name, lr, tmp_path, one_thread):
     losses = []
     trainer.run(on_log=lambda step, row: losses.append(row["loss"]))
     assert len(losses) == 6 and losses[-1] < 0.9 * losses[0], losses
+
+
+def test_adding_a_schedule_and_an_optimizer_is_one_function_and_one_line_each(monkeypatch, tmp_path):
+    """The worked example of docs/architecture.md: registered, they are accepted by the config and train."""
+    from shortcut_models.optim import LR_SCHEDULES, learning_rate
+    from shortcut_models.optim.schedules import warming_up, warmup
+
+    def step_decay(step, total_steps, s):
+        """lr, divided by 10 after each third of the steps (after the warm-up)."""
+        if warming_up(step, s):
+            return warmup(step, s)
+        return s.lr * 0.1 ** min(2, 3 * step // total_steps)
+
+    def nadam(params, s, fused):
+        """NAdam (no fused kernel)."""
+        return torch.optim.NAdam(params, lr=s.lr, betas=(s.beta1, s.beta2), weight_decay=s.weight_decay)
+
+    monkeypatch.setitem(LR_SCHEDULES, "step", step_decay)
+    monkeypatch.setitem(OPTIMIZERS, "nadam", nadam)
+    tiny = ["model_args.width=16", "model_args.depth=1", "batch_size=16", "steps=6", "logger=none", "sample_steps=[1]"]
+    cfg = build_config("checkerboard", "flow", None, [*tiny, "lr_schedule=step", "optimizer=nadam", "lr=0.01"])
+    assert [learning_rate(cfg, s) for s in range(6)] == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    assert type(trainer.optimizer) is torch.optim.NAdam
+    trainer.run()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0001)
