@@ -39,6 +39,11 @@ TRAIN = [  # key=value overrides of `shortcut train` -> the key the error must n
     (["lr=1e39"], "lr"),
     (["lr=1e6"], "lr"),
     (["lr=0.5", "weight_decay=10"], "weight_decay"),
+    (["lr_schedule=bogus"], "lr_schedule"),
+    (["optimizer=adamax"], "optimizer"),
+    (["optimizer=sgd", "momentum=abc"], "momentum"),
+    (["lr_schedule=cosine", "lr_min=1"], "lr_min"),
+    (["lr_schedule=wsd", "decay_share=-0.2"], "decay_share"),
     (["device=meta"], "device"),
     (["batch_size=100000000"], "grad_accum"),  # measured memory: refused before the first step, naming the remedy
     (["max_steps=3", "--quiet"], "max_steps"),  # an override after an option is an override

@@ -63,6 +63,14 @@ def test_the_presets_keep_their_settings():
         ("beta1=1", "beta1"),
         ("beta2=-0.5", "beta2"),
         ("warmup_steps=-1", "warmup_steps"),
+        ("optimizer=lion", "optimizer"),
+        ("momentum=1", "momentum"),
+        ("momentum=-0.1", "momentum"),
+        ("lr_schedule=bogus", "lr_schedule"),
+        ("lr_min=-1e-5", "lr_min"),
+        ("lr_min=0.5", "lr_min"),  # above the preset's lr
+        ("decay_share=0", "decay_share"),
+        ("decay_share=1.5", "decay_share"),
         ("grad_clip=-1", "grad_clip"),
         ("ema_decay=1.5", "ema_decay"),
         ("grad_accum=0", "grad_accum"),
@@ -174,6 +182,23 @@ def test_legacy_keys_load():
     cfg = TrainConfig.from_dict({"bootstrap_every": 4, "dt_bias": True, "tensorboard": False, "steps": 10})
     assert cfg.objective_args == {"bootstrap_every": 4, "dt_bias": True}  # like TrainConfig(objective_args=...)
     assert cfg.logger == "none" and cfg.steps == 10
+
+
+def test_optimisation_defaults_are_the_former_recipe_and_fix_what_a_run_computes():
+    """AdamW with a constant learning rate after the warm-up, as before the registries; the new keys change
+    what a run computes, so a resumed run may not change them, and runs saved before them get the defaults."""
+    cfg = TrainConfig()
+    assert (cfg.optimizer, cfg.lr_schedule, cfg.momentum, cfg.lr_min, cfg.decay_share) == (
+        "adamw",
+        "constant",
+        0.9,
+        0.0,
+        0.2,
+    )
+    assert not {"optimizer", "lr_schedule", "momentum", "lr_min", "decay_share"} & RESUMABLE_KEYS
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("optimizer", "lr_schedule", "momentum", "lr_min")}
+    assert TrainConfig.from_dict(old) == cfg
+    assert build_config(None, None, None, ["optimizer=sgd", "lr_schedule=wsd", "lr_min=1e-3"]).lr_min == 1e-3
 
 
 def test_a_batch_without_a_self_consistency_row_is_refused():

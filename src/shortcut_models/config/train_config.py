@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import UserError
 from ..models import MODEL_NAMES
 from ..objectives import OBJECTIVES, all_knobs, build_objective, translate_legacy
+from ..optim import LR_SCHEDULES, OPTIMIZERS
 from ..seeding import MAX_SEED
 from ..validation import Flag, Float, Int, OneOf, Text
 from .presets import DEFAULT_PRESET, PRESETS
@@ -62,11 +63,20 @@ class TrainConfig:
     init_from: str = _key("", Text("none"), "a checkpoint or run whose weights start a fresh run (fine-tuning)")
     steps: int = _key(4000, Int(1), "training steps of the run (may grow when a run resumes)", resumable=True)
     batch_size: int = _key(64, Int(1), "rows per step, over every process")
-    lr: float = _key(1e-3, Float(0.0, MAX_LR, low_open=True), "the learning rate")
-    weight_decay: float = _key(0.0, Float(0.0), "AdamW's decoupled weight decay")
-    beta1: float = _key(0.9, Float(0.0, 1.0, high_open=True), "AdamW's first-moment decay")
-    beta2: float = _key(0.999, Float(0.0, 1.0, high_open=True), "AdamW's second-moment decay")
-    warmup_steps: int = _key(200, Int(0), "steps of the linear learning-rate warm-up (0: none)")
+    optimizer: str = _key("adamw", OneOf(OPTIMIZERS), "the optimiser (shortcut_models.optim)")
+    lr: float = _key(1e-3, Float(0.0, MAX_LR, low_open=True), "the peak learning rate")
+    weight_decay: float = _key(0.0, Float(0.0), "weight decay (adamw: decoupled; adam, sgd: an L2 term)")
+    beta1: float = _key(0.9, Float(0.0, 1.0, high_open=True), "adam(w): decay of the first moment")
+    beta2: float = _key(0.999, Float(0.0, 1.0, high_open=True), "adam(w): decay of the second moment")
+    momentum: float = _key(0.9, Float(0.0, 1.0, high_open=True), "sgd: heavy-ball momentum (0: plain SGD)")
+    warmup_steps: int = _key(200, Int(0), "steps of the linear learning-rate warm-up, every schedule (0: none)")
+    # Extending a resumed run (a larger `steps`) recomputes a decaying schedule for the new length from the
+    # resumed step on: cosine and linear move up at once; wsd continues unchanged if its decay had not begun.
+    lr_schedule: str = _key(
+        "constant", OneOf(LR_SCHEDULES), "after the warm-up: constant, or cosine, linear, wsd down to lr_min"
+    )
+    lr_min: float = _key(0.0, Float(0.0), "the learning rate a decaying schedule ends at (at most lr)")
+    decay_share: float = _key(0.2, Float(0.0, 1.0, low_open=True), "wsd: the share of the steps spent decaying")
     grad_clip: float = _key(0.0, Float(0.0), "bound on the gradient norm (0: no clipping, the paper's recipe)")
     ema_decay: float = _key(0.999, Float(0.0, 1.0), "decay of the moving average of the weights (what samples)")
     ema_warmup: bool = _key(True, Flag(), "EMA decay min(ema_decay, (1 + n) / (10 + n)): short runs leave their init")
@@ -162,6 +172,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in ("sample_steps", "eval_steps"):
         if any(s > objective.max_steps for s in getattr(cfg, key)):
             raise UserError(f"{key} {getattr(cfg, key)} go beyond max_steps {objective.max_steps}")
+    if cfg.lr_min > cfg.lr:
+        raise UserError(f"lr_min {cfg.lr_min} exceeds lr {cfg.lr}: a decaying schedule ends at or below lr")
     if cfg.lr * cfg.weight_decay > 1:
         raise UserError(
             f"weight_decay {cfg.weight_decay} times lr {cfg.lr} exceeds 1: weights would change sign each step"

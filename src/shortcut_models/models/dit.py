@@ -32,8 +32,7 @@ DIT_PRESETS.update(
         # Small sizes meant for CPU runs (8x8 digits, 28x28 images) and unit tests.
         "DiT-Ti/2": {"patch_size": 2, "hidden_size": 192, "depth": 6, "num_heads": 3},
         "DiT-Digits": {"patch_size": 2, "hidden_size": 96, "depth": 4, "num_heads": 4},
-        # 4 tokens of 4x4 pixels: the same FLOPs per sample as hidden 64 at patch 2, fewer and larger matmuls
-        # (1.4x the sampling throughput on a 2-core CPU) and a better demo model (docs/demo/report.md)
+        # 4 tokens of 4x4 pixels: the demo's network (why: docs/demo/tuning.md)
         "DiT-Digits/4": {"patch_size": 4, "hidden_size": 128, "depth": 4, "num_heads": 4},
         "DiT-Nano": {"patch_size": 2, "hidden_size": 64, "depth": 2, "num_heads": 2},
     }

@@ -10,9 +10,9 @@ checkpoint yet, :func:`load_initial_weights` copies
 
 Conventions:
 
-- Only weights are taken. The new run starts at step 0 with a fresh AdamW state, fresh EMA counters
+- Only weights are taken. The new run starts at step 0 with a fresh optimizer state, fresh EMA counters
   (so ``ema_warmup`` starts over), its own learning-rate schedule (warm-up included) and the objective
-  of its own config. The source's Adam moments were estimated for another loss and another step
+  of its own config. The source's optimizer moments were estimated for another loss and another step
   count; starting them afresh keeps a fine-tuning run a function of (source weights, config) alone.
 - A run that already has a checkpoint of its own resumes from it and never reads the source again.
   ``init_from`` stays in the saved config so the run describes where it started.

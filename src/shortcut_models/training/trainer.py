@@ -1,14 +1,18 @@
-"""The training loop: data -> objective targets (teacher = EMA) -> loss -> AdamW -> EMA.
+"""The training loop: data -> objective targets (teacher = EMA) -> loss -> optimizer -> EMA.
 
 Each step is a pure function of (state, step): the data batch and the objective's random draws
 come from generators keyed by the step (see :mod:`shortcut_models.seeding`), so a run stopped and
-resumed from its checkpoint computes exactly what an uninterrupted run computes.
+resumed from its checkpoint computes exactly what an uninterrupted run computes. The learning rate of
+a step is a pure function of the step and the config (:mod:`shortcut_models.optim`).
 Checkpoints are written every ``ckpt_every`` steps, at the end, and on SIGINT/SIGTERM; a NaN or
 infinite loss, gradient or weight stops the run before anything non-finite is saved.
 
-One writer per run directory: the trainer locks it (:mod:`shortcut_models.runlock`) from its
-construction to the end of :meth:`Trainer.run`, tidies what crashed writers left, and resumes from the
-newest intact checkpoint (a damaged newer one is renamed ``damaged-step_N``, with a warning).
+:class:`Trainer` assembles a run from parts built by named functions, each in its own module:
+the batch split (``batches.py``), the networks (``networks.py``), the optimizer (``shortcut_models.optim``),
+their DDP and compiled views (``wrapping.py``), the checkpointed state (``state.py``) and the resume
+(``resume.py``: one writer per run directory, locked from the trainer's construction to the end of
+:meth:`Trainer.run`; the newest intact checkpoint is loaded, a damaged newer one renamed
+``damaged-step_N`` with a warning).
 
 Under torchrun (see :mod:`shortcut_models.distributed` and docs/distributed.md) ``batch_size`` is the global batch:
 process k of W computes global rows k, k + W, ... of each step (data, noise, times and levels of a
@@ -26,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -34,38 +38,34 @@ from tqdm.auto import tqdm
 from .. import checkpoints as ckpt
 from .. import distributed, runlock, seeding
 from ..autoencoders import Autoencoder
-from ..checkpoints import ModelSpec
-from ..config import RESUMABLE_KEYS, TrainConfig, validate
+from ..config import TrainConfig, validate
 from ..data import build_source, take_rows
-from ..errors import TrainingDiverged, UserError, WriteFailed, first_line
+from ..errors import TrainingDiverged, WriteFailed
 from ..inference import LoadedModel, load_autoencoder, write_sample_sheets
 from ..loggers import RunLogger, parse_backends
-from ..models import build_model, network_spec
 from ..objectives import Progress, TargetNetworks, Targets, build_objective, kind_counts, log_weights
+from ..optim import build_optimizer, learning_rate
 from ..runtime import autocast_dtype, to_device
-from ..seeding import RowShare
-from .ema import EMA
+from .batches import plan_batches
 from .init_from import InitSource, load_initial_weights
 from .interval_means import IntervalMeans
 from .memory import check_batch_fits
-from .teacher import frozen_copy, load_teacher, teacher_checkpoint
+from .networks import build_networks, build_spec
+from .resume import comparable, open_run, saved_config, schedule_note
+from .state import RunState
+from .teacher import load_teacher, teacher_checkpoint
+from .wrapping import wrap_for_training
 
 # errno values of a write that cannot succeed: disk full, quota, file-size limit, read-only file system
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
-
-def comparable(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings that fix what a run computes, with every objective knob spelled out, for the
-    check that a resumed run continues the run in its directory."""
-    values = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_KEYS and k != "objective_args"}
-    values.update({f"objective_args.{k}": v for k, v in cfg.resolved_objective_args().items()})
-    return values
+__all__ = ["Evaluator", "Trainer", "comparable"]
 
 
 class Evaluator(Protocol):
     """Evaluation during training, called by :meth:`Trainer.run` (implemented by
     ``shortcut_models.evaluation.TrainingEvaluator``; :func:`shortcut_models.experiments.build_trainer`
-    builds one from the config's eval_* keys)."""
+    builds one from the config's eval_* keys). Every member below is called by the trainer."""
 
     def start(self, step: int, is_main: bool) -> None:
         """The run starts or resumes at ``step`` (results of later steps are dropped)."""
@@ -76,35 +76,42 @@ class Evaluator(Protocol):
     def __call__(self, model: LoadedModel, step: int, logger: RunLogger | None) -> object:
         """Evaluate ``model`` on every process; rank 0 (which holds ``logger``) records the results."""
 
+    @property
+    def count(self) -> int:
+        """How many evaluations were made since :meth:`start` (0: the run ends without a summary)."""
+
+    def summary(self, wall_seconds: float) -> str:
+        """One line for the end of a run that made evaluations: what they cost of ``wall_seconds`` of training."""
+
 
 class Trainer:
     """Owns the model, EMA, optimizer and run directory of one training run.
 
     ``evaluator``: evaluation during training (see :class:`Evaluator`); None evaluates nothing.
+    ``progress``: progress bars and progress lines on stderr (rank 0 only).
     """
 
     def __init__(
         self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True, evaluator: Evaluator | None = None
     ) -> None:
         validate(cfg)  # a config built in Python gets the checks of the command line
-        self.cfg = cfg
         self.evaluator = evaluator
         self.run_dir = Path(run_dir)
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
-        self.rows_per_rank, self.grad_accum = distributed.split_batch(
-            cfg.batch_size, self.world, cfg.grad_accum, cfg.batch_per_gpu
-        )
-        self.share = RowShare.interleaved(cfg.batch_size, self.rank, self.world)
+        plan = plan_batches(cfg, self.rank, self.world)
+        self.rows_per_rank, self.grad_accum, self.share = plan.rows_per_rank, plan.grad_accum, plan.share
         self.device = distributed.resolve_device(cfg.device)
         self.source = build_source(cfg.data)
         self.num_classes = cfg.network_classes(self.source.num_classes)
-        torch.manual_seed(seeding.derive_seed(cfg.seed, 99))  # network initialisation
-        self.model = build_model(cfg.model, self.source.shape, self.num_classes, cfg.model_args).to(self.device)
         self.objective = build_objective(cfg.objective, self.num_classes, cfg.objective_args)
         if self.objective.teacher_run and not cfg.init_from:  # the student starts from the teacher run
-            cfg = self.cfg = dataclasses.replace(cfg, init_from=self.objective.teacher)
+            cfg = dataclasses.replace(cfg, init_from=self.objective.teacher)
+        self.cfg = cfg
+        nets = build_networks(cfg, self.source.shape, self.num_classes, self.device, self.objective.teacher_run)
+        self.model, self.ema = nets.model, nets.ema
+        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         check_batch_fits(  # a batch too large for the device is refused before anything else happens
             self.model,
             self.source.shape,
@@ -112,40 +119,19 @@ class Trainer:
             self.rows_per_rank,
             self.grad_accum,
             self.device,
-            autocast_dtype(cfg.precision, self.device),
+            self.amp_dtype,
         )
-        info = self.source.info
-        self.spec = ModelSpec(
-            network=network_spec(self.model),
-            sample_shape=info.shape,
-            num_classes=self.num_classes,
-            objective=self.objective.name,
-            objective_args=self.objective.args(),
-            sampling_d=self.objective.sampling_d,
-            data_shape=info.data_shape,
-            data=cfg.data,
-            autoencoder=info.autoencoder,
-            scaling_factor=info.scaling_factor,
-        )
+        self.spec = build_spec(self.model, self.source, self.num_classes, self.objective, cfg.data)
         kinds = self.objective.row_kinds
         self.log_weights = log_weights(kinds, kind_counts(self.objective.kind_rows(cfg.batch_size), self.share))
-        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
-        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        # compiled views share parameters with the plain modules (checkpoints save the plain ones)
-        self.ddp = distributed.wrap_ddp(self.model, self.device) if self.world > 1 else None
-        net = self.ddp if self.ddp is not None else self.model
-        self.train_model = torch.compile(net) if cfg.compile else net
-        self.teacher_ema = torch.compile(self.ema.module) if cfg.compile else self.ema.module
-        # the online network building targets (target_network=online) bypasses DDP: a no-grad call is no collective
-        plain = (torch.compile(self.model) if cfg.compile else self.model) if self.ddp is not None else None
-        self.teacher_online = self.train_model if plain is None else plain
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=fused
-        )
+        views = wrap_for_training(self.model, self.ema.module, cfg.compile, self.device, self.world)
+        self.ddp, self.train_model = views.ddp, views.train_model
+        self.teacher_ema, self.teacher_online = views.teacher_ema, views.teacher_online
+        self.optimizer = build_optimizer(cfg, self.model.parameters(), self.device)
+        # the frozen teacher of a teacher_run objective (TargetNetworks.teacher): its weights come from the
+        # teacher run (fresh) or from this run's checkpoint (resumed)
+        self.teacher = nets.teacher
+        self._state = RunState(self.model, self.ema, self.optimizer, self.teacher, self.device)
         self.step = 0
         self.last_checkpoint: Path | None = None
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
@@ -153,118 +139,36 @@ class Trainer:
         self.samples_dir: Path | None = None
         self.init_source: InitSource | None = None
         self._autoencoder: Autoencoder | None = None
-        self._lock: runlock.RunLock | None = None  # rank 0's lock on the run directory, held until run() ends
-        # the frozen teacher of a teacher_run objective: its weights come from the teacher run (fresh) or
-        # from this run's checkpoint (resumed)
-        self.teacher = frozen_copy(self.model) if self.objective.teacher_run else None
+        self._lock: runlock.RunLock | None = open_run(self.run_dir, self.is_main, self._load)  # until run() ends
         try:
-            self._resume()
-            if self.teacher is not None and self.last_checkpoint is None:
-                load_teacher(self.teacher, teacher_checkpoint(cfg, self.objective.teacher))
+            self._start_fresh()
         except BaseException:
             self._release()
             raise
-        if self.last_checkpoint is None and cfg.init_from:  # a fresh fine-tuning run: see training/init_from.py
-            self.init_source = load_initial_weights(self.model, self.ema.module, cfg)
+
+    # ----------------------------------------------------------------- state
+    def _start_fresh(self) -> None:
+        """A fresh run (no checkpoint) takes the teacher run's weights into the bound teacher and, when
+        fine-tuning, its initial weights (see training/teacher.py and training/init_from.py)."""
+        if self.last_checkpoint is not None:
+            return
+        if self.teacher is not None:
+            load_teacher(self.teacher, teacher_checkpoint(self.cfg, self.objective.teacher))
+        if self.cfg.init_from:
+            self.init_source = load_initial_weights(self.model, self.ema.module, self.cfg)
             if self.is_main:
                 print(self.init_source.describe(), file=sys.stderr)
 
-    # ----------------------------------------------------------------- state
-    def _resume(self) -> None:
-        """Take the run directory (rank 0 locks it and tidies what crashed writers left), then load
-        the newest intact checkpoint on every process."""
-        error: UserError | None = None
-        step = -1
-        if self.is_main:
-            try:
-                self._lock = runlock.acquire(self.run_dir)
-                for note in ckpt.recover_partial(self.run_dir):
-                    print(f"note: {note}", file=sys.stderr)
-                step = self._resume_newest_intact()
-            except UserError as exc:
-                error = exc
-        if distributed.any_true(error is not None):
-            raise error or UserError(f"the first process could not open {self.run_dir}")
-        step = distributed.max_int(step)  # rank 0's choice (the others hold -1)
-        if not self.is_main:
-            latest = ckpt.latest_checkpoint(self.run_dir)
-            try:
-                if (ckpt.step_of(latest) if latest is not None else -1) != step:
-                    raise UserError(f"the first process resumes {self.run_dir} at step {step}, this one sees {latest}")
-                if step >= 0:
-                    self._load(ckpt.checkpoint_dir(self.run_dir, step))
-            except UserError as exc:
-                error = UserError(
-                    f"{exc}; the processes must see the same run directory, on a file system every node shares"
-                )
-        if distributed.any_true(error is not None):
-            raise error or UserError(f"another process could not load its checkpoint from {self.run_dir}")
-
-    def _resume_newest_intact(self) -> int:
-        """Load the newest checkpoint that is intact; returns its step (-1: none, a fresh run).
-
-        Damaged newer checkpoints are renamed ``damaged-step_N`` (kept, never deleted) with one warning
-        each; when none is intact, the run stops with UserError rather than start over from step 0.
-        """
-        damaged: list[tuple[Path, str]] = []
-        for path in reversed(ckpt.list_checkpoints(self.run_dir)):
-            try:
-                self._load(path)
-            except ckpt.DamagedCheckpoint as exc:
-                damaged.append((path, str(exc)))
-                continue
-            for bad, problem in damaged:
-                kept = ckpt.set_aside(bad)
-                print(
-                    f"warning: resuming from {path.name}: {problem}; that checkpoint is kept as {kept}", file=sys.stderr
-                )
-            return self.step
-        if damaged:
-            path, problem = damaged[0]
-            raise UserError(
-                f"no intact checkpoint to resume in {self.run_dir}: {problem}; move the damaged checkpoint(s) "
-                "away to start the run over"
-            )
-        return -1
-
-    def _load(self, path: Path) -> None:
-        """Load checkpoint ``path`` into the model, EMA, optimizer and random state; DamagedCheckpoint
-        when a file is unreadable, UserError when it holds a run with a different config."""
-        config = ckpt.read_config(path)
-        training = ckpt.training_config(config)
-        if not isinstance(training, dict):
-            raise ckpt.DamagedCheckpoint(f"{path / ckpt.CONFIG} holds no training config (a JSON object)")
-        try:  # runs saved before init_from existed lack it
-            saved = comparable(TrainConfig.from_dict({"init_from": "", **training}))
-        except (UserError, ValueError, TypeError) as exc:
-            raise ckpt.DamagedCheckpoint(f"{path / ckpt.CONFIG} holds no valid training config ({exc})") from None
-        mine = comparable(self.cfg)
-        diff = [k for k in mine if saved.get(k) != mine[k]]
-        if diff:
-            k = diff[0]
-            raise UserError(
-                f"{self.run_dir} holds a run with a different config ({k}: {saved.get(k)!r} there, {mine[k]!r} now); "
-                "use another --out or the same settings"
-            )
-        online = ckpt.read_weights(path / ckpt.ONLINE_WEIGHTS)
-        ema = ckpt.read_weights(path / ckpt.EMA_WEIGHTS)
-        state = ckpt.load_state(path)
-        ckpt.load_tensors(self.model, online, path / ckpt.ONLINE_WEIGHTS)
-        ckpt.load_tensors(self.ema.module, ema, path / ckpt.EMA_WEIGHTS)
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.ema.load_state_dict(state["ema"])
-            torch.set_rng_state(state["rng_cpu"])
-            if self.device.type == "cuda" and state.get("rng_cuda") is not None:
-                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-            self.step = int(state["step"])
-            if self.teacher is not None:
-                if "teacher" not in state:
-                    raise UserError(f"{path} holds no teacher weights; it was not saved by a distillation run")
-                self.teacher.load_state_dict(state["teacher"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise ckpt.DamagedCheckpoint(f"{path / ckpt.STATE} does not fit this run ({first_line(exc)})") from None
+    def _load(self, path: Path) -> int:
+        """Load checkpoint ``path`` into the model, EMA, optimizer and random state; returns its step.
+        DamagedCheckpoint when a file is unreadable, UserError when it holds a run with a different config."""
+        saved = saved_config(path, self.cfg, self.run_dir)
+        self.step = self._state.load(path)
         self.last_checkpoint = path
+        note = schedule_note(saved, self.cfg, self.step)
+        if note is not None and self.is_main:
+            print(f"note: {note}", file=sys.stderr)
+        return self.step
 
     def save(self) -> Path:
         """Checkpoint the current step (refuses if a non-finite loss, gradient or weight was seen since
@@ -273,14 +177,7 @@ class Trainer:
         self._check_finite(weights=True)
         error: WriteFailed | None = None
         if self.is_main:
-            state = {
-                "optimizer": self.optimizer.state_dict(),
-                "ema": self.ema.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            }
-            if self.teacher is not None:
-                state["teacher"] = self.teacher.state_dict()
+            state = self._state.to_save()
             config = ckpt.checkpoint_config(self.spec, self.step, self.cfg.to_dict())
             try:
                 ckpt.save_checkpoint(
@@ -313,10 +210,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ step
     def lr_at(self, step: int) -> float:
-        """Constant learning rate after an optional linear warm-up of ``warmup_steps``."""
-        if self.cfg.warmup_steps > 0:
-            return self.cfg.lr * min(1.0, (step + 1) / self.cfg.warmup_steps)
-        return self.cfg.lr
+        """The learning rate of step ``step`` (0-based): the config's ``lr_schedule`` after its warm-up."""
+        return learning_rate(self.cfg, step)
 
     def autocast(self):
         """bf16 autocast context on CUDA (or when precision=bf16), else a no-op."""
@@ -375,7 +270,7 @@ class Trainer:
                     loss, logs = self.objective.loss(self.train_model, chunk)
                 (loss * (rows / total)).backward()
             kinds = self.objective.row_kinds
-            weights = log_weights(kinds, tuple(torch.bincount(chunk.kind, minlength=len(kinds))))
+            weights = log_weights(kinds, tuple((chunk.kind == i).sum() for i in range(len(kinds))))  # no host sync
             for key, value in logs.items():
                 w = torch.as_tensor(weights[key]).to(value.device, value.dtype)
                 sums[key] = sums.get(key, 0) + torch.nan_to_num(value) * w
@@ -408,7 +303,11 @@ class Trainer:
         out = self.run_dir / "samples" / f"step_{self.step:08d}"
         with self.autocast():
             return write_sample_sheets(
-                self.loaded_view(), out, self.cfg.sample_steps, cfg_scale=self.cfg.sample_cfg_scale
+                self.loaded_view(),
+                out,
+                self.cfg.sample_steps,
+                cfg_scale=self.cfg.sample_cfg_scale,
+                progress=self.progress,
             )
 
     # ------------------------------------------------------------------ loop

@@ -1,0 +1,61 @@
+"""The networks of a run: the online network, its EMA, the frozen teacher copy, and their description.
+
+The online network is initialised from the run's seed (``derive_seed(seed, 99)``), so two runs of one
+config start from the same weights. The EMA starts as a copy of it. Objectives that distil a teacher
+run (``teacher_run``) get a frozen copy as well, whose weights the trainer loads later (from the
+teacher run, or from this run's checkpoint when it resumes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import seeding
+from ..checkpoints import ModelSpec
+from ..config import TrainConfig
+from ..data import DataSource
+from ..models import build_model, network_spec
+from ..objectives import Objective
+from .ema import EMA
+from .teacher import frozen_copy
+
+INIT_STREAM = 99  # the seeding key of the network initialisation
+
+
+@dataclass
+class Networks:
+    """The trained network, its moving average, and the bound teacher (None unless distilling)."""
+
+    model: nn.Module
+    ema: EMA
+    teacher: nn.Module | None
+
+
+def build_networks(
+    cfg: TrainConfig, sample_shape: tuple[int, ...], num_classes: int, device: torch.device, teacher: bool
+) -> Networks:
+    """The network of ``cfg`` on ``device`` (seeded), its EMA and, with ``teacher``, a frozen copy."""
+    torch.manual_seed(seeding.derive_seed(cfg.seed, INIT_STREAM))
+    model = build_model(cfg.model, sample_shape, num_classes, cfg.model_args).to(device)
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
+    return Networks(model, ema, frozen_copy(model) if teacher else None)
+
+
+def build_spec(model: nn.Module, source: DataSource, num_classes: int, objective: Objective, data: str) -> ModelSpec:
+    """What a checkpoint records so that it can be loaded without the config: network, shapes, objective, data."""
+    info = source.info
+    return ModelSpec(
+        network=network_spec(model),
+        sample_shape=info.shape,
+        num_classes=num_classes,
+        objective=objective.name,
+        objective_args=objective.args(),
+        sampling_d=objective.sampling_d,
+        data_shape=info.data_shape,
+        data=data,
+        autoencoder=info.autoencoder,
+        scaling_factor=info.scaling_factor,
+    )

@@ -1,0 +1,138 @@
+"""Which checkpoint a run continues from, and whether it is the same run.
+
+Rank 0 locks the run directory (:mod:`shortcut_models.runlock`), tidies what crashed writers left
+and loads the newest intact checkpoint; a damaged newer one is renamed ``damaged-step_N`` (kept, with
+a warning). The other processes then load the checkpoint of the step rank 0 chose. A checkpoint
+resumes only a run with the same settings: keys marked ``resumable`` (``steps``, ``device``,
+``logger``...) may differ, any other difference is refused naming the first differing key.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import checkpoints as ckpt
+from .. import distributed, runlock
+from ..config import RESUMABLE_KEYS, TrainConfig
+from ..errors import UserError
+from ..optim import LR_SCHEDULES
+
+Load = Callable[[Path], int]  # loads one checkpoint, returns its step; raises DamagedCheckpoint or UserError
+
+
+def comparable(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings that fix what a run computes, with every objective knob spelled out, for the
+    check that a resumed run continues the run in its directory."""
+    values = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_KEYS and k != "objective_args"}
+    values.update({f"objective_args.{k}": v for k, v in cfg.resolved_objective_args().items()})
+    return values
+
+
+def saved_config(path: Path, cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """The training config of checkpoint ``path``; DamagedCheckpoint when it is unreadable, UserError
+    when it is another run's (a key that may not change on resume differs from ``cfg``)."""
+    training = ckpt.training_config(ckpt.read_config(path))
+    if not isinstance(training, dict):
+        raise ckpt.DamagedCheckpoint(f"{path / ckpt.CONFIG} holds no training config (a JSON object)")
+    try:  # runs saved before init_from existed lack it
+        saved_cfg = TrainConfig.from_dict({"init_from": "", **training})
+        saved = comparable(saved_cfg)
+    except (UserError, ValueError, TypeError) as exc:
+        raise ckpt.DamagedCheckpoint(f"{path / ckpt.CONFIG} holds no valid training config ({exc})") from None
+    mine = comparable(cfg)
+    diff = [k for k in mine if saved.get(k) != mine[k]]
+    if diff:
+        k = diff[0]
+        raise UserError(
+            f"{run_dir} holds a run with a different config ({k}: {saved.get(k)!r} there, {mine[k]!r} now); "
+            "use another --out or the same settings"
+        )
+    return saved_cfg
+
+
+def schedule_note(saved: TrainConfig, cfg: TrainConfig, step: int) -> str | None:
+    """A note when a resumed run's new ``steps`` changes the learning rate of the steps still to come."""
+    if saved.steps == cfg.steps or step >= cfg.steps:
+        return None
+    schedule = LR_SCHEDULES[cfg.lr_schedule]
+    before, now = schedule(step, saved.steps, cfg), schedule(step, cfg.steps, cfg)
+    if before == now:
+        return None
+    return (
+        f"steps changed from {saved.steps} to {cfg.steps}: the {cfg.lr_schedule} learning-rate schedule is "
+        f"recomputed for {cfg.steps} steps, the learning rate at step {step} goes from {before:.3g} to {now:.3g}"
+    )
+
+
+def newest_intact(run_dir: Path, load: Load) -> int:
+    """Load the newest checkpoint of ``run_dir`` that is intact; returns its step (-1: none, a fresh run).
+
+    Damaged newer checkpoints are renamed ``damaged-step_N`` (kept, never deleted) with one warning
+    each; when none is intact, UserError rather than start over from step 0.
+    """
+    damaged: list[tuple[Path, str]] = []
+    for path in reversed(ckpt.list_checkpoints(run_dir)):
+        try:
+            step = load(path)
+        except ckpt.DamagedCheckpoint as exc:
+            damaged.append((path, str(exc)))
+            continue
+        for bad, problem in damaged:
+            kept = ckpt.set_aside(bad)
+            print(f"warning: resuming from {path.name}: {problem}; that checkpoint is kept as {kept}", file=sys.stderr)
+        return step
+    if damaged:
+        path, problem = damaged[0]
+        raise UserError(
+            f"no intact checkpoint to resume in {run_dir}: {problem}; move the damaged checkpoint(s) "
+            "away to start the run over"
+        )
+    return -1
+
+
+def open_run(run_dir: Path, is_main: bool, load: Load) -> runlock.RunLock | None:
+    """Take ``run_dir`` and load its newest intact checkpoint on every process (none: a fresh run).
+
+    Returns rank 0's lock on the directory (None on the other processes); the caller releases it.
+    An error on any process raises on every process, and the lock is released.
+    """
+    lock: runlock.RunLock | None = None
+    try:
+        error: UserError | None = None
+        step = -1
+        if is_main:
+            try:
+                lock = runlock.acquire(run_dir)
+                for note in ckpt.recover_partial(run_dir):
+                    print(f"note: {note}", file=sys.stderr)
+                step = newest_intact(run_dir, load)
+            except UserError as exc:
+                error = exc
+        if distributed.any_true(error is not None):
+            raise error or UserError(f"the first process could not open {run_dir}")
+        step = distributed.max_int(step)  # rank 0's choice (the others hold -1)
+        if not is_main:
+            _follow(run_dir, step, load)
+        return lock
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _follow(run_dir: Path, step: int, load: Load) -> None:
+    """A process other than rank 0 loads the checkpoint of ``step`` (-1: none), as rank 0 did."""
+    error: UserError | None = None
+    latest = ckpt.latest_checkpoint(run_dir)
+    try:
+        if (ckpt.step_of(latest) if latest is not None else -1) != step:
+            raise UserError(f"the first process resumes {run_dir} at step {step}, this one sees {latest}")
+        if step >= 0:
+            load(ckpt.checkpoint_dir(run_dir, step))
+    except UserError as exc:
+        error = UserError(f"{exc}; the processes must see the same run directory, on a file system every node shares")
+    if distributed.any_true(error is not None):
+        raise error or UserError(f"another process could not load its checkpoint from {run_dir}")

@@ -1,0 +1,70 @@
+"""What a checkpoint holds of a run besides its config: weights, optimizer, EMA counters, random state.
+
+``model.safetensors`` and ``ema.safetensors`` hold the online and EMA weights; ``state.pt`` holds the
+optimizer state, the EMA counters, the CPU (and CUDA) random state, the step and, for distillation
+runs, the bound teacher's weights. Loading all of them back makes a resumed run compute exactly what
+an uninterrupted run computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import checkpoints as ckpt
+from ..errors import UserError, first_line
+from .ema import EMA
+
+
+@dataclass
+class RunState:
+    """The plain modules and optimizer of a run (never their DDP or compiled views)."""
+
+    model: nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    teacher: nn.Module | None
+    device: torch.device
+
+    def to_save(self) -> dict[str, Any]:
+        """The contents of ``state.pt`` (the step is added by the checkpoint writer)."""
+        cuda = self.device.type == "cuda"
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
+        }
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
+
+    def load(self, path: Path) -> int:
+        """Load checkpoint ``path`` (weights, then ``state.pt``) and return its step.
+
+        DamagedCheckpoint when a file is unreadable or does not fit this run; UserError when a
+        distillation run's checkpoint holds no teacher.
+        """
+        online = ckpt.read_weights(path / ckpt.ONLINE_WEIGHTS)
+        ema = ckpt.read_weights(path / ckpt.EMA_WEIGHTS)
+        state = ckpt.load_state(path)
+        ckpt.load_tensors(self.model, online, path / ckpt.ONLINE_WEIGHTS)
+        ckpt.load_tensors(self.ema.module, ema, path / ckpt.EMA_WEIGHTS)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.ema.load_state_dict(state["ema"])
+            torch.set_rng_state(state["rng_cpu"])
+            if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+            step = int(state["step"])
+            if self.teacher is not None:
+                if "teacher" not in state:
+                    raise UserError(f"{path} holds no teacher weights; it was not saved by a distillation run")
+                self.teacher.load_state_dict(state["teacher"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise ckpt.DamagedCheckpoint(f"{path / ckpt.STATE} does not fit this run ({first_line(exc)})") from None
+        return step
