@@ -111,7 +111,7 @@ class TrainConfig:
     beta2: float = _key(0.999, _beta)  # adam(w)
     momentum: float = _key(0.9, _beta)  # sgd only, heavy ball in [0, 1); 0 = plain SGD
     warmup_steps: int = _key(200, _count)  # linear warm-up to lr, for every schedule; 0 = none
-    # after the warm-up: constant (lr), cosine or linear (lr down toward lr_min at the last step), or wsd
+    # after the warm-up: constant (lr), cosine or linear (lr down toward lr_min, reached one step past the last), or wsd
     # (warm-up, stable at lr, then linear down toward lr_min over the last decay_share of the steps).
     # Extending a resumed run (a larger `steps`) recomputes a decaying schedule for the new length from the
     # resumed step on: cosine and linear move up at once; wsd continues unchanged if its decay had not begun.
