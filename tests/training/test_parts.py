@@ -158,3 +158,17 @@ def test_open_run_locks_the_directory_and_releases_it_on_failure(tmp_path, monke
         open_run(tmp_path, True, refuse)
     assert len(taken) == 2 and not taken[1].held
     assert open_run(tmp_path / "other", False, refuse) is None  # not rank 0: no lock, nothing to load
+
+
+def test_open_run_makes_the_same_collective_calls_on_every_process(tmp_path, monkeypatch):
+    """Under torchrun a collective that one process skips hangs the others: record them per rank."""
+    from shortcut_models import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed, "any_true", lambda flag: calls.append("any_true") or False)
+    monkeypatch.setattr(distributed, "max_int", lambda value: calls.append("max_int") or value)
+    _save(tmp_path, toy(), _stepped_state(toy()), 2)
+    open_run(tmp_path, True, lambda path: 2).release()
+    first, calls[:] = list(calls), []
+    assert open_run(tmp_path, False, lambda path: 2) is None
+    assert calls == first == ["any_true", "max_int", "any_true"]

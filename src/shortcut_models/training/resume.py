@@ -97,7 +97,8 @@ def open_run(run_dir: Path, is_main: bool, load: Load) -> runlock.RunLock | None
     """Take ``run_dir`` and load its newest intact checkpoint on every process (none: a fresh run).
 
     Returns rank 0's lock on the directory (None on the other processes); the caller releases it.
-    An error on any process raises on every process, and the lock is released.
+    An error on any process raises on every process, and the lock is released. Every process makes
+    the same collective calls, in the same order.
     """
     lock: runlock.RunLock | None = None
     try:
@@ -115,7 +116,7 @@ def open_run(run_dir: Path, is_main: bool, load: Load) -> runlock.RunLock | None
             raise error or UserError(f"the first process could not open {run_dir}")
         step = distributed.max_int(step)  # rank 0's choice (the others hold -1)
         error = None if is_main else _follow(run_dir, step, load)
-        if distributed.any_true(error is not None):  # every process takes part, rank 0 included
+        if distributed.any_true(error is not None):
             raise error or UserError(f"another process could not load its checkpoint from {run_dir}")
         return lock
     except BaseException:
@@ -126,7 +127,7 @@ def open_run(run_dir: Path, is_main: bool, load: Load) -> runlock.RunLock | None
 
 def _follow(run_dir: Path, step: int, load: Load) -> UserError | None:
     """A process other than rank 0 loads the checkpoint of ``step`` (-1: none), as rank 0 did; returns
-    the error it met (None: loaded). No collective here: the caller reduces the errors on every process."""
+    the error to raise on every process, or None."""
     latest = ckpt.latest_checkpoint(run_dir)
     try:
         if (ckpt.step_of(latest) if latest is not None else -1) != step:
