@@ -14,3 +14,14 @@ def test_verdicts_and_goals():
     }
     fd["shortcut"][128] = 7.0
     assert compare_at(fd, 128) == "worse" and not goals(fd)[2][1]
+
+
+def test_the_reports_name_the_optimiser_and_a_decaying_schedule():
+    from shortcut_models.config import build_config
+    from shortcut_models.experiments.report import optimiser_text
+
+    assert (
+        optimiser_text(build_config("digits-uncond")) == "AdamW lr 0.001 (warm-up 200)"
+    )  # the reports' text as before
+    cosine = build_config("digits-uncond", None, None, ["optimizer=sgd", "lr_schedule=cosine", "lr_min=1e-5"])
+    assert optimiser_text(cosine) == "SGD lr 0.001, cosine to 1e-05 (warm-up 200)"

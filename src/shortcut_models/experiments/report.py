@@ -54,6 +54,16 @@ def goals(fd: dict[str, dict[int, float]]) -> list[tuple[str, bool, str]]:
     return out
 
 
+OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
+
+
+def optimiser_text(config) -> str:
+    """How a run was optimised, for a report: "AdamW lr 0.001 (warm-up 200)", with its schedule when it decays."""
+    name = OPTIMIZER_NAMES.get(config.optimizer, config.optimizer)
+    schedule = "" if config.lr_schedule == "constant" else f", {config.lr_schedule} to {config.lr_min:g}"
+    return f"{name} lr {config.lr:g}{schedule} (warm-up {config.warmup_steps})"
+
+
 def fmt_minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
@@ -142,8 +152,8 @@ def write_report(
         "## Setup",
         "- Data: scikit-learn digits, 8x8, train split (1,497 images), unconditional (null label everywhere).",
         f"- Network: {config.model} ({params / 1e6:.2f}M parameters), the same for both objectives.",
-        f"- Budget per model: {config.steps} steps at batch {config.batch_size}, AdamW lr {config.lr:g} "
-        f"(warm-up {config.warmup_steps}), EMA {config.ema_decay} with warm-up; "
+        f"- Budget per model: {config.steps} steps at batch {config.batch_size}, {optimiser_text(config)}, "
+        f"EMA {config.ema_decay} with warm-up; "
         f"shortcut: one self-consistency row in {knobs['bootstrap_every']}, targets from the "
         f"{'EMA' if knobs['target_network'] == 'ema' else 'online'} network.",
         "- Training wall time this run: "

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..objectives import OBJECTIVES
 from ..objectives.schedule import num_levels
-from .report import fd_by_steps, fmt_minutes
+from .report import fd_by_steps, fmt_minutes, optimiser_text
 
 NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
 FEW = (1, 2, 4)  # the budgets the study ranks
@@ -137,8 +137,8 @@ def write_study_report(
         "## Setup",
         "- Data: scikit-learn digits, 8x8, train split (1,497 images), unconditional (null label everywhere).",
         f"- Network: {config.model} ({params / 1e6:.2f}M parameters), the same for every method.",
-        f"- Training: {config.steps} steps at batch {config.batch_size} for every method, AdamW lr {config.lr:g} "
-        f"(warm-up {config.warmup_steps}), EMA {config.ema_decay} with warm-up; teachers inside a run are the "
+        f"- Training: {config.steps} steps at batch {config.batch_size} for every method, {optimiser_text(config)}, "
+        f"EMA {config.ema_decay} with warm-up; teachers inside a run are the "
         "online network (the preset's setting for short budgets).",
         f"- The distillation methods ({', '.join(NAMES[m] for m in distilled)}) start from the flow-matching run: "
         f"their total budget is {config.steps} flow-matching steps plus {config.steps} of their own.",
