@@ -3,6 +3,7 @@ each other; what several files need lives here)."""
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -338,3 +339,84 @@ def authors_code():
     if root not in sys.path:
         sys.path.insert(0, root)
     return Path(root)
+
+
+def reference_root(folder: str) -> Path:
+    """The folder ``folder`` of ../shared/reference (beside ``SHORTCUT_REFERENCE_CODE``), or a skip."""
+    import os
+
+    root = os.environ.get("SHORTCUT_REFERENCE_CODE")
+    if not root:
+        pytest.skip(f"SHORTCUT_REFERENCE_CODE is unset: the reference code {folder}/ is needed for this comparison")
+    path = Path(root).resolve().parent / folder
+    if not path.is_dir():
+        pytest.fail(f"{path} is missing (SHORTCUT_REFERENCE_CODE/../{folder}, see ../shared/reference/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def esc_code():
+    """ESC's PyTorch code (explicit-shortcut/): a function ``module(name)`` importing e.g. "loss.imm_loss".
+
+    Its modules import ``utils`` and ``loss`` as top-level packages and ``torchvision.utils.make_grid``
+    (only for pictures): the root goes on sys.path for the import, torchvision is stubbed when absent, and
+    the generic names are taken out of sys.modules again so they cannot shadow anything else.
+    """
+    import importlib
+    import sys
+    import types
+
+    root = reference_root("explicit-shortcut")
+    pytest.importorskip("einops", reason="ESC's code needs einops")
+    loaded: dict[str, types.ModuleType] = {}
+
+    def module(name: str) -> types.ModuleType:
+        if name in loaded:
+            return loaded[name]
+        saved = {k: v for k, v in sys.modules.items() if k.split(".")[0] in ("utils", "loss", "arch")}
+        for k in saved:
+            del sys.modules[k]
+        stubbed = []
+        if "torchvision" not in sys.modules:
+            try:
+                import torchvision  # noqa: F401
+            except Exception:
+                stub = types.ModuleType("torchvision")
+                stub_utils = types.ModuleType("torchvision.utils")
+                stub_utils.make_grid = lambda *a, **k: None
+                stub.utils = stub_utils
+                sys.modules["torchvision"], sys.modules["torchvision.utils"] = stub, stub_utils
+                stubbed = ["torchvision", "torchvision.utils"]
+        sys.path.insert(0, str(root))
+        try:
+            loaded[name] = importlib.import_module(name)
+        finally:
+            sys.path.remove(str(root))
+            for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "loss", "arch")]:
+                del sys.modules[k]
+            sys.modules.update(saved)
+            for k in stubbed:
+                sys.modules.pop(k, None)
+        return loaded[name]
+
+    return module
+
+
+@pytest.fixture(scope="session")
+def jax_reference():
+    """A function ``root(folder)``: the JAX reference folder (meanflow/, imeanflow/) on sys.path, jax on the CPU."""
+    import sys
+
+    for name in ("jax", "flax"):
+        pytest.importorskip(name, reason=f"the reference code needs {name} (pip install -e '.[reference]')")
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+
+    def root(folder: str) -> Path:
+        path = reference_root(folder)
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+        return path
+
+    return root
