@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import Conditioning
+from .embeddings import Conditioning, guidance_config
 
 _FAMILY = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
 
@@ -129,6 +129,9 @@ class DiT(nn.Module):
     1/head_dim instead of 1/sqrt(head_dim), and the block modulation layers keep their xavier init
     instead of being zeroed. In both settings the final modulation and the head are zero, so the
     output is exactly zero at initialisation.
+
+    ``guidance_input=True`` adds the guidance input ``model(x, t, d, y, guidance=g)`` (see
+    :mod:`.embeddings`); ``config`` names it only when True, so other networks' checkpoints are unchanged.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class DiT(nn.Module):
         num_classes: int = 0,
         mlp_ratio: float = 4.0,
         authors_quirks: bool = False,
+        guidance_input: bool = False,
     ) -> None:
         super().__init__()
         if input_size % patch_size:
@@ -156,6 +160,7 @@ class DiT(nn.Module):
             "num_classes": num_classes,
             "mlp_ratio": mlp_ratio,
             "authors_quirks": authors_quirks,
+            **guidance_config(guidance_input),
         }  # rebuilds this network: DiT(**config)
         self.input_size = input_size
         self.in_channels = in_channels
@@ -164,10 +169,11 @@ class DiT(nn.Module):
         self.hidden_size = hidden_size
         self.num_classes = num_classes
         self.authors_quirks = authors_quirks
+        self.guidance_input = guidance_input
         self.grid = input_size // patch_size
 
         self.x_embedder = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
-        self.conditioning = Conditioning(hidden_size, num_classes)
+        self.conditioning = Conditioning(hidden_size, num_classes, guidance_input=guidance_input)
         self.register_buffer("pos_embed", sincos_position_embedding(hidden_size, self.grid)[None])
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, authors_quirks) for _ in range(depth))
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
@@ -195,7 +201,8 @@ class DiT(nn.Module):
 
         cond = self.conditioning
         nn.init.normal_(cond.y_embedder.table.weight, std=0.02)
-        for embedder in (cond.t_embedder, cond.d_embedder):
+        guided = cond.guidance_embedder.embedders() if cond.guidance_embedder is not None else ()
+        for embedder in (cond.t_embedder, cond.d_embedder, *guided):
             nn.init.normal_(embedder.mlp[0].weight, std=0.02)
             nn.init.normal_(embedder.mlp[2].weight, std=0.02)
 
@@ -218,10 +225,12 @@ class DiT(nn.Module):
         x = tokens.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(b, c, g * p, g * p)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.x_embedder(x).flatten(2).transpose(1, 2)
         h = h + self.pos_embed.to(h.dtype)
-        c = self.conditioning(t, d, y)
+        c = self.conditioning(t, d, y, guidance)
         for block in self.blocks:
             h = block(h, c)
         return self.unpatchify(self.final_layer(h, c))

@@ -5,6 +5,14 @@ shape [B] and int64 ``y`` of shape [B]; ``y == num_classes`` is the null (uncond
 Time is fed in [0, 1] (t = 0 noise, t = 1 data), not scaled by 1000, as in the authors' code.
 The step size is fed as its level ``k = -log2(d)`` (0 for one step of size 1, 7 for d = 1/128),
 which is how the authors' code feeds it; the public interface still passes ``d``.
+
+Guidance as an input (iMF, :mod:`shortcut_models.objectives.imf`): a network built with
+``guidance_input=True`` also takes ``model(x_t, t, d, y, guidance=g)``, ``g`` a float [B, 3] tensor of
+one row per sample: the guidance scale w, and the interval [lo, hi] of times (t = 0 noise) where it
+applies (:mod:`shortcut_models.guidance`). Three more embedders add emb(1 - 1/w), emb(lo) and emb(hi)
+to the conditioning (the iMF network embeds the same three numbers, as extra tokens). Without
+``guidance`` such a network is unguided: w = 1 on [0, 1]. A network built without the input raises ValueError
+when given one, so a guided call never silently drops the guidance.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import math
 
 import torch
 from torch import nn
+
+from .. import guidance as guide
 
 
 def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -58,14 +68,53 @@ class LabelEmbedder(nn.Module):
         return self.table(y)
 
 
-class Conditioning(nn.Module):
-    """c = emb_t(t) + emb_d(level(d)) + emb_y(y): separate t and d embedders and one label table."""
+def guidance_config(guidance_input: bool) -> dict[str, bool]:
+    """The ``config`` entry of a network's guidance input: ``{"guidance_input": True}`` only when it has one,
+    so the configs (and checkpoints) of networks without it are those of the versions before it."""
+    return {"guidance_input": True} if guidance_input else {}
 
-    def __init__(self, hidden: int, num_classes: int, freq_dim: int = 256) -> None:
+
+class GuidanceEmbedder(nn.Module):
+    """emb(1 - 1/w) + emb(lo) + emb(hi) of a guidance tensor [B, 3] (w >= 1, so 1 - 1/w lies in [0, 1))."""
+
+    def __init__(self, hidden: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.scale_embedder = ScalarEmbedder(hidden, freq_dim)
+        self.lo_embedder = ScalarEmbedder(hidden, freq_dim)
+        self.hi_embedder = ScalarEmbedder(hidden, freq_dim)
+
+    def embedders(self) -> tuple[ScalarEmbedder, ...]:
+        return self.scale_embedder, self.lo_embedder, self.hi_embedder
+
+    def forward(self, guidance: torch.Tensor) -> torch.Tensor:
+        scale, lo, hi = guidance.unbind(dim=1)
+        return self.scale_embedder(1 - 1 / scale) + self.lo_embedder(lo) + self.hi_embedder(hi)
+
+
+class Conditioning(nn.Module):
+    """c = emb_t(t) + emb_d(level(d)) + emb_y(y): separate t and d embedders and one label table;
+    with ``guidance_input``, + the guidance embedding (:class:`GuidanceEmbedder`)."""
+
+    def __init__(self, hidden: int, num_classes: int, freq_dim: int = 256, guidance_input: bool = False) -> None:
         super().__init__()
         self.t_embedder = ScalarEmbedder(hidden, freq_dim)
         self.d_embedder = ScalarEmbedder(hidden, freq_dim)
         self.y_embedder = LabelEmbedder(num_classes, hidden)
+        self.guidance_embedder = GuidanceEmbedder(hidden, freq_dim) if guidance_input else None
 
-    def forward(self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.t_embedder(t) + self.d_embedder(step_level(d)) + self.y_embedder(y)
+    def forward(
+        self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        c = self.t_embedder(t) + self.d_embedder(step_level(d)) + self.y_embedder(y)
+        if self.guidance_embedder is None:
+            if guidance is not None:
+                raise ValueError(
+                    "this network was built without the guidance input (guidance_input=False); "
+                    "call it without guidance=, or build it with guidance_input=True"
+                )
+            return c
+        if guidance is None:
+            guidance = guide.none(t.shape[0], t.device)
+        if guidance.shape != (t.shape[0], len(guide.COLUMNS)):
+            raise ValueError(f"guidance must have shape [{t.shape[0]}, 3] (scale, lo, hi), got {tuple(guidance.shape)}")
+        return c + self.guidance_embedder(guidance)

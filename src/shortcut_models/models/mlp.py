@@ -4,6 +4,7 @@ Called as ``model(x_t, t, d, y)``: x_t [B, D], t and d [B] floats (t = 0 noise, 
 size), y [B] int64 with ``num_classes`` as the null label. Each block is
 ``h + W2 silu(W1 (LN(h) (1 + scale) + shift))`` with (shift, scale) from the conditioning vector.
 The output layer is zero-initialised, so the network predicts zero velocity at initialisation.
+``guidance_input=True`` adds the optional guidance input ``guidance=`` (see :mod:`.embeddings`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .embeddings import Conditioning
+from .embeddings import Conditioning, guidance_config
 
 
 class MLPBlock(nn.Module):
@@ -34,15 +35,29 @@ class MLP(nn.Module):
     """Residual MLP velocity network for [B, dim] data."""
 
     def __init__(
-        self, dim: int = 2, width: int = 256, depth: int = 4, num_classes: int = 0, freq_dim: int = 128
+        self,
+        dim: int = 2,
+        width: int = 256,
+        depth: int = 4,
+        num_classes: int = 0,
+        freq_dim: int = 128,
+        guidance_input: bool = False,
     ) -> None:
         super().__init__()
         if dim < 1 or width < 1 or depth < 1:
             raise ValueError(f"MLP needs dim, width and depth >= 1, got {dim}, {width}, {depth}")
-        self.config = {"dim": dim, "width": width, "depth": depth, "num_classes": num_classes, "freq_dim": freq_dim}
+        self.config = {
+            "dim": dim,
+            "width": width,
+            "depth": depth,
+            "num_classes": num_classes,
+            "freq_dim": freq_dim,
+            **guidance_config(guidance_input),
+        }
         self.dim = dim
         self.num_classes = num_classes
-        self.cond = Conditioning(width, num_classes, freq_dim)
+        self.guidance_input = guidance_input
+        self.cond = Conditioning(width, num_classes, freq_dim, guidance_input)
         self.cond_act = nn.SiLU()
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(MLPBlock(width) for _ in range(depth))
@@ -51,8 +66,10 @@ class MLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        c = self.cond_act(self.cond(t, d, y))
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        c = self.cond_act(self.cond(t, d, y, guidance))
         h = self.inp(x) + c
         for block in self.blocks:
             h = block(h, c)

@@ -109,7 +109,14 @@ class Trainer:
         if self.objective.teacher_run and not cfg.init_from:  # the student starts from the teacher run
             cfg = dataclasses.replace(cfg, init_from=self.objective.teacher)
         self.cfg = cfg
-        nets = build_networks(cfg, self.source.shape, self.num_classes, self.device, self.objective.teacher_run)
+        nets = build_networks(
+            cfg,
+            self.source.shape,
+            self.num_classes,
+            self.device,
+            self.objective.teacher_run,
+            guidance_input=self.objective.guidance_input,
+        )
         self.model, self.ema = nets.model, nets.ema
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         check_batch_fits(  # a batch too large for the device is refused before anything else happens
