@@ -140,7 +140,7 @@ class Recorder(nn.Module):
         super().__init__()
         self.scale, self.calls, self.num_classes = scale, 0, 0
 
-    def forward(self, x, t, d, y):
+    def forward(self, x, t, d, y, guidance=None):  # guidance: iMF feeds its scale as an input
         self.calls += 1
         return self.scale * torch.tanh(x) + t[:, None] - d[:, None]
 
@@ -201,7 +201,7 @@ def test_bad_recipe_values_are_refused(knobs, message):
 def test_defaults_are_each_methods_own_recipe():
     for name, cls in OBJECTIVES.items():
         obj = cls()
-        want = ("logit-normal", "adaptive") if name == "meanflow" else ("grid", "mse")
+        want = ("logit-normal", "adaptive") if name in ("meanflow", "imf") else ("grid", "mse")
         assert (obj.time_sampler, obj.loss_weight) == want, name
     network = {name: build_objective(name, 0).target_network for name in WITH_TARGET_NETWORK}
     assert network == {
@@ -211,6 +211,7 @@ def test_defaults_are_each_methods_own_recipe():
         "progressive-distillation": "ema",
         "live-reflow": "online",
         "meanflow": "online",
+        "imf": "online",
     }
     assert Shortcut().target_clamp == 4.0 and MeanFlow().target_clamp == 0.0
 
@@ -231,7 +232,7 @@ def test_every_objective_builds_targets_and_a_loss_with_every_recipe_part(name, 
     x1, x0, _ = make_batch(32, (2,))
     model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))
 
-    def net(x, t, d, y):
+    def net(x, t, d, y, guidance=None):  # guidance: iMF feeds its scale as an input
         return model(x) + t[:, None] - d[:, None]
 
     for sampler in TIME_SAMPLERS:

@@ -21,6 +21,7 @@ from .base import Objective, Progress, TargetNetworks, Targets, kind_counts, log
 from .consistency_distillation import ConsistencyDistillation
 from .consistency_training import ConsistencyTraining
 from .flow_matching import FlowMatching
+from .imf import ImprovedMeanFlow
 from .live_reflow import LiveReflow
 from .loss_weights import LOSS_WEIGHTS
 from .meanflow import MeanFlow
@@ -37,6 +38,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     ProgressiveDistillation.name: ProgressiveDistillation,
     LiveReflow.name: LiveReflow,
     MeanFlow.name: MeanFlow,
+    ImprovedMeanFlow.name: ImprovedMeanFlow,
 }
 
 
@@ -83,6 +85,7 @@ __all__ = [
     "ConsistencyDistillation",
     "ConsistencyTraining",
     "FlowMatching",
+    "ImprovedMeanFlow",
     "LiveReflow",
     "MeanFlow",
     "Objective",

@@ -104,9 +104,24 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
         self, model: Network, x_t: torch.Tensor, t: torch.Tensor, d: torch.Tensor, v: torch.Tensor, y: torch.Tensor
     ) -> torch.Tensor:
         """D u = du/dx . v + du/dt - du/dd at (x_t, t, d): one ``torch.func.jvp`` (see module docstring)."""
+        return path_derivative(model, x_t, t, d, v, y)
 
-        def u(x, tt, dd):
-            return model(x, tt, dd, y)
 
-        with sdpa_kernel([SDPBackend.MATH]):
-            return jvp(u, (x_t, t, d), (v, torch.ones_like(t), -torch.ones_like(d)))[1].to(x_t.dtype)
+def path_derivative(
+    model: Network,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    d: torch.Tensor,
+    v: torch.Tensor,
+    y: torch.Tensor,
+    **network_kwargs: torch.Tensor,
+) -> torch.Tensor:
+    """D u = du/dx . v + du/dt - du/dd of ``u = model(x, t, d, y, **network_kwargs)`` at (x_t, t, d), the end
+    t + d held fixed and the point moving with velocity ``v``: one ``torch.func.jvp`` through the math
+    attention kernel (see module docstring). MeanFlow moves with the path velocity, iMF with the predicted one."""
+
+    def u(x, tt, dd):
+        return model(x, tt, dd, y, **network_kwargs)
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        return jvp(u, (x_t, t, d), (v, torch.ones_like(t), -torch.ones_like(d)))[1].to(x_t.dtype)

@@ -45,8 +45,10 @@ def uniform(draws: RowDraws, cells: Cells, knobs: Any) -> torch.Tensor:  # noqa:
 
 
 def logit_normal(draws: RowDraws, cells: Cells, knobs: Any) -> torch.Tensor:  # noqa: ARG001
-    """t = sigmoid(time_mu + time_sigma n), n ~ N(0, 1)."""
-    return torch.sigmoid(knobs.time_mu + knobs.time_sigma * draws.normal((), torch.float32))
+    """t = sigmoid(time_mu + time_sigma n), n ~ N(0, 1); computed in float64 and rounded to float32, so a
+    row's time does not depend on how many rows the call holds (torch's float32 sigmoid may differ in the
+    last bit between batch sizes, which made a process's rows differ from the single process's)."""
+    return torch.sigmoid(knobs.time_mu + knobs.time_sigma * draws.normal((), torch.float64)).float()
 
 
 @dataclass(frozen=True)
