@@ -48,6 +48,10 @@ def test_rows_draws_and_dropout():
     dropped = tg.y == 10  # the leading rows in the official order (flow rows first): rows 32, 33, ..., 63, 0, 1, ...
     official = (torch.arange(64) - 32) % 64
     assert 0 < dropped.sum() < 32 and torch.equal(dropped, official < dropped.sum())
+    parts = tg.split(2)  # gradient accumulation keeps each row's guidance; objectives without one keep None
+    assert torch.equal(torch.cat([p.guidance for p in parts]), tg.guidance)
+    plain = build_objective("flow", 10).targets(field, x1, y, torch.Generator().manual_seed(0))
+    assert plain.guidance is None and all(p.guidance is None for p in plain.split(2))
     uncond = obj.targets(field, x1, None, torch.Generator().manual_seed(0))
     assert (uncond.guidance[:, 0] == 1).all() and (uncond.y == 10).all()
 

@@ -1,4 +1,4 @@
-"""Improved MeanFlow (iMF: Geng, Lu et al., CVPR 2026, "Improved Mean Flows: On the Challenges of Fastforward
+"""Improved MeanFlow (iMF, CVPR 2026, arXiv 2512.02012: "Improved Mean Flows: On the Challenges of Fastforward
 Generative Models") on the shared network, with the guidance scale as a network input.
 
 As MeanFlow (:mod:`.meanflow`), the network u(x_t, t, d) predicts the average velocity over [t, t + d]
@@ -28,9 +28,14 @@ others an interval (kind "interval"); every row draws two times from the time sa
 sigmoid(0.4 + n), the official -0.4 in its time), t is the smaller and, on interval rows, d the gap.
 Label dropout as the official code: k rows are dropped, k the number of rows whose uniform draw is
 below ``class_dropout``, and they are the first k rows in the official order (flow rows first, then
-interval rows), so mostly rows with d = 0; a dropped row has the null label and the unguided V = v.
-Here global row i is official row (i - interval rows) mod B. Data without labels (or ``num_classes`` 0)
+interval rows), so mostly rows with d = 0; a dropped row has the null label and the unguided V = v
+(its tangent v_c keeps the row's own label, as there). Here global row i is official row
+(i - interval rows) mod B. Data without labels (or ``num_classes`` 0)
 is trained unguided (w = 1). Loss: the adaptive weight with eps 0.01 (official ``norm_eps``).
+
+Sampling: with the step actually taken, in any number of steps; ``shortcut sample --cfg-scale W
+--cfg-interval LO,HI`` feeds (W, LO, HI) in one pass per step. The official evaluation setting, w = 7.5 on
+their [0.4, 0.65], is ``--cfg-scale 7.5 --cfg-interval 0.35,0.6`` in our time (t -> 1 - t).
 
 Attention: like MeanFlow's, the product runs with the math kernel of scaled_dot_product_attention.
 """
