@@ -69,6 +69,17 @@ def test_the_plugin_velocity_is_the_posterior_mean_velocity(make_batch):
     torch.testing.assert_close(plugin_velocity(path.interpolate(x0, x1, near), near, x1), path.velocity(x0, x1))
 
 
+def test_the_plugin_velocity_keeps_float32_under_autocast(make_batch):
+    """The trainer builds targets under bfloat16 autocast: the kernel's logits (~ D / (1 - t)^2) must not be."""
+    x1, x0, _ = make_batch(32, (256,))
+    t = torch.full((32,), 0.9)
+    x_t = path.interpolate(x0, x1, t)
+    exact = plugin_velocity(x_t, t, x1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (torch.mm(x_t, x1.T).dtype, plugin_velocity(x_t, t, x1).dtype) == (torch.bfloat16, torch.float32)
+        torch.testing.assert_close(plugin_velocity(x_t, t, x1), exact)
+
+
 def test_plugin_rows_are_the_plugin_share(make_batch):
     x1, x0, _ = make_batch(4096, (2,))
     obj = ESC(plugin_share=0.3, interval_share=0.0)  # no network: flow rows, no labels

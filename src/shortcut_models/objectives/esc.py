@@ -64,14 +64,16 @@ def plugin_velocity(x_t: torch.Tensor, t: torch.Tensor, x1: torch.Tensor) -> tor
     Row i, at time t_i, sees data row j through the noise x0_ij = (x_t,i - t_i x1_j) / a_i, a_i =
     1 - (1 - eps) t_i, whose velocity is (x1_j - (1 - eps) x_t,i) / a_i; the rows are weighted by the
     posterior softmax_j(-|x0_ij|^2 / 2). The weights come from one product x_t x1^T (the term |x_t,i|^2 is
-    the same for every j and drops out of the softmax), computed in float32 at least.
+    the same for every j and drops out of the softmax), computed in float32 at least and outside autocast
+    (the logits grow as D / a^2: in bfloat16 the weights would be noise).
     """
     work = torch.promote_types(x_t.dtype, torch.float32)
-    flat_t, flat_1, t = x_t.flatten(1).to(work), x1.flatten(1).to(work), t.to(work)[:, None]
-    a = 1.0 - (1.0 - path.EPS) * t
-    logits = (2.0 * t * (flat_t @ flat_1.T) - t * t * flat_1.pow(2).sum(1)[None]) / (2.0 * a * a)
-    x1_hat = logits.softmax(dim=1) @ flat_1
-    return ((x1_hat - (1.0 - path.EPS) * flat_t) / a).to(x_t.dtype).view_as(x_t)
+    with torch.autocast(x_t.device.type, enabled=False):
+        flat_t, flat_1, t = x_t.flatten(1).to(work), x1.flatten(1).to(work), t.to(work)[:, None]
+        a = 1.0 - (1.0 - path.EPS) * t
+        logits = (2.0 * t * (flat_t @ flat_1.T) - t * t * flat_1.pow(2).sum(1)[None]) / (2.0 * a * a)
+        x1_hat = logits.softmax(dim=1) @ flat_1
+        return ((x1_hat - (1.0 - path.EPS) * flat_t) / a).to(x_t.dtype).view_as(x_t)
 
 
 @dataclass
