@@ -109,9 +109,13 @@ class ESC(MeanFlow):
     terminal_steps: int = knob(20000, Int(0), "steps until no interval is made to end at the data (0: none ever)")
     plugin_share: float = knob(0.5, Float(0.0, 1.0), "share of rows whose velocity is the minibatch plug-in estimate")
     cfg_omega: float = knob(1.0, Float(), "guidance in training: weight of the (plug-in) velocity")
-    cfg_kappa: float = knob(0.5, Float(), "guidance in training: weight of the conditional output at d = 0")
-    cfg_t_min: float = knob(0.0, Float(0.0, 1.0), "guidance in training from this time (t = 0 noise)")
-    cfg_t_max: float = knob(1.0, Float(0.0, 1.0), "guidance in training up to this time")
+    cfg_kappa: float = knob(
+        0.5, Float(), "guidance in training: weight of the conditional output at d = 0 (null label: 1 - omega - kappa)"
+    )
+    cfg_t_min: float = knob(
+        0.0, Float(0.0, 1.0), "guidance in training from this time (t = 0 noise; the authors' 1 - cfg_max_t)"
+    )
+    cfg_t_max: float = knob(1.0, Float(0.0, 1.0), "guidance in training up to this time (the authors' 1 - cfg_min_t)")
     derivative_warmup_steps: int = knob(0, Int(0), "steps over which the derivative term grows to full (0: none)")
 
     name = "esc"
