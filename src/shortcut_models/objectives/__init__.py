@@ -20,6 +20,7 @@ from typing import Any
 from .base import Objective, Progress, TargetNetworks, Targets, kind_counts, log_weights
 from .consistency_distillation import ConsistencyDistillation
 from .consistency_training import ConsistencyTraining
+from .esc import ESC
 from .flow_matching import FlowMatching
 from .live_reflow import LiveReflow
 from .loss_weights import LOSS_WEIGHTS
@@ -37,6 +38,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     ProgressiveDistillation.name: ProgressiveDistillation,
     LiveReflow.name: LiveReflow,
     MeanFlow.name: MeanFlow,
+    ESC.name: ESC,
 }
 
 
@@ -82,6 +84,7 @@ __all__ = [
     "TIME_SAMPLERS",
     "ConsistencyDistillation",
     "ConsistencyTraining",
+    "ESC",
     "FlowMatching",
     "LiveReflow",
     "MeanFlow",
