@@ -174,6 +174,13 @@ def test_objective_knobs_are_defined_once():
         "cfg_t_min",
         "cfg_t_max",
         "derivative_warmup_steps",
+        # IMM's
+        "group_size",
+        "gamma",
+        "time_min",
+        "weight_a",
+        "weight_b",
+        "clip_intermediate",
     }
 
 

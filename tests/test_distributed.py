@@ -117,8 +117,9 @@ def test_union_over_ranks_equals_single_process_targets(world, batch, per_row_no
 
 
 # Parts of an objective that couple the rows a process holds, switched off above: ESC's plug-in velocity is
-# a kernel estimate over the data rows of the calling process (the authors' per-GPU batch).
-ROWS_COUPLED = {"esc": {"plugin_share": 0.0}}
+# a kernel estimate over the data rows of the calling process (the authors' per-GPU batch); IMM's groups of
+# particles are consecutive rows of one process (tests/objectives/test_imm.py), one row each here.
+ROWS_COUPLED = {"esc": {"plugin_share": 0.0}, "imm": {"group_size": 1}}
 
 
 @pytest.mark.parametrize("world", [2, 4])

@@ -88,6 +88,7 @@ def test_registry_and_knobs():
         "live-reflow",
         "meanflow",
         "esc",
+        "imm",
     ]
     assert ConsistencyDistillation.teacher_run and ProgressiveDistillation.teacher_run
     assert not ConsistencyTraining.teacher_run and "teacher" in ProgressiveDistillation.knobs()

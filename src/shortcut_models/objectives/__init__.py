@@ -22,6 +22,7 @@ from .consistency_distillation import ConsistencyDistillation
 from .consistency_training import ConsistencyTraining
 from .esc import ESC
 from .flow_matching import FlowMatching
+from .imm import IMM
 from .live_reflow import LiveReflow
 from .loss_weights import LOSS_WEIGHTS
 from .meanflow import MeanFlow
@@ -39,6 +40,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     LiveReflow.name: LiveReflow,
     MeanFlow.name: MeanFlow,
     ESC.name: ESC,
+    IMM.name: IMM,
 }
 
 
@@ -86,6 +88,7 @@ __all__ = [
     "ConsistencyTraining",
     "ESC",
     "FlowMatching",
+    "IMM",
     "LiveReflow",
     "MeanFlow",
     "Objective",
