@@ -116,9 +116,8 @@ def test_the_loss_is_zero_when_the_jump_lands_on_the_targets_and_weighs_groups_b
     jump = (tg.x_t + path.expand_like(tg.d, tg.x_t) * model(tg.x_t, tg.t, tg.d, tg.y)).view(4, 4, -1)
     plain = mmd2(jump, tg.v.view(4, 4, -1), kernel_width(tg.d[::4]))
     torch.testing.assert_close(loss, (time_weight(tg.t[::4], 2.0, 4.0).float() * plain).mean())
-    torch.testing.assert_close(logs["loss"], plain.mean()) and torch.testing.assert_close(
-        logs["loss_kernel"], plain.mean()
-    )
+    torch.testing.assert_close(logs["loss"], plain.mean())
+    torch.testing.assert_close(logs["loss_kernel"], plain.mean())
     loss.backward()
     assert model.a.grad is not None and model.a.grad != 0
     adaptive = IMM(loss_weight="adaptive", adaptive_eps=0.01).loss(model, tg)[0]

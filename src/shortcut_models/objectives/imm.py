@@ -18,8 +18,9 @@ Times, written in this package's direction (ESC's code runs t = 1 noise; its T =
 default, as ESC); the end uniform on [t, 1]: d = b (1 - t), b ~ U[0, 1); the intermediate s one
 notch of the noise-to-signal ratio n(t) = (1 - t) / t closer to the data than t:
 n(s) = max(n(t) - n(time_min) / 2^gamma, 0). ESC's port lets s pass the end r (about one group in
-nine at the defaults; the network's step to r then runs backwards); ``clip_intermediate`` keeps
-s <= r, the IMM paper's max(s, r). The time weight is ESC's
+nine at the defaults): the target network then steps back by r - s < 0, a step size the DiT's
+embedding of -log2 max(d, 1e-12) reads as its finest. ``clip_intermediate`` keeps s <= r instead
+(the max the IMM paper's mapping function takes; ESC's port leaves it out). The time weight is ESC's
 ``alpha^a / (alpha^2 + sigma^2) * 0.5 * (-dlogSNR/dt) * sigmoid(b - logSNR)``, with alpha = t and
 sigma = 1 - t on our path, a = ``weight_a``, b = ``weight_b``; simplified it is
 
