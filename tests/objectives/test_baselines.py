@@ -87,6 +87,8 @@ def test_registry_and_knobs():
         "progressive-distillation",
         "live-reflow",
         "meanflow",
+        "esc",
+        "imm",
         "imf",
     ]
     assert ConsistencyDistillation.teacher_run and ProgressiveDistillation.teacher_run

@@ -46,7 +46,7 @@ def test_each_sampler_is_its_closed_form_on_the_same_draws():
     torch.testing.assert_close(uniform, torch.rand(4096, generator=g), atol=0, rtol=0)
     g = torch.Generator().manual_seed(0)
     logit = times(FlowMatching(time_sampler="logit-normal", time_mu=-0.3, time_sigma=1.7), draws(), 128)
-    expected = torch.sigmoid(knobs.time_mu + knobs.time_sigma * torch.randn(4096, generator=g))
+    expected = torch.sigmoid(knobs.time_mu + knobs.time_sigma * torch.randn(4096, generator=g).double()).float()
     torch.testing.assert_close(logit, expected, atol=0, rtol=0)
     assert abs(logit.median().item() - 1 / (1 + math.exp(0.3))) < 0.02  # median sigmoid(mu)
 
@@ -201,7 +201,13 @@ def test_bad_recipe_values_are_refused(knobs, message):
 def test_defaults_are_each_methods_own_recipe():
     for name, cls in OBJECTIVES.items():
         obj = cls()
-        want = ("logit-normal", "adaptive") if name in ("meanflow", "imf") else ("grid", "mse")
+        want = {
+            "meanflow": ("logit-normal", "adaptive"),
+            "esc": ("logit-normal", "adaptive"),
+            "imm": ("uniform", "mse"),
+            "imf": ("logit-normal", "adaptive"),
+        }
+        want = want.get(name, ("grid", "mse"))
         assert (obj.time_sampler, obj.loss_weight) == want, name
     network = {name: build_objective(name, 0).target_network for name in WITH_TARGET_NETWORK}
     assert network == {
@@ -211,6 +217,8 @@ def test_defaults_are_each_methods_own_recipe():
         "progressive-distillation": "ema",
         "live-reflow": "online",
         "meanflow": "online",
+        "esc": "online",
+        "imm": "online",
         "imf": "online",
     }
     assert Shortcut().target_clamp == 4.0 and MeanFlow().target_clamp == 0.0

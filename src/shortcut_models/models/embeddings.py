@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import guidance as guide
@@ -54,6 +55,20 @@ class ScalarEmbedder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight_dtype = self.mlp[0].weight.dtype
         return self.mlp(sinusoidal(x, self.freq_dim).to(weight_dtype))
+
+    def jvp(self, x: torch.Tensor, dx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the embedding of x, its derivative along dx): d[cos, sin](f x) = [-sin, cos](f x) f dx."""
+        weight_dtype = self.mlp[0].weight.dtype
+        feats = sinusoidal(x, self.freq_dim)
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=x.device, dtype=feats.dtype) / half)
+        rate = dx.to(feats.dtype)[:, None] * freqs[None]
+        cos, sin = feats[:, :half], feats[:, half : 2 * half]
+        dfeats = torch.cat([-sin * rate, cos * rate, torch.zeros_like(feats[:, 2 * half :])], dim=-1)
+        first, act, second = self.mlp
+        h, dh = first(feats.to(weight_dtype)), F.linear(dfeats.to(weight_dtype), first.weight)
+        dh = torch.ops.aten.silu_backward(dh, h)
+        return second(act(h)), F.linear(dh, second.weight)
 
 
 class LabelEmbedder(nn.Module):
@@ -106,6 +121,27 @@ class Conditioning(nn.Module):
         self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
     ) -> torch.Tensor:
         c = self.t_embedder(t) + self.d_embedder(step_level(d)) + self.y_embedder(y)
+        return self.with_guidance(c, guidance)
+
+    def jvp(
+        self,
+        t: torch.Tensor,
+        dt: torch.Tensor,
+        d: torch.Tensor,
+        dd: torch.Tensor,
+        y: torch.Tensor,
+        guidance: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c, its derivative along (dt, dd)); the level's derivative is -dd / (d ln 2) (0 where d is clamped);
+        the guidance input has no tangent."""
+        c_t, dc_t = self.t_embedder.jvp(t, dt)
+        dlevel = torch.where(d > 1e-12, -dd / (d * math.log(2.0)), torch.zeros_like(d))
+        c_d, dc_d = self.d_embedder.jvp(step_level(d), dlevel)
+        return self.with_guidance(c_t + c_d + self.y_embedder(y), guidance), dc_t + dc_d
+
+    def with_guidance(self, c: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
+        """``c`` plus the guidance embedding (none given: w = 1 on [0, 1]); ValueError when this conditioning
+        has no guidance input and one is given, or the guidance is not [B, 3]."""
         if self.guidance_embedder is None:
             if guidance is not None:
                 raise ValueError(
@@ -113,8 +149,9 @@ class Conditioning(nn.Module):
                     "call it without guidance=, or build it with guidance_input=True"
                 )
             return c
+        rows = c.shape[0]
         if guidance is None:
-            guidance = guide.none(t.shape[0], t.device)
-        if guidance.shape != (t.shape[0], len(guide.COLUMNS)):
-            raise ValueError(f"guidance must have shape [{t.shape[0]}, 3] (scale, lo, hi), got {tuple(guidance.shape)}")
+            guidance = guide.none(rows, c.device)
+        if guidance.shape != (rows, len(guide.COLUMNS)):
+            raise ValueError(f"guidance must have shape [{rows}, 3] (scale, lo, hi), got {tuple(guidance.shape)}")
         return c + self.guidance_embedder(guidance)

@@ -13,7 +13,8 @@ As MeanFlow (:mod:`.meanflow`), the network u(x_t, t, d) predicts the average ve
   network pass per step whatever w;
 - D u = du/dx . v_c + du/dt - du/dd moves the point with the *predicted* velocity v_c (the network's, at
   the row's guidance on [0, 1]) instead of the path velocity: the product is one forward-mode pass
-  with tangent (v_c, 1, -1) (:func:`.meanflow.path_derivative`), on the rows with d > 0 only (the term is
+  with tangent (v_c, 1, -1) (:func:`.meanflow.path_derivative`; a DiT carries it through its own layers),
+  on the rows with d > 0 only (the term is
   d * D u, zero where d = 0).
 
 The official code regresses u + d * sg(D u) on V; here the target V + d * D u is built without gradient
@@ -37,7 +38,8 @@ Sampling: with the step actually taken, in any number of steps; ``shortcut sampl
 --cfg-interval LO,HI`` feeds (W, LO, HI) in one pass per step. The official evaluation setting, w = 7.5 on
 their [0.4, 0.65], is ``--cfg-scale 7.5 --cfg-interval 0.35,0.6`` in our time (t -> 1 - t).
 
-Attention: like MeanFlow's, the product runs with the math kernel of scaled_dot_product_attention.
+The product as MeanFlow's (:mod:`.forward_mode`): a DiT carries the tangent through its own layers, other
+networks go through ``torch.func.jvp`` with the math attention kernel.
 """
 
 from __future__ import annotations
