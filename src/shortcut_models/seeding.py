@@ -11,6 +11,7 @@ whichever process computes it, so a run does not depend on the number of process
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,6 +171,14 @@ class RowDraws:
     def normal(self, row_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal noise ``[len(self), *row_shape]`` (see :func:`noise_rows`)."""
         return noise_rows(self.share, row_shape, self.generator, self.device, dtype)
+
+    def normal_then(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """One standard normal per local row through the elementwise ``transform``, applied to the draws of
+        the whole global batch before the local rows are taken (the same draws as ``normal(())``): vectorised
+        kernels (exp, sigmoid) may round one value differently in tensors of other lengths, which would
+        give a row another value under another process count."""
+        values = noise_rows(RowShare.whole(self.total), (), self.generator, self.device)
+        return self.local(transform(values))
 
     def uniform(self) -> torch.Tensor:
         """One float in [0, 1) per local row."""

@@ -99,6 +99,9 @@ class GivenDraws(RowDraws):
         assert value.shape == (len(self), *row_shape)
         return value.to(dtype)
 
+    def normal_then(self, transform):
+        return transform(self.normal(()))
+
     def uniform(self):
         value = self.uniforms.pop(0)
         assert value.shape == (len(self),)

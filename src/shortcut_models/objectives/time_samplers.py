@@ -45,8 +45,9 @@ def uniform(draws: RowDraws, cells: Cells, knobs: Any) -> torch.Tensor:  # noqa:
 
 
 def logit_normal(draws: RowDraws, cells: Cells, knobs: Any) -> torch.Tensor:  # noqa: ARG001
-    """t = sigmoid(time_mu + time_sigma n), n ~ N(0, 1)."""
-    return torch.sigmoid(knobs.time_mu + knobs.time_sigma * draws.normal((), torch.float32))
+    """t = sigmoid(time_mu + time_sigma n), n ~ N(0, 1), computed on the global batch's draws (the same
+    value for a row whatever the process count: :meth:`~shortcut_models.seeding.RowDraws.normal_then`)."""
+    return draws.normal_then(lambda n: torch.sigmoid(knobs.time_mu + knobs.time_sigma * n))
 
 
 @dataclass(frozen=True)
