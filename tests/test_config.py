@@ -157,6 +157,7 @@ def test_objective_knobs_are_defined_once():
         "clip",
         "teacher",
         "interval_share",
+        "flow_row_time",
         "time_sampler",
         "time_mu",
         "time_sigma",

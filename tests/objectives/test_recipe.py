@@ -81,7 +81,9 @@ def test_the_pair_sampler_sorts_two_draws(sampler):
     torch.testing.assert_close(t[:1000], torch.minimum(a, c)[:1000], atol=0, rtol=0)
     torch.testing.assert_close(d[:1000], (a - c).abs()[:1000], atol=0, rtol=0)
     assert interval[:1000].all() and not interval[1000:].any() and (d[1000:] == 0).all()
-    assert torch.equal(t[1000:], a[1000:]) and (t + d <= 1).all()
+    assert torch.equal(t[1000:], torch.minimum(a, c)[1000:]) and (t + d <= 1).all()  # d = 0 at the smaller draw
+    first, _, _ = interval_times(knobs, draws(), 1000, 128, flow_time="first")  # before: at the first draw
+    assert torch.equal(first[:1000], t[:1000]) and torch.equal(first[1000:], a[1000:])
 
 
 # ----------------------------------------------------------------------------- loss weights

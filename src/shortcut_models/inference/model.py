@@ -23,7 +23,7 @@ from ..checkpoints import ModelSpec
 from ..errors import RunError, UserError
 from ..guidance import EVERYWHERE
 from ..models import build_network
-from ..objectives import Objective, build_objective
+from ..objectives import Objective, recorded_objective
 from ..runtime import autocast_dtype
 from ..sampling import sample
 from .legacy import spec_from_legacy_config
@@ -276,7 +276,7 @@ def _load_checkpoint(ckpt_dir: Path, dev: torch.device, precision: str) -> Loade
     spec = read_spec(config, ckpt_dir)
     try:
         model = build_network(spec.network)
-        objective = build_objective(spec.objective, spec.num_classes, spec.objective_args)
+        objective = recorded_objective(spec.objective, spec.num_classes, spec.objective_args)
     except ValueError as exc:
         raise UserError(f"{ckpt_dir / ckpt.CONFIG}: {exc}") from None
     weights = ckpt.sampling_weights(ckpt_dir)

@@ -81,6 +81,15 @@ def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = N
     return cls(num_classes=num_classes, **own)
 
 
+def recorded_objective(name: str, num_classes: int, recorded: dict[str, Any]) -> Objective:
+    """The objective ``name`` as a saved run computed it: the knobs it ``recorded`` (every knob it had,
+    old names read), and knobs added since at the value runs computed with before they existed
+    (:attr:`Objective.knobs_before`), not at today's defaults; ValueError as :func:`build_objective`."""
+    cls = OBJECTIVES.get(name)
+    before = cls.knobs_before if cls is not None else {}
+    return build_objective(name, num_classes, {**before, **translate_legacy(recorded)})
+
+
 __all__ = [
     "LOSS_WEIGHTS",
     "OBJECTIVES",
@@ -105,5 +114,6 @@ __all__ = [
     "kind_counts",
     "level_strata",
     "log_weights",
+    "recorded_objective",
     "translate_legacy",
 ]

@@ -7,8 +7,10 @@ objective keeps no state between calls. Conventions: t = 0 is noise, t = 1 is da
 size; every network is ``model(x_t, t, d, y)`` with ``y == num_classes`` the null label.
 
 An objective is a dataclass: its fields other than ``num_classes`` are its *knobs*, the settings a
-run configures (``objective_args`` in the training config) and a checkpoint records. Defaults and
-range checks live on the dataclass, nowhere else. Every objective has the *recipe* knobs of this
+run configures (``objective_args`` in the training config) and a checkpoint records (every knob, so a
+run keeps the values it was saved with when a default changes later; a knob added later takes its
+:attr:`Objective.knobs_before` value in runs saved before it). Defaults and range checks live on the
+dataclass, nowhere else. Every objective has the *recipe* knobs of this
 base class: the time sampler (``time_sampler``, :mod:`.time_samplers`) and the loss weight
 (``loss_weight``, :mod:`.loss_weights`); objectives whose targets come from a network add the
 target network (:class:`~.target_networks.TargetNetworkKnobs`).
@@ -147,6 +149,9 @@ class Objective(ABC):
     # True: the network takes the guidance scale and interval as an input (``model(..., guidance=g)``, iMF);
     # the trainer builds it with ``guidance_input=True``
     guidance_input: ClassVar[bool] = False
+    # knobs added after runs were saved -> the value those runs computed with: a saved run that does not
+    # record such a knob resumes (and loads) with this value, not with the knob's default
+    knobs_before: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         """Range checks of every knob (ValueError naming the knob), from each field's ``spec``."""
