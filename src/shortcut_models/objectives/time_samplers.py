@@ -45,8 +45,13 @@ def uniform(draws: RowDraws, cells: Cells, knobs: Any) -> torch.Tensor:  # noqa:
 
 
 def logit_normal(draws: RowDraws, cells: Cells, knobs: Any) -> torch.Tensor:  # noqa: ARG001
-    """t = sigmoid(time_mu + time_sigma n), n ~ N(0, 1)."""
-    return torch.sigmoid(knobs.time_mu + knobs.time_sigma * draws.normal((), torch.float32))
+    """t = sigmoid(time_mu + time_sigma n), n ~ N(0, 1), worked out in float64 and rounded to float32.
+
+    The CPU's vectorised float32 sigmoid rounds the elements at a tensor's tail differently from the
+    others, so a process holding some rows of a batch got times a last bit away from those of a process
+    holding all; in float64 the two differ far below float32's rounding, so every row gets the same time.
+    """
+    return torch.sigmoid(knobs.time_mu + knobs.time_sigma * draws.normal((), torch.float64)).float()
 
 
 @dataclass(frozen=True)
