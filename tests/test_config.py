@@ -181,6 +181,9 @@ def test_objective_knobs_are_defined_once():
         "weight_a",
         "weight_b",
         "clip_intermediate",
+        # sCT's
+        "time_draws",
+        "tangent_norm",
     }
 
 

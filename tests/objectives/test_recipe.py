@@ -217,6 +217,7 @@ def test_defaults_are_each_methods_own_recipe():
             "meanflow": ("logit-normal", "adaptive"),
             "esc": ("logit-normal", "adaptive"),
             "imm": ("uniform", "mse"),
+            "sct": ("logit-normal", "mse"),
         }
         want = want.get(name, ("grid", "mse"))
         assert (obj.time_sampler, obj.loss_weight) == want, name
@@ -230,6 +231,7 @@ def test_defaults_are_each_methods_own_recipe():
         "meanflow": "online",
         "esc": "online",
         "imm": "online",
+        "sct": "online",
     }
     assert Shortcut().target_clamp == 4.0 and MeanFlow().target_clamp == 0.0
 

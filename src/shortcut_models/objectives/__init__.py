@@ -27,6 +27,7 @@ from .live_reflow import LiveReflow
 from .loss_weights import LOSS_WEIGHTS
 from .meanflow import MeanFlow
 from .progressive_distillation import ProgressiveDistillation
+from .sct import ContinuousConsistency
 from .shortcut import Shortcut, level_strata
 from .target_networks import LEGACY_KNOBS, TARGET_NETWORKS, legacy_value
 from .time_samplers import TIME_SAMPLERS
@@ -41,6 +42,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     MeanFlow.name: MeanFlow,
     ESC.name: ESC,
     IMM.name: IMM,
+    ContinuousConsistency.name: ContinuousConsistency,
 }
 
 
@@ -86,6 +88,7 @@ __all__ = [
     "TIME_SAMPLERS",
     "ConsistencyDistillation",
     "ConsistencyTraining",
+    "ContinuousConsistency",
     "ESC",
     "FlowMatching",
     "IMM",
