@@ -76,6 +76,13 @@ def test_warm_or_not_it_is_meanflows_target_on_the_interval_to_the_data():
     torch.testing.assert_close(ContinuousConsistency().consistency_target(field, x, t, v, y, 0.0), v)
 
 
+def test_the_defaults_are_escs_sct_run():
+    obj = ContinuousConsistency()
+    assert (obj.time_sampler, obj.time_mu, obj.time_sigma, obj.time_draws) == ("logit-normal", 1.0, 1.4, 2)
+    assert (obj.interval_share, obj.loss_weight, obj.class_dropout, obj.target_network) == (0.25, "mse", 0.1, "online")
+    assert (obj.derivative_warmup_steps, obj.tangent_norm, obj.target_clamp, obj.sampling_d) == (10000, 0.0, 0.0, None)
+
+
 def test_the_warm_up_weight():
     obj = ContinuousConsistency(derivative_warmup_steps=400)
     assert [obj.derivative_weight(Progress(s, 1000)) for s in (0, 100, 400, 999)] == [0.0, 0.25, 1.0, 1.0]

@@ -43,6 +43,7 @@ from ..seeding import RowDraws
 from ..validation import Float, Int
 from .base import Network, Objective, Progress, TargetNetworks, Targets, knob, redefault
 from .esc import ESC
+from .flow_matching import FlowRows
 from .forward_mode import network_jvp_with_output
 from .meanflow import MeanFlow
 from .time_samplers import times
@@ -64,11 +65,13 @@ class ContinuousConsistency(MeanFlow):
         target_network: the network whose derivative builds the target: "online" (ESC's target
             network follows the online weights exactly).
         loss_weight: "mse" (ESC's "l2").
+        class_dropout: label dropout 0.1 (ESC's cfg-prob, their loss's label_dropout_prob).
     """
 
     time_draws: int = knob(2, Int(1, 2), "time draws per row, the earliest kept (ESC's port: 2, the paper: 1)")
     derivative_warmup_steps: int = redefault(ESC, "derivative_warmup_steps", 10000)
     tangent_norm: float = knob(0.0, Float(0.0), "tangent normalisation c of g / (rms(g) + c) (0: off)")
+    class_dropout: float = redefault(FlowRows, "class_dropout", 0.1)
     time_mu: float = redefault(Objective, "time_mu", 1.0)
     time_sigma: float = redefault(Objective, "time_sigma", 1.4)
     loss_weight: str = redefault(Objective, "loss_weight", "mse")
