@@ -178,6 +178,27 @@ def test_targets_and_loss_equal_escs(esc_code, monkeypatch, no_path_eps, conditi
         assert (tg.y == CLASSES).any() and (tg.y < CLASSES).any()  # some labels dropped, some kept
 
 
+def test_the_time_sampler_equals_escs(esc_code, monkeypatch):
+    """ESC's sampler fed minus our two normal draws per row gives tau = 1 - our t (its mu is minus ours and
+    it keeps the noisier of two draws, we the earlier), and r = 0 exactly on our consistency rows."""
+    module = esc_code("loss.scm_linear_loss")
+    ours, rows = build_objective("sct", 0), 4096
+    x = torch.zeros(rows, 1)
+    tg = ours.targets(lambda x, t, d, y: x, x, None, torch.Generator().manual_seed(7), x0=x)
+    mirror = torch.Generator().manual_seed(7)
+    normals = torch.stack([torch.randn(rows, generator=mirror), torch.randn(rows, generator=mirror)], dim=1)
+    scripted = ScriptedTorch(randn=[-normals.double()], rand=[(tg.kind == 0).double()])
+    monkeypatch.setattr(module, "torch", scripted)
+    ref = module.SCMLinearLoss(
+        time_mu=-ours.time_mu, time_sigma=ours.time_sigma, ratio_r_not_equal_t=ours.interval_share
+    )
+    r, s, tau = ref.sample_time_steps(rows, "cpu")
+    assert scripted.all_taken() and torch.equal(s, tau)
+    torch.testing.assert_close(tau, 1 - tg.t.double(), atol=1e-6, rtol=0)  # float32 against float64 sigmoid
+    assert torch.equal(r == 0, tg.kind == 0) and torch.equal(r[tg.kind == 1], tau[tg.kind == 1])
+    assert (tg.kind == 0).sum() == rows // 4  # ESC's run: 25% of the rows with r != t
+
+
 @pytest.mark.parametrize("steps", [1, 2, 4])
 def test_sampling_equals_escs_sampler(esc_code, steps):
     """ESC's cfg_sampler with the linear scheduler (N equal steps z_r = z_tau - (tau - r) u) is our sampler
