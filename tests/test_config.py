@@ -186,6 +186,9 @@ def test_objective_knobs_are_defined_once():
         "flow_share",
         "cfg_max",
         "cfg_beta",
+        # sCT's
+        "time_draws",
+        "tangent_norm",
     }
 
 

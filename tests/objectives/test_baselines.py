@@ -90,6 +90,7 @@ def test_registry_and_knobs():
         "esc",
         "imm",
         "imf",
+        "sct",
     ]
     assert ConsistencyDistillation.teacher_run and ProgressiveDistillation.teacher_run
     assert not ConsistencyTraining.teacher_run and "teacher" in ProgressiveDistillation.knobs()

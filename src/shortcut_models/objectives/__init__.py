@@ -28,6 +28,7 @@ from .live_reflow import LiveReflow
 from .loss_weights import LOSS_WEIGHTS
 from .meanflow import MeanFlow
 from .progressive_distillation import ProgressiveDistillation
+from .sct import ContinuousConsistency
 from .shortcut import Shortcut, level_strata
 from .target_networks import LEGACY_KNOBS, TARGET_NETWORKS, legacy_value
 from .time_samplers import TIME_SAMPLERS
@@ -43,6 +44,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     ESC.name: ESC,
     IMM.name: IMM,
     ImprovedMeanFlow.name: ImprovedMeanFlow,
+    ContinuousConsistency.name: ContinuousConsistency,
 }
 
 
@@ -97,6 +99,7 @@ __all__ = [
     "TIME_SAMPLERS",
     "ConsistencyDistillation",
     "ConsistencyTraining",
+    "ContinuousConsistency",
     "ESC",
     "FlowMatching",
     "ImprovedMeanFlow",
