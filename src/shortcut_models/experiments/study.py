@@ -1,6 +1,7 @@
 """The study: few-step generators trained on one network, data and budget, ranked by one command.
 
-``shortcut study`` trains flow matching, shortcut, the paper's four baselines and MeanFlow on
+``shortcut study`` trains flow matching, shortcut, the paper's four baselines, MeanFlow and the newer
+one-step methods (ESC, iMF, IMM, sCT: docs/methods.md) on
 unconditional digits with the same network and the same number of training steps (the distillation
 methods start from the study's flow-matching run, whose steps are counted separately), then measures
 
@@ -46,8 +47,17 @@ METHODS = (
     "progressive-distillation",
     "live-reflow",
     "meanflow",
+    "esc",
+    "imf",
+    "imm",
+    "sct",
 )
 TEACHER = "flow"  # the run the distillation methods start from
+# Schedules counted in training steps, set by their authors for runs of hundreds of thousands of steps
+# (ESC's terminal-time schedule, 20,000; sCT's tangent warm-up, 10,000): the study ends them at this share
+# of its own budget, so that they run their course within it.
+SCHEDULE_KNOBS = {"esc": "terminal_steps", "sct": "derivative_warmup_steps"}
+SCHEDULE_SHARE = 0.1
 
 
 @dataclass
@@ -70,8 +80,12 @@ def method_config(out: Path, plan: StudyPlan, method: str, extra: tuple[str, ...
     """The training config of ``method``: the preset, the study's steps, no evaluation during training,
     the teacher run for the distillation methods, then the plan's overrides."""
     teacher = [f"teacher={out / TEACHER}"] if OBJECTIVES[method].teacher_run else []
+    schedule = [f"{SCHEDULE_KNOBS[method]}={round(plan.steps * SCHEDULE_SHARE)}"] if method in SCHEDULE_KNOBS else []
     return build_config(
-        plan.preset, method, None, [f"steps={plan.steps}", "eval_every=0", *teacher, *plan.overrides, *extra]
+        plan.preset,
+        method,
+        None,
+        [f"steps={plan.steps}", "eval_every=0", *teacher, *schedule, *plan.overrides, *extra],
     )
 
 

@@ -25,6 +25,13 @@ RECIPES = {
     "live-reflow": "flow matching plus one reflow row in 8 (8 Euler steps of the network itself), "
     "sampled with d = 1 (d = 1/128 at 128 steps)",
     "meanflow": "average velocity over [t, t + d]; 25% of rows with d > 0 (logit-normal times), adaptive loss weight",
+    "esc": "MeanFlow's identity with the plug-in velocity on half the rows and intervals ending at the data "
+    "early in training (terminal-time schedule over the first 10% of the run)",
+    "imf": "improved MeanFlow: half the rows with d = 0, the network's own velocity in the product "
+    "(guidance as a network input, at 1 here: the data are unconditional)",
+    "imm": "inductive moment matching: a kernel distance between groups of 4 particles, time-weighted",
+    "sct": "continuous-time consistency: 25% of rows jump to the data with the derivative term warmed up "
+    "over the first 10% of the run, the rest flow matching",
 }
 
 
