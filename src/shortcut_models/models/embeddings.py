@@ -3,8 +3,16 @@
 Every network in this package is called as ``model(x_t, t, d, y)`` with float ``t`` and ``d`` of
 shape [B] and int64 ``y`` of shape [B]; ``y == num_classes`` is the null (unconditional) label.
 Time is fed in [0, 1] (t = 0 noise, t = 1 data), not scaled by 1000, as in the authors' code.
-The step size is fed as its level ``k = -log2(d)`` (0 for one step of size 1, 7 for d = 1/128),
-which is how the authors' code feeds it; the public interface still passes ``d``.
+
+What the step-size embedder sees is the network option ``step_input`` (:data:`STEP_INPUTS`):
+
+- ``"level"`` (the default, and what every network saved before the option was): the level
+  ``k = -log2(d)`` (0 for one step of size 1, 7 for d = 1/128), as the authors' shortcut DiT feeds
+  it. d = 0 is clamped to level ~40, so d -> 0 and d = 0 are far-apart inputs.
+- ``"size"``: d itself, through the same sinusoidal embedder as t: continuous at d = 0, as the
+  interval methods' own networks (MeanFlow and its successors) embed the interval t - r.
+
+The public interface passes ``d`` either way.
 """
 
 from __future__ import annotations
@@ -26,6 +34,20 @@ def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
+
+
+STEP_INPUTS = ("level", "size")  # what the step-size embedder sees: -log2(d), or d itself
+DEFAULT_STEP_INPUT = "level"  # the authors' choice, and every network saved before the option existed
+
+
+def check_step_input(value: object, name: str = "step_input") -> str:
+    """``value`` if it is one of :data:`STEP_INPUTS`; ValueError naming ``name`` and them otherwise."""
+    if value not in STEP_INPUTS:
+        raise ValueError(
+            f"{name} must be one of {', '.join(repr(s) for s in STEP_INPUTS)} "
+            f"(the step size as -log2(d), or d itself), got {value!r}"
+        )
+    return str(value)
 
 
 def step_level(d: torch.Tensor) -> torch.Tensor:
@@ -59,13 +81,18 @@ class LabelEmbedder(nn.Module):
 
 
 class Conditioning(nn.Module):
-    """c = emb_t(t) + emb_d(level(d)) + emb_y(y): separate t and d embedders and one label table."""
+    """c = emb_t(t) + emb_d(s(d)) + emb_y(y): separate t and d embedders and one label table, where
+    s(d) is the level -log2(d) (``step_input="level"``) or d itself (``"size"``)."""
 
-    def __init__(self, hidden: int, num_classes: int, freq_dim: int = 256) -> None:
+    def __init__(
+        self, hidden: int, num_classes: int, freq_dim: int = 256, step_input: str = DEFAULT_STEP_INPUT
+    ) -> None:
         super().__init__()
+        self.step_input = check_step_input(step_input)
         self.t_embedder = ScalarEmbedder(hidden, freq_dim)
         self.d_embedder = ScalarEmbedder(hidden, freq_dim)
         self.y_embedder = LabelEmbedder(num_classes, hidden)
 
     def forward(self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.t_embedder(t) + self.d_embedder(step_level(d)) + self.y_embedder(y)
+        step = step_level(d) if self.step_input == "level" else d
+        return self.t_embedder(t) + self.d_embedder(step) + self.y_embedder(y)
