@@ -18,6 +18,10 @@ the rest t is the first draw and d = 0. ``time_mu`` = 0.4 here is the paper's -0
 The loss weight is the paper's adaptive one (:mod:`.loss_weights`). Any other time sampler or loss
 weight can be chosen. Sampled with the step size actually taken, in any number of steps.
 
+Its network sees the step size as d itself by default (``step_input = "size"``: the network option
+``model_args.step_input``, continuous at d = 0 where the level -log2 d sends d -> 0 far from d = 0),
+as the paper's network embeds the interval; ``model_args.step_input=level`` gives the shortcut DiT's input.
+
 Attention: forward-mode AD has no rule for the fused attention kernels of PyTorch (flash,
 memory-efficient, the CPU flash kernel), so the product always runs with the math kernel of
 scaled_dot_product_attention (the training forward and backward keep the fused kernels).
@@ -62,6 +66,7 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
     name = "meanflow"
     title = "MeanFlow"
     row_kinds = ("interval", "flow")
+    step_input = "size"  # the interval d itself, continuous at d = 0, as the paper's network embeds t - r
 
     def kind_rows(self, batch: int) -> tuple[int, ...]:
         """(rows with d > 0, which need the forward-mode product: round(B * interval_share); rows with d = 0)."""

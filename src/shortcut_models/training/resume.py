@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import checkpoints as ckpt
 from .. import distributed, runlock
-from ..config import RESUMABLE_KEYS, TrainConfig
+from ..config import RESUMABLE_KEYS, TrainConfig, recorded_model_args
 from ..errors import UserError
 from ..optim import LR_SCHEDULES
 
@@ -24,9 +24,11 @@ Load = Callable[[Path], int]  # loads one checkpoint, returns its step; raises D
 
 
 def comparable(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings that fix what a run computes, with every objective knob spelled out, for the
-    check that a resumed run continues the run in its directory."""
+    """The settings that fix what a run computes, with every objective knob spelled out (and the
+    network's step input, see :func:`~shortcut_models.config.recorded_model_args`), for the check
+    that a resumed run continues the run in its directory."""
     values = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_KEYS and k != "objective_args"}
+    values["model_args"] = recorded_model_args(cfg.model_args)  # a run saved before step_input: "level"
     values.update({f"objective_args.{k}": v for k, v in cfg.resolved_objective_args().items()})
     return values
 

@@ -50,7 +50,7 @@ from .batches import plan_batches
 from .init_from import InitSource, load_initial_weights
 from .interval_means import IntervalMeans
 from .memory import check_batch_fits
-from .networks import build_networks, build_spec
+from .networks import build_networks, build_spec, resolve_step_input
 from .resume import comparable, open_run, saved_config, schedule_note
 from .state import RunState
 from .teacher import load_teacher, teacher_checkpoint
@@ -108,6 +108,8 @@ class Trainer:
         self.objective = build_objective(cfg.objective, self.num_classes, cfg.objective_args)
         if self.objective.teacher_run and not cfg.init_from:  # the student starts from the teacher run
             cfg = dataclasses.replace(cfg, init_from=self.objective.teacher)
+        # the network's step-size input, written into the run's config: a resumed run keeps its own
+        cfg = resolve_step_input(cfg, self.objective, self.run_dir)
         self.cfg = cfg
         nets = build_networks(cfg, self.source.shape, self.num_classes, self.device, self.objective.teacher_run)
         self.model, self.ema = nets.model, nets.ema
