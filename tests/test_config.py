@@ -166,6 +166,21 @@ def test_objective_knobs_are_defined_once():
         "huber_c",
         "target_network",
         "target_clamp",
+        # ESC's
+        "terminal_steps",
+        "plugin_share",
+        "cfg_omega",
+        "cfg_kappa",
+        "cfg_t_min",
+        "cfg_t_max",
+        "derivative_warmup_steps",
+        # IMM's
+        "group_size",
+        "gamma",
+        "time_min",
+        "weight_a",
+        "weight_b",
+        "clip_intermediate",
     }
 
 

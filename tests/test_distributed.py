@@ -27,8 +27,8 @@ from shortcut_models.distributed import split_batch
 from shortcut_models.errors import UserError
 from shortcut_models.evaluation.during_training import read_rows
 from shortcut_models.inference import sample_blocks
-from shortcut_models.objectives import OBJECTIVES, FlowMatching, Shortcut
-from shortcut_models.seeding import RowShare
+from shortcut_models.objectives import ESC, OBJECTIVES, FlowMatching, Progress, Shortcut
+from shortcut_models.seeding import RowDraws, RowShare
 from shortcut_models.training import Trainer
 from shortcut_models.training.interval_means import IntervalMeans
 
@@ -104,12 +104,39 @@ def test_union_over_ranks_equals_single_process_targets(world, batch, per_row_no
         Shortcut(num_classes=10, time_sampler="logit-normal", loss_weight="adaptive"),
         FlowMatching(num_classes=10, class_dropout=0.3),
         FlowMatching(num_classes=10, time_sampler="uniform"),
-        *(cls(num_classes=10) for name, cls in OBJECTIVES.items() if name not in ("flow", "shortcut")),
+        *(
+            cls(num_classes=10, **ROWS_COUPLED.get(name, {}))
+            for name, cls in OBJECTIVES.items()
+            if name not in ("flow", "shortcut")
+        ),
     ):
         single = obj.targets(teacher, x1, y, torch.Generator().manual_seed(5))
         union = assemble(obj, teacher, x1, y, 5, world)
         for field, value in union.items():
             assert torch.equal(value, getattr(single, field)), (type(obj).__name__, field)
+
+
+# Parts of an objective that couple the rows a process holds, switched off above: ESC's plug-in velocity is
+# a kernel estimate over the data rows of the calling process (the authors' per-GPU batch); IMM's groups of
+# particles are consecutive rows of one process (tests/objectives/test_imm.py), one row each here.
+ROWS_COUPLED = {"esc": {"plugin_share": 0.0}, "imm": {"group_size": 1}}
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_escs_plugin_rows_are_the_only_ones_that_depend_on_the_processes(world):
+    x1 = torch.randn(64, 2, 3, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(2))
+    obj = ESC(num_classes=10)
+    single = obj.targets(Elementwise(), x1, y, torch.Generator().manual_seed(5))
+    union = assemble(obj, Elementwise(), x1, y, 5, world)
+    g = torch.Generator().manual_seed(5)
+    torch.randn(64, 2, 3, generator=g)  # the noise, drawn first
+    plugin = obj.draw_rows(y, RowDraws.for_batch(64, g, torch.device("cpu")), Progress()).plugin
+    for field, value in union.items():
+        if field != "v":
+            assert torch.equal(value, getattr(single, field)), field
+    assert torch.equal(union["v"][~plugin], single.v[~plugin])
+    assert not torch.allclose(union["v"][plugin], single.v[plugin])
 
 
 def test_each_rank_takes_its_rows_of_the_global_data_batch():

@@ -87,6 +87,8 @@ def test_registry_and_knobs():
         "progressive-distillation",
         "live-reflow",
         "meanflow",
+        "esc",
+        "imm",
     ]
     assert ConsistencyDistillation.teacher_run and ProgressiveDistillation.teacher_run
     assert not ConsistencyTraining.teacher_run and "teacher" in ProgressiveDistillation.knobs()

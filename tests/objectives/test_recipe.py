@@ -201,7 +201,12 @@ def test_bad_recipe_values_are_refused(knobs, message):
 def test_defaults_are_each_methods_own_recipe():
     for name, cls in OBJECTIVES.items():
         obj = cls()
-        want = ("logit-normal", "adaptive") if name == "meanflow" else ("grid", "mse")
+        want = {
+            "meanflow": ("logit-normal", "adaptive"),
+            "esc": ("logit-normal", "adaptive"),
+            "imm": ("uniform", "mse"),
+        }
+        want = want.get(name, ("grid", "mse"))
         assert (obj.time_sampler, obj.loss_weight) == want, name
     network = {name: build_objective(name, 0).target_network for name in WITH_TARGET_NETWORK}
     assert network == {
@@ -211,6 +216,8 @@ def test_defaults_are_each_methods_own_recipe():
         "progressive-distillation": "ema",
         "live-reflow": "online",
         "meanflow": "online",
+        "esc": "online",
+        "imm": "online",
     }
     assert Shortcut().target_clamp == 4.0 and MeanFlow().target_clamp == 0.0
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dit_jvp import dit_jvp
 from .embeddings import DEFAULT_STEP_INPUT, Conditioning, check_step_input
 
 _FAMILY = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
@@ -223,6 +224,15 @@ class DiT(nn.Module):
         b, p, g, c = tokens.shape[0], self.patch_size, self.grid, self.out_channels
         x = tokens.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(b, c, g * p, g * p)
+
+    def jvp(
+        self,
+        primals: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        tangents: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output, its derivative along the tangents (dx, dt, dd)) at primals (x, t, d, y), one pass
+        carrying the tangent through every layer (models/dit_jvp.py); equals ``torch.func.jvp`` of forward."""
+        return dit_jvp(self, primals, tangents)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.x_embedder(x).flatten(2).transpose(1, 2)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -67,6 +68,20 @@ class ScalarEmbedder(nn.Module):
         weight_dtype = self.mlp[0].weight.dtype
         return self.mlp(sinusoidal(x, self.freq_dim).to(weight_dtype))
 
+    def jvp(self, x: torch.Tensor, dx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the embedding of x, its derivative along dx): d[cos, sin](f x) = [-sin, cos](f x) f dx."""
+        weight_dtype = self.mlp[0].weight.dtype
+        feats = sinusoidal(x, self.freq_dim)
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=x.device, dtype=feats.dtype) / half)
+        rate = dx.to(feats.dtype)[:, None] * freqs[None]
+        cos, sin = feats[:, :half], feats[:, half : 2 * half]
+        dfeats = torch.cat([-sin * rate, cos * rate, torch.zeros_like(feats[:, 2 * half :])], dim=-1)
+        first, act, second = self.mlp
+        h, dh = first(feats.to(weight_dtype)), F.linear(dfeats.to(weight_dtype), first.weight)
+        dh = torch.ops.aten.silu_backward(dh, h)
+        return second(act(h)), F.linear(dh, second.weight)
+
 
 class LabelEmbedder(nn.Module):
     """A table of ``num_classes + 1`` rows; the last row is the null label used for guidance."""
@@ -96,3 +111,16 @@ class Conditioning(nn.Module):
     def forward(self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         step = step_level(d) if self.step_input == "level" else d
         return self.t_embedder(t) + self.d_embedder(step) + self.y_embedder(y)
+
+    def jvp(
+        self, t: torch.Tensor, dt: torch.Tensor, d: torch.Tensor, dd: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c, its derivative along (dt, dd)); the level's derivative is -dd / (d ln 2) (0 where d is
+        clamped), the size's dd itself."""
+        c_t, dc_t = self.t_embedder.jvp(t, dt)
+        if self.step_input == "level":
+            dlevel = torch.where(d > 1e-12, -dd / (d * math.log(2.0)), torch.zeros_like(d))
+            c_d, dc_d = self.d_embedder.jvp(step_level(d), dlevel)
+        else:
+            c_d, dc_d = self.d_embedder.jvp(d, dd)
+        return c_t + c_d + self.y_embedder(y), dc_t + dc_d

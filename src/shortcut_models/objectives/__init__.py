@@ -20,7 +20,9 @@ from typing import Any
 from .base import Objective, Progress, TargetNetworks, Targets, kind_counts, log_weights
 from .consistency_distillation import ConsistencyDistillation
 from .consistency_training import ConsistencyTraining
+from .esc import ESC
 from .flow_matching import FlowMatching
+from .imm import IMM
 from .live_reflow import LiveReflow
 from .loss_weights import LOSS_WEIGHTS
 from .meanflow import MeanFlow
@@ -37,6 +39,8 @@ OBJECTIVES: dict[str, type[Objective]] = {
     ProgressiveDistillation.name: ProgressiveDistillation,
     LiveReflow.name: LiveReflow,
     MeanFlow.name: MeanFlow,
+    ESC.name: ESC,
+    IMM.name: IMM,
 }
 
 
@@ -82,7 +86,9 @@ __all__ = [
     "TIME_SAMPLERS",
     "ConsistencyDistillation",
     "ConsistencyTraining",
+    "ESC",
     "FlowMatching",
+    "IMM",
     "LiveReflow",
     "MeanFlow",
     "Objective",

@@ -224,6 +224,11 @@ class Objective(ABC):
         kinds are contiguous blocks in that order. ValueError when the batch cannot hold them."""
         return (batch,)
 
+    def check_micro_batch(self, rows: int) -> None:
+        """ValueError when the loss cannot run on micro-batches of ``rows`` rows (a process's rows of a
+        step, cut into ``grad_accum`` blocks); any number of rows can by default. The trainer asks first."""
+        return None
+
     @property
     def sampling_d(self) -> float | None:
         """The step size a sampler feeds this objective's networks (None: the step actually taken)."""

@@ -9,7 +9,7 @@ with the end e = t + d held fixed gives the MeanFlow identity
 
 which in the paper's reversed time (t = 1 noise, interval [r, t]) reads u = v - (t - r) du/dt. The
 target is v + d * D u with v = x1 - (1 - eps) x0 the path velocity and D u one forward-mode product
-of the network (``torch.func.jvp`` with tangent (v, 1, -1)), all without gradient (stopped).
+of the network (tangent (v, 1, -1); :mod:`.forward_mode`), all without gradient (stopped).
 
 Its recipe by default (the paper's): times from the pair sampler over logit-normal draws
 sigmoid(mu + sigma n) (:func:`~.time_samplers.interval_times`): on the first ``round(B * interval_share)``
@@ -22,9 +22,9 @@ Its network sees the step size as d itself by default (``step_input = "size"``: 
 ``model_args.step_input``, continuous at d = 0 where the level -log2 d sends d -> 0 far from d = 0),
 as the paper's network embeds the interval; ``model_args.step_input=level`` gives the shortcut DiT's input.
 
-Attention: forward-mode AD has no rule for the fused attention kernels of PyTorch (flash,
-memory-efficient, the CPU flash kernel), so the product always runs with the math kernel of
-scaled_dot_product_attention (the training forward and backward keep the fused kernels).
+The product: a DiT carries the tangent through its own layers in one pass (models/dit_jvp.py); other
+networks go through ``torch.func.jvp`` with the math attention kernel (:mod:`.forward_mode`). The
+training forward and backward keep the fused attention kernels.
 """
 
 from __future__ import annotations
@@ -32,14 +32,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.func import jvp
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import path
 from ..seeding import RowDraws
 from ..validation import Float
 from .base import Network, Objective, Progress, TargetNetworks, Targets, knob, redefault
 from .flow_matching import FlowRows
+from .forward_mode import network_jvp
 from .target_networks import TargetNetworkKnobs
 from .time_samplers import interval_times
 
@@ -108,10 +107,5 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
     def path_derivative(
         self, model: Network, x_t: torch.Tensor, t: torch.Tensor, d: torch.Tensor, v: torch.Tensor, y: torch.Tensor
     ) -> torch.Tensor:
-        """D u = du/dx . v + du/dt - du/dd at (x_t, t, d): one ``torch.func.jvp`` (see module docstring)."""
-
-        def u(x, tt, dd):
-            return model(x, tt, dd, y)
-
-        with sdpa_kernel([SDPBackend.MATH]):
-            return jvp(u, (x_t, t, d), (v, torch.ones_like(t), -torch.ones_like(d)))[1].to(x_t.dtype)
+        """D u = du/dx . v + du/dt - du/dd at (x_t, t, d): one Jacobian-vector product (see module docstring)."""
+        return network_jvp(model, (x_t, t, d, y), (v, torch.ones_like(t), -torch.ones_like(d)))

@@ -40,7 +40,7 @@ from .. import distributed, runlock, seeding
 from ..autoencoders import Autoencoder
 from ..config import TrainConfig, validate
 from ..data import build_source, take_rows
-from ..errors import TrainingDiverged, WriteFailed
+from ..errors import TrainingDiverged, UserError, WriteFailed
 from ..inference import LoadedModel, load_autoencoder, write_sample_sheets
 from ..loggers import RunLogger, parse_backends
 from ..objectives import Progress, TargetNetworks, Targets, build_objective, kind_counts, log_weights
@@ -106,6 +106,10 @@ class Trainer:
         self.source = build_source(cfg.data)
         self.num_classes = cfg.network_classes(self.source.num_classes)
         self.objective = build_objective(cfg.objective, self.num_classes, cfg.objective_args)
+        try:  # e.g. IMM's groups of particles must not be cut by the processes or the micro-batches
+            self.objective.check_micro_batch(self.rows_per_rank // self.grad_accum)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         if self.objective.teacher_run and not cfg.init_from:  # the student starts from the teacher run
             cfg = dataclasses.replace(cfg, init_from=self.objective.teacher)
         # the network's step-size input, written into the run's config: a resumed run keeps its own

@@ -1,0 +1,42 @@
+"""Jacobian-vector products of a network, for the objectives whose targets need the network's derivative.
+
+``network_jvp(network, (x, t, d, y), (dx, dt, dd))`` is the derivative of ``network(x, t, d, y)`` along
+the tangent (labels have none). A network that carries tangents itself (a ``jvp(primals, tangents)``
+method, as the DiT has: models/dit_jvp.py) does it in one pass of its own; any other network goes
+through ``torch.func.jvp``. Wrappers are looked through: DDP's ``module`` and ``torch.compile``'s
+``_orig_mod`` (the product needs no gradient synchronisation and runs uncompiled).
+
+Attention under ``torch.func.jvp``: forward-mode AD has no rule for PyTorch's fused attention kernels
+(flash, memory-efficient, the CPU flash kernel), so that path always runs with the math kernel of
+scaled_dot_product_attention; the DiT's own product forms the attention probabilities itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.func import jvp
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+Primals = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # x, t, d, y
+Tangents = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # dx, dt, dd
+
+
+def unwrapped(network: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """The network inside DDP and ``torch.compile`` wrappers."""
+    while True:
+        inner = getattr(network, "module", None) or getattr(network, "_orig_mod", None)
+        if inner is None:
+            return network
+        network = inner
+
+
+def network_jvp(network: Callable[..., torch.Tensor], primals: Primals, tangents: Tangents) -> torch.Tensor:
+    """d network(x, t, d, y) along (dx, dt, dd), in the dtype of x."""
+    x, t, d, y = primals
+    own = getattr(unwrapped(network), "jvp", None)
+    if own is not None:
+        return own(primals, tangents)[1].to(x.dtype)
+    with sdpa_kernel([SDPBackend.MATH]):
+        return jvp(lambda a, b, c: network(a, b, c, y), (x, t, d), tangents)[1].to(x.dtype)

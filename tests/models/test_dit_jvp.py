@@ -1,0 +1,81 @@
+"""The DiT's own tangent-carrying pass equals ``torch.func.jvp`` of its forward (float64, random weights)."""
+
+import pytest
+import torch
+from torch.func import jvp
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from shortcut_models.models.dit import DiT
+from shortcut_models.objectives import MeanFlow
+from shortcut_models.objectives.forward_mode import network_jvp
+
+
+def random_dit(quirks: bool, num_classes: int = 10) -> DiT:
+    """DiT-Nano on 8x8x2 inputs with every weight random (the zero-initialised layers would hide errors)."""
+    torch.manual_seed(0)
+    model = DiT.from_preset("DiT-Nano", 8, 2, num_classes=num_classes, authors_quirks=quirks).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+def point(batch: int = 5):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 2, 8, 8, generator=g, dtype=torch.float64)
+    t = torch.rand(batch, generator=g, dtype=torch.float64)
+    d = torch.rand(batch, generator=g, dtype=torch.float64) * (1 - t) + 1e-3
+    y = torch.randint(0, 11, (batch,), generator=g)
+    tangents = tuple(torch.randn(a.shape, generator=g, dtype=torch.float64) for a in (x, t, d))
+    return (x, t, d, y), tangents
+
+
+def generic_jvp(model, primals, tangents):
+    x, t, d, y = primals
+    with sdpa_kernel([SDPBackend.MATH]):
+        return jvp(lambda a, b, c: model(a, b, c, y), (x, t, d), tangents)
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+def test_own_product_equals_forward_mode_autodiff(quirks):
+    model, (primals, tangents) = random_dit(quirks), point()
+    out, tangent = model.jvp(primals, tangents)
+    ref_out, ref_tangent = generic_jvp(model, primals, tangents)
+    assert ref_tangent.abs().max() > 1  # a real derivative, not the zero of an initialised head
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(tangent, ref_tangent, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_each_input_direction_alone(which):
+    """Tangent along x, t or d alone: each enters through its own layers (patches, time, step size)."""
+    model, (primals, tangents) = random_dit(False), point()
+    only = tuple(tg if i == which else torch.zeros_like(tg) for i, tg in enumerate(tangents))
+    tangent = model.jvp(primals, only)[1]
+    assert tangent.abs().max() > 1e-3
+    torch.testing.assert_close(tangent, generic_jvp(model, primals, only)[1], rtol=1e-10, atol=1e-10)
+
+
+def test_network_jvp_looks_through_wrappers_and_falls_back():
+    """DDP-like ``module`` wrappers are looked through; a network without its own product uses torch.func."""
+    model, (primals, tangents) = random_dit(False), point()
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args):
+            return self.module(*args)
+
+    expected = generic_jvp(model, primals, tangents)[1]
+    torch.testing.assert_close(network_jvp(Wrapper(model), primals, tangents), expected, rtol=1e-10, atol=1e-10)
+    plain = lambda *args: model(*args)  # noqa: E731  (no jvp attribute: the generic path)
+    torch.testing.assert_close(network_jvp(plain, primals, tangents), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_meanflow_target_on_a_dit_is_unchanged_by_the_own_product():
+    model, ((x, t, d, y), _) = random_dit(False), point()
+    v = torch.randn_like(x)
+    target = MeanFlow(num_classes=10).identity_target(model, x, t, d, v, y)
+    du = generic_jvp(model, (x, t, d, y), (v, torch.ones_like(t), -torch.ones_like(d)))[1]
+    torch.testing.assert_close(target, v + d[:, None, None, None] * du, rtol=1e-10, atol=1e-10)
