@@ -157,6 +157,7 @@ def test_objective_knobs_are_defined_once():
         "clip",
         "teacher",
         "interval_share",
+        "flow_row_time",
         "time_sampler",
         "time_mu",
         "time_sigma",
@@ -181,6 +182,13 @@ def test_objective_knobs_are_defined_once():
         "weight_a",
         "weight_b",
         "clip_intermediate",
+        # iMF's
+        "flow_share",
+        "cfg_max",
+        "cfg_beta",
+        # sCT's
+        "time_draws",
+        "tangent_norm",
     }
 
 

@@ -51,9 +51,10 @@ class Elementwise(nn.Module):
 
     num_classes = 10
 
-    def forward(self, x, t, d, y):
+    def forward(self, x, t, d, y, guidance=None):  # guidance (w, lo, hi): iMF feeds its scale as an input
         shape = (-1,) + (1,) * (x.ndim - 1)
-        return 0.7 * x + 0.3 * t.view(shape) - 0.2 * d.view(shape) + 0.01 * y.float().view(shape)
+        out = 0.7 * x + 0.3 * t.view(shape) - 0.2 * d.view(shape) + 0.01 * y.float().view(shape)
+        return out if guidance is None else out + 0.05 * (guidance @ torch.tensor([1.0, 2.0, 3.0])).view(shape)
 
 
 # ----------------------------------------------------------------- single process

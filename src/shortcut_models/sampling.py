@@ -10,6 +10,8 @@ A flow-matching network was trained only at d = 1/M: pass ``fixed_d=1/M`` (the o
 ``sampling_d``) so its step-size input stays there while the Euler step uses the scheduled size.
 
 Classifier-free guidance: v = v_uncond + w (v_cond - v_uncond), both branches in one batched call.
+A network with the guidance input (``model.guidance_input``, iMF) learned the guided velocity: it gets
+w and the guidance interval as its input (:mod:`.guidance`), one network call per step whatever w.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numbers
 import torch
 from torch import nn
 
+from . import guidance as guide
 from .runtime import to_device
 
 MAX_STEPS = 128
@@ -55,6 +58,7 @@ def sample(
     cfg_scale: float = 1.0,
     fixed_d: float | None = None,
     max_steps: int = MAX_STEPS,
+    cfg_interval: tuple[float, float] = guide.EVERYWHERE,
 ) -> torch.Tensor:
     """Integrate ``dx/dt = model(x, t, d, y)`` from noise (t = 0) to data (t = 1) by Euler steps.
 
@@ -63,8 +67,11 @@ def sample(
         noise: x0 ~ N(0, I), shape [B, ...]; the result has the same shape and dtype.
         steps: any integer from 1 to ``max_steps``; non-powers of two use the two-size schedule.
         y: int64 labels [B], or None for the null label everywhere (unconditional).
-        cfg_scale: guidance weight w; 1 disables guidance (one network call per step).
+        cfg_scale: guidance weight w; 1 disables guidance (one network call per step). A network with
+            the guidance input takes it as input (one call per step); others get two branches per step.
         fixed_d: hold the network's step-size input at this value (1/M for flow-matching models).
+        cfg_interval: the times [lo, hi] where guidance applies, for networks with the guidance input
+            (ValueError for others when not [0, 1]).
     """
     sizes = step_schedule(steps, max_steps)
     b, device = noise.shape[0], noise.device
@@ -76,12 +83,21 @@ def sample(
     # per-step t and d as one tensor each, copied without a host sync; no Python work per sample
     t_all = to_device(torch.tensor(starts, dtype=torch.float32), device)
     d_all = to_device(torch.tensor(sizes if fixed_d is None else [fixed_d] * len(sizes), dtype=torch.float32), device)
-    guided = cfg_scale != 1.0  # both branches in one batched call: rows [cond; uncond]
+    lo, hi = guide.check_interval(*cfg_interval)
+    as_input = bool(getattr(model, "guidance_input", False))
+    if not as_input and (lo, hi) != guide.EVERYWHERE:
+        raise ValueError("a guidance interval needs a network with the guidance input (trained by iMF)")
+    if as_input and not cfg_scale > 0:
+        raise ValueError(
+            f"a network with the guidance input needs cfg_scale > 0 (it was trained on w >= 1), got {cfg_scale}"
+        )
+    kwargs = {"guidance": guide.rows(cfg_scale, lo, hi, b, device)} if as_input else {}
+    guided = cfg_scale != 1.0 and not as_input  # both branches in one batched call: rows [cond; uncond]
     labels = torch.cat([y, null]) if guided else y  # built once, not per step
     ones = torch.ones(2 * b if guided else b, device=device)
     x = noise.clone()
     for i, size in enumerate(sizes):
-        out = model(torch.cat([x, x]) if guided else x, ones * t_all[i], ones * d_all[i], labels)
+        out = model(torch.cat([x, x]) if guided else x, ones * t_all[i], ones * d_all[i], labels, **kwargs)
         if guided:
             v_cond, v_uncond = out.chunk(2)
             out = v_uncond + cfg_scale * (v_cond - v_uncond)

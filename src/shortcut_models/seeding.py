@@ -175,6 +175,11 @@ class RowDraws:
         """One float in [0, 1) per local row."""
         return uniform_rows(self.share, self.generator, self.device, "rand")
 
+    def uniform_all(self) -> torch.Tensor:
+        """One float in [0, 1) per *global* row, all of them on every process (for a draw about the whole
+        batch, e.g. iMF's count of dropped labels); advances the generator as :meth:`uniform`."""
+        return uniform_rows(RowShare.whole(self.total), self.generator, self.device, "rand")
+
     def integers(self, high: int) -> torch.Tensor:
         """One integer in [0, high) per local row."""
         return uniform_rows(self.share, self.generator, self.device, "int", high)

@@ -83,3 +83,23 @@ def test_meanflow_target_on_a_dit_is_unchanged_by_the_own_product():
     target = MeanFlow(num_classes=10).identity_target(model, x, t, d, v, y)
     du = generic_jvp(model, (x, t, d, y), (v, torch.ones_like(t), -torch.ones_like(d)))[1]
     torch.testing.assert_close(target, v + d[:, None, None, None] * du, rtol=1e-10, atol=1e-10)
+
+
+def test_own_product_with_the_guidance_input():
+    """A DiT built with the guidance input (iMF): its product takes the guidance (no tangent) as forward does."""
+    torch.manual_seed(0)
+    model = DiT.from_preset("DiT-Nano", 8, 2, num_classes=10, guidance_input=True).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    primals, tangents = point()
+    x, t, d, y = primals
+    guidance = torch.stack([torch.linspace(1, 7, 5), torch.full((5,), 0.2), torch.full((5,), 0.7)], dim=1)
+    out, tangent = model.jvp(primals, tangents, guidance)
+    with sdpa_kernel([SDPBackend.MATH]):
+        ref_out, ref_tangent = jvp(lambda a, b, c: model(a, b, c, y, guidance=guidance), (x, t, d), tangents)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(tangent, ref_tangent, rtol=1e-10, atol=1e-10)
+    assert (ref_out - model(x, t, d, y)).abs().max() > 1e-3  # the guidance matters
+    torch.testing.assert_close(
+        network_jvp(model, primals, tangents, guidance=guidance), ref_tangent, rtol=1e-10, atol=1e-10
+    )

@@ -89,6 +89,8 @@ def test_registry_and_knobs():
         "meanflow",
         "esc",
         "imm",
+        "imf",
+        "sct",
     ]
     assert ConsistencyDistillation.teacher_run and ProgressiveDistillation.teacher_run
     assert not ConsistencyTraining.teacher_run and "teacher" in ProgressiveDistillation.knobs()

@@ -145,7 +145,7 @@ def test_without_its_parts_esc_is_meanflow(make_batch):
     x1, x0, _ = make_batch(64)
     y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(2))
     esc = ESC(num_classes=10, terminal_steps=1, plugin_share=0.0, cfg_kappa=0.0, class_dropout=0.0)
-    meanflow = MeanFlow(num_classes=10)
+    meanflow = MeanFlow(num_classes=10, class_dropout=0.0)
     a = esc.targets(LinearField(), x1, y, torch.Generator().manual_seed(3), Progress(5, 10), x0=x0)
     b = meanflow.targets(LinearField(), x1, y, torch.Generator().manual_seed(3), Progress(5, 10), x0=x0)
     for field in ("x_t", "t", "d", "v", "y", "kind"):

@@ -95,8 +95,15 @@ def test_time_sampler_rows(make_batch):
     assert (tg.d[:16] > 0).all() and (tg.d[16:] == 0).all()
     assert ((tg.t > 0) & (tg.t + tg.d < 1)).all()
     torch.testing.assert_close(tg.v[16:], path.velocity(x0, x1)[16:])  # d = 0: flow matching
-    # logit-normal with mu = 0.4: the median of one draw is sigmoid(0.4)
-    assert abs(tg.t[16:].median().item() - 1 / (1 + math.exp(-0.4))) < 0.1
+    # rows with d = 0 sit at the smaller of two logit-normal draws (mu = 0.4), as the official code: its
+    # median is at the quantile 1 - 1/sqrt(2) of one draw; with flow_row_time="first", sigmoid(0.4)
+    quantile = 0.4 + math.sqrt(2) * torch.erfinv(torch.tensor(2 * (1 - 2**-0.5) - 1)).item()
+    assert abs(tg.t[16:].median().item() - 1 / (1 + math.exp(-quantile))) < 0.05
+    first = MeanFlow(flow_row_time="first").targets(
+        LinearField(), x1, generator=torch.Generator().manual_seed(1), x0=x0
+    )
+    assert abs(first.t[16:].median().item() - 1 / (1 + math.exp(-0.4))) < 0.1
+    assert (first.t[:16] == tg.t[:16]).all() and (first.t[16:] >= tg.t[16:]).all()  # same draws, other choice
 
 
 def test_adaptive_loss_weight(make_batch):

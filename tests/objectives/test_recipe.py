@@ -25,7 +25,7 @@ from shortcut_models.objectives import (
 )
 from shortcut_models.objectives.target_networks import TargetNetworkKnobs
 from shortcut_models.objectives.time_samplers import interval_times, start_times, times
-from shortcut_models.seeding import RowDraws
+from shortcut_models.seeding import RowDraws, RowShare
 from shortcut_models.training import Trainer
 
 WITH_TARGET_NETWORK = [name for name, cls in OBJECTIVES.items() if issubclass(cls, TargetNetworkKnobs)]
@@ -46,9 +46,21 @@ def test_each_sampler_is_its_closed_form_on_the_same_draws():
     torch.testing.assert_close(uniform, torch.rand(4096, generator=g), atol=0, rtol=0)
     g = torch.Generator().manual_seed(0)
     logit = times(FlowMatching(time_sampler="logit-normal", time_mu=-0.3, time_sigma=1.7), draws(), 128)
-    expected = torch.sigmoid(knobs.time_mu + knobs.time_sigma * torch.randn(4096, generator=g))
+    expected = torch.sigmoid(knobs.time_mu + knobs.time_sigma * torch.randn(4096, generator=g).double()).float()
     torch.testing.assert_close(logit, expected, atol=0, rtol=0)
     assert abs(logit.median().item() - 1 / (1 + math.exp(0.3))) < 0.02  # median sigmoid(mu)
+
+
+def test_the_logit_normal_time_of_a_row_does_not_depend_on_the_rows_beside_it():
+    """A process holding a few rows of a batch gets the times a single process gets for them, bit for bit
+    (the vectorised float32 sigmoid of the CPU rounds a tensor's tail elements differently)."""
+    knobs = FlowMatching(time_sampler="logit-normal", time_mu=1.0, time_sigma=1.4)
+    whole = times(knobs, draws(4096), 128)
+    for rows in (1, 3, 5, 7, 8, 9, 15, 16, 17):
+        for start in range(0, 4096 - rows, 97):
+            share = RowShare(4096, torch.arange(start, start + rows))
+            local = times(knobs, RowDraws(share, torch.Generator().manual_seed(0), torch.device("cpu")), 128)
+            assert torch.equal(local, whole[start : start + rows]), (rows, start)
 
 
 @pytest.mark.parametrize("sampler", sorted(TIME_SAMPLERS))
@@ -81,7 +93,9 @@ def test_the_pair_sampler_sorts_two_draws(sampler):
     torch.testing.assert_close(t[:1000], torch.minimum(a, c)[:1000], atol=0, rtol=0)
     torch.testing.assert_close(d[:1000], (a - c).abs()[:1000], atol=0, rtol=0)
     assert interval[:1000].all() and not interval[1000:].any() and (d[1000:] == 0).all()
-    assert torch.equal(t[1000:], a[1000:]) and (t + d <= 1).all()
+    assert torch.equal(t[1000:], torch.minimum(a, c)[1000:]) and (t + d <= 1).all()  # d = 0 at the smaller draw
+    first, _, _ = interval_times(knobs, draws(), 1000, 128, flow_time="first")  # before: at the first draw
+    assert torch.equal(first[:1000], t[:1000]) and torch.equal(first[1000:], a[1000:])
 
 
 # ----------------------------------------------------------------------------- loss weights
@@ -140,7 +154,7 @@ class Recorder(nn.Module):
         super().__init__()
         self.scale, self.calls, self.num_classes = scale, 0, 0
 
-    def forward(self, x, t, d, y):
+    def forward(self, x, t, d, y, guidance=None):  # guidance: iMF feeds its scale as an input
         self.calls += 1
         return self.scale * torch.tanh(x) + t[:, None] - d[:, None]
 
@@ -205,6 +219,8 @@ def test_defaults_are_each_methods_own_recipe():
             "meanflow": ("logit-normal", "adaptive"),
             "esc": ("logit-normal", "adaptive"),
             "imm": ("uniform", "mse"),
+            "imf": ("logit-normal", "adaptive"),
+            "sct": ("logit-normal", "mse"),
         }
         want = want.get(name, ("grid", "mse"))
         assert (obj.time_sampler, obj.loss_weight) == want, name
@@ -218,6 +234,8 @@ def test_defaults_are_each_methods_own_recipe():
         "meanflow": "online",
         "esc": "online",
         "imm": "online",
+        "imf": "online",
+        "sct": "online",
     }
     assert Shortcut().target_clamp == 4.0 and MeanFlow().target_clamp == 0.0
 
@@ -238,7 +256,7 @@ def test_every_objective_builds_targets_and_a_loss_with_every_recipe_part(name, 
     x1, x0, _ = make_batch(32, (2,))
     model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2))
 
-    def net(x, t, d, y):
+    def net(x, t, d, y, guidance=None):  # guidance: iMF feeds its scale as an input
         return model(x) + t[:, None] - d[:, None]
 
     for sampler in TIME_SAMPLERS:

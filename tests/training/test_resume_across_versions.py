@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from shortcut_models.config import build_config
+from shortcut_models.errors import UserError
 from shortcut_models.inference import load_model
 from shortcut_models.training import Trainer
 
@@ -25,6 +26,9 @@ RUNS = {
     "shortcut-ema": ("shortcut", [*TOY, "warmup_steps=3", "ckpt_every=5", "bootstrap_ema=true", "bootstrap_every=4"]),
     "meanflow": ("meanflow", [*TOY, "warmup_steps=3", "ckpt_every=5"]),
 }
+# knobs whose default changed after the fixtures were saved: their runs keep the saved value (a fresh run
+# given the same overrides takes today's default, so the run that never stopped is given the old value)
+SAVED_WITH = {"meanflow": {"adaptive_eps": 0.001, "class_dropout": 0.0, "flow_row_time": "first"}}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,14 +41,41 @@ def test_a_run_saved_before_resumes_as_if_it_never_stopped(name, tmp_path):
     resumed = Trainer(build_config("checkerboard", objective, None, [*overrides, "steps=10"]), old, progress=False)
     assert resumed.step == 5  # accepted as the same run: same settings under today's names
     assert resumed.model.config["step_input"] == resumed.cfg.model_args["step_input"] == "level"
+    kept = SAVED_WITH.get(name, {})
+    assert {k: getattr(resumed.objective, k) for k in kept} == kept  # not today's defaults
     resumed.run()
-    level = [*overrides, "steps=10", "model_args.step_input=level"]  # what the old run trained with
-    straight = Trainer(build_config("checkerboard", objective, None, level), tmp_path / "new", progress=False)
+    then = [f"{k}={v}" for k, v in kept.items()]
+    level = "model_args.step_input=level"  # what the old run trained with
+    straight = Trainer(
+        build_config("checkerboard", objective, None, [*overrides, *then, level, "steps=10"]),
+        tmp_path / "new",
+        progress=False,
+    )
     straight.run()
     for a, b in ((resumed.model, straight.model), (resumed.ema.module, straight.ema.module)):
         for (key, x), y in zip(a.state_dict().items(), b.state_dict().values()):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=key)
     assert load_model(old, "cpu").objective.args() == straight.objective.args()
+    again = Trainer(build_config("checkerboard", objective, None, [*overrides, "steps=12"]), old, progress=False)
+    assert again.step == 10 and again.objective.args() == straight.objective.args()  # its new checkpoint too
+    again._release()
+
+
+def test_a_knob_whose_default_changed_keeps_its_saved_value_unless_set(tmp_path, capsys):
+    """A MeanFlow run saved with adaptive_eps 0.001 (the default then) resumes with 0.001 and says so; set
+    explicitly to today's default, the resume is refused as another run's; a fresh run takes 0.01."""
+    old = tmp_path / "old"
+    shutil.copytree(FIXTURES / "meanflow", old)
+    overrides = [*RUNS["meanflow"][1], "steps=6"]
+    resumed = Trainer(build_config("checkerboard", "meanflow", None, overrides), old, progress=False)
+    assert resumed.objective.adaptive_eps == 0.001 and resumed.cfg.objective_args["adaptive_eps"] == 0.001
+    assert "adaptive_eps keeps 0.001" in capsys.readouterr().err
+    resumed._release()
+    with pytest.raises(UserError, match="different config .objective_args.adaptive_eps: 0.001 there, 0.01 now"):
+        Trainer(build_config("checkerboard", "meanflow", None, [*overrides, "adaptive_eps=0.01"]), old, progress=False)
+    fresh = Trainer(build_config("checkerboard", "meanflow", None, overrides), tmp_path / "new", progress=False)
+    assert fresh.objective.adaptive_eps == 0.01 and fresh.objective.flow_row_time == "smaller"
+    fresh._release()
 
 
 def test_the_old_knob_names_are_read():

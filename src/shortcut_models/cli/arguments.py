@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..guidance import check_interval
 from ..sampling import check_steps
 from ..seeding import MAX_SEED
 from ..validation import check_device, check_float, check_int, check_output
@@ -81,3 +82,14 @@ def one_step(text: str) -> int:
     if len(steps) != 1:
         raise argparse.ArgumentTypeError(f"takes one step count for sample, got {text}; eval compares several")
     return steps[0]
+
+
+def time_interval(text: str) -> tuple[float, float]:
+    """An argparse type: two times ``LO,HI`` with 0 <= LO <= HI <= 1, e.g. ``0.35,0.6``."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError(f"needs two times LO,HI, e.g. 0.35,0.6; got {text!r}")
+        return check_interval(float(parts[0]), float(parts[1]))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..images import save_grid, to_uint8
 from ..inference import check_finite, generate_shared, load_model
 from ..plotting import scatter_2d
-from .arguments import DEVICE, FINITE, OUT_FILE, SEED, Subcommands, ints, one_step
+from .arguments import DEVICE, FINITE, OUT_FILE, SEED, Subcommands, ints, one_step, time_interval
 
 
 def register(sub: Subcommands) -> None:
@@ -22,7 +22,20 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--steps", required=True, type=one_step, help="sampling steps, 1..128")
     p.add_argument("--num", type=ints(1), default=1000)
     p.add_argument("--class", dest="class_label", type=int, help="class label for conditional models")
-    p.add_argument("--cfg-scale", type=FINITE, default=1.0)
+    p.add_argument(
+        "--cfg-scale",
+        type=FINITE,
+        default=1.0,
+        help="guidance weight w (1: none); a model trained with the guidance input (iMF) takes it as input, "
+        "one network pass per step",
+    )
+    p.add_argument(
+        "--cfg-interval",
+        type=time_interval,
+        default=None,
+        metavar="LO,HI",
+        help="times where guidance applies (t = 0 noise), for models with the guidance input; default 0,1",
+    )
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", type=DEVICE, default="auto")
     p.add_argument("--out", type=OUT_FILE, required=True, help="FILE.npz (arr_0, labels) or FILE.png")
@@ -35,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out must end in .npz or .png, got {out.name!r}")
     with distributed.session(args.device):  # under torchrun: each process its share, rank 0 writes
         loaded = load_model(args.ckpt, args.device)
+        if args.cfg_interval is not None:
+            if not loaded.guidance_input:
+                raise UserError("--cfg-interval needs a model trained with the guidance input (objective imf)")
+            loaded.cfg_interval = args.cfg_interval
         labels = None
         if args.class_label is not None:
             nc = loaded.num_classes

@@ -34,7 +34,7 @@ from .image_metrics import ImageMetric, metric_key, reduce_feature_stats
 
 
 def _row(loaded: LoadedModel, steps: int, num: int, cfg_scale: float) -> dict[str, Any]:
-    nfe = len(step_schedule(steps, loaded.max_steps)) * (2 if cfg_scale != 1.0 else 1)
+    nfe = len(step_schedule(steps, loaded.max_steps)) * loaded.passes_per_step(cfg_scale)
     return {
         "checkpoint": str(loaded.path),
         "objective": loaded.spec.objective,

@@ -12,7 +12,7 @@ from ..checkpoints import ModelSpec
 from ..config import TrainConfig
 from ..data import describe_source
 from ..models import build_model, network_spec
-from ..objectives import build_objective
+from ..objectives import recorded_objective
 
 
 def spec_from_legacy_config(values: dict[str, Any]) -> ModelSpec:
@@ -22,7 +22,7 @@ def spec_from_legacy_config(values: dict[str, Any]) -> ModelSpec:
     num_classes = cfg.network_classes(info.num_classes)
     with torch.device("meta"):  # only the arguments are wanted: allocate nothing
         network = build_model(cfg.model, info.shape, num_classes, cfg.model_args)
-    objective = build_objective(cfg.objective, num_classes, cfg.objective_args)
+    objective = recorded_objective(cfg.objective, num_classes, cfg.objective_args)
     return ModelSpec(
         network=network_spec(network),
         sample_shape=info.shape,

@@ -21,8 +21,9 @@ from .. import distributed, seeding
 from ..autoencoders import Autoencoder, build_autoencoder
 from ..checkpoints import ModelSpec
 from ..errors import RunError, UserError
+from ..guidance import EVERYWHERE
 from ..models import build_network
-from ..objectives import Objective, build_objective
+from ..objectives import Objective, recorded_objective
 from ..runtime import autocast_dtype
 from ..sampling import sample
 from .legacy import spec_from_legacy_config
@@ -45,6 +46,7 @@ class LoadedModel:
     autoencoder: Autoencoder | None = None  # decodes latents to images; None for pixel/vector data
     precision: str = "auto"  # "auto" = bf16 autocast on CUDA, "fp32", "bf16"
     training: dict[str, Any] | None = None
+    cfg_interval: tuple[float, float] = EVERYWHERE  # where guidance applies (networks with the guidance input)
 
     @property
     def label(self) -> str:
@@ -98,8 +100,18 @@ class LoadedModel:
                 cfg_scale=cfg_scale,
                 fixed_d=self.objective.sampling_d_at(steps),
                 max_steps=self.max_steps,
+                cfg_interval=self.cfg_interval,
             )
         return x.float()
+
+    @property
+    def guidance_input(self) -> bool:
+        """Whether the network takes the guidance scale as an input (one network pass per step when guided)."""
+        return bool(getattr(self.model, "guidance_input", False))
+
+    def passes_per_step(self, cfg_scale: float) -> int:
+        """Network passes per sampling step: 2 under classifier-free guidance, 1 unguided or with the guidance input."""
+        return 2 if cfg_scale != 1.0 and not self.guidance_input else 1
 
     def generate(
         self,
@@ -264,7 +276,7 @@ def _load_checkpoint(ckpt_dir: Path, dev: torch.device, precision: str) -> Loade
     spec = read_spec(config, ckpt_dir)
     try:
         model = build_network(spec.network)
-        objective = build_objective(spec.objective, spec.num_classes, spec.objective_args)
+        objective = recorded_objective(spec.objective, spec.num_classes, spec.objective_args)
     except ValueError as exc:
         raise UserError(f"{ckpt_dir / ckpt.CONFIG}: {exc}") from None
     weights = ckpt.sampling_weights(ckpt_dir)

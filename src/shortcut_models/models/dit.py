@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dit_jvp import dit_jvp
-from .embeddings import DEFAULT_STEP_INPUT, Conditioning, check_step_input
+from .embeddings import DEFAULT_STEP_INPUT, Conditioning, check_step_input, guidance_config
 
 _FAMILY = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
 
@@ -133,6 +133,8 @@ class DiT(nn.Module):
 
     ``step_input``: what the step-size embedder sees, ``"level"`` (-log2 d, the authors') or ``"size"``
     (d itself, continuous at d = 0); see :mod:`.embeddings`.
+    ``guidance_input=True`` adds the guidance input ``model(x, t, d, y, guidance=g)`` (see
+    :mod:`.embeddings`); ``config`` names it only when True, so other networks' checkpoints are unchanged.
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         authors_quirks: bool = False,
         step_input: str = DEFAULT_STEP_INPUT,
+        guidance_input: bool = False,
     ) -> None:
         super().__init__()
         check_step_input(step_input)
@@ -163,6 +166,7 @@ class DiT(nn.Module):
             "mlp_ratio": mlp_ratio,
             "authors_quirks": authors_quirks,
             "step_input": step_input,
+            **guidance_config(guidance_input),
         }  # rebuilds this network: DiT(**config)
         self.input_size = input_size
         self.in_channels = in_channels
@@ -171,10 +175,11 @@ class DiT(nn.Module):
         self.hidden_size = hidden_size
         self.num_classes = num_classes
         self.authors_quirks = authors_quirks
+        self.guidance_input = guidance_input
         self.grid = input_size // patch_size
 
         self.x_embedder = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
-        self.conditioning = Conditioning(hidden_size, num_classes, step_input=step_input)
+        self.conditioning = Conditioning(hidden_size, num_classes, step_input=step_input, guidance_input=guidance_input)
         self.register_buffer("pos_embed", sincos_position_embedding(hidden_size, self.grid)[None])
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, authors_quirks) for _ in range(depth))
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
@@ -202,7 +207,8 @@ class DiT(nn.Module):
 
         cond = self.conditioning
         nn.init.normal_(cond.y_embedder.table.weight, std=0.02)
-        for embedder in (cond.t_embedder, cond.d_embedder):
+        guided = cond.guidance_embedder.embedders() if cond.guidance_embedder is not None else ()
+        for embedder in (cond.t_embedder, cond.d_embedder, *guided):
             nn.init.normal_(embedder.mlp[0].weight, std=0.02)
             nn.init.normal_(embedder.mlp[2].weight, std=0.02)
 
@@ -229,15 +235,19 @@ class DiT(nn.Module):
         self,
         primals: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
         tangents: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        guidance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(output, its derivative along the tangents (dx, dt, dd)) at primals (x, t, d, y), one pass
-        carrying the tangent through every layer (models/dit_jvp.py); equals ``torch.func.jvp`` of forward."""
-        return dit_jvp(self, primals, tangents)
+        """(output, its derivative along the tangents (dx, dt, dd)) at primals (x, t, d, y) and ``guidance``
+        (no tangent), one pass carrying the tangent through every layer (models/dit_jvp.py); equals
+        ``torch.func.jvp`` of forward."""
+        return dit_jvp(self, primals, tangents, guidance)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.x_embedder(x).flatten(2).transpose(1, 2)
         h = h + self.pos_embed.to(h.dtype)
-        c = self.conditioning(t, d, y)
+        c = self.conditioning(t, d, y, guidance)
         for block in self.blocks:
             h = block(h, c)
         return self.unpatchify(self.final_layer(h, c))

@@ -115,15 +115,17 @@ def dit_jvp(
     model: DiT,
     primals: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     tangents: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    guidance: torch.Tensor | None = None,
 ) -> Pair:
-    """(model(x, t, d, y), its derivative along (dx, dt, dd)) of a DiT; primals (x, t, d, y), tangents (dx, dt, dd)."""
+    """(model(x, t, d, y, guidance), its derivative along (dx, dt, dd)) of a DiT; primals (x, t, d, y),
+    tangents (dx, dt, dd); the guidance input (networks built with it) has no tangent."""
     x, t, d, y = primals
     dx, dt, dd = tangents
     emb = model.x_embedder
     h = emb(x).flatten(2).transpose(1, 2)
     h = h + model.pos_embed.to(h.dtype)
     dh = F.conv2d(dx, emb.weight, None, emb.stride).flatten(2).transpose(1, 2)
-    c = model.conditioning.jvp(t, dt, d, dd, y)
+    c = model.conditioning.jvp(t, dt, d, dd, y, guidance)
     pair = (h, dh)
     for blk in model.blocks:
         pair = block(blk, pair, c)

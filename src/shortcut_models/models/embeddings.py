@@ -13,6 +13,14 @@ What the step-size embedder sees is the network option ``step_input`` (:data:`ST
   interval methods' own networks (MeanFlow and its successors) embed the interval t - r.
 
 The public interface passes ``d`` either way.
+
+Guidance as an input (iMF, :mod:`shortcut_models.objectives.imf`): a network built with
+``guidance_input=True`` also takes ``model(x_t, t, d, y, guidance=g)``, ``g`` a float [B, 3] tensor of
+one row per sample: the guidance scale w, and the interval [lo, hi] of times (t = 0 noise) where it
+applies (:mod:`shortcut_models.guidance`). Three more embedders add emb(1 - 1/w), emb(lo) and emb(hi)
+to the conditioning (the iMF network embeds the same three numbers, as extra tokens). Without
+``guidance`` such a network is unguided: w = 1 on [0, 1]. A network built without the input raises ValueError
+when given one, so a guided call never silently drops the guidance.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .. import guidance as guide
 
 
 def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -95,32 +105,88 @@ class LabelEmbedder(nn.Module):
         return self.table(y)
 
 
+def guidance_config(guidance_input: bool) -> dict[str, bool]:
+    """The ``config`` entry of a network's guidance input: ``{"guidance_input": True}`` only when it has one,
+    so the configs (and checkpoints) of networks without it are those of the versions before it."""
+    return {"guidance_input": True} if guidance_input else {}
+
+
+class GuidanceEmbedder(nn.Module):
+    """emb(1 - 1/w) + emb(lo) + emb(hi) of a guidance tensor [B, 3] (w >= 1, so 1 - 1/w lies in [0, 1))."""
+
+    def __init__(self, hidden: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.scale_embedder = ScalarEmbedder(hidden, freq_dim)
+        self.lo_embedder = ScalarEmbedder(hidden, freq_dim)
+        self.hi_embedder = ScalarEmbedder(hidden, freq_dim)
+
+    def embedders(self) -> tuple[ScalarEmbedder, ...]:
+        return self.scale_embedder, self.lo_embedder, self.hi_embedder
+
+    def forward(self, guidance: torch.Tensor) -> torch.Tensor:
+        scale, lo, hi = guidance.unbind(dim=1)
+        return self.scale_embedder(1 - 1 / scale) + self.lo_embedder(lo) + self.hi_embedder(hi)
+
+
 class Conditioning(nn.Module):
     """c = emb_t(t) + emb_d(s(d)) + emb_y(y): separate t and d embedders and one label table, where
-    s(d) is the level -log2(d) (``step_input="level"``) or d itself (``"size"``)."""
+    s(d) is the level -log2(d) (``step_input="level"``) or d itself (``"size"``); with
+    ``guidance_input``, + the guidance embedding (:class:`GuidanceEmbedder`)."""
 
     def __init__(
-        self, hidden: int, num_classes: int, freq_dim: int = 256, step_input: str = DEFAULT_STEP_INPUT
+        self,
+        hidden: int,
+        num_classes: int,
+        freq_dim: int = 256,
+        step_input: str = DEFAULT_STEP_INPUT,
+        guidance_input: bool = False,
     ) -> None:
         super().__init__()
         self.step_input = check_step_input(step_input)
         self.t_embedder = ScalarEmbedder(hidden, freq_dim)
         self.d_embedder = ScalarEmbedder(hidden, freq_dim)
         self.y_embedder = LabelEmbedder(num_classes, hidden)
+        self.guidance_embedder = GuidanceEmbedder(hidden, freq_dim) if guidance_input else None
 
-    def forward(self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
+    ) -> torch.Tensor:
         step = step_level(d) if self.step_input == "level" else d
-        return self.t_embedder(t) + self.d_embedder(step) + self.y_embedder(y)
+        c = self.t_embedder(t) + self.d_embedder(step) + self.y_embedder(y)
+        return self.with_guidance(c, guidance)
 
     def jvp(
-        self, t: torch.Tensor, dt: torch.Tensor, d: torch.Tensor, dd: torch.Tensor, y: torch.Tensor
+        self,
+        t: torch.Tensor,
+        dt: torch.Tensor,
+        d: torch.Tensor,
+        dd: torch.Tensor,
+        y: torch.Tensor,
+        guidance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(c, its derivative along (dt, dd)); the level's derivative is -dd / (d ln 2) (0 where d is
-        clamped), the size's dd itself."""
+        clamped), the size's dd itself; the guidance input has no tangent."""
         c_t, dc_t = self.t_embedder.jvp(t, dt)
         if self.step_input == "level":
             dlevel = torch.where(d > 1e-12, -dd / (d * math.log(2.0)), torch.zeros_like(d))
             c_d, dc_d = self.d_embedder.jvp(step_level(d), dlevel)
         else:
             c_d, dc_d = self.d_embedder.jvp(d, dd)
-        return c_t + c_d + self.y_embedder(y), dc_t + dc_d
+        return self.with_guidance(c_t + c_d + self.y_embedder(y), guidance), dc_t + dc_d
+
+    def with_guidance(self, c: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
+        """``c`` plus the guidance embedding (none given: w = 1 on [0, 1]); ValueError when this conditioning
+        has no guidance input and one is given, or the guidance is not [B, 3]."""
+        if self.guidance_embedder is None:
+            if guidance is not None:
+                raise ValueError(
+                    "this network was built without the guidance input (guidance_input=False); "
+                    "call it without guidance=, or build it with guidance_input=True"
+                )
+            return c
+        rows = c.shape[0]
+        if guidance is None:
+            guidance = guide.none(rows, c.device)
+        if guidance.shape != (rows, len(guide.COLUMNS)):
+            raise ValueError(f"guidance must have shape [{rows}, 3] (scale, lo, hi), got {tuple(guidance.shape)}")
+        return c + self.guidance_embedder(guidance)

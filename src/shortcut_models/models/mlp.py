@@ -5,6 +5,7 @@ size), y [B] int64 with ``num_classes`` as the null label. ``step_input`` says w
 embedder sees: the level -log2 d ("level", the default) or d itself ("size"; see :mod:`.embeddings`). Each block is
 ``h + W2 silu(W1 (LN(h) (1 + scale) + shift))`` with (shift, scale) from the conditioning vector.
 The output layer is zero-initialised, so the network predicts zero velocity at initialisation.
+``guidance_input=True`` adds the optional guidance input ``guidance=`` (see :mod:`.embeddings`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .embeddings import DEFAULT_STEP_INPUT, Conditioning, check_step_input
+from .embeddings import DEFAULT_STEP_INPUT, Conditioning, check_step_input, guidance_config
 
 
 class MLPBlock(nn.Module):
@@ -42,6 +43,7 @@ class MLP(nn.Module):
         num_classes: int = 0,
         freq_dim: int = 128,
         step_input: str = DEFAULT_STEP_INPUT,
+        guidance_input: bool = False,
     ) -> None:
         super().__init__()
         if dim < 1 or width < 1 or depth < 1:
@@ -54,10 +56,12 @@ class MLP(nn.Module):
             "num_classes": num_classes,
             "freq_dim": freq_dim,
             "step_input": step_input,
+            **guidance_config(guidance_input),
         }  # rebuilds this network: MLP(**config)
         self.dim = dim
         self.num_classes = num_classes
-        self.cond = Conditioning(width, num_classes, freq_dim, step_input)
+        self.guidance_input = guidance_input
+        self.cond = Conditioning(width, num_classes, freq_dim, step_input, guidance_input)
         self.cond_act = nn.SiLU()
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(MLPBlock(width) for _ in range(depth))
@@ -66,8 +70,10 @@ class MLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        c = self.cond_act(self.cond(t, d, y))
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        c = self.cond_act(self.cond(t, d, y, guidance))
         h = self.inp(x) + c
         for block in self.blocks:
             h = block(h, c)

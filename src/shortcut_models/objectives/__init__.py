@@ -22,11 +22,13 @@ from .consistency_distillation import ConsistencyDistillation
 from .consistency_training import ConsistencyTraining
 from .esc import ESC
 from .flow_matching import FlowMatching
+from .imf import ImprovedMeanFlow
 from .imm import IMM
 from .live_reflow import LiveReflow
 from .loss_weights import LOSS_WEIGHTS
 from .meanflow import MeanFlow
 from .progressive_distillation import ProgressiveDistillation
+from .sct import ContinuousConsistency
 from .shortcut import Shortcut, level_strata
 from .target_networks import LEGACY_KNOBS, TARGET_NETWORKS, legacy_value
 from .time_samplers import TIME_SAMPLERS
@@ -41,6 +43,8 @@ OBJECTIVES: dict[str, type[Objective]] = {
     MeanFlow.name: MeanFlow,
     ESC.name: ESC,
     IMM.name: IMM,
+    ImprovedMeanFlow.name: ImprovedMeanFlow,
+    ContinuousConsistency.name: ContinuousConsistency,
 }
 
 
@@ -79,6 +83,15 @@ def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = N
     return cls(num_classes=num_classes, **own)
 
 
+def recorded_objective(name: str, num_classes: int, recorded: dict[str, Any]) -> Objective:
+    """The objective ``name`` as a saved run computed it: the knobs it ``recorded`` (every knob it had,
+    old names read), and knobs added since at the value runs computed with before they existed
+    (:attr:`Objective.knobs_before`), not at today's defaults; ValueError as :func:`build_objective`."""
+    cls = OBJECTIVES.get(name)
+    before = cls.knobs_before if cls is not None else {}
+    return build_objective(name, num_classes, {**before, **translate_legacy(recorded)})
+
+
 __all__ = [
     "LOSS_WEIGHTS",
     "OBJECTIVES",
@@ -86,8 +99,10 @@ __all__ = [
     "TIME_SAMPLERS",
     "ConsistencyDistillation",
     "ConsistencyTraining",
+    "ContinuousConsistency",
     "ESC",
     "FlowMatching",
+    "ImprovedMeanFlow",
     "IMM",
     "LiveReflow",
     "MeanFlow",
@@ -102,5 +117,6 @@ __all__ = [
     "kind_counts",
     "level_strata",
     "log_weights",
+    "recorded_objective",
     "translate_legacy",
 ]

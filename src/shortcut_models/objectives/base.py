@@ -7,8 +7,10 @@ objective keeps no state between calls. Conventions: t = 0 is noise, t = 1 is da
 size; every network is ``model(x_t, t, d, y)`` with ``y == num_classes`` the null label.
 
 An objective is a dataclass: its fields other than ``num_classes`` are its *knobs*, the settings a
-run configures (``objective_args`` in the training config) and a checkpoint records. Defaults and
-range checks live on the dataclass, nowhere else. Every objective has the *recipe* knobs of this
+run configures (``objective_args`` in the training config) and a checkpoint records (every knob, so a
+run keeps the values it was saved with when a default changes later; a knob added later takes its
+:attr:`Objective.knobs_before` value in runs saved before it). Defaults and range checks live on the
+dataclass, nowhere else. Every objective has the *recipe* knobs of this
 base class: the time sampler (``time_sampler``, :mod:`.time_samplers`) and the loss weight
 (``loss_weight``, :mod:`.loss_weights`); objectives whose targets come from a network add the
 target network (:class:`~.target_networks.TargetNetworkKnobs`).
@@ -52,7 +54,8 @@ class Targets:
     x_t: points on the path (t = 0 noise, t = 1 data); t, d: time and step size per row ([B] float);
     v: regression target; y: labels fed to the network (null = num_classes); kind: int64 [B], the
     index in the objective's :attr:`Objective.row_kinds` of the kind of each row (e.g. shortcut's
-    self-consistency rows are kind 0, its flow-matching rows kind 1).
+    self-consistency rows are kind 0, its flow-matching rows kind 1); guidance: the guidance input
+    [B, 3] fed to the network (:mod:`shortcut_models.guidance`; None: the network is called without it).
     """
 
     x_t: torch.Tensor
@@ -61,12 +64,17 @@ class Targets:
     v: torch.Tensor
     y: torch.Tensor
     kind: torch.Tensor
+    guidance: torch.Tensor | None = None
 
     def split(self, chunks: int) -> list[Targets]:
         """``chunks`` equal row blocks (gradient accumulation)."""
         fields = [f.name for f in dataclasses.fields(self)]
-        parts = [getattr(self, name).chunk(chunks) for name in fields]
+        parts = [[None] * chunks if (v := getattr(self, name)) is None else v.chunk(chunks) for name in fields]
         return [Targets(*(p[i] for p in parts)) for i in range(chunks)]
+
+    def network_kwargs(self) -> dict[str, torch.Tensor]:
+        """The keyword arguments of the network call beyond (x_t, t, d, y): the guidance input when there is one."""
+        return {} if self.guidance is None else {"guidance": self.guidance}
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,12 @@ class Objective(ABC):
     min_max_steps: ClassVar[int] = 1  # the smallest M the objective allows
     # the network's step-size input in a new run that does not choose one: "level" or "size" (see above)
     step_input: ClassVar[str] = "level"
+    # True: the network takes the guidance scale and interval as an input (``model(..., guidance=g)``, iMF);
+    # the trainer builds it with ``guidance_input=True``
+    guidance_input: ClassVar[bool] = False
+    # knobs added after runs were saved -> the value those runs computed with: a saved run that does not
+    # record such a knob resumes (and loads) with this value, not with the knob's default
+    knobs_before: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         """Range checks of every knob (ValueError naming the knob), from each field's ``spec``."""
@@ -207,7 +221,7 @@ class Objective(ABC):
         ``loss`` is the plain mean squared error over the batch (comparable whatever the loss
         weight), ``loss_<kind>`` the same over each kind of row (NaN where a kind has no rows).
         """
-        pred = model(targets.x_t, targets.t, targets.d, targets.y)
+        pred = model(targets.x_t, targets.t, targets.d, targets.y, **targets.network_kwargs())
         sq = (pred.float() - targets.v.float()).pow(2).flatten(1)
         per_row, mse = per_row_loss(self.loss_weight, sq, self)
         loss = per_row.mean()

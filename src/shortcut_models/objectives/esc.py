@@ -50,7 +50,7 @@ import torch
 from .. import path
 from ..seeding import RowDraws
 from ..validation import Float, Int
-from .base import Network, Progress, TargetNetworks, Targets, knob, redefault
+from .base import Network, Objective, Progress, TargetNetworks, Targets, knob, redefault
 from .flow_matching import FlowRows
 from .meanflow import MeanFlow
 from .time_samplers import interval_times
@@ -106,6 +106,7 @@ class ESC(MeanFlow):
     """
 
     class_dropout: float = redefault(FlowRows, "class_dropout", 0.1)
+    adaptive_eps: float = redefault(Objective, "adaptive_eps", 1e-3)  # ESC's code (MeanFlow's official: 0.01)
     terminal_steps: int = knob(20000, Int(0), "steps until no interval is made to end at the data (0: none ever)")
     plugin_share: float = knob(0.5, Float(0.0, 1.0), "share of rows whose velocity is the minibatch plug-in estimate")
     cfg_omega: float = knob(1.0, Float(), "guidance in training: weight of the (plug-in) velocity")

@@ -1,7 +1,8 @@
 """Jacobian-vector products of a network, for the objectives whose targets need the network's derivative.
 
 ``network_jvp(network, (x, t, d, y), (dx, dt, dd))`` is the derivative of ``network(x, t, d, y)`` along
-the tangent (labels have none). A network that carries tangents itself (a ``jvp(primals, tangents)``
+the tangent (labels have none); ``network_jvp_with_output`` also returns the network's output, which the
+product computes anyway. A network that carries tangents itself (a ``jvp(primals, tangents)``
 method, as the DiT has: models/dit_jvp.py) does it in one pass of its own; any other network goes
 through ``torch.func.jvp``. Wrappers are looked through: DDP's ``module`` and ``torch.compile``'s
 ``_orig_mod`` (the product needs no gradient synchronisation and runs uncompiled).
@@ -32,11 +33,24 @@ def unwrapped(network: Callable[..., torch.Tensor]) -> Callable[..., torch.Tenso
         network = inner
 
 
-def network_jvp(network: Callable[..., torch.Tensor], primals: Primals, tangents: Tangents) -> torch.Tensor:
-    """d network(x, t, d, y) along (dx, dt, dd), in the dtype of x."""
+def network_jvp(
+    network: Callable[..., torch.Tensor], primals: Primals, tangents: Tangents, **network_kwargs: torch.Tensor
+) -> torch.Tensor:
+    """d network(x, t, d, y, **network_kwargs) along (dx, dt, dd), in the dtype of x; the keyword inputs
+    (the guidance input of iMF's networks) have no tangent."""
+    return network_jvp_with_output(network, primals, tangents, **network_kwargs)[1]
+
+
+def network_jvp_with_output(
+    network: Callable[..., torch.Tensor], primals: Primals, tangents: Tangents, **network_kwargs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(network(x, t, d, y, **network_kwargs), its derivative along (dx, dt, dd)) from the one product,
+    both in the dtype of x."""
     x, t, d, y = primals
     own = getattr(unwrapped(network), "jvp", None)
     if own is not None:
-        return own(primals, tangents)[1].to(x.dtype)
-    with sdpa_kernel([SDPBackend.MATH]):
-        return jvp(lambda a, b, c: network(a, b, c, y), (x, t, d), tangents)[1].to(x.dtype)
+        out, tangent = own(primals, tangents, **network_kwargs)
+    else:
+        with sdpa_kernel([SDPBackend.MATH]):
+            out, tangent = jvp(lambda a, b, c: network(a, b, c, y, **network_kwargs), (x, t, d), tangents)
+    return out.to(x.dtype), tangent.to(x.dtype)

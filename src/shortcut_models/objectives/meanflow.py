@@ -11,12 +11,23 @@ which in the paper's reversed time (t = 1 noise, interval [r, t]) reads u = v - 
 target is v + d * D u with v = x1 - (1 - eps) x0 the path velocity and D u one forward-mode product
 of the network (tangent (v, 1, -1); :mod:`.forward_mode`), all without gradient (stopped).
 
-Its recipe by default (the paper's): times from the pair sampler over logit-normal draws
-sigmoid(mu + sigma n) (:func:`~.time_samplers.interval_times`): on the first ``round(B * interval_share)``
-rows the interval runs from the smaller draw to the larger (d > 0, these rows need the product); on
-the rest t is the first draw and d = 0. ``time_mu`` = 0.4 here is the paper's -0.4 (time reversed).
-The loss weight is the paper's adaptive one (:mod:`.loss_weights`). Any other time sampler or loss
-weight can be chosen. Sampled with the step size actually taken, in any number of steps.
+Its recipe by default (the official code's, configs/default.py of Gsunshine/meanflow, which produced
+the paper's numbers): times from the pair sampler over logit-normal draws sigmoid(mu + sigma n)
+(:func:`~.time_samplers.interval_times`): on the first ``round(B * interval_share)`` rows the interval
+runs from the smaller draw to the larger (d > 0, these rows need the product); on the rest d = 0 at the
+smaller draw (the code's ``t = max(t, r)`` before ``r = t``, in its reversed time). ``time_mu`` = 0.4
+here is the code's ``P_mean`` = -0.4 (time reversed). The loss weight is the adaptive one
+(:mod:`.loss_weights`) with the code's ``norm_eps`` = 0.01 added to each row's sum of squares (the
+paper writes c = 1e-3 as its example), labels dropped with probability 0.1 (``class_dropout_prob``).
+Any other time sampler or loss weight can be chosen. Sampled with the step size actually taken, in
+any number of steps.
+
+Not here: the official code's default trains classifier-free guidance into the target (``omega`` = 1,
+``kappa`` = 0.5: v + kappa (v_cond - v_uncond) on rows whose label is kept); this objective trains
+the plain velocity (the code with ``kappa`` = 0) and guides at sampling time. Its label dropout drops
+each row with probability ``class_dropout`` (the code drops a leading block of as many rows, in
+practice only rows with d = 0). tests/objectives/test_meanflow_reference.py compares the targets and
+the loss with the official code.
 
 Its network sees the step size as d itself by default (``step_input = "size"``: the network option
 ``model_args.step_input``, continuous at d = 0 where the level -log2 d sends d -> 0 far from d = 0),
@@ -35,12 +46,12 @@ import torch
 
 from .. import path
 from ..seeding import RowDraws
-from ..validation import Float
+from ..validation import Float, OneOf
 from .base import Network, Objective, Progress, TargetNetworks, Targets, knob, redefault
 from .flow_matching import FlowRows
 from .forward_mode import network_jvp
 from .target_networks import TargetNetworkKnobs
-from .time_samplers import interval_times
+from .time_samplers import FLOW_ROW_TIMES, interval_times
 
 
 @dataclass(kw_only=True)
@@ -48,16 +59,24 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
     """MeanFlow: average velocities over intervals, targets from the MeanFlow identity.
 
     Args:
-        class_dropout: label dropout probability.
+        class_dropout: label dropout probability (the official code's 0.1).
         interval_share: share of rows with d > 0 (the paper's best: 0.25); the rest have d = 0.
+        flow_row_time: the time of the rows with d = 0: the smaller of the row's two draws ("smaller",
+            the official code's) or the first draw ("first", this objective's before 2026-12).
         target_network: the network whose derivative builds the target: "online" (the paper's) or "ema".
         time_sampler, time_mu, time_sigma: logit-normal sigmoid(mu + sigma n) by default (t = 0 noise).
         loss_weight, adaptive_power, adaptive_eps: the adaptive weight 1 / (loss + eps)^p by default
-            (paper: p = 1, eps 1e-3 here).
+            (the official code's p = 1, eps = 0.01; the paper's example eps is 1e-3, this objective's
+            default before 2026-12).
         max_steps: M, the finest step count the sampler allows.
     """
 
     interval_share: float = knob(0.25, Float(0.0, 1.0), "share of rows trained on an interval (d > 0)")
+    flow_row_time: str = knob(
+        "smaller", OneOf(FLOW_ROW_TIMES), "time of the rows with d = 0: the smaller of two draws, or the first"
+    )
+    class_dropout: float = redefault(FlowRows, "class_dropout", 0.1)
+    adaptive_eps: float = redefault(Objective, "adaptive_eps", 0.01)
     time_sampler: str = redefault(Objective, "time_sampler", "logit-normal")
     loss_weight: str = redefault(Objective, "loss_weight", "adaptive")
     target_network: str = redefault(TargetNetworkKnobs, "target_network", "online")
@@ -66,6 +85,7 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
     title = "MeanFlow"
     row_kinds = ("interval", "flow")
     step_input = "size"  # the interval d itself, continuous at d = 0, as the paper's network embeds t - r
+    knobs_before = {"flow_row_time": "first"}  # runs saved before this knob put rows with d = 0 at the first draw
 
     def kind_rows(self, batch: int) -> tuple[int, ...]:
         """(rows with d > 0, which need the forward-mode product: round(B * interval_share); rows with d = 0)."""
@@ -88,7 +108,7 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
     ) -> Targets:
         """Draw order after the noise: two times per row, label dropout."""
         n = len(draws.head(self.kind_rows(draws.total)[0]))  # this process's rows with d > 0
-        t, d, interval = interval_times(self, draws, n, self.max_steps)
+        t, d, interval = interval_times(self, draws, n, self.max_steps, self.flow_row_time)
         labels = self.dropped_labels(y, draws)
         x_t, v = path.interpolate(x0, x1, t), path.velocity(x0, x1)
         target = v.clone()
@@ -108,4 +128,19 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
         self, model: Network, x_t: torch.Tensor, t: torch.Tensor, d: torch.Tensor, v: torch.Tensor, y: torch.Tensor
     ) -> torch.Tensor:
         """D u = du/dx . v + du/dt - du/dd at (x_t, t, d): one Jacobian-vector product (see module docstring)."""
-        return network_jvp(model, (x_t, t, d, y), (v, torch.ones_like(t), -torch.ones_like(d)))
+        return path_derivative(model, x_t, t, d, v, y)
+
+
+def path_derivative(
+    model: Network,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    d: torch.Tensor,
+    v: torch.Tensor,
+    y: torch.Tensor,
+    **network_kwargs: torch.Tensor,
+) -> torch.Tensor:
+    """D u = du/dx . v + du/dt - du/dd of ``u = model(x, t, d, y, **network_kwargs)`` at (x_t, t, d), the end
+    t + d held fixed and the point moving with velocity ``v``: one Jacobian-vector product (:mod:`.forward_mode`).
+    MeanFlow moves with the path velocity, iMF with the predicted one (and passes its guidance input)."""
+    return network_jvp(model, (x_t, t, d, y), (v, torch.ones_like(t), -torch.ones_like(d)), **network_kwargs)

@@ -13,7 +13,7 @@ batch, or a tensor per row):
 Three uses, written once here: :func:`times` for rows without a step (flow matching), :func:`start_times`
 for rows that step by d and need t + d <= 1 (a grid sampler lands there by itself; a continuous one is
 scaled to [0, 1 - d]), and :func:`interval_times` for objectives trained on intervals (two draws,
-sorted, a share of rows with d = 0, as MeanFlow).
+sorted, a share of rows with d = 0 at the smaller draw, as MeanFlow).
 
 Adding a sampler: one function below and one line in :data:`TIME_SAMPLERS`.
 """
@@ -45,8 +45,10 @@ def uniform(draws: RowDraws, cells: Cells, knobs: Any) -> torch.Tensor:  # noqa:
 
 
 def logit_normal(draws: RowDraws, cells: Cells, knobs: Any) -> torch.Tensor:  # noqa: ARG001
-    """t = sigmoid(time_mu + time_sigma n), n ~ N(0, 1)."""
-    return torch.sigmoid(knobs.time_mu + knobs.time_sigma * draws.normal((), torch.float32))
+    """t = sigmoid(time_mu + time_sigma n), n ~ N(0, 1); computed in float64 and rounded to float32, so a
+    row's time does not depend on how many rows the call holds (torch's float32 sigmoid may differ in the
+    last bit between batch sizes, which made a process's rows differ from the single process's)."""
+    return torch.sigmoid(knobs.time_mu + knobs.time_sigma * draws.normal((), torch.float64)).float()
 
 
 @dataclass(frozen=True)
@@ -78,15 +80,19 @@ def start_times(knobs: Any, draws: RowDraws, d: float | torch.Tensor) -> torch.T
     return t if sampler.on_grid else t * (1 - d)
 
 
+FLOW_ROW_TIMES = ("smaller", "first")  # the time of the pair sampler's rows with d = 0 (see interval_times)
+
+
 def interval_times(
-    knobs: Any, draws: RowDraws, interval_rows: int, cells: int
+    knobs: Any, draws: RowDraws, interval_rows: int, cells: int, flow_time: str = "smaller"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(t, d, interval) of the pair sampler: two draws a, c per row (``cells``: the grid sampler's);
     on this process's first ``interval_rows`` rows the interval runs from the smaller to the larger
-    (t = min(a, c), d = |a - c|, ``interval`` True), on the rest t = a and d = 0."""
+    (t = min(a, c), d = |a - c|, ``interval`` True), on the rest d = 0 and t is the smaller draw
+    (``flow_time`` "smaller", as MeanFlow's official code) or the first one ("first")."""
     a = times(knobs, draws, cells)
     c = times(knobs, draws, cells)
     interval = torch.arange(len(draws), device=draws.device) < interval_rows
-    t = torch.where(interval, torch.minimum(a, c), a)
+    t = torch.minimum(a, c) if flow_time == "smaller" else torch.where(interval, torch.minimum(a, c), a)
     d = torch.where(interval, (a - c).abs(), torch.zeros_like(a))
     return t, d, interval

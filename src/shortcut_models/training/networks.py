@@ -1,7 +1,9 @@
 """The networks of a run: the online network, its EMA, the frozen teacher copy, and their description.
 
 The online network is initialised from the run's seed (``derive_seed(seed, 99)``), so two runs of one
-config start from the same weights. The EMA starts as a copy of it. Objectives that distil a teacher
+config start from the same weights; an objective that feeds the guidance scale to the network
+(``Objective.guidance_input``, iMF) gets it built with ``guidance_input=True``. The EMA starts as a
+copy of it. Objectives that distil a teacher
 run (``teacher_run``) get a frozen copy as well, whose weights the trainer loads later (from the
 teacher run, or from this run's checkpoint when it resumes).
 
@@ -76,11 +78,25 @@ def resolve_step_input(cfg: TrainConfig, objective: Objective, run_dir: Path) ->
 
 
 def build_networks(
-    cfg: TrainConfig, sample_shape: tuple[int, ...], num_classes: int, device: torch.device, teacher: bool
+    cfg: TrainConfig,
+    sample_shape: tuple[int, ...],
+    num_classes: int,
+    device: torch.device,
+    teacher: bool,
+    guidance_input: bool = False,
 ) -> Networks:
-    """The network of ``cfg`` on ``device`` (seeded), its EMA and, with ``teacher``, a frozen copy."""
+    """The network of ``cfg`` on ``device`` (seeded), its EMA and, with ``teacher``, a frozen copy;
+    ``guidance_input``: with the guidance input (UserError when ``model_args`` turn it off)."""
     torch.manual_seed(seeding.derive_seed(cfg.seed, INIT_STREAM))
-    model = build_model(cfg.model, sample_shape, num_classes, cfg.model_args).to(device)
+    args = dict(cfg.model_args)
+    if guidance_input:
+        if not args.get("guidance_input", True):
+            raise UserError(
+                f"objective {cfg.objective!r} feeds the guidance scale to the network; "
+                "remove guidance_input=false from model_args"
+            )
+        args["guidance_input"] = True
+    model = build_model(cfg.model, sample_shape, num_classes, args).to(device)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
     return Networks(model, ema, frozen_copy(model) if teacher else None)
 
