@@ -110,6 +110,7 @@ def test_converted_network_equals_the_authors(authors_code, tmp_path, shape):
     assert rc == 0
     loaded = load_model(tmp_path / "run", device="cpu")
     assert loaded.step == 4321 and loaded.spec.network["args"]["authors_quirks"] is True
+    assert loaded.spec.network["args"]["step_input"] == "level"  # their network feeds -log2 d
     assert loaded.num_classes == (0 if classes == 1 else classes)
     x, t, level, their_y = inputs(size, classes)
     d = 2.0 ** -level.float()

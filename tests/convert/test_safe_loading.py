@@ -153,6 +153,8 @@ def test_a_converted_run_samples_through_a_vae_and_seeds_a_fine_tuning_run(tmp_p
     loaded = load_model(run, device="cpu")
     assert loaded.spec.autoencoder == str(vae_dir) and loaded.spec.scaling_factor == 0.18215
     assert loaded.data_shape == (3, 16, 16) and loaded.num_classes == 0
+    # the authors' network feeds -log2 d: recorded, and the fine-tuning command below carries it
+    assert loaded.spec.network["args"]["step_input"] == loaded.training["model_args"]["step_input"] == "level"
     assert main(["sample", "--ckpt", str(run), "--steps", "1", "--num", "4", "--out", str(tmp_path / "s.npz")]) == 0
     images = np.load(tmp_path / "s.npz")["arr_0"]
     assert images.shape == (4, 16, 16, 3) and images.std() > 0
@@ -161,6 +163,7 @@ def test_a_converted_run_samples_through_a_vae_and_seeds_a_fine_tuning_run(tmp_p
     command = next(line for line in printed.splitlines() if line.startswith("fine-tune:")).split()[3:]
     assert command[:4] == ["--preset", "celebahq256", "--init-from", str(run)]
     model_args = command[5].strip("'")
+    assert '"step_input":"level"' in model_args
     rc = main(
         ["train", "--out", str(tmp_path / "ft"), "--quiet", *command[:5], model_args, "data=synthetic:4x8x8"]
         + ["steps=1", "batch_size=8", "eval_every=0", "sample_every=0", "ckpt_every=1", "precision=fp32"]

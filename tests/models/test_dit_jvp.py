@@ -5,15 +5,16 @@ import torch
 from torch.func import jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from shortcut_models.models import STEP_INPUTS
 from shortcut_models.models.dit import DiT
 from shortcut_models.objectives import MeanFlow
 from shortcut_models.objectives.forward_mode import network_jvp
 
 
-def random_dit(quirks: bool, num_classes: int = 10) -> DiT:
+def random_dit(quirks: bool, num_classes: int = 10, step_input: str = "level") -> DiT:
     """DiT-Nano on 8x8x2 inputs with every weight random (the zero-initialised layers would hide errors)."""
     torch.manual_seed(0)
-    model = DiT.from_preset("DiT-Nano", 8, 2, num_classes=num_classes, authors_quirks=quirks).double()
+    model = DiT.from_preset("DiT-Nano", 8, 2, num_classes, authors_quirks=quirks, step_input=step_input).double()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.2)
     return model
@@ -35,9 +36,10 @@ def generic_jvp(model, primals, tangents):
         return jvp(lambda a, b, c: model(a, b, c, y), (x, t, d), tangents)
 
 
+@pytest.mark.parametrize("step_input", STEP_INPUTS)
 @pytest.mark.parametrize("quirks", [False, True])
-def test_own_product_equals_forward_mode_autodiff(quirks):
-    model, (primals, tangents) = random_dit(quirks), point()
+def test_own_product_equals_forward_mode_autodiff(quirks, step_input):
+    model, (primals, tangents) = random_dit(quirks, step_input=step_input), point()
     out, tangent = model.jvp(primals, tangents)
     ref_out, ref_tangent = generic_jvp(model, primals, tangents)
     assert ref_tangent.abs().max() > 1  # a real derivative, not the zero of an initialised head
@@ -45,10 +47,12 @@ def test_own_product_equals_forward_mode_autodiff(quirks):
     torch.testing.assert_close(tangent, ref_tangent, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("step_input", STEP_INPUTS)
 @pytest.mark.parametrize("which", [0, 1, 2])
-def test_each_input_direction_alone(which):
-    """Tangent along x, t or d alone: each enters through its own layers (patches, time, step size)."""
-    model, (primals, tangents) = random_dit(False), point()
+def test_each_input_direction_alone(which, step_input):
+    """Tangent along x, t or d alone: each enters through its own layers (patches, time, step size, the
+    latter as -log2 d or as d itself)."""
+    model, (primals, tangents) = random_dit(False, step_input=step_input), point()
     only = tuple(tg if i == which else torch.zeros_like(tg) for i, tg in enumerate(tangents))
     tangent = model.jvp(primals, only)[1]
     assert tangent.abs().max() > 1e-3

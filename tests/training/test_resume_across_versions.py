@@ -2,6 +2,8 @@
 with ``bootstrap_ema=true`` and of MeanFlow, stopped at step 5 by that code) resume with this code and
 continue as a run that never stopped: their saved knobs are read under today's names, their missing
 recipe knobs take the values they trained with, and the optimiser, EMA and random state carry on.
+Their networks fed the step size as its level -log2 d: resumed without ``model_args.step_input`` they
+keep it (a new MeanFlow run feeds d itself), so the run they are compared with sets it.
 
 The fixtures were computed on another machine's CPU, so the comparison allows float rounding (on the
 machine that wrote them the resumed run is bit-identical: benchmarks/fingerprint.py, docs/architecture.md).
@@ -38,12 +40,16 @@ def test_a_run_saved_before_resumes_as_if_it_never_stopped(name, tmp_path):
     shutil.copytree(FIXTURES / name, old)
     resumed = Trainer(build_config("checkerboard", objective, None, [*overrides, "steps=10"]), old, progress=False)
     assert resumed.step == 5  # accepted as the same run: same settings under today's names
+    assert resumed.model.config["step_input"] == resumed.cfg.model_args["step_input"] == "level"
     kept = SAVED_WITH.get(name, {})
     assert {k: getattr(resumed.objective, k) for k in kept} == kept  # not today's defaults
     resumed.run()
     then = [f"{k}={v}" for k, v in kept.items()]
+    level = "model_args.step_input=level"  # what the old run trained with
     straight = Trainer(
-        build_config("checkerboard", objective, None, [*overrides, *then, "steps=10"]), tmp_path / "new", progress=False
+        build_config("checkerboard", objective, None, [*overrides, *then, level, "steps=10"]),
+        tmp_path / "new",
+        progress=False,
     )
     straight.run()
     for a, b in ((resumed.model, straight.model), (resumed.ema.module, straight.ema.module)):

@@ -25,7 +25,9 @@ def register(sub: Subcommands) -> None:
         help="train a model (resumes from --out automatically)",
         epilog="Every key, its section, meaning and allowed values: shortcut config [--preset P] [--objective O] "
         "[key=value ...]. Keys are set as KEY=VALUE or SECTION.KEY=VALUE (e.g. optim.lr=3e-4); objective knobs "
-        "(time_sampler, loss_weight, target_network, bootstrap_every...) the same way.",
+        "(time_sampler, loss_weight, target_network, bootstrap_every...) the same way; the network's own settings "
+        "as model_args.KEY=VALUE, e.g. model_args.step_input=level|size (the step size fed as -log2 d or as d; "
+        "default: the objective's choice in a new run, the checkpoint's in a resumed one).",
     )
     p.add_argument("--preset", help=f"named preset: {', '.join(PRESETS)} (default: digits)")
     p.add_argument("--objective", choices=list(OBJECTIVES), help="training objective (default: the preset's)")

@@ -18,7 +18,17 @@ from .listing import describe_config, toml_value
 from .overrides import apply_overrides, build_config, load_config_file, parse_value, resolve_key
 from .presets import DEFAULT_PRESET, PRESETS
 from .sections import SECTIONS, flatten_sections
-from .train_config import EVAL_METRICS, MAX_LR, PRECISIONS, RESUMABLE_KEYS, TrainConfig, normalise_keys, validate
+from .train_config import (
+    EVAL_METRICS,
+    MAX_LR,
+    PRECISIONS,
+    RESUMABLE_KEYS,
+    STEP_INPUT,
+    TrainConfig,
+    normalise_keys,
+    recorded_model_args,
+    validate,
+)
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -28,6 +38,7 @@ __all__ = [
     "PRESETS",
     "RESUMABLE_KEYS",
     "SECTIONS",
+    "STEP_INPUT",
     "TrainConfig",
     "apply_overrides",
     "build_config",
@@ -36,6 +47,7 @@ __all__ = [
     "load_config_file",
     "normalise_keys",
     "parse_value",
+    "recorded_model_args",
     "resolve_key",
     "toml_value",
     "validate",

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..objectives import build_objective
 from .sections import OBJECTIVE_SECTION, SECTIONS
-from .train_config import TrainConfig
+from .train_config import STEP_INPUT, TrainConfig
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -51,6 +51,11 @@ def describe_config(cfg: TrainConfig) -> str:
                 continue
             meta = fields[key].metadata
             lines.append(_line(key, getattr(cfg, key), meta["meaning"], meta["spec"].describe()))
+            if key == "model_args" and STEP_INPUT not in cfg.model_args:
+                lines.append(
+                    f"# step_input unset: a new run takes {cfg.objective}'s, {toml_value(objective.step_input)} (a resumed run "
+                    "keeps its checkpoint's, a fine-tuning run its source's); model_args.step_input=level|size sets it"
+                )
         if section == OBJECTIVE_SECTION:
             lines.append(f"# the knobs of {cfg.objective} (objective_args; knobs of other objectives are ignored)")
             for knob, (meaning, allowed) in objective.knob_docs().items():

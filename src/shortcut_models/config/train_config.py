@@ -5,6 +5,12 @@ its section and whether a resumed run may change it; and the checks across keys 
 is fully described by it; it is saved inside every checkpoint (the ``training`` entry of config.json,
 flat keys). The objective's knobs (``bootstrap_every``, ``time_sampler``...) are defined once, on the
 objective dataclasses (``shortcut_models.objectives``), and set through ``objective_args``.
+
+``model_args`` holds the network's own settings. One of them, ``step_input`` (what the network's
+step-size embedder sees: "level", -log2 d, or "size", d itself), defaults to the objective's own
+choice (``Objective.step_input``) in a new run; the trainer writes the value it used into the run's
+config (``shortcut_models.training.networks``). A run saved before the option existed has none and
+computed with "level" (:func:`recorded_model_args`).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..models import MODEL_NAMES
+from ..models import DEFAULT_STEP_INPUT, MODEL_NAMES, check_step_input
 from ..objectives import OBJECTIVES, all_knobs, build_objective, translate_legacy
 from ..optim import LR_SCHEDULES, OPTIMIZERS
 from ..seeding import MAX_SEED
@@ -27,6 +33,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # fd-dinov2 (Fréchet distance in DINOv2 features) is taken on request only.
 EVAL_METRICS = ("auto", "swd", "fd-digits", "fid", "fd-dinov2")
 MAX_LR = 1.0  # Adam(W) moves each weight by about lr per step: beyond 1 a run cannot learn
+STEP_INPUT = "step_input"  # the model_args key of the network's step-size input (level or size)
 
 
 def _key(default: Any, spec: Any, meaning: str, resumable: bool = False, factory: Any = None) -> Any:
@@ -50,7 +57,11 @@ class TrainConfig:
     )
     model: str = _key("DiT-Digits", OneOf(MODEL_NAMES), "the network (a DiT preset or mlp)")
     model_args: dict[str, Any] = _key(
-        None, Settings(), 'the network\'s own settings, e.g. {"width": 256, "depth": 4}', factory=dict
+        None,
+        Settings(),
+        'the network\'s own settings, e.g. {"width": 256, "depth": 4}; step_input: "level" (-log2 d) or "size" '
+        "(d), unset: the objective's",
+        factory=dict,
     )
     class_conditional: bool = _key(True, Flag(), "condition on the data's labels (false: the null label everywhere)")
     objective: str = _key("shortcut", OneOf(OBJECTIVES), "the training objective (its knobs: objective_args)")
@@ -135,12 +146,24 @@ class TrainConfig:
             raise UserError(f"class_conditional=true but data {self.data!r} has no labels")
         return data_classes if self.class_conditional else 0
 
+    def with_step_input(self, choice: str) -> TrainConfig:
+        """This config with ``model_args.step_input`` set to ``choice``, unless it sets one already."""
+        if STEP_INPUT in self.model_args:
+            return self
+        return dataclasses.replace(self, model_args={**self.model_args, STEP_INPUT: choice})
+
     def resolved_objective_args(self) -> dict[str, Any]:
         """Every knob of the run's objective, defaults included (what the run computes with)."""
         return build_objective(self.objective, 0, self.objective_args).args()
 
 
 RESUMABLE_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])
+
+
+def recorded_model_args(model_args: dict[str, Any]) -> dict[str, Any]:
+    """``model_args`` as a saved run computed with them: ``step_input`` "level" where it is absent (runs
+    saved before the option existed; the trainer writes it into every run since)."""
+    return {STEP_INPUT: DEFAULT_STEP_INPUT, **model_args}
 
 
 def normalise_keys(values: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +190,8 @@ def validate(cfg: TrainConfig) -> None:
             f.metadata["spec"](f.name, getattr(cfg, f.name))
         objective = build_objective(cfg.objective, 0, cfg.objective_args)
         objective.kind_rows(cfg.batch_size)  # e.g. a batch too small for one self-consistency row
+        if STEP_INPUT in cfg.model_args:
+            check_step_input(cfg.model_args[STEP_INPUT], f"model_args.{STEP_INPUT}")
     except ValueError as exc:
         raise UserError(str(exc)) from None
     for key in ("sample_steps", "eval_steps"):

@@ -7,7 +7,7 @@ through :mod:`shortcut_models.safe_pickle`: nothing in it runs, and JAX need not
 
 The result ``RUN/checkpoints/step_N/`` holds the online weights as ``model.safetensors``, the EMA
 weights as ``ema.safetensors`` (what sampling uses) and a config.json describing a
-``DiT(authors_quirks=True)``, the shortcut objective, the latent shape and the VAE, plus a training
+``DiT(authors_quirks=True, step_input="level")``, the shortcut objective, the latent shape and the VAE, plus a training
 config a fine-tuning run can start from (``shortcut train --init-from RUN``). It holds no optimizer
 state, so it is a starting point, not a run to resume.
 """
@@ -137,7 +137,8 @@ def _architecture_name(arch: AuthorsArchitecture, preset: str | None, num_heads:
         raise UserError(f"hidden_size {arch.hidden_size} is not divisible by num_heads {heads}")
     if arch.mlp_ratio != 4.0:
         args["mlp_ratio"] = arch.mlp_ratio
-    return preset, {**args, "authors_quirks": True}
+    # the authors' network: their attention scale and init, and the step size fed as its level -log2 d
+    return preset, {**args, "authors_quirks": True, "step_input": "level"}
 
 
 def _vae(vae: str | None, channels: int) -> tuple[str | None, float | None, int]:

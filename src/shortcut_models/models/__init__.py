@@ -2,7 +2,9 @@
 
 Every network keeps its constructor arguments in ``.config``, so ``network_spec(model)`` describes it
 in a checkpoint and ``build_network(spec)`` rebuilds it from a fixed table of classes (no class is ever
-looked up by a name read from a file beyond this table).
+looked up by a name read from a file beyond this table). Both networks take ``step_input``, what their
+step-size embedder sees (:data:`STEP_INPUTS`: the level -log2 d, the default, or d itself; see
+:mod:`.embeddings`); a description saved before the option existed lacks it and rebuilds "level".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import nn
 
 from ..errors import UserError
 from .dit import DIT_PRESETS, DiT
+from .embeddings import DEFAULT_STEP_INPUT, STEP_INPUTS, check_step_input
 from .mlp import MLP
 
 # The network classes a checkpoint may name.
@@ -62,4 +65,16 @@ def build_network(spec: dict[str, Any]) -> nn.Module:
         raise ValueError(f"bad arguments for {spec['class']}: {exc}") from None
 
 
-__all__ = ["DIT_PRESETS", "MLP", "MODEL_NAMES", "NETWORKS", "DiT", "build_model", "build_network", "network_spec"]
+__all__ = [
+    "DEFAULT_STEP_INPUT",
+    "DIT_PRESETS",
+    "MLP",
+    "MODEL_NAMES",
+    "NETWORKS",
+    "STEP_INPUTS",
+    "DiT",
+    "build_model",
+    "build_network",
+    "check_step_input",
+    "network_spec",
+]

@@ -3,8 +3,8 @@
 Conventions shared with the rest of the package: the network is called as ``model(x_t, t, d, y)``
 with ``x_t`` of shape [B, C, H, W], float ``t`` and ``d`` of shape [B] and int64 ``y`` of shape [B].
 Time runs from t = 0 (pure noise) to t = 1 (data) and is fed unscaled; ``d`` is the step size, which
-the conditioning feeds as its level ``-log2 d``; ``y == num_classes`` is the null (unconditional)
-label. The output has the shape of ``x_t`` and is the velocity (data minus noise direction).
+the conditioning feeds as its level ``-log2 d`` (``step_input="level"``, the default) or as d itself
+(``"size"``, see :mod:`.embeddings`); ``y == num_classes`` is the null (unconditional) label. The output has the shape of ``x_t`` and is the velocity (data minus noise direction).
 
 Architecture: patchify (Conv2d, kernel = stride = patch), a fixed 2-D sin-cos position embedding,
 ``depth`` adaLN-Zero transformer blocks, a final adaLN layer with a linear head, and unpatchify.
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dit_jvp import dit_jvp
-from .embeddings import Conditioning, guidance_config
+from .embeddings import DEFAULT_STEP_INPUT, Conditioning, check_step_input, guidance_config
 
 _FAMILY = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
 
@@ -131,6 +131,8 @@ class DiT(nn.Module):
     instead of being zeroed. In both settings the final modulation and the head are zero, so the
     output is exactly zero at initialisation.
 
+    ``step_input``: what the step-size embedder sees, ``"level"`` (-log2 d, the authors') or ``"size"``
+    (d itself, continuous at d = 0); see :mod:`.embeddings`.
     ``guidance_input=True`` adds the guidance input ``model(x, t, d, y, guidance=g)`` (see
     :mod:`.embeddings`); ``config`` names it only when True, so other networks' checkpoints are unchanged.
     """
@@ -146,9 +148,11 @@ class DiT(nn.Module):
         num_classes: int = 0,
         mlp_ratio: float = 4.0,
         authors_quirks: bool = False,
+        step_input: str = DEFAULT_STEP_INPUT,
         guidance_input: bool = False,
     ) -> None:
         super().__init__()
+        check_step_input(step_input)
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} must be divisible by patch_size {patch_size}")
         self.config = {
@@ -161,6 +165,7 @@ class DiT(nn.Module):
             "num_classes": num_classes,
             "mlp_ratio": mlp_ratio,
             "authors_quirks": authors_quirks,
+            "step_input": step_input,
             **guidance_config(guidance_input),
         }  # rebuilds this network: DiT(**config)
         self.input_size = input_size
@@ -174,7 +179,7 @@ class DiT(nn.Module):
         self.grid = input_size // patch_size
 
         self.x_embedder = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
-        self.conditioning = Conditioning(hidden_size, num_classes, guidance_input=guidance_input)
+        self.conditioning = Conditioning(hidden_size, num_classes, step_input=step_input, guidance_input=guidance_input)
         self.register_buffer("pos_embed", sincos_position_embedding(hidden_size, self.grid)[None])
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, authors_quirks) for _ in range(depth))
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)

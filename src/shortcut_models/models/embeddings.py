@@ -3,8 +3,16 @@
 Every network in this package is called as ``model(x_t, t, d, y)`` with float ``t`` and ``d`` of
 shape [B] and int64 ``y`` of shape [B]; ``y == num_classes`` is the null (unconditional) label.
 Time is fed in [0, 1] (t = 0 noise, t = 1 data), not scaled by 1000, as in the authors' code.
-The step size is fed as its level ``k = -log2(d)`` (0 for one step of size 1, 7 for d = 1/128),
-which is how the authors' code feeds it; the public interface still passes ``d``.
+
+What the step-size embedder sees is the network option ``step_input`` (:data:`STEP_INPUTS`):
+
+- ``"level"`` (the default, and what every network saved before the option was): the level
+  ``k = -log2(d)`` (0 for one step of size 1, 7 for d = 1/128), as the authors' shortcut DiT feeds
+  it. d = 0 is clamped to level ~40, so d -> 0 and d = 0 are far-apart inputs.
+- ``"size"``: d itself, through the same sinusoidal embedder as t: continuous at d = 0, as the
+  interval methods' own networks (MeanFlow and its successors) embed the interval t - r.
+
+The public interface passes ``d`` either way.
 
 Guidance as an input (iMF, :mod:`shortcut_models.objectives.imf`): a network built with
 ``guidance_input=True`` also takes ``model(x_t, t, d, y, guidance=g)``, ``g`` a float [B, 3] tensor of
@@ -37,6 +45,20 @@ def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
+
+
+STEP_INPUTS = ("level", "size")  # what the step-size embedder sees: -log2(d), or d itself
+DEFAULT_STEP_INPUT = "level"  # the authors' choice, and every network saved before the option existed
+
+
+def check_step_input(value: object, name: str = "step_input") -> str:
+    """``value`` if it is one of :data:`STEP_INPUTS`; ValueError naming ``name`` and them otherwise."""
+    if value not in STEP_INPUTS:
+        raise ValueError(
+            f"{name} must be one of {', '.join(repr(s) for s in STEP_INPUTS)} "
+            f"(the step size as -log2(d), or d itself), got {value!r}"
+        )
+    return str(value)
 
 
 def step_level(d: torch.Tensor) -> torch.Tensor:
@@ -107,11 +129,20 @@ class GuidanceEmbedder(nn.Module):
 
 
 class Conditioning(nn.Module):
-    """c = emb_t(t) + emb_d(level(d)) + emb_y(y): separate t and d embedders and one label table;
-    with ``guidance_input``, + the guidance embedding (:class:`GuidanceEmbedder`)."""
+    """c = emb_t(t) + emb_d(s(d)) + emb_y(y): separate t and d embedders and one label table, where
+    s(d) is the level -log2(d) (``step_input="level"``) or d itself (``"size"``); with
+    ``guidance_input``, + the guidance embedding (:class:`GuidanceEmbedder`)."""
 
-    def __init__(self, hidden: int, num_classes: int, freq_dim: int = 256, guidance_input: bool = False) -> None:
+    def __init__(
+        self,
+        hidden: int,
+        num_classes: int,
+        freq_dim: int = 256,
+        step_input: str = DEFAULT_STEP_INPUT,
+        guidance_input: bool = False,
+    ) -> None:
         super().__init__()
+        self.step_input = check_step_input(step_input)
         self.t_embedder = ScalarEmbedder(hidden, freq_dim)
         self.d_embedder = ScalarEmbedder(hidden, freq_dim)
         self.y_embedder = LabelEmbedder(num_classes, hidden)
@@ -120,7 +151,8 @@ class Conditioning(nn.Module):
     def forward(
         self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
     ) -> torch.Tensor:
-        c = self.t_embedder(t) + self.d_embedder(step_level(d)) + self.y_embedder(y)
+        step = step_level(d) if self.step_input == "level" else d
+        c = self.t_embedder(t) + self.d_embedder(step) + self.y_embedder(y)
         return self.with_guidance(c, guidance)
 
     def jvp(
@@ -132,11 +164,14 @@ class Conditioning(nn.Module):
         y: torch.Tensor,
         guidance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(c, its derivative along (dt, dd)); the level's derivative is -dd / (d ln 2) (0 where d is clamped);
-        the guidance input has no tangent."""
+        """(c, its derivative along (dt, dd)); the level's derivative is -dd / (d ln 2) (0 where d is
+        clamped), the size's dd itself; the guidance input has no tangent."""
         c_t, dc_t = self.t_embedder.jvp(t, dt)
-        dlevel = torch.where(d > 1e-12, -dd / (d * math.log(2.0)), torch.zeros_like(d))
-        c_d, dc_d = self.d_embedder.jvp(step_level(d), dlevel)
+        if self.step_input == "level":
+            dlevel = torch.where(d > 1e-12, -dd / (d * math.log(2.0)), torch.zeros_like(d))
+            c_d, dc_d = self.d_embedder.jvp(step_level(d), dlevel)
+        else:
+            c_d, dc_d = self.d_embedder.jvp(d, dd)
         return self.with_guidance(c_t + c_d + self.y_embedder(y), guidance), dc_t + dc_d
 
     def with_guidance(self, c: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:

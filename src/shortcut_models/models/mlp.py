@@ -1,7 +1,8 @@
 """A residual MLP for vector data (2-D toys), conditioned on time, step size and label.
 
 Called as ``model(x_t, t, d, y)``: x_t [B, D], t and d [B] floats (t = 0 noise, t = 1 data, d the step
-size), y [B] int64 with ``num_classes`` as the null label. Each block is
+size), y [B] int64 with ``num_classes`` as the null label. ``step_input`` says what the step-size
+embedder sees: the level -log2 d ("level", the default) or d itself ("size"; see :mod:`.embeddings`). Each block is
 ``h + W2 silu(W1 (LN(h) (1 + scale) + shift))`` with (shift, scale) from the conditioning vector.
 The output layer is zero-initialised, so the network predicts zero velocity at initialisation.
 ``guidance_input=True`` adds the optional guidance input ``guidance=`` (see :mod:`.embeddings`).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .embeddings import Conditioning, guidance_config
+from .embeddings import DEFAULT_STEP_INPUT, Conditioning, check_step_input, guidance_config
 
 
 class MLPBlock(nn.Module):
@@ -41,23 +42,26 @@ class MLP(nn.Module):
         depth: int = 4,
         num_classes: int = 0,
         freq_dim: int = 128,
+        step_input: str = DEFAULT_STEP_INPUT,
         guidance_input: bool = False,
     ) -> None:
         super().__init__()
         if dim < 1 or width < 1 or depth < 1:
             raise ValueError(f"MLP needs dim, width and depth >= 1, got {dim}, {width}, {depth}")
+        check_step_input(step_input)
         self.config = {
             "dim": dim,
             "width": width,
             "depth": depth,
             "num_classes": num_classes,
             "freq_dim": freq_dim,
+            "step_input": step_input,
             **guidance_config(guidance_input),
-        }
+        }  # rebuilds this network: MLP(**config)
         self.dim = dim
         self.num_classes = num_classes
         self.guidance_input = guidance_input
-        self.cond = Conditioning(width, num_classes, freq_dim, guidance_input)
+        self.cond = Conditioning(width, num_classes, freq_dim, step_input, guidance_input)
         self.cond_act = nn.SiLU()
         self.inp = nn.Linear(dim, width)
         self.blocks = nn.ModuleList(MLPBlock(width) for _ in range(depth))

@@ -126,6 +126,15 @@ class Objective(ABC):
         loss_weight: how each row's squared error becomes its loss: "mse", "adaptive" (MeanFlow's:
             sum of squares / (its stopped value + adaptive_eps) ** adaptive_power) or "pseudo-huber"
             (sqrt(sum of squares + c^2) - c, c = huber_c sqrt(elements per row)); see :mod:`.loss_weights`.
+
+    Class attributes a subclass sets: ``name``, ``title``, ``row_kinds``, ``teacher_run``,
+    ``min_max_steps`` (below) and ``step_input``, the objective's own choice of what the network's
+    step-size embedder sees (the network option ``step_input``, ``shortcut_models.models``):
+    "level" (-log2 d, the authors' shortcut DiT; the default here) or "size" (d itself, continuous
+    at d = 0, as the interval methods' own networks embed t - r: MeanFlow sets it). A new run takes
+    it when its ``model_args`` do not set ``step_input``; a resumed run keeps what its checkpoint
+    recorded and a fine-tuning run (``init_from``, the distillation students) its source's
+    (``shortcut_models.training.networks``). It is not a knob: the network, not the objective, records it.
     """
 
     num_classes: int = knob(0, Int(0), "real classes; label num_classes is the null label (0: unconditional)")
@@ -146,6 +155,8 @@ class Objective(ABC):
     # trainer loads it (objectives never read checkpoints) and hands it over as ``TargetNetworks.teacher``
     teacher_run: ClassVar[bool] = False
     min_max_steps: ClassVar[int] = 1  # the smallest M the objective allows
+    # the network's step-size input in a new run that does not choose one: "level" or "size" (see above)
+    step_input: ClassVar[str] = "level"
     # True: the network takes the guidance scale and interval as an input (``model(..., guidance=g)``, iMF);
     # the trainer builds it with ``guidance_input=True``
     guidance_input: ClassVar[bool] = False

@@ -29,6 +29,10 @@ each row with probability ``class_dropout`` (the code drops a leading block of a
 practice only rows with d = 0). tests/objectives/test_meanflow_reference.py compares the targets and
 the loss with the official code.
 
+Its network sees the step size as d itself by default (``step_input = "size"``: the network option
+``model_args.step_input``, continuous at d = 0 where the level -log2 d sends d -> 0 far from d = 0),
+as the paper's network embeds the interval; ``model_args.step_input=level`` gives the shortcut DiT's input.
+
 The product: a DiT carries the tangent through its own layers in one pass (models/dit_jvp.py); other
 networks go through ``torch.func.jvp`` with the math attention kernel (:mod:`.forward_mode`). The
 training forward and backward keep the fused attention kernels.
@@ -80,6 +84,7 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
     name = "meanflow"
     title = "MeanFlow"
     row_kinds = ("interval", "flow")
+    step_input = "size"  # the interval d itself, continuous at d = 0, as the paper's network embeds t - r
     knobs_before = {"flow_row_time": "first"}  # runs saved before this knob put rows with d = 0 at the first draw
 
     def kind_rows(self, batch: int) -> tuple[int, ...]:

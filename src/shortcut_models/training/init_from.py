@@ -18,7 +18,9 @@ Conventions:
   ``init_from`` stays in the saved config so the run describes where it started.
 - The source must have been trained on the same data with the same network: its config's ``data``,
   ``class_conditional``, ``model`` and ``model_args`` (hence input shape and number of classes) must
-  equal the new config's; the first key that differs is named in a :class:`~shortcut_models.errors.UserError`.
+  equal the new config's (a ``model_args`` without ``step_input`` is "level", what runs saved before
+  the option computed with; a new run that does not set it takes the source's, see
+  ``training/networks.py``); the first key that differs is named in a :class:`~shortcut_models.errors.UserError`.
 - A source network without a step-size embedding (no ``*.d_embedder.*`` entries, e.g. a network trained
   elsewhere that ignored d) gets one that starts at zero: the d embedder keeps its fresh
   initialisation except its last Linear, whose weight and bias are zeroed, so ``emb_d(d) = 0`` for
@@ -38,7 +40,7 @@ from torch import nn
 
 from .. import checkpoints as ckpt
 from .. import distributed
-from ..config import TrainConfig
+from ..config import TrainConfig, recorded_model_args
 from ..errors import UserError
 
 # Config keys that fix the data and the network; they must be equal in the source and the new run.
@@ -68,9 +70,12 @@ def check_compatible(source: dict, cfg: TrainConfig, where: Path) -> None:
     """Raise UserError naming the first of :data:`COMPATIBLE_KEYS` on which ``source`` and ``cfg`` differ."""
     mine = cfg.to_dict()
     for key in COMPATIBLE_KEYS:
-        if source.get(key) != mine[key]:
+        theirs = source.get(key)
+        if key == "model_args" and isinstance(theirs, dict):  # a source saved before step_input: "level"
+            theirs, mine[key] = recorded_model_args(theirs), recorded_model_args(mine[key])
+        if theirs != mine[key]:
             raise UserError(
-                f"init_from {where} was trained with a different {key} ({source.get(key)!r} there, {mine[key]!r} now); "
+                f"init_from {where} was trained with a different {key} ({theirs!r} there, {mine[key]!r} now); "
                 "fine-tuning keeps the data and the network"
             )
 

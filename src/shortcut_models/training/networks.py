@@ -6,18 +6,28 @@ config start from the same weights; an objective that feeds the guidance scale t
 copy of it. Objectives that distil a teacher
 run (``teacher_run``) get a frozen copy as well, whose weights the trainer loads later (from the
 teacher run, or from this run's checkpoint when it resumes).
+
+What the network's step-size embedder sees (``model_args.step_input``: "level", -log2 d, or "size",
+d itself) is spelled out in the run's config before the network is built (:func:`resolve_step_input`):
+the user's setting; else, when the run directory holds checkpoints (a resumed run), what they recorded
+("level" for runs saved before the option existed); else, when the run starts from another run's
+weights (``init_from``, the distillation students' teacher run), the source's; else the objective's
+own choice (``Objective.step_input``). The weights of a run only mean something with the input they
+were trained on, so a run keeps it for life and an objective's choice applies to new networks only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from .. import checkpoints as ckpt
 from .. import seeding
 from ..checkpoints import ModelSpec
-from ..config import TrainConfig
+from ..config import STEP_INPUT, TrainConfig, recorded_model_args
 from ..data import DataSource
 from ..errors import UserError
 from ..models import build_model, network_spec
@@ -35,6 +45,36 @@ class Networks:
     model: nn.Module
     ema: EMA
     teacher: nn.Module | None
+
+
+def recorded_step_input(checkpoint: Path) -> str | None:
+    """The step input the run of ``checkpoint`` trained with ("level" when its config predates the
+    option); None when its config cannot be read (whoever loads it reports why)."""
+    try:
+        training = ckpt.training_config(ckpt.read_config(checkpoint))
+    except UserError:
+        return None
+    model_args = training.get("model_args", {}) if isinstance(training, dict) else None
+    return recorded_model_args(model_args)[STEP_INPUT] if isinstance(model_args, dict) else None
+
+
+def resolve_step_input(cfg: TrainConfig, objective: Objective, run_dir: Path) -> TrainConfig:
+    """``cfg`` with ``model_args.step_input`` spelled out (see the module docstring): the user's; the
+    checkpoints' of ``run_dir`` when it holds any; the ``init_from`` source's; else ``objective``'s."""
+    if STEP_INPUT in cfg.model_args:
+        return cfg
+    for path in reversed(ckpt.list_checkpoints(run_dir)):  # every checkpoint of a run records the same
+        found = recorded_step_input(path)
+        if found is not None:
+            return cfg.with_step_input(found)
+    if cfg.init_from:
+        try:
+            found = recorded_step_input(ckpt.resolve_checkpoint(cfg.init_from))
+        except UserError:  # loading the source reports it
+            found = None
+        if found is not None:
+            return cfg.with_step_input(found)
+    return cfg.with_step_input(objective.step_input)
 
 
 def build_networks(

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import checkpoints as ckpt
 from .. import distributed, runlock
-from ..config import RESUMABLE_KEYS, TrainConfig
+from ..config import RESUMABLE_KEYS, TrainConfig, recorded_model_args
 from ..errors import UserError
 from ..objectives import recorded_objective, translate_legacy
 from ..optim import LR_SCHEDULES
@@ -29,8 +29,11 @@ Load = Callable[[Path], int]  # loads one checkpoint, returns its step; raises D
 
 def comparable(cfg: TrainConfig, knobs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The settings that fix what a run computes, with every objective knob spelled out (``knobs``, or
-    those ``cfg`` resolves to), for the check that a resumed run continues the run in its directory."""
+    those ``cfg`` resolves to) and the network's step input (a run saved before the option: "level",
+    :func:`~shortcut_models.config.recorded_model_args`), for the check that a resumed run continues the
+    run in its directory."""
     values = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_KEYS and k != "objective_args"}
+    values["model_args"] = recorded_model_args(cfg.model_args)
     knobs = cfg.resolved_objective_args() if knobs is None else knobs
     values.update({f"objective_args.{k}": v for k, v in knobs.items()})
     return values

@@ -50,7 +50,7 @@ from .batches import plan_batches
 from .init_from import InitSource, load_initial_weights
 from .interval_means import IntervalMeans
 from .memory import check_batch_fits
-from .networks import build_networks, build_spec
+from .networks import build_networks, build_spec, resolve_step_input
 from .resume import comparable, keep_recorded, open_run, saved_config, saved_knobs, schedule_note
 from .state import RunState
 from .teacher import load_teacher, teacher_checkpoint
@@ -112,6 +112,8 @@ class Trainer:
             raise UserError(str(exc)) from None
         if self.objective.teacher_run and not cfg.init_from:  # the student starts from the teacher run
             cfg = dataclasses.replace(cfg, init_from=self.objective.teacher)
+        # the network's step-size input, written into the run's config: a resumed run keeps its own
+        cfg = resolve_step_input(cfg, self.objective, self.run_dir)
         self.cfg = self._cfg_asked = cfg
         nets = build_networks(
             cfg,
