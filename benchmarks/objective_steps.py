@@ -45,7 +45,7 @@ def trainer(objective: str, out: Path, teacher: Path, extra: list[str]) -> Train
 
 def teacher_run(out: Path, extra: list[str]) -> Path:
     """A flow-matching run of two steps: what the distillation methods load as their teacher."""
-    cfg = build_config(PRESET, "flow", None, ["logger=none", "eval_every=0", "steps=2", "sample_steps=1", *extra])
+    cfg = build_config(PRESET, "flow", None, ["logger=none", "eval_every=0", "steps=2", "sample_steps=[1]", *extra])
     run = Trainer(cfg, out / "teacher", progress=False)
     run.run()
     return out / "teacher"

@@ -96,6 +96,7 @@ class ImprovedMeanFlow(TargetNetworkKnobs, FlowRows):
     target_network: str = redefault(TargetNetworkKnobs, "target_network", "online")
 
     name = "imf"
+    step_input = "size"  # the interval itself, as the official network embeds t - r
     title = "iMF"
     row_kinds = ("interval", "flow")
     guidance_input = True

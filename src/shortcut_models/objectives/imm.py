@@ -128,6 +128,7 @@ class IMM(TargetNetworkKnobs, FlowRows):
     target_network: str = redefault(TargetNetworkKnobs, "target_network", "online")
 
     name = "imm"
+    step_input = "size"  # the interval itself, as the method's own network embeds its second time
     title = "IMM"
     row_kinds = ("kernel",)
 
