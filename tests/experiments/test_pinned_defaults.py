@@ -3,13 +3,14 @@
 Every study objective (the demo's two among them) trains 10 steps at the study's settings (the
 digits-uncond preset; the distillation methods from a 10-step flow-matching run). Pinned to the
 values the code computed before the recipe parts existed (MeanFlow's: since its defaults follow its
-official code, tests/objectives/test_meanflow_reference.py; 7 significant digits): at the first and
+official code, tests/objectives/test_meanflow_reference.py; ESC's, iMF's, IMM's and sCT's: as they were
+added; 7 significant digits): at the first and
 the last step, the sums of |x_t|, |t|, |d| and |v| of the targets (draws, time sampler, curriculum,
 target network) and the loss and gradient norm; after the last step, the sum of |weights|
 (optimiser, schedule). MeanFlow's values after its first step are those of its network fed the step
 size itself (``step_input`` "size", MeanFlow's own choice since the option existed). The tolerance
-allows for another CPU's rounding; a changed draw or recipe moves them by far more. The distillation methods' losses, between a student and a teacher that are
-nearly the same network, are rounding noise and are not compared. ``benchmarks/fingerprint.py``
+allows for another CPU's rounding; a changed draw or recipe moves them by far more. The distillation
+methods' losses, between a student and a teacher that are nearly the same network, are rounding noise and are not compared. ``benchmarks/fingerprint.py``
 compares weights and samples bit for bit over longer runs on one machine.
 """
 
@@ -128,6 +129,66 @@ PINNED = {
         1.744987,
         1.143216,
         42895.55,
+    ),
+    "esc": (
+        2419.474,
+        28.67826,
+        9.427746,
+        4159.705,
+        1.589916,
+        1.297519,
+        2423.454,
+        30.305,
+        10.38755,
+        4257.311,
+        1.635352,
+        1.241963,
+        42895.99,
+    ),
+    "imf": (
+        2419.474,
+        28.67826,
+        7.922101,
+        4338.308,
+        1.704212,
+        1.173689,
+        2423.454,
+        30.305,
+        7.568044,
+        4425.072,
+        1.74448,
+        1.143241,
+        45256.22,
+    ),
+    "imm": (
+        2700.263,
+        28.56598,
+        21.15389,
+        2729.092,
+        0.01700145,
+        0.1111146,
+        2765.628,
+        27.71656,
+        17.91333,
+        2790.459,
+        0.01656408,
+        0.06573027,
+        42879.41,
+    ),
+    "sct": (
+        2528.986,
+        33.20685,
+        8.386445,
+        4338.308,
+        1.704212,
+        1.981561,
+        2528.744,
+        35.26617,
+        9.692819,
+        4425.077,
+        1.744638,
+        1.981131,
+        42897.95,
     ),
 }
 STEPS = 10

@@ -52,7 +52,9 @@ def test_quick_study_writes_the_whole_report_and_resumes(tmp_path):
     ):
         assert heading in report, heading
     methods = json.loads((out / "plan.json").read_text())["methods"]
-    assert len(methods) == len(METHODS) == 11 and all(f"| {m} |" not in report for m in methods if "-" in m)  # titles, not keys
+    assert len(methods) == len(METHODS) == 11 and all(
+        f"| {m} |" not in report for m in methods if "-" in m
+    )  # titles, not keys
     for m in methods:
         rows = json.loads((out / "eval" / f"{m}.json").read_text())["rows"]
         assert [r["steps"] for r in rows] == [1, 2, 4, 8, 128]
