@@ -16,12 +16,43 @@ def test_every_optimizer_is_tested():
 
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
+def test_the_multi_tensor_kernel_gives_the_per_tensor_loops_numbers(name):
+    """On the CPU the optimisers run their multi-tensor kernel: bit for bit what the per-tensor loop (PyTorch's
+    CPU default) computes, over steps with weight decay and a changing learning rate."""
+    cfg = TrainConfig(optimizer=name, lr=0.01, beta1=0.8, beta2=0.99, weight_decay=0.05, momentum=0.5)
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(shape, generator=g) for shape in ((32, 16), (16,), (2, 3, 4, 4))]
+    grads = [[torch.randn(p.shape, generator=g) for p in start] for _ in range(12)]
+
+    def train(make):
+        params = [p.clone().requires_grad_() for p in start]
+        opt = make(params)
+        for i, step_grads in enumerate(grads):
+            for p, grad in zip(params, step_grads):
+                p.grad = grad.clone()
+            opt.param_groups[0]["lr"] = 0.01 * (i + 1) / len(grads)
+            opt.step()
+        return params
+
+    ours = train(lambda params: build_optimizer(cfg, params, CPU))
+
+    def per_tensor(params):
+        opt = build_optimizer(cfg, params, CPU)
+        opt.param_groups[0]["foreach"] = False  # read at every step: the per-tensor loop
+        return opt
+
+    loop = train(per_tensor)
+    assert all(torch.equal(a, b) for a, b in zip(ours, loop))
+    assert not torch.equal(ours[0], start[0])
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
 def test_each_name_builds_its_class_with_the_settings(name):
     cfg = TrainConfig(optimizer=name, lr=0.01, beta1=0.8, beta2=0.99, weight_decay=0.05, momentum=0.5)
     opt = build_optimizer(cfg, torch.nn.Linear(3, 2).parameters(), CPU)
     assert type(opt) is CLASSES[name]
     group = opt.param_groups[0]
-    assert (group["lr"], group["weight_decay"], group["fused"]) == (0.01, 0.05, False)
+    assert (group["lr"], group["weight_decay"], group["fused"], group["foreach"]) == (0.01, 0.05, None, True)
     if name == "sgd":
         assert group["momentum"] == 0.5
     else:
@@ -38,7 +69,12 @@ def test_the_default_is_the_former_adamw_exactly():
     former = torch.optim.AdamW(
         b.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, fused=False
     )
-    assert ours.state_dict() == former.state_dict()
+    settings = [
+        {k: v for k, v in g.items() if k not in ("foreach", "fused")} for g in ours.state_dict()["param_groups"]
+    ]
+    assert settings == [
+        {k: v for k, v in g.items() if k not in ("foreach", "fused")} for g in former.state_dict()["param_groups"]
+    ]
     for opt, net in ((ours, a), (former, b)):
         for _ in range(3):
             opt.zero_grad()

@@ -29,19 +29,26 @@ Params = Iterable[torch.nn.Parameter]
 OptimizerFn = Callable[[Params, OptimizerSettings, bool], torch.optim.Optimizer]
 
 
+def kernels(fused: bool) -> dict[str, bool]:
+    """The fused CUDA kernel when asked, otherwise the multi-tensor ("foreach") one: on the CPU it gives the
+    same numbers as the per-tensor loop PyTorch picks there by default, bit for bit (tested), in fewer
+    operations (about 6% of a training step of the study's small network)."""
+    return {"fused": True} if fused else {"foreach": True}
+
+
 def adamw(params: Params, s: OptimizerSettings, fused: bool) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay), the paper's optimiser and the default."""
-    return torch.optim.AdamW(params, lr=s.lr, betas=(s.beta1, s.beta2), weight_decay=s.weight_decay, fused=fused)
+    return torch.optim.AdamW(params, lr=s.lr, betas=(s.beta1, s.beta2), weight_decay=s.weight_decay, **kernels(fused))
 
 
 def adam(params: Params, s: OptimizerSettings, fused: bool) -> torch.optim.Optimizer:
     """Adam; ``weight_decay`` is an L2 term added to the gradient."""
-    return torch.optim.Adam(params, lr=s.lr, betas=(s.beta1, s.beta2), weight_decay=s.weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=s.lr, betas=(s.beta1, s.beta2), weight_decay=s.weight_decay, **kernels(fused))
 
 
 def sgd(params: Params, s: OptimizerSettings, fused: bool) -> torch.optim.Optimizer:
     """SGD with heavy-ball ``momentum`` (0 = plain SGD); ``weight_decay`` is an L2 term."""
-    return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, fused=fused)
+    return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, **kernels(fused))
 
 
 OPTIMIZERS: dict[str, OptimizerFn] = {
