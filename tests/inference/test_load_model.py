@@ -42,6 +42,7 @@ def test_config_json_describes_the_network_and_its_sampler(digits_run):
             "num_classes": 10,
             "mlp_ratio": 4.0,
             "authors_quirks": False,
+            "step_input": "level",
         },
     }
     assert (config["sample_shape"], config["data_shape"], config["num_classes"]) == ([1, 8, 8], [1, 8, 8], 10)
