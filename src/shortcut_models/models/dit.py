@@ -4,7 +4,8 @@ Conventions shared with the rest of the package: the network is called as ``mode
 with ``x_t`` of shape [B, C, H, W], float ``t`` and ``d`` of shape [B] and int64 ``y`` of shape [B].
 Time runs from t = 0 (pure noise) to t = 1 (data) and is fed unscaled; ``d`` is the step size, which
 the conditioning feeds as its level ``-log2 d`` (``step_input="level"``, the default) or as d itself
-(``"size"``, see :mod:`.embeddings`); ``y == num_classes`` is the null (unconditional) label. The output has the shape of ``x_t`` and is the velocity (data minus noise direction).
+(``"size"``, see :mod:`.embeddings`); ``y == num_classes`` is the null (unconditional) label. The
+output has the shape of ``x_t`` and is the velocity (data minus noise direction).
 
 Architecture: patchify (Conv2d, kernel = stride = patch), a fixed 2-D sin-cos position embedding,
 ``depth`` adaLN-Zero transformer blocks, a final adaLN layer with a linear head, and unpatchify.

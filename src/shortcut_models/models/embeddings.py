@@ -33,13 +33,21 @@ from torch import nn
 
 from .. import guidance as guide
 
+MAX_PERIOD = 10000.0  # the slowest sinusoid's period
+MIN_STEP = 1e-12  # step sizes are clamped here before their level is taken (d = 0 -> level ~40)
 
-def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+
+def frequencies(dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The ``dim // 2`` geometric frequencies of :func:`sinusoidal`, from 1 down to 1 / MAX_PERIOD."""
+    half = dim // 2
+    return torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, device=device, dtype=dtype) / half)
+
+
+def sinusoidal(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Sin-cos features of a scalar per row: [B] -> [B, dim] (cos half first, as in DiT); float32, or
     float64 for float64 input (derivative checks)."""
-    half = dim // 2
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=dtype) / half)
+    freqs = frequencies(dim, x.device, dtype)
     args = x.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -63,7 +71,7 @@ def check_step_input(value: object, name: str = "step_input") -> str:
 
 def step_level(d: torch.Tensor) -> torch.Tensor:
     """Level ``k = -log2(d)`` of a step size (d = 1 -> 0, d = 1/128 -> 7); d must be > 0."""
-    return -torch.log2(d.to(torch.float64 if d.dtype == torch.float64 else torch.float32).clamp_min(1e-12))
+    return -torch.log2(d.to(torch.float64 if d.dtype == torch.float64 else torch.float32).clamp_min(MIN_STEP))
 
 
 class ScalarEmbedder(nn.Module):
@@ -83,8 +91,7 @@ class ScalarEmbedder(nn.Module):
         weight_dtype = self.mlp[0].weight.dtype
         feats = sinusoidal(x, self.freq_dim)
         half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=x.device, dtype=feats.dtype) / half)
-        rate = dx.to(feats.dtype)[:, None] * freqs[None]
+        rate = dx.to(feats.dtype)[:, None] * frequencies(self.freq_dim, x.device, feats.dtype)[None]
         cos, sin = feats[:, :half], feats[:, half : 2 * half]
         dfeats = torch.cat([-sin * rate, cos * rate, torch.zeros_like(feats[:, 2 * half :])], dim=-1)
         first, act, second = self.mlp
@@ -168,7 +175,7 @@ class Conditioning(nn.Module):
         clamped), the size's dd itself; the guidance input has no tangent."""
         c_t, dc_t = self.t_embedder.jvp(t, dt)
         if self.step_input == "level":
-            dlevel = torch.where(d > 1e-12, -dd / (d * math.log(2.0)), torch.zeros_like(d))
+            dlevel = torch.where(d > MIN_STEP, -dd / (d * math.log(2.0)), torch.zeros_like(d))
             c_d, dc_d = self.d_embedder.jvp(step_level(d), dlevel)
         else:
             c_d, dc_d = self.d_embedder.jvp(d, dd)
