@@ -145,7 +145,9 @@ class ESC(MeanFlow):
         """Expected share of rows whose time lies in the guidance window, from fixed draws of the sampler."""
         rows = WINDOW_DRAWS
         draws = RowDraws.for_batch(rows, torch.Generator().manual_seed(0), torch.device("cpu"))
-        t, _, _ = interval_times(self, draws, round(rows * self.kind_rows(batch)[0] / batch), self.max_steps)
+        t, _, _ = interval_times(
+            self, draws, round(rows * self.kind_rows(batch)[0] / batch), self.max_steps, self.flow_row_time
+        )
         return ((t >= self.cfg_t_min) & (t <= self.cfg_t_max)).double().mean().item()
 
     def passes_per_row(self, batch: int) -> tuple[float, float]:
@@ -161,7 +163,7 @@ class ESC(MeanFlow):
         """The batch's random choices. Draw order: two times per row, the terminal draw, label dropout,
         the plug-in draw."""
         n = len(draws.head(self.kind_rows(draws.total)[0]))  # this process's interval rows
-        t, d, interval = interval_times(self, draws, n, self.max_steps)
+        t, d, interval = interval_times(self, draws, n, self.max_steps, self.flow_row_time)
         terminal = interval & (draws.uniform() < self.terminal_share(progress))
         d = torch.where(terminal, 1.0 - t, d)
         labels = self.dropped_labels(y, draws)
