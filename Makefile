@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo demo-finetune study digits lint test test-fast bench clean
+.PHONY: venv demo demo-finetune study digits digits-weights lint test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ study: $(STAMP)
 ## The embedded default of `shortcut train`: class-conditional digits, evaluated during training (3-7 minutes on 2 CPU cores).
 digits: $(STAMP)
 	$(VENV)/bin/shortcut train --out runs/digits-shortcut
+
+## Maintainers, after a change of the digits network's recipe: train it and ship its weights
+## (src/shortcut_models/metrics/weights/; the files of older recipes are removed). Commit the new file.
+digits-weights: $(STAMP)
+	$(PY) -c "from shortcut_models.metrics.digits_net import write_shipped; print('wrote', write_shipped())"
 
 ## Style (ruff lint + format check) and the layer contract (import-linter, see docs/architecture.md).
 lint: $(STAMP)

@@ -1,9 +1,21 @@
-"""The digits feature network: a small CNN trained here on the digits train split, cached by recipe.
+"""The digits feature network: a small CNN trained on the digits train split, shipped with the package.
 
 Its 64-d penultimate layer gives the features of the "fd-digits" Fréchet distance; its head gives
 class logits, used for the class accuracy of class-conditional samples. Training is deterministic
-(seed 0, one CPU thread, seconds) and its weights are cached in the user's cache directory under a
-name keyed by the hash of the recipe, so a changed recipe trains a new network.
+on one machine (seed 0, one CPU thread, seconds), but other CPUs round differently, so a network
+trained on each machine would give slightly different numbers. The trained weights of the current
+recipe therefore ship with the package (``weights/digits-feature-net-<recipe key>.safetensors``)
+and are what :func:`load_digits_feature_net` loads: fd-digits is the same everywhere. A recipe with
+no shipped file (a changed recipe, before the file is regenerated) is trained at first use and
+cached in the user's cache directory under a name keyed by the hash of the recipe.
+
+Regenerating the shipped file after a recipe change (maintainers)::
+
+    make digits-weights    # python -c "from shortcut_models.metrics.digits_net import write_shipped; write_shipped()"
+
+trains the current recipe (:func:`write_shipped`), writes its file into ``weights/`` and removes the files of other recipes;
+``tests/metrics/test_digits_net.py::test_shipped_network_matches_its_recipe`` (slow) retrains and
+checks that the shipped file still matches.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -132,11 +145,23 @@ def default_cache_dir() -> Path:
     return base / "shortcut_models"
 
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"  # package data (pyproject.toml)
+
+
+def _file_name(recipe: DigitsNetRecipe) -> str:
+    return f"digits-feature-net-{recipe.key()}.safetensors"
+
+
 def digits_feature_net_path(cache_dir: str | os.PathLike | None = None, recipe: DigitsNetRecipe | None = None) -> Path:
     """The cache file of ``recipe``: ``<cache_dir>/digits-feature-net-<recipe key>.safetensors``."""
     recipe = recipe or DigitsNetRecipe()
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / f"digits-feature-net-{recipe.key()}.safetensors"
+    return root / _file_name(recipe)
+
+
+def shipped_digits_feature_net_path(recipe: DigitsNetRecipe | None = None) -> Path:
+    """Where the package ships the trained network of ``recipe`` (the file may not exist for a new recipe)."""
+    return SHIPPED_DIR / _file_name(recipe or DigitsNetRecipe())
 
 
 def _random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -227,8 +252,8 @@ def _load_cached(path: Path, recipe: DigitsNetRecipe) -> DigitsFeatureNet | None
         with torch.random.fork_rng(devices=[]):  # leave the caller's random stream alone
             net = DigitsFeatureNet(recipe)
         net.load_state_dict(load_file(str(path)))
-    except Exception as error:  # unreadable or foreign file: retrain and overwrite it
-        warnings.warn(f"ignoring unreadable cached network {path} ({error!r}); training a new one", stacklevel=3)
+    except Exception as error:  # unreadable or foreign file: the caller falls back (cache, then training)
+        warnings.warn(f"ignoring unreadable network file {path} ({error!r})", stacklevel=3)
         return None
     return net.eval()
 
@@ -238,18 +263,26 @@ def load_digits_feature_net(
     device: torch.device | str = "cpu",
     recipe: DigitsNetRecipe | None = None,
 ) -> DigitsFeatureNet:
-    """The trained digits feature network, from the cache or trained now and cached.
+    """The trained digits feature network: the shipped file, else the cache, else trained now and cached.
 
-    The file is :func:`digits_feature_net_path` (``cache_dir`` defaults to :func:`default_cache_dir`),
-    named by the hash of the recipe: a changed recipe trains and caches a new network. A new file
-    is written under a temporary name and renamed into place, so concurrent or interrupted runs
-    never leave a partial file. Training always runs on the CPU; the network is then moved to
-    ``device``.
+    The shipped file (:func:`shipped_digits_feature_net_path`) is used whenever the package holds one for
+    ``recipe`` (the default recipe's always), so no training happens and every machine gets the same
+    weights. Otherwise the network is read from :func:`digits_feature_net_path` (``cache_dir`` defaults to
+    :func:`default_cache_dir`), or trained now with a one-line note and cached there: a new file is
+    written under a temporary name and renamed into place, so concurrent or interrupted runs never leave
+    a partial file. Training always runs on the CPU; the network is then moved to ``device``.
     """
     recipe = recipe or DigitsNetRecipe()
-    path = digits_feature_net_path(cache_dir, recipe)
-    net = _load_cached(path, recipe) if path.exists() else None
+    shipped, path = shipped_digits_feature_net_path(recipe), digits_feature_net_path(cache_dir, recipe)
+    net = _load_cached(shipped, recipe) if shipped.is_file() else None
+    if net is None and path.exists():
+        net = _load_cached(path, recipe)
     if net is None:
+        print(
+            f"note: no digits feature network is shipped for recipe {recipe.key()}; training one here (seconds) "
+            f"into {path} (its numbers may differ in the last digits on other CPUs)",
+            file=sys.stderr,
+        )
         net, info = train_digits_feature_net(recipe)
         _save_atomic(net, path, info)
     return net.to(device).eval()
@@ -263,3 +296,16 @@ def test_accuracy(net: DigitsFeatureNet) -> float:
 
 
 test_accuracy.__test__ = False  # a library function, not a pytest test
+
+
+def write_shipped(recipe: DigitsNetRecipe | None = None, directory: Path = SHIPPED_DIR) -> Path:
+    """Train ``recipe`` and write its file into ``directory`` (the package's ``weights/``), removing the
+    files of other recipes there; returns the path. For maintainers, after a recipe change (``make digits-weights``)."""
+    recipe = recipe or DigitsNetRecipe()
+    net, info = train_digits_feature_net(recipe)
+    path = directory / _file_name(recipe)
+    _save_atomic(net, path, info)
+    for old in directory.glob("digits-feature-net-*.safetensors"):
+        if old != path:
+            old.unlink()
+    return path
