@@ -169,15 +169,18 @@ def test_missing_inception_weights_file_exits_2(tmp_path, capsys):
 
 
 def test_set_measures_are_those_of_the_saved_samples(digits_run, tmp_path):
-    """`--metrics fd-digits,is,kid,prc`: each set measure equals the function applied to the saved samples."""
+    """`--metrics fd-digits,is,kid,prc,nn1`: each set measure equals the function applied to the saved samples
+    (nn1 up to one of the 120 pooled points: the saved samples are rounded to uint8)."""
     import torch
 
+    from shortcut_models.data.digits import load_digits
     from shortcut_models.evaluation import digits_metric
     from shortcut_models.metrics import inception_score, kernel_distance, precision_recall
+    from shortcut_models.metrics.one_nn import one_nn_accuracies, one_nn_accuracy
 
     out = tmp_path / "eval"
     argv = ["eval", "--ckpt", str(digits_run), "--steps", "1", "--num", "60", "--batch-size", "25"]
-    assert main([*argv, "--metrics", "fd-digits,is,kid,prc", "--save-samples", "--out", str(out), "--quiet"]) == 0
+    assert main([*argv, "--metrics", "fd-digits,is,kid,prc,nn1", "--save-samples", "--out", str(out), "--quiet"]) == 0
     row = json.loads((out / "metrics.json").read_text())["rows"][0]
     images = torch.from_numpy(np.load(row["samples_file"])["arr_0"]).permute(0, 3, 1, 2).float() / 127.5 - 1
     metric = digits_metric()
@@ -187,8 +190,16 @@ def test_set_measures_are_those_of_the_saved_samples(digits_run, tmp_path):
     assert (row["kid"], row["kid_std"]) == pytest.approx(kernel_distance(features, reference), rel=1e-3)
     assert (row["precision"], row["recall"]) == pytest.approx(precision_recall(features, reference), abs=1 / 60)
     assert row["precision"] < 0.5 and row["kid"] > 0  # an untrained model: most samples are failures
+    train, test = load_digits("train")[0], load_digits("test")[0]
+    real = train[torch.linspace(0, 1496, 60).round().long()]  # 60 train images spread over the split
+    sides = one_nn_accuracies(images, real)
+    assert (row["nn1_sample_accuracy"], row["nn1_real_accuracy"]) == pytest.approx(sides, abs=2 / 60)
+    assert row["nn1_accuracy"] == pytest.approx((row["nn1_sample_accuracy"] + row["nn1_real_accuracy"]) / 2)
+    assert row["nn1_accuracy"] > 0.9  # the untrained model's samples are easy to tell from digits
+    floor = sum(one_nn_accuracy(test, train[i::5]) for i in range(5)) / 5
+    assert row["nn1_accuracy_floor"] == floor and 0.45 < floor < 0.55
     header = (out / "metrics.csv").read_text().splitlines()[0]
-    assert all(k in header for k in ("is", "kid", "precision", "recall"))
+    assert all(k in header for k in ("is", "kid", "precision", "recall", "nn1_accuracy", "nn1_accuracy_floor"))
 
 
 @pytest.mark.parametrize(
@@ -196,6 +207,7 @@ def test_set_measures_are_those_of_the_saved_samples(digits_run, tmp_path):
     [
         ("fid,fd-digits", "more than one distance"),
         ("fd-digits,bogus", "unknown metric 'bogus'"),
+        ("fid,nn1", "nn1 (the 1-nearest-neighbour test in pixels) compares with the digits train images"),
     ],
 )
 def test_bad_metric_lists_exit_2(digits_run, tmp_path, capsys, metrics, message):

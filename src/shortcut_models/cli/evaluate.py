@@ -41,7 +41,8 @@ def register(sub: Subcommands) -> None:
         "--metrics",
         type=_metric_list,
         help="several at once, e.g. fid,is,kid,prc: one distance (as --metric) plus the Inception Score (is, "
-        "fid only), Kernel Inception Distance (kid), precision and recall (prc), in the distance's features",
+        "fid only), Kernel Inception Distance (kid), precision and recall (prc), in the distance's features; on "
+        "digits also nn1, the 1-nearest-neighbour two-sample test in pixels (no network), e.g. fd-digits,prc,nn1",
     )
     p.add_argument("--cfg-scale", type=FINITE, default=1.0, help="guidance weight for conditional models")
     p.add_argument(

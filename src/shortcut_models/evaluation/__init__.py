@@ -19,6 +19,7 @@ from .image_metrics import (
     folder_feature_stats,
     load_reference_stats,
     metric_key,
+    nn1_measures,
     reduce_feature_stats,
 )
 from .reference_stats import ConvertedStats, convert_reference_stats
@@ -45,6 +46,7 @@ __all__ = [
     "load_reference_stats",
     "format_table",
     "metric_key",
+    "nn1_measures",
     "reduce_feature_stats",
     "write_results",
 ]

@@ -30,7 +30,7 @@ from ..metrics.swd import sliced_wasserstein
 from ..objectives import OBJECTIVES
 from ..plotting import plot_metric_vs_steps
 from ..sampling import step_schedule
-from .image_metrics import ImageMetric, metric_key, reduce_feature_stats
+from .image_metrics import FEATURE_MEASURES, ImageMetric, metric_key, nn1_measures, reduce_feature_stats
 
 
 def _row(loaded: LoadedModel, steps: int, num: int, cfg_scale: float) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def evaluate_images(
     on_features: Callable[[int, torch.Tensor], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per step count: the metric (and floor), class accuracy, the set measures requested
-    (``metric.extras``: is, kid, prc), nfe, seconds.
+    (``metric.extras``: is, kid, prc, nn1), nfe, seconds. Every measure is of the same K samples.
 
     ``on_features(steps, features)`` receives the metric's features of each block of this process's
     samples (e.g. to keep them for precision and recall).
@@ -98,6 +98,7 @@ def evaluate_images(
         kept = [] if save_dir is not None else None
         every_feature: list[torch.Tensor] = []  # all samples' features (and logits), for the set measures
         every_logit: list[torch.Tensor] = []
+        every_image: list[torch.Tensor] = []  # all samples (nn1 compares pixels)
         t0 = time.perf_counter()
         bar = tqdm(
             total=num, desc=f"eval {loaded.label} {n} step(s)", unit="img", disable=not (progress and main), leave=False
@@ -116,10 +117,12 @@ def evaluate_images(
                 if labels is not None and metric.classifier is not None:
                     pred = metric.classifier(images[mask]).argmax(dim=1).cpu()
                     correct += int((pred == labels[indices[valid]]).sum())
-            if metric.extras:
+            if set(FEATURE_MEASURES) & set(metric.extras):
                 _collect(every_feature, features, size)
                 if logits is not None:
                     _collect(every_logit, logits, size)
+            if "nn1" in metric.extras:
+                _collect(every_image, images, size)
             if kept is not None:
                 merged = distributed.gather_interleaved(images)
                 if merged is not None:
@@ -139,7 +142,7 @@ def evaluate_images(
         if labels is not None and metric.classifier is not None:
             row["class_accuracy"] = correct / num
         if metric.extras and main:
-            row.update(_set_measures(metric, every_feature, every_logit))
+            row.update(_set_measures(metric, every_feature, every_logit, every_image))
         if kept is not None and main:
             save_dir.mkdir(parents=True, exist_ok=True)
             y = labels.numpy() if labels is not None else np.full(num, loaded.num_classes, dtype=np.int64)
@@ -157,10 +160,12 @@ def _collect(store: list[torch.Tensor], rows: torch.Tensor, size: int) -> None:
         store.append(merged[:size].float().cpu())
 
 
-def _set_measures(metric: ImageMetric, features: list[torch.Tensor], logits: list[torch.Tensor]) -> dict[str, float]:
-    """is / is_std, kid / kid_std, precision / recall of the whole sample set."""
+def _set_measures(
+    metric: ImageMetric, features: list[torch.Tensor], logits: list[torch.Tensor], images: list[torch.Tensor]
+) -> dict[str, float]:
+    """is / is_std, kid / kid_std, precision / recall, nn1_* of the whole sample set."""
     out: dict[str, float] = {}
-    samples = torch.cat(features)
+    samples = torch.cat(features) if features else None
     reference = None if metric.reference.features is None else torch.from_numpy(metric.reference.features)
     if "is" in metric.extras:
         out["is"], out["is_std"] = inception_score(torch.cat(logits), splits=min(10, samples.shape[0]))
@@ -168,6 +173,8 @@ def _set_measures(metric: ImageMetric, features: list[torch.Tensor], logits: lis
         out["kid"], out["kid_std"] = kernel_distance(samples, reference)
     if "prc" in metric.extras:
         out["precision"], out["recall"] = precision_recall(samples, reference)
+    if "nn1" in metric.extras:
+        out.update(nn1_measures(torch.cat(images), metric))
     return out
 
 
@@ -188,6 +195,7 @@ def format_table(rows: list[dict[str, Any]], metric: str) -> str:
     """A plain-text table: one line per (checkpoint, steps)."""
     key = metric_key(metric)
     optional = (f"{key}_floor", "in_square", "class_accuracy", "is", "kid", "precision", "recall")
+    optional += ("nn1_accuracy", "nn1_accuracy_floor")
     extra = [k for k in optional if any(k in r for r in rows)]
     head = ["model", "steps", "nfe", key, *extra, "seconds"]
     lines = ["  ".join(f"{h:>16}" for h in head)]

@@ -20,6 +20,16 @@ fd-dinov2): ``is`` the Inception Score of the classifier's logits (not with fd-d
 classifier), ``kid`` the Kernel Inception Distance and
 ``prc`` improved precision and recall against the reference features (the digits train split, or the
 features a statistics file keeps: ``shortcut ref-stats`` keeps 10,000).
+
+On digits, ``nn1`` adds a measure of another kind, independent of the digits CNN: the leave-one-out
+1-nearest-neighbour two-sample test in pixel space (``metrics/one_nn.py``) between the first
+n = min(K, 1,497) samples and n train images (evenly spaced rows of the split: all of them when K >= 1,497).
+Columns: ``nn1_accuracy`` (0.5: indistinguishable from the data, 1: fully separable, below 0.5: copies
+of train images), ``nn1_accuracy_floor`` (the test split against each fifth of the train split, rows
+i, i + 5, ..., averaged over the five), and the two sides: ``nn1_real_accuracy`` (share of the train
+images whose nearest neighbour is a train image: high when the samples miss or blur parts of the data,
+or are noisy) and ``nn1_sample_accuracy`` (the same for the samples: high when they sit apart from
+the data, e.g. blurred).
 Statistics are accumulated in float64 batch by batch, so K can be tens of thousands; under torchrun
 they are summed over processes (:func:`reduce_feature_stats`).
 """
@@ -44,6 +54,7 @@ from ..metrics.digits_net import load_digits_feature_net
 from ..metrics.dinov2 import OFFICIAL_WEIGHTS, DinoV2Features
 from ..metrics.frechet import FeatureStats, ReferenceStats, frechet_distance_from_stats
 from ..metrics.inception import InceptionFeatures
+from ..metrics.one_nn import one_nn_accuracies, one_nn_accuracy
 
 METRICS = EVAL_METRICS  # the names --metric and eval_metric accept
 FEATURE_SPACES = {
@@ -51,7 +62,8 @@ FEATURE_SPACES = {
     "fd-dinov2": "DINOv2 (fd-dinov2)",
     "fd-digits": "digits CNN (fd-digits)",
 }  # what statistics files record as their ``extractor``
-SET_METRICS = ("is", "kid", "prc")  # measures of the whole sample set, on request (shortcut eval --metrics)
+SET_METRICS = ("is", "kid", "prc", "nn1")  # measures of the whole sample set, on request (shortcut eval --metrics)
+FEATURE_MEASURES = ("is", "kid", "prc")  # those computed from the features (nn1 reads the images)
 
 
 def metric_key(metric: str) -> str:
@@ -73,7 +85,8 @@ class ImageMetric:
     ``classifier`` gives class logits for the class accuracy of conditional samples (digits);
     ``logits`` gives the logits the Inception Score uses; ``joint`` computes features and those
     logits in one pass where the network allows it. ``extras`` are the set measures requested
-    (:data:`SET_METRICS`); KID and precision/recall compare with ``reference.features``.
+    (:data:`SET_METRICS`); KID and precision/recall compare with ``reference.features``, the 1-NN
+    test (nn1, digits) with ``real_images`` (pixels in [-1, 1]), its floor being ``nn1_floor``.
     """
 
     name: str
@@ -84,6 +97,8 @@ class ImageMetric:
     logits: Callable[[torch.Tensor], torch.Tensor] | None = None
     joint: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
     extras: tuple[str, ...] = ()
+    real_images: torch.Tensor | None = None
+    nn1_floor: float | None = None
 
     def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features of ``images``, and the Inception-Score logits when ``is`` was requested."""
@@ -102,11 +117,13 @@ def feature_stats(extractor, images: torch.Tensor, batch_size: int = 1024, keep:
 
 
 def digits_metric(device: str | torch.device = "cpu") -> ImageMetric:
-    """fd-digits: reference = train split, floor = FD(test split, train split)."""
+    """fd-digits: reference = train split, floor = FD(test split, train split); with the train images and
+    the floor of the 1-NN test (nn1, when requested)."""
     net = load_digits_feature_net(device=device)
     images = load_digits("train")[0]
+    test_images = load_digits("test")[0]
     train = feature_stats(net.features, images.to(device), keep=len(images))  # every train feature: KID, prc
-    test = feature_stats(net.features, load_digits("test")[0].to(device))
+    test = feature_stats(net.features, test_images.to(device))
     return ImageMetric(
         "fd-digits",
         net.features,
@@ -114,7 +131,28 @@ def digits_metric(device: str | torch.device = "cpu") -> ImageMetric:
         frechet_distance_from_stats(test, train),
         classifier=net.logits,
         logits=net.logits,
+        real_images=images,
+        nn1_floor=sum(one_nn_accuracy(test_images, images[i::5]) for i in range(5)) / 5,
     )
+
+
+def evenly_spaced(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` rows of ``rows`` spread evenly over it, first and last included (all of them when n >= len)."""
+    if n >= len(rows):
+        return rows
+    return rows[torch.linspace(0, len(rows) - 1, n).round().long()]
+
+
+def nn1_measures(samples: torch.Tensor, metric: ImageMetric) -> dict[str, float]:
+    """The 1-NN test of ``samples`` (images) against ``metric.real_images``: nn1_accuracy (with its floor),
+    nn1_sample_accuracy and nn1_real_accuracy, on the first n samples and n evenly spaced real images."""
+    real = evenly_spaced(metric.real_images, min(len(samples), len(metric.real_images)))
+    on_samples, on_real = one_nn_accuracies(samples, real)
+    out = {"nn1_accuracy": (on_samples + on_real) / 2}
+    if metric.nn1_floor is not None:
+        out["nn1_accuracy_floor"] = metric.nn1_floor
+    out.update(nn1_sample_accuracy=on_samples, nn1_real_accuracy=on_real)
+    return out
 
 
 def fid_extractor(weights: str | None, device: str | torch.device = "cpu"):
@@ -223,6 +261,11 @@ def build_metric(
         return None
     if not is_image:
         raise UserError(f"metric {name} is for images; use swd for 2-D data")
+    if "nn1" in extras and name != "fd-digits":
+        raise UserError(
+            "nn1 (the 1-nearest-neighbour test in pixels) compares with the digits train images: it goes with "
+            "fd-digits on digits models"
+        )
     if name == "fd-digits":
         if data != "digits":
             raise UserError(f"metric fd-digits compares with the digits data set; this model is trained on {data!r}")

@@ -1,6 +1,6 @@
 """Sample quality measures: Fréchet distances over feature extractors (the digits CNN, Inception-v3 for
-FID, DINOv2 for FD-DINOv2), streaming float64 feature statistics, the sliced Wasserstein distance for 2-D points, and the
-Inception Score, Kernel Inception Distance and improved precision/recall."""
+FID, DINOv2 for FD-DINOv2), streaming float64 feature statistics, the sliced Wasserstein distance for 2-D points, the
+Inception Score, Kernel Inception Distance and improved precision/recall, and the 1-nearest-neighbour two-sample test."""
 
 from .digits_net import DigitsFeatureNet, load_digits_feature_net
 from .dinov2 import DinoV2Features
@@ -9,6 +9,7 @@ from .frechet import FeatureStats, ReferenceStats, frechet_distance, frechet_dis
 from .inception import InceptionFeatures
 from .inception_score import inception_score
 from .kernel_distance import kernel_distance
+from .one_nn import one_nn_accuracies, one_nn_accuracy
 from .precision_recall import precision_recall
 from .swd import sliced_wasserstein
 
@@ -27,6 +28,8 @@ __all__ = [
     "inception_score",
     "kernel_distance",
     "load_digits_feature_net",
+    "one_nn_accuracies",
+    "one_nn_accuracy",
     "precision_recall",
     "sliced_wasserstein",
 ]

@@ -5,9 +5,9 @@ Every extractor has a ``name``, a feature dimension ``dim`` and is called on a b
 (the pixel convention of the whole project); :class:`Coordinates2D` takes 2-D points [N, 2] instead.
 Extraction never tracks gradients.
 
-- ``"fd-digits"`` -> :class:`DigitsFeatureNet`: a small CNN trained here on the digits train split
+- ``"fd-digits"`` -> :class:`DigitsFeatureNet`: a small CNN trained on the digits train split
   (``shortcut_models.data.digits``); its 64-d penultimate layer gives the features, its head the
-  class logits. Trained once (seconds on a CPU) and cached; see :func:`load_digits_feature_net`.
+  class logits. Its trained weights ship with the package; see :func:`load_digits_feature_net`.
 - ``"fid"`` -> :class:`InceptionFeatures`: the 2048-d pool features of the FID Inception-v3 network,
   taken from the PyPI package ``torch-fidelity`` (see the class for why that package).
 - ``"fd-dinov2"`` -> :class:`DinoV2Features`: the CLS token of a DINOv2 ViT (1024-d for ViT-L/14), from
