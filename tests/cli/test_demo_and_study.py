@@ -17,7 +17,7 @@ def plans(monkeypatch, tmp_path) -> dict[str, object]:
     seen: dict[str, object] = {}
 
     def recorder(name):
-        def run(out, plan, progress=True):
+        def run(out, plan, progress=True, jobs=1):
             seen[name] = plan
             return out / "report.md"
 
@@ -90,3 +90,20 @@ def test_study_steps_and_eval_num_win_over_quick(quick, plans, tmp_path):
     assert (tuple(plan.overrides[: len(QUICK_OVERRIDES)]) == QUICK_OVERRIDES) == bool(quick)
     assert cli.main(["study", *quick, "--steps", "8", "--quiet", "--out", str(tmp_path / "s")]) == 0
     assert (plans["study"].steps, plans["study"].eval_num) == (8, QUICK_EVAL_NUM if quick else StudyPlan().eval_num)
+
+
+def test_full_study_plan_and_its_budgets_below_steps(plans, tmp_path):
+    from shortcut_models.experiments import full_plan
+
+    assert cli.main(["study", "--full", "--quiet", "--out", str(tmp_path / "s")]) == 0
+    assert plans["study"] == full_plan()
+    assert cli.main(["study", "--full", "--steps", "600", "--quiet", "--out", str(tmp_path / "s")]) == 0
+    assert plans["study"].budgets == (250, 500) and plans["study"].steps == 600
+
+
+def test_study_methods_list(plans, tmp_path, capsys):
+    assert cli.main(["study", "--quiet", "--methods", "meanflow,esc", "--out", str(tmp_path / "s")]) == 0
+    assert plans["study"].methods == ("flow", "meanflow", "esc")  # the study's order, flow matching added
+    for bad, words in (("flow,,esc", "empty or repeated"), ("esc,esc", "empty or repeated"), ("nope", "unknown")):
+        assert cli.main(["study", "--methods", bad, "--out", str(tmp_path / "s")]) == 2
+        _one_line(capsys, "--methods", words)

@@ -1,4 +1,5 @@
-"""`shortcut study`: every stage runs and resumes, the report holds every section; its goals and advice."""
+"""`shortcut study`: rankings that say which gaps are significant, the short answer, the recipe table and the
+goals from synthetic scores; every stage runs and resumes at a tiny budget."""
 
 import json
 
@@ -6,67 +7,131 @@ import pytest
 import torch
 
 from shortcut_models.cli import main
-from shortcut_models.experiments.study import METHODS
-from shortcut_models.experiments.study_report import advice, goals, ranking
+from shortcut_models.experiments.study_plan import StudyPlan
+from shortcut_models.experiments.study_report import goals, ranking_text, recipe_section, short_answer
+from shortcut_models.experiments.study_scores import Scores, leaders, ordered
+
+SEEDS = (0, 1, 2)
 
 
-def test_goals_ranking_and_advice():
-    fd = {
-        "flow": {1: 300.0, 2: 100.0, 4: 40.0, 128: 10.0},
-        "shortcut": {1: 30.0, 2: 25.0, 4: 20.0, 128: 12.0},
-        "meanflow": {1: 19.0, 2: 26.0, 4: 30.0, 128: 14.0},
-    }
-    costs = {
-        "flow": {"ratio": 1.0, "model": 1.0},
-        "shortcut": {"ratio": 1.2, "model": 1.083},
-        "meanflow": {"ratio": 1.5, "model": 1.167},
-    }
-    assert ranking(fd, 1) == ["meanflow", "shortcut", "flow"]
-    met = {text: ok for text, ok, _ in goals(fd, costs)}
-    assert met == {
-        "the best one-step model within 2x of flow matching at 128 steps": True,
-        "MeanFlow beats flow matching at 1, 2 and 4 steps": True,
-        "shortcut beats flow matching at 1, 2 and 4 steps": True,
-        "every objective's step costs at most 1.15x its cost model": False,  # MeanFlow 1.29x
-    }
-    lines = advice(fd, list(fd), [1, 2, 128])
-    assert lines[0] == "- With 1 step: use **MeanFlow**."
-    assert lines[1] == "- With 2 steps: use **shortcut** (MeanFlow within 5%)."
-    assert lines[2] == "- With 128 steps: use **flow matching**."
+def rows_of(table, domain="digits", recipe="own", budget=600, key="fd_digits", spread=(0.0, 0.5, -0.5)):
+    """Rows with ``table[method][steps]`` as the mean over three seeds (seed offsets ``spread``)."""
+    return [
+        {
+            "domain": domain,
+            "method": m,
+            "recipe": recipe,
+            "seed": s,
+            "budget": budget,
+            "init": 0.0,
+            "steps": n,
+            key: v + spread[s],
+            "train_seconds": 60.0,
+        }
+        for m, by_steps in table.items()
+        for n, v in by_steps.items()
+        for s in SEEDS
+    ]
 
 
-@pytest.mark.slow  # every stage of the study, at a tiny budget
+FD = {
+    "flow": {1: 300.0, 2: 100.0, 4: 40.0, 128: 10.0},
+    "shortcut": {1: 30.0, 2: 25.0, 4: 20.0, 128: 12.0},
+    "meanflow": {1: 29.8, 2: 15.0, 4: 12.0, 128: 9.0},
+    "consistency-distillation": {1: 10.0, 2: 14.8, 4: 12.2, 128: 30.0},
+}
+
+
+def test_rankings_mark_significant_gaps_and_ties():
+    scores = Scores(rows_of(FD))
+    ranked = ordered(scores, "fd_digits", "digits", list(FD), "own", 600, 1)
+    assert [(m, ahead) for m, _, ahead in ranked] == [
+        ("consistency-distillation", True),
+        ("meanflow", False),  # 29.8 vs 30.0 with the same seed spread: a tie
+        ("shortcut", True),
+        ("flow", False),
+    ]
+    assert ranking_text(scores, "fd_digits", "digits", list(FD), "own", 600, 1) == (
+        "consistency distillation (10.00 ± 1.24) > MeanFlow (29.80 ± 1.24) ≈ shortcut (30.00 ± 1.24) > "
+        "flow matching (300.00 ± 1.24)"
+    )
+    assert leaders(scores, "fd_digits", "digits", list(FD), "own", 600, 2) == ["consistency-distillation", "meanflow"]
+    assert leaders(scores, "fd_digits", "digits", ["flow", "shortcut", "meanflow"], "own", 600, 1) == [
+        "meanflow",
+        "shortcut",
+    ]
+
+
+def test_short_answer_names_ties_and_says_how_sure():
+    plan = StudyPlan(methods=tuple(FD), domains=("digits",))
+    lines = short_answer(Scores(rows_of(FD)), plan)
+    assert lines[0].startswith("- **1 step: consistency distillation** (needs a flow-matching run first); without a")
+    assert "without a teacher run: **MeanFlow** (or shortcut)" in lines[0] and lines[0].endswith("How sure: sure.")
+    assert "tied within seed noise with MeanFlow" in lines[1] and lines[1].endswith("How sure: uncertain.")
+    # a second metric that disagrees makes the answer uncertain
+    second = rows_of({m: dict.fromkeys(v, 1.0 if m == "flow" else 5.0) for m, v in FD.items()}, key="nn1_accuracy")
+    rows = rows_of(FD)
+    for row, other in zip(rows, second):
+        row["nn1_accuracy"] = other["nn1_accuracy"]
+    lines = short_answer(Scores(rows), plan)
+    assert "Not among the best under the second metric" in lines[0] and lines[0].endswith("How sure: uncertain.")
+
+
+def test_recipe_section_and_goals():
+    common = {m: {n: v * (0.5 if m == "flow" else 1.0) for n, v in by.items()} for m, by in FD.items()}
+    scores = Scores(rows_of(FD) + rows_of(common, recipe="common"))
+    plan = StudyPlan(methods=tuple(FD), domains=("digits",))
+    table = recipe_section(scores, plan)
+    flow_common = next(line for line in table if line.startswith("| flow matching | common"))
+    assert flow_common.endswith("| better / better / better |")
+    assert next(line for line in table if line.startswith("| shortcut | common")).endswith("| tie / tie / tie |")
+    met = {text: (ok, numbers) for text, ok, numbers in goals(scores, plan, {})}
+    assert met["the recipe effect measured for flow matching at 128 steps"][1] == (
+        "common recipe 5.00 ± 1.24 vs own 10.00 ± 1.24"
+    )
+    ok, numbers = met[
+        "the best one-step model without a teacher within 2x of flow matching at 128 steps (common recipe)"
+    ]
+    assert not ok and numbers == "MeanFlow 29.80 ± 1.24 vs 2 x 5.00 = 10.00"
+
+
+@pytest.mark.slow  # every stage of the study at a tiny budget, two runs at a time, then a rerun that redoes nothing
 def test_quick_study_writes_the_whole_report_and_resumes(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "study"
-    assert main(["study", "--quick", "--quiet", "--out", str(out)]) == 0
+    methods = "consistency-distillation,meanflow"  # with flow matching: a teacher run, a JVP, the product path
+    assert main(["study", "--quick", "--quiet", "--jobs", "2", "--methods", methods, "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     for heading in (
-        "## Fréchet distance by number of sampling steps",
-        "## Precision and recall",
-        "## Ranking and advice",
-        "## MeanFlow against shortcut",
+        "## Short answer",
+        "## Digits: Fréchet distance, own recipes",
+        "## Rankings",
+        "## Method against recipe",
+        "## Checkerboard: sliced Wasserstein distance, own recipes",
+        "## The two questions",
         "## Training cost per step",
         "## Samples from the same noise",
         "## Goals",
     ):
         assert heading in report, heading
-    methods = json.loads((out / "plan.json").read_text())["methods"]
-    assert len(methods) == len(METHODS) == 11 and all(
-        f"| {m} |" not in report for m in methods if "-" in m
-    )  # titles, not keys
-    for m in methods:
-        rows = json.loads((out / "eval" / f"{m}.json").read_text())["rows"]
-        assert [r["steps"] for r in rows] == [1, 2, 4, 8, 128]
-        assert all(0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in rows)
+    plan = json.loads((out / "plan.json").read_text())
+    for domain in ("digits", "checkerboard"):
+        for m in plan["methods"]:
+            for seed in plan["seeds"]:
+                for recipe in ("own", "common"):
+                    budget = plan["steps"] if domain == "digits" else plan["toy_steps"]
+                    file = out / "scores" / domain / f"{m}-{recipe}-seed{seed}" / f"{budget}.json"
+                    rows = json.loads(file.read_text())["rows"]
+                    assert [r["steps"] for r in rows] == [1, 2, 4, 8, 128]
     for image in ("fd_vs_steps.png", "grids.png"):
         assert (out / image).read_bytes()[:4] == b"\x89PNG"
-    # a rerun skips every finished stage
-    before = {f: (out / f).read_text() for f in ("train_seconds.json", "timing.json", "eval/meanflow.json")}
-    assert main(["study", "--quick", "--quiet", "--out", str(out)]) == 0
-    assert before == {f: (out / f).read_text() for f in before}
+    before = {f: f.read_text() for f in (out / "scores").rglob("*.json")} | {out / "timing.json": ""}
+    before[out / "timing.json"] = (out / "timing.json").read_text()
+    assert main(["study", "--quick", "--quiet", "--jobs", "1", "--methods", methods, "--out", str(out)]) == 0
+    assert before == {f: f.read_text() for f in before}
 
 
 def test_bad_study_arguments_exit_2(capsys):
     assert main(["study", "--steps", "0"]) == 2
     assert "positive integer" in capsys.readouterr().err
+    assert main(["study", "--jobs", "0"]) == 2

@@ -1,42 +1,87 @@
-"""``shortcut study``: flow matching, shortcut, the paper's baselines and MeanFlow on one network,
+"""``shortcut study``: every few-step method on one network, several seeds, two recipes, two domains,
 ranked in a report."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from ..experiments import StudyPlan, run_study
+from ..experiments import StudyPlan, full_plan, run_study
+from ..experiments.study_plan import METHODS, TEACHER
 from .arguments import OUT_DIR, POSITIVE, Subcommands
 from .quick import QUICK_STEPS, quick_budget
+
+QUICK_STUDY = {"seeds": (0, 1), "toy_steps": QUICK_STEPS, "toy_num": 64, "budgets": ()}
+"""--quick's study sizes besides the shared quick budget: two seeds (so intervals exist), a tiny toy run."""
+
+
+def method_list(text: str) -> tuple[str, ...]:
+    """'flow,meanflow' -> ('flow', 'meanflow'), in the study's order, flow matching added; unknown, empty or
+    repeated names refused."""
+    names = [n.strip() for n in text.split(",")]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated method names without empty or repeated items, got {text!r}"
+        )
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    return tuple(m for m in METHODS if m in names or m == TEACHER)
 
 
 def register(sub: Subcommands) -> None:
     p = sub.add_parser(
-        "study", help="flow matching, shortcut, the paper's baselines and MeanFlow on one network, ranked in a report"
+        "study",
+        help="every few-step method on one network, several seeds and two recipes, ranked in a report",
     )
     p.add_argument("--out", type=OUT_DIR, default="runs/study", help="output directory (resumable)")
-    p.add_argument("--steps", type=POSITIVE, help="training steps of every method (default 4000; 4 with --quick)")
     p.add_argument(
-        "--eval-num", type=POSITIVE, help="samples per method and step count (default 2000; 20 with --quick)"
+        "--full",
+        action="store_true",
+        help="the whole study: 2,000 steps, four budgets, MeanFlow's recipe, the ablation and fine-tuning "
+        "(up to 3 hours on 2 CPU cores)",
+    )
+    p.add_argument(
+        "--steps", type=POSITIVE, help="largest training budget of the digits runs (default 600; 2000 with --full)"
+    )
+    p.add_argument(
+        "--eval-num", type=POSITIVE, help="digits samples per run and step count (default 1000; 2000 with --full)"
+    )
+    p.add_argument(
+        "--methods",
+        type=method_list,
+        help=f"comma-separated methods to study (default: all {len(METHODS)}; flow is always included: "
+        "it is the distillation teacher)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=POSITIVE,
+        default=min(2, os.cpu_count() or 1),
+        help="runs trained at once, each in its own process (default: 2 where there are 2 cores; the numbers "
+        "do not depend on it)",
     )
     p.add_argument(
         "--quick", action="store_true", help="tiny budget for smoke tests (--steps and --eval-num still apply)"
     )
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every method")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every digits run")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.quick:
-        budget = {**quick_budget(args.overrides), "steps": QUICK_STEPS}
+        budget = {**quick_budget(args.overrides), **QUICK_STUDY, "steps": QUICK_STEPS}
     else:
         budget = {"overrides": list(args.overrides)}
     if args.steps is not None:  # given with --quick too: the explicit value wins
         budget["steps"] = args.steps
     if args.eval_num is not None:
         budget["eval_num"] = args.eval_num
-    report = run_study(Path(args.out), StudyPlan(**budget), progress=not args.quiet)
+    if args.methods is not None:
+        budget["methods"] = args.methods
+    plan = full_plan(**budget) if args.full else StudyPlan(**budget)
+    plan.budgets = tuple(b for b in plan.budgets if b < plan.steps)  # --steps may be below --full's budgets
+    report = run_study(Path(args.out), plan, progress=not args.quiet, jobs=args.jobs)
     print(f"report: {report}")
     return 0

@@ -3,7 +3,7 @@
 one network, ranked), their Markdown reports, and side-by-side step timing."""
 
 from .demo import DemoPlan, run_demo
-from .study import StudyPlan, run_study
+from .study import StudyPlan, full_plan, run_study
 from .timing import interleaved_step_times, interleaved_times, median_ratio, time_train_step
 from .train import build_trainer, train
 
@@ -11,6 +11,7 @@ __all__ = [
     "DemoPlan",
     "StudyPlan",
     "build_trainer",
+    "full_plan",
     "train",
     "interleaved_step_times",
     "interleaved_times",

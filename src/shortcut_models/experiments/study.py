@@ -1,157 +1,104 @@
-"""The study: few-step generators trained on one network, data and budget, ranked by one command.
+"""The study: few-step generators trained on one network, ranked over several seeds by one command.
 
 ``shortcut study`` trains flow matching, shortcut, the paper's four baselines, MeanFlow and the newer
-one-step methods (ESC, iMF, IMM, sCT: docs/methods.md) on
-unconditional digits with the same network and the same number of training steps (the distillation
-methods start from the study's flow-matching run, whose steps are counted separately), then measures
+one-step methods (ESC, iMF, IMM, sCT: docs/methods.md) on unconditional digits and on the 2-D
+checkerboard, each with its own recipe and with one common recipe, over several training seeds
+(study_plan.py says which runs), then
 
-- the digits Fréchet distance at 1, 2, 4, 8 and 128 steps over the same noise for every method,
-- improved precision and recall in the digits-CNN features (1 - precision: the share of failed samples),
-- the training cost per step of each method relative to flow matching, measured side by side,
-- one grid per method at 1, 2 and 4 steps from the same noise,
+- scores every run at 1, 2, 4, 8 and 128 sampling steps from the same noise: on digits the Fréchet
+  distance in the digits-CNN features, precision and recall, and a second metric of another kind; on
+  the checkerboard the sliced Wasserstein distance to fresh draws of the density;
+- with ``--full``: scores the runs at four budgets, ablates the best one-step method without a teacher,
+  and fine-tunes flow matching into shortcut and into that method;
+- measures each method's training step against flow matching's, side by side;
 
-and writes ``OUT/report.md``. Every stage resumes: a rerun skips the trained runs, the evaluated
-methods (OUT/eval/METHOD.json) and the timing (OUT/timing.json) whose settings match.
+and writes ``OUT/report.md`` (means with 95% intervals over seeds; rankings say which gaps are
+significant). Every stage resumes: a rerun skips the scores already written (OUT/scores/) and the
+timing (OUT/timing.json) whose settings match. ``jobs`` > 1 trains that many runs at once, each in its
+own process (the numbers do not change).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import build_config
-from ..data.digits import load_digits
-from ..evaluation import digits_metric, evaluate_images
-from ..evaluation.image_metrics import ImageMetric
 from ..inference import LoadedModel, load_model
-from ..metrics import precision_recall
-from ..metrics.digits_net import load_digits_feature_net
 from ..objectives import OBJECTIVES
-from ..plotting import plot_metric_vs_steps
 from ..training import Trainer
-from .demo import comparison_grids
+from .jobs import run_jobs
+from .study_figures import budget_figure, fd_figure, study_grids
+from .study_plan import (
+    METHODS,
+    TEACHER,
+    Run,
+    StudyPlan,
+    best_without_teacher,
+    full_plan,
+    main_runs,
+    second_stage_runs,
+    teacher_of,
+)
 from .study_report import write_study_report
+from .study_runs import RunJob, run_config, run_dir, train_and_score
+from .study_scores import Scores
 from .timing import interleaved_step_times, median_ratio
 
-METHODS = (
-    "flow",
-    "shortcut",
-    "consistency-training",
-    "consistency-distillation",
-    "progressive-distillation",
-    "live-reflow",
-    "meanflow",
-    "esc",
-    "imf",
-    "imm",
-    "sct",
-)
-TEACHER = "flow"  # the run the distillation methods start from
-# Schedules counted in training steps, set by their authors for runs of hundreds of thousands of steps
-# (ESC's terminal-time schedule, 20,000; sCT's tangent warm-up, 10,000): the study ends them at this share
-# of its own budget, so that they run their course within it.
-SCHEDULE_KNOBS = {"esc": "terminal_steps", "sct": "derivative_warmup_steps"}
-SCHEDULE_SHARE = 0.1
+__all__ = ["METHODS", "StudyPlan", "full_plan", "run_study"]
 
 
-@dataclass
-class StudyPlan:
-    """Budget of the study (defaults: `make study`, see docs/study/report.md for its time on 2 CPU cores)."""
+def execute(out: Path, plan: StudyPlan, runs: list[Run], progress: bool, jobs: int) -> list[dict[str, Any]]:
+    """Train and score ``runs`` (their teacher runs first, added when missing); returns every row."""
+    todo = list(dict.fromkeys(runs))
+    for run in list(todo):
+        teacher = teacher_of(run, plan)
+        if teacher is not None and teacher not in todo:
+            todo.insert(0, teacher)
+    count = {"done": 0}
+    t0 = time.perf_counter()
 
-    preset: str = "digits-uncond"
-    overrides: list[str] = field(default_factory=list)
-    steps: int = 4000
-    methods: tuple[str, ...] = METHODS
-    eval_num: int = 2000
-    eval_steps: tuple[int, ...] = (1, 2, 4, 8, 128)
-    grid_steps: tuple[int, ...] = (1, 2, 4)
-    pr_k: int = 3
-    timing_repeats: int = 20
-    seed: int = 0
+    def report(job: RunJob, rows: list[dict[str, Any]]) -> None:
+        count["done"] += 1
+        if progress:
+            print(
+                f"[{count['done']}/{len(todo)}] {job.run.name} ({(time.perf_counter() - t0) / 60:.1f} min)",
+                file=sys.stderr,
+                flush=True,
+            )
 
-
-def method_config(out: Path, plan: StudyPlan, method: str, extra: tuple[str, ...] = ()):
-    """The training config of ``method``: the preset, the study's steps, no evaluation during training,
-    the teacher run for the distillation methods, then the plan's overrides."""
-    teacher = [f"teacher={out / TEACHER}"] if OBJECTIVES[method].teacher_run else []
-    schedule = [f"{SCHEDULE_KNOBS[method]}={round(plan.steps * SCHEDULE_SHARE)}"] if method in SCHEDULE_KNOBS else []
-    return build_config(
-        plan.preset,
-        method,
-        None,
-        [f"steps={plan.steps}", "eval_every=0", *teacher, *schedule, *plan.overrides, *extra],
+    inline_bars = progress and jobs <= 1
+    results = run_jobs(
+        [RunJob(out, plan, r, progress=inline_bars) for r in todo],
+        key=lambda j: j.run.name,
+        needs=lambda j: [t.name] if (t := teacher_of(j.run, plan)) is not None else [],
+        work=train_and_score,
+        workers=jobs,
+        threads=max(1, torch.get_num_threads() // max(jobs, 1)),
+        on_done=report,
     )
-
-
-def train_all(out: Path, plan: StudyPlan, progress: bool) -> dict[str, float]:
-    """Train every method (flow matching first: it is the teacher); returns training wall seconds per
-    method, those of earlier calls kept from OUT/train_seconds.json."""
-    file = out / "train_seconds.json"
-    seconds = json.loads(file.read_text()) if file.exists() else {}
-    for method in (TEACHER, *[m for m in plan.methods if m != TEACHER]):
-        trainer = Trainer(method_config(out, plan, method), out / method, progress=progress)
-        if trainer.step >= plan.steps and method in seconds:
-            continue
-        t0 = time.perf_counter()
-        trainer.run()
-        if trainer.stopped_by_signal:  # checkpoint saved; rerunning the study resumes here
-            raise KeyboardInterrupt
-        seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - t0
-        file.write_text(json.dumps(seconds, indent=2) + "\n")
-    return seconds
-
-
-def real_features() -> tuple[torch.Tensor, torch.Tensor]:
-    """Digits-CNN features of the train split (the reference) and of the test split (the floor)."""
-    net = load_digits_feature_net()
-    return net.features(load_digits("train")[0]), net.features(load_digits("test")[0])
-
-
-def evaluate_method(
-    out: Path, plan: StudyPlan, model: LoadedModel, metric: ImageMetric, real: torch.Tensor, progress: bool
-) -> list[dict[str, Any]]:
-    """FD, precision and recall at every step count of the plan (cached in OUT/eval/METHOD.json)."""
-    cached = out / "eval" / f"{model.spec.objective}.json"
-    key = {"num": plan.eval_num, "steps": list(plan.eval_steps), "k": plan.pr_k, "checkpoint": str(model.path)}
-    if cached.exists():
-        saved = json.loads(cached.read_text())
-        if saved.get("settings") == key:
-            return saved["rows"]
-    kept: dict[int, list[torch.Tensor]] = {}
-    rows = evaluate_images(
-        model,
-        list(plan.eval_steps),
-        plan.eval_num,
-        metric,
-        seed=plan.seed,
-        progress=progress,
-        on_features=lambda n, f: kept.setdefault(n, []).append(f.cpu()),
-    )
-    for row in rows:
-        row["precision"], row["recall"] = precision_recall(torch.cat(kept[row["steps"]]), real, plan.pr_k)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps({"settings": key, "rows": rows}, indent=2) + "\n")
-    return rows
+    return [row for name in results for row in results[name]]
 
 
 def measure_costs(out: Path, plan: StudyPlan) -> dict[str, dict[str, float]]:
-    """Step time of every method relative to flow matching, steps alternated in one process (cached in
-    OUT/timing.json), with each objective's cost model."""
+    """Step time of every method relative to flow matching on digits, steps alternated in one process
+    (cached in OUT/timing.json), with each objective's cost model."""
     file = out / "timing.json"
     key = {"repeats": plan.timing_repeats, "methods": list(plan.methods), "threads": torch.get_num_threads()}
     if file.exists() and json.loads(file.read_text()).get("settings") == key:
         return json.loads(file.read_text())["costs"]
     t0 = time.perf_counter()
+    runs = {m: main_run(plan, m) for m in plan.methods}
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
-            m: Trainer(method_config(out, plan, m, ("logger=none",)), f"{tmp}/{m}", progress=False)
-            for m in plan.methods
+            m: Trainer(run_config(out, plan, run, plan.steps, ("logger=none",)), f"{tmp}/{m}", progress=False)
+            for m, run in runs.items()
         }
         times = interleaved_step_times(trainers, plan.timing_repeats)
     costs = {}
@@ -169,7 +116,12 @@ def measure_costs(out: Path, plan: StudyPlan) -> dict[str, dict[str, float]]:
     return costs
 
 
-def run_study(out: Path, plan: StudyPlan, progress: bool = True) -> Path:
+def main_run(plan: StudyPlan, method: str) -> Run:
+    """The digits run of ``method`` under its own recipe with the first seed."""
+    return next(r for r in main_runs(plan) if r.domain == "digits" and r.method == method and r.recipe == "own")
+
+
+def run_study(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) -> Path:
     """Run every stage (skipping those already done) and write OUT/report.md; returns its path."""
     unknown = [m for m in plan.methods if m not in OBJECTIVES]
     if unknown or TEACHER not in plan.methods:
@@ -177,33 +129,33 @@ def run_study(out: Path, plan: StudyPlan, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n")
     t_start = time.perf_counter()
-    train_seconds = train_all(out, plan, progress)
-    metric = digits_metric()
-    real, test = real_features()
-    floor = precision_recall(test, real, plan.pr_k)
-    models = {m: load_model(out / m, "cpu") for m in plan.methods}
-    rows = [r for m in plan.methods for r in evaluate_method(out, plan, models[m], metric, real, progress)]
-    plot = out / "fd_vs_steps.png"
-    names = {name: cls.title for name, cls in OBJECTIVES.items()}
-    plot_metric_vs_steps(rows, "fd_digits", plot, ylabel="FD (digits features)", names=names, log_y=True)
-    grids = comparison_grids(out, plan, models)
-    costs = measure_costs(out, plan)
-    params = sum(p.numel() for p in models[TEACHER].model.parameters())
-    stages = {
-        "training": sum(train_seconds.values()),
-        "evaluation": sum(float(r["seconds"]) for r in rows),
-        "timing": json.loads((out / "timing.json").read_text()).get("seconds", 0.0),
+    rows = execute(out, plan, main_runs(plan), progress, jobs)
+    scores = Scores(rows)
+    winner = None
+    if "digits" in plan.domains and (plan.ablation or plan.finetune):
+        at_1 = {m: scores.mean("fd_digits", "digits", m, "own", plan.steps, 1).mean for m in plan.methods}
+        winner = best_without_teacher(at_1)
+        scores.rows += execute(out, plan, second_stage_runs(plan, winner), progress, jobs)
+    costs = measure_costs(out, plan) if "digits" in plan.domains else {}
+    models: dict[str, LoadedModel] = {}
+    if "digits" in plan.domains:
+        models = {m: load_model(run_dir(out, main_run(plan, m)), "cpu") for m in plan.methods}
+    figures = {
+        "fd": fd_figure(out / "fd_vs_steps.png", scores, plan),
+        "budget": budget_figure(out / "fd_vs_budget.png", scores, plan) if plan.budgets else None,
+        "grids": study_grids(out / "grids.png", plan, models) if models else None,
     }
+    params = sum(p.numel() for p in next(iter(models.values())).model.parameters()) if models else 0
+    timing = json.loads((out / "timing.json").read_text()).get("seconds", 0.0) if costs else 0.0
     return write_study_report(
         out,
         plan,
-        rows,
-        floor,
+        scores,
         costs,
-        train_seconds,
-        {**stages, "this call": time.perf_counter() - t_start},
+        winner,
+        {"timing": timing, "this call": time.perf_counter() - t_start},
         params,
-        method_config(out, plan, TEACHER),
-        {"fd": plot, "grids": grids},
-        torch.get_num_threads(),
+        run_config(out, plan, main_run(plan, TEACHER), plan.steps) if models else None,
+        figures,
+        {"threads": torch.get_num_threads(), "jobs": jobs},
     )

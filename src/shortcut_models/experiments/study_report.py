@@ -1,215 +1,242 @@
-"""The study's report: tables, figures, rankings and plain advice, as Markdown (OUT/report.md)."""
+"""The study's report: short answer first, then tables with 95% intervals over seeds, rankings that say
+which gaps are significant, the recipe's share, the second metric and domain, budgets, ablation, the two
+questions and the cost per step, as Markdown (OUT/report.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from ..metrics.seed_intervals import compare
 from ..objectives import OBJECTIVES
-from ..objectives.schedule import num_levels
-from .report import fd_by_steps, fmt_minutes, optimiser_text
+from .report import fmt_minutes, optimiser_text
+from .study_plan import ABLATIONS, LENGTH_SCHEDULED, MEANFLOW_RECIPE_METHODS, RECIPE_TEXT, TEACHER, StudyPlan
+from .study_scores import Scores, leaders, ordered
 
 NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
 FEW = (1, 2, 4)  # the budgets the study ranks
 COST_TOLERANCE = 1.15  # a step may cost up to 15% more than its cost model predicts
-
-# How each method's teacher and sampler are set (the report's setup section).
-RECIPES = {
-    "flow": "plain flow matching (t on the 1/128 grid), sampled with its step-size input held at 1/128",
-    "shortcut": "flow matching plus one self-consistency row in 8 (two half steps of the network itself)",
-    "consistency-training": "the authors' curriculum: d = 1 for the first 1/7 of the run, halved every 1/7",
-    "consistency-distillation": "from the flow-matching run (frozen teacher, one Euler step of 1/128), "
-    "sampled with d held at 1/128",
-    "progressive-distillation": "from the flow-matching run, 7 stages of 2 -> 1 step distillation in one run "
-    "(the teacher takes the student's weights at each stage)",
-    "live-reflow": "flow matching plus one reflow row in 8 (8 Euler steps of the network itself), "
-    "sampled with d = 1 (d = 1/128 at 128 steps)",
-    "meanflow": "average velocity over [t, t + d]; 25% of rows with d > 0 (logit-normal times), adaptive loss weight",
-    "esc": "MeanFlow's identity with the plug-in velocity on half the rows and intervals ending at the data "
-    "early in training (terminal-time schedule over the first 10% of the run)",
-    "imf": "improved MeanFlow: half the rows with d = 0, the network's own velocity in the product "
-    "(guidance as a network input, at 1 here: the data are unconditional)",
-    "imm": "inductive moment matching: a kernel distance between groups of 4 particles, time-weighted",
-    "sct": "continuous-time consistency: 25% of rows jump to the data with the derivative term warmed up "
-    "over the first 10% of the run, the rest flow matching",
+SECOND = "nn1_accuracy"  # the second digits metric (1-NN two-sample accuracy; 0.5 = indistinguishable)
+METRIC_TEXT = {
+    "fd_digits": "FD (digits-CNN features)",
+    SECOND: "1-NN two-sample accuracy (pixels)",
+    "swd": "sliced Wasserstein distance",
 }
 
 
-def _pr_by_steps(rows: list[dict[str, Any]]) -> dict[str, dict[int, tuple[float, float]]]:
-    out: dict[str, dict[int, tuple[float, float]]] = {}
-    for r in rows:
-        out.setdefault(r["objective"], {})[int(r["steps"])] = (float(r["precision"]), float(r["recall"]))
-    return out
+def _steps_label(n: int) -> str:
+    return f"{n} step{'s' if n > 1 else ''}"
 
 
-def ranking(fd: dict[str, dict[int, float]], steps: int) -> list[str]:
-    """Methods ordered by FD at ``steps`` (best first)."""
-    return sorted(fd, key=lambda m: fd[m][steps])
+def ranking_text(scores: Scores, key: str, domain: str, methods, recipe: str, budget: int, n: int) -> str:
+    """'A (1.2 ± 0.3) > B (2.0 ± 0.4) ≈ C (2.1 ± 0.5)': '>' a significant gap, '≈' a tie with the next."""
+    parts = []
+    for m, mean, ahead in ordered(scores, key, domain, methods, recipe, budget, n):
+        parts.append(f"{NAMES[m]} ({mean.text()})")
+        parts.append(">" if ahead else "≈")
+    return " ".join(parts[:-1])
 
 
-def goals(fd: dict[str, dict[int, float]], costs: dict[str, dict[str, float]]) -> list[tuple[str, bool, str]]:
-    """The issue's goals, each with whether it is met and the numbers behind it."""
-    best = ranking(fd, 1)[0]
-    flow128 = fd["flow"][128]
-    out = [
-        (
-            "the best one-step model within 2x of flow matching at 128 steps",
-            fd[best][1] <= 2 * flow128,
-            f"{NAMES[best]} {fd[best][1]:.2f} vs 2 x {flow128:.2f} = {2 * flow128:.2f}",
-        )
-    ]
-    for m in ("meanflow", "shortcut"):
-        if m in fd:
-            out.append(
-                (
-                    f"{NAMES[m]} beats flow matching at 1, 2 and 4 steps",
-                    all(fd[m][n] < fd["flow"][n] for n in FEW),
-                    ", ".join(f"{n}: {fd[m][n]:.2f} vs {fd['flow'][n]:.2f}" for n in FEW),
-                )
-            )
-    over = {m: c["ratio"] / c["model"] for m, c in costs.items()}
-    out.append(
-        (
-            f"every objective's step costs at most {COST_TOLERANCE:.2f}x its cost model",
-            all(v <= COST_TOLERANCE for v in over.values()),
-            ", ".join(f"{NAMES[m]} {v:.2f}x" for m, v in over.items()),
-        )
-    )
-    return out
+def _has_second(scores: Scores) -> bool:
+    return any(SECOND in r for r in scores.rows if r["domain"] == "digits")
 
 
-def head_to_head(fd, pr, batch: int) -> list[str]:
-    """Which of MeanFlow and shortcut wins at each budget, with the evidence and the likely reasons."""
-    if "meanflow" not in fd or "shortcut" not in fd:
-        return []
-    shortcut, meanflow = OBJECTIVES["shortcut"](), OBJECTIVES["meanflow"]()
+def short_answer(scores: Scores, plan: StudyPlan) -> list[str]:
+    """Which method to use at 1, 2 and 4 steps (with and without a teacher run) and how sure we are."""
+    methods, b = list(plan.methods), plan.steps
+    own = [m for m in methods if not OBJECTIVES[m].teacher_run]
     lines = []
-    for n in (*FEW, 8, 128):
-        if n not in fd["meanflow"]:
+    for n in FEW:
+        if not scores.has("digits", TEACHER, "own", b, n):
             continue
-        m, s = fd["meanflow"][n], fd["shortcut"][n]
-        winner = "MeanFlow" if m < s else "shortcut"
-        (pm, rm), (ps, rs) = pr["meanflow"][n], pr["shortcut"][n]
+        best = leaders(scores, "fd_digits", "digits", methods, "own", b, n)
+        best_own = leaders(scores, "fd_digits", "digits", own, "own", b, n)
+        checks = []
+        if _has_second(scores):
+            second = leaders(scores, SECOND, "digits", methods, "own", b, n)
+            checks.append(f"{'also' if best[0] in second else 'not'} among the best under the second metric")
+        if "checkerboard" in plan.domains:
+            toy = leaders(scores, "swd", "checkerboard", methods, "own", plan.toy_steps, n)
+            checks.append(f"{'also' if best[0] in toy else 'not'} among the best on the checkerboard")
+        tied = f" (tied within seed noise with {', '.join(NAMES[m] for m in best[1:])})" if len(best) > 1 else ""
+        teacher = " (needs a flow-matching run first)" if OBJECTIVES[best[0]].teacher_run else ""
+        sure = "sure" if len(best) == 1 and all(c.startswith("also") for c in checks) else "uncertain"
         lines.append(
-            f"- {n} step{'s' if n > 1 else ''}: **{winner}** (FD {m:.2f} vs {s:.2f}; precision {pm:.2f} vs {ps:.2f}, "
-            f"recall {rm:.2f} vs {rs:.2f})"
+            f"- **{_steps_label(n)}: {NAMES[best[0]]}**{teacher}{tied}; without a teacher run: "
+            f"**{NAMES[best_own[0]]}**"
+            + (f" (or {', '.join(NAMES[m] for m in best_own[1:])})" if len(best_own) > 1 else "")
+            + f". {'; '.join(checks).capitalize()}{'.' if checks else ''} How sure: {sure}."
         )
-    top = max(fd["flow"])
-    counts = [n for n in fd["meanflow"] if n in fd["shortcut"]]
-    higher = sum(pr["meanflow"][n][0] > pr["shortcut"][n][0] for n in counts)
-    recall_gap = max(abs(pr["meanflow"][n][1] - pr["shortcut"][n][1]) for n in counts)
     lines += [
         "",
-        f"Evidence: at {top} steps MeanFlow reaches FD {fd['meanflow'][top]:.2f} against {fd['flow'][top]:.2f} for "
-        f"flow matching and {fd['shortcut'][top]:.2f} for shortcut, so much of its lead is a better velocity field "
-        f"itself, not only better jumps; its precision is the higher one at {higher} of {len(counts)} step counts "
-        f"(failed samples: 1 - precision), recall differs by at most {recall_gap:.2f}. Likely reasons (not isolated by an ablation here): its rows with "
-        "d = 0 are flow matching with logit-normal times (more rows mid-path) under the adaptive loss weight; "
-        f"per batch of {batch} rows it trains {meanflow.kind_rows(batch)[0]} rows on intervals of any length "
-        "with an exact target from the network's own derivative, while shortcut trains "
-        f"{shortcut.kind_rows(batch)[0]} rows spread over {num_levels(shortcut.max_steps)} step sizes, each target built "
-        "from two half steps of the network, so errors at small steps feed the large ones. "
-        "Shortcut's advantage is cost per step (see the cost table).",
+        f"'Sure' means: no other method is within seed noise of it ({len(plan.seeds)} seeds, Welch's t-test, "
+        "p < 0.05) and it is also among the best under the second metric and on the checkerboard; otherwise "
+        "the answer is written as uncertain.",
     ]
     return lines
 
 
-def write_study_report(
-    out: Path,
-    plan,
-    rows: list[dict[str, Any]],
-    pr_floor: tuple[float, float],
-    costs: dict[str, dict[str, float]],
-    train_seconds: dict[str, float],
-    seconds: dict[str, float],
-    params: int,
-    config,
-    figures: dict[str, Path],
-    threads: int,
-) -> Path:
-    fd, pr = fd_by_steps(rows), _pr_by_steps(rows)
-    methods = [m for m in plan.methods if m in fd]
-    steps = sorted({int(r["steps"]) for r in rows})
-    floor = next(float(r["fd_digits_floor"]) for r in rows)
-    distilled = [m for m in methods if OBJECTIVES[m].teacher_run]
-    lines = [
-        "# Few-step generators on one network: flow matching, shortcut, the paper's baselines and MeanFlow",
-        "",
-        f"Generated by `shortcut study --out {out}` on a CPU ({threads} thread{'s' if threads > 1 else ''} per process). "
-        f"Time of its stages, summed over the calls that ran them: training {fmt_minutes(seconds['training'])}, "
-        f"evaluation {fmt_minutes(seconds['evaluation'])}, cost timing {fmt_minutes(seconds['timing'])}; "
-        f"total {fmt_minutes(seconds['training'] + seconds['evaluation'] + seconds['timing'])} "
-        f"(the last call took {fmt_minutes(seconds['this call'])}: stages already done are skipped on a rerun).",
-        "",
-        "## Setup",
-        "- Data: scikit-learn digits, 8x8, train split (1,497 images), unconditional (null label everywhere).",
-        f"- Network: {config.model} ({params / 1e6:.2f}M parameters), the same for every method.",
-        f"- Training: {config.steps} steps at batch {config.batch_size} for every method, {optimiser_text(config)}, "
-        f"EMA {config.ema_decay} with warm-up; teachers inside a run are the "
-        "online network (the preset's setting for short budgets).",
-        f"- The distillation methods ({', '.join(NAMES[m] for m in distilled)}) start from the flow-matching run: "
-        f"their total budget is {config.steps} flow-matching steps plus {config.steps} of their own.",
-        "- Training wall time: "
-        + ", ".join(f"{NAMES[k]} {fmt_minutes(v)}" for k, v in train_seconds.items() if k in NAMES)
-        + " (the flow-matching run is also the distillation teacher; times add over resumed calls).",
-        f"- Evaluation: {plan.eval_num} samples per method and step count, from the same noise for every method; "
-        "Fréchet distance in the features of the digits CNN (`fd-digits`) against the train split; "
-        f"improved precision and recall (k = {plan.pr_k} nearest neighbours) in the same features; "
-        "data floor = test split (300 images) vs train split.",
-        "",
-        "Methods:",
-        *[f"- {NAMES[m]}: {RECIPES.get(m, '')}" for m in methods],
-        "",
-        "## Fréchet distance by number of sampling steps",
-        "",
-        "| method | " + " | ".join(f"{n} step{'s' if n > 1 else ''}" for n in steps) + " |",
-        "|---|" + "---|" * len(steps),
-    ]
-    for m in methods:
-        best = {n: min(fd[x][n] for x in methods) for n in steps}
-        cells = [f"**{fd[m][n]:.2f}**" if fd[m][n] == best[n] else f"{fd[m][n]:.2f}" for n in steps]
+def mean_table(scores: Scores, key: str, domain: str, methods, recipe: str, budget: int, steps) -> list[str]:
+    """Mean ± 95% half-width over seeds per (method, step count); the best mean in bold."""
+    steps = [n for n in steps if any(scores.has(domain, m, recipe, budget, n) for m in methods)]
+    lines = ["| method | " + " | ".join(_steps_label(n) for n in steps) + " |", "|---|" + "---|" * len(steps)]
+    have = [m for m in methods if scores.has(domain, m, recipe, budget, steps[0])]
+    best = {n: min(scores.mean(key, domain, m, recipe, budget, n).mean for m in have) for n in steps}
+    for m in have:
+        cells = []
+        for n in steps:
+            s = scores.mean(key, domain, m, recipe, budget, n)
+            cells.append(f"**{s.text()}**" if s.mean == best[n] else s.text())
         lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
-    lines += [
-        "| data floor | " + " | ".join(f"{floor:.2f}" for _ in steps) + " |",
-        "",
-        f"![FD against sampling steps]({figures['fd'].name})",
-        "",
-        "## Precision and recall",
-        "",
-        "Precision: the share of samples that fall on the data's manifold; 1 - precision is the share of failed "
-        "samples (the ones an eye calls malformed). Recall: the share of real images the samples cover.",
-        "",
-        "| method | " + " | ".join(f"{n} step{'s' if n > 1 else ''}: P / R" for n in steps) + " |",
-        "|---|" + "---|" * len(steps),
+    floor = scores.floor(key, domain)
+    if floor is not None:
+        lines.append("| data floor | " + " | ".join(f"{floor:.2f}" for _ in steps) + " |")
+    return lines
+
+
+def recipe_section(scores: Scores, plan: StudyPlan) -> list[str]:
+    """FD of every method under its own and the common recipe (and MeanFlow's, for flow matching and
+    shortcut), with whether the change is significant."""
+    b = plan.steps
+    extra = "meanflow" if any(r["recipe"] == "meanflow" for r in scores.rows) else None
+    head = [
+        "| method | recipe | 1 step | 4 steps | 128 steps | against own recipe at 1 / 4 / 128 steps |",
+        "|---|---|---|---|---|---|",
     ]
-    for m in methods:
-        lines.append(f"| {NAMES[m]} | " + " | ".join(f"{pr[m][n][0]:.2f} / {pr[m][n][1]:.2f}" for n in steps) + " |")
-    lines += [
-        "| data floor | " + " | ".join(f"{pr_floor[0]:.2f} / {pr_floor[1]:.2f}" for _ in steps) + " |",
+    lines = head
+    for m in plan.methods:
+        for recipe in ("own", "common", *((extra,) if extra and m in MEANFLOW_RECIPE_METHODS else ())):
+            if not scores.has("digits", m, recipe, b, 1):
+                continue
+            cells = [scores.mean("fd_digits", "digits", m, recipe, b, n).text() for n in (1, 4, 128)]
+            if recipe == "own":
+                verdict = ""
+            else:
+                verdict = " / ".join(
+                    compare(
+                        scores.values("fd_digits", "digits", m, recipe, b, n),
+                        scores.values("fd_digits", "digits", m, "own", b, n),
+                    )
+                    for n in (1, 4, 128)
+                )
+            lines.append(f"| {NAMES[m]} | {recipe} | " + " | ".join(cells) + f" | {verdict} |")
+    return [
+        "Recipes: "
+        + "; ".join(f"**{k}**: {v}" for k, v in RECIPE_TEXT.items() if k in {r["recipe"] for r in scores.rows})
+        + ".",
+        "'better' / 'worse': the recipe changes FD beyond seed noise (Welch's t-test, p < 0.05); 'tie': it does not.",
         "",
-        "Failed samples at 1 step (1 - precision): "
-        + ", ".join(f"{NAMES[m]} {100 * (1 - pr[m][1][0]):.0f}%" for m in methods)
-        + f" (test images: {100 * (1 - pr_floor[0]):.0f}%).",
-        "",
-        "## Ranking and advice",
-        "",
+        *lines,
     ]
+
+
+def budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list[str]:
+    """FD at 1 and 128 steps per budget, and whether the ranking at 1, 2 and 4 steps holds at the two largest."""
+    budgets = plan.all_budgets()
+    lines = [
+        "| method | " + " | ".join(f"{b} steps: FD at 1 / 128" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for m in plan.methods:
+        cells = []
+        for b in budgets:
+            if scores.has("digits", m, "own", b, 1):
+                one, many = (scores.mean("fd_digits", "digits", m, "own", b, n).mean for n in (1, 128))
+                cells.append(f"{one:.1f} / {many:.1f}")
+            else:
+                cells.append("")
+        lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if figure is not None:
+        lines += [f"![FD against budget]({figure.name})", ""]
+    big, bigger = budgets[-2], budgets[-1]
     for n in FEW:
-        order = ranking({m: fd[m] for m in methods}, n)
-        lines.append(f"- {n} step{'s' if n > 1 else ''}: " + " > ".join(f"{NAMES[m]} ({fd[m][n]:.2f})" for m in order))
-    lines += [
+        a = leaders(scores, "fd_digits", "digits", plan.methods, "own", big, n)
+        c = leaders(scores, "fd_digits", "digits", plan.methods, "own", bigger, n)
+        same = "the same" if a[0] == c[0] or a[0] in c or c[0] in a else "**different**"
+        lines.append(
+            f"- {_steps_label(n)}: best at {big} steps {', '.join(NAMES[m] for m in a)}; at {bigger} steps "
+            f"{', '.join(NAMES[m] for m in c)}: {same} (methods listed together are within seed noise)."
+        )
+    return lines
+
+
+def ablation_section(scores: Scores, plan: StudyPlan, winner: str) -> list[str]:
+    b = plan.steps
+    lines = [
+        f"{NAMES[winner]} (the best one-step method without a teacher) with one component changed at a time, "
+        "the rest of its own recipe kept; FD at 1, 2, 4 and 128 steps, and whether the change is significant.",
         "",
-        *advice(fd, methods, steps),
-        "",
-        "## MeanFlow against shortcut",
-        "",
-        *head_to_head(fd, pr, config.batch_size),
+        "| variant | 1 step | 2 steps | 4 steps | 128 steps |",
+        "|---|---|---|---|---|",
     ]
-    lines += [
-        "",
-        "## Training cost per step",
-        "",
-        f"Every method's training step against flow matching's, same network and batch ({config.batch_size}), "
+    own = {n: scores.values("fd_digits", "digits", winner, "own", b, n) for n in (1, 2, 4, 128)}
+    lines.append(
+        "| own recipe | "
+        + " | ".join(scores.mean("fd_digits", "digits", winner, "own", b, n).text() for n in own)
+        + " |"
+    )
+    for component in ABLATIONS[winner]:
+        recipe = f"ablation:{component}"
+        if not scores.has("digits", winner, recipe, b, 1):
+            continue
+        cells = []
+        for n in own:
+            verdict = compare(scores.values("fd_digits", "digits", winner, recipe, b, n), own[n])
+            cells.append(f"{scores.mean('fd_digits', 'digits', winner, recipe, b, n).text()} ({verdict})")
+        lines.append(f"| {component} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def questions_section(scores: Scores, plan: StudyPlan, winner: str | None) -> list[str]:
+    """The seed's two questions: does shortcut training help many-step sampling (same recipe), and can
+    flow matching be fine-tuned into a few-step model."""
+    b, lines = plan.steps, []
+    if scores.has("digits", "shortcut", "common", b, 128) and scores.has("digits", "flow", "common", b, 128):
+        s = scores.values("fd_digits", "digits", "shortcut", "common", b, 128)
+        f = scores.values("fd_digits", "digits", "flow", "common", b, 128)
+        verdict = {"better": "better than", "worse": "worse than", "tie": "tied with"}[compare(s, f)]
+        lines.append(
+            f"1. **Does shortcut training help many-step sampling?** Under the same (common) recipe, shortcut at "
+            f"128 steps: FD {scores.mean('fd_digits', 'digits', 'shortcut', 'common', b, 128).text()}, flow matching "
+            f"{scores.mean('fd_digits', 'digits', 'flow', 'common', b, 128).text()}: shortcut is **{verdict}** flow "
+            "matching (Welch's t-test over seeds, p < 0.05)."
+        )
+    shares = sorted({float(r["init"]) for r in scores.rows if r.get("init")})
+    if shares:
+        lines += [
+            "2. **Can flow matching be fine-tuned into a few-step model?** Each fine-tuning run starts from the "
+            f"flow-matching run of its seed ({b} steps) and trains a share of the budget; FD at 1 step against the "
+            "same method trained from scratch for the whole budget:",
+            "",
+            "| method | from scratch | " + " | ".join(f"fine-tuned {s:.0%}" for s in shares) + " |",
+            "|---|---|" + "---|" * len(shares),
+        ]
+        for m in dict.fromkeys(("shortcut", winner)):
+            if m is None or not scores.has("digits", m, "own", b, 1):
+                continue
+            scratch = scores.values("fd_digits", "digits", m, "own", b, 1)
+            cells = []
+            for share in shares:
+                steps = max(1, round(b * share))
+                tuned = scores.values("fd_digits", "digits", m, "own", steps, 1, init=share)
+                if tuned:
+                    cells.append(
+                        f"{scores.mean('fd_digits', 'digits', m, 'own', steps, 1, init=share).text()} ({compare(tuned, scratch)})"
+                    )
+                else:
+                    cells.append("")
+            lines.append(
+                f"| {NAMES[m]} | {scores.mean('fd_digits', 'digits', m, 'own', b, 1).text()} | "
+                + " | ".join(cells)
+                + " |"
+            )
+        lines += ["", "('better' / 'worse' / 'tie': against from scratch, Welch's t-test over seeds.)"]
+    return lines
+
+
+def cost_section(plan: StudyPlan, costs: dict[str, dict[str, float]], batch: int) -> list[str]:
+    lines = [
+        f"Every method's training step against flow matching's on digits, same network and batch ({batch}), "
         f"steps alternated in one process ({plan.timing_repeats} each, median of per-round ratios). Cost model: "
         "forward and backward passes of the network per row (teacher passes included; a Jacobian-vector product "
         "counts as two forwards), a backward counted as two forwards, relative to flow matching's 1 + 1.",
@@ -217,44 +244,167 @@ def write_study_report(
         "| method | forward / backward passes per row | predicted | measured | measured / predicted | ms per step |",
         "|---|---|---|---|---|---|",
     ]
-    for m in methods:
+    for m in plan.methods:
         c = costs[m]
         lines.append(
             f"| {NAMES[m]} | {c['forward']:.3g} / {c['backward']:.3g} | {c['model']:.3f} | {c['ratio']:.3f} | "
             f"{c['ratio'] / c['model']:.2f} | {c['ms']:.1f} |"
         )
+    return lines
+
+
+def goals(scores: Scores, plan: StudyPlan, costs: dict[str, dict[str, float]]) -> list[tuple[str, bool, str]]:
+    """The issue's goals, each with whether it is met and the numbers behind it."""
+    b, out = plan.steps, []
+    flow_own = scores.mean("fd_digits", "digits", "flow", "own", b, 128)
+    if scores.has("digits", "flow", "common", b, 128):
+        flow_common = scores.mean("fd_digits", "digits", "flow", "common", b, 128)
+        out.append(
+            (
+                "the recipe effect measured for flow matching at 128 steps",
+                True,
+                f"common recipe {flow_common.text()} vs own {flow_own.text()}",
+            )
+        )
+    own = [m for m in plan.methods if not OBJECTIVES[m].teacher_run]
+    best = min(own, key=lambda m: scores.mean("fd_digits", "digits", m, "own", b, 1).mean)
+    recipe = "common" if scores.has("digits", "flow", "common", b, 128) else "own"
+    ref = scores.mean("fd_digits", "digits", "flow", recipe, b, 128)
+    one = scores.mean("fd_digits", "digits", best, "own", b, 1)
+    out.append(
+        (
+            f"the best one-step model without a teacher within 2x of flow matching at 128 steps ({recipe} recipe)",
+            one.mean <= 2 * ref.mean,
+            f"{NAMES[best]} {one.text()} vs 2 x {ref.mean:.2f} = {2 * ref.mean:.2f}",
+        )
+    )
+    if costs:
+        over = {m: c["ratio"] / c["model"] for m, c in costs.items()}
+        out.append(
+            (
+                f"every objective's step costs at most {COST_TOLERANCE:.2f}x its cost model",
+                all(v <= COST_TOLERANCE for v in over.values()),
+                ", ".join(f"{NAMES[m]} {v:.2f}x" for m, v in over.items()),
+            )
+        )
+    return out
+
+
+def training_seconds(scores: Scores) -> float:
+    """Training wall time summed over runs (a run scored at several budgets counts once, at its last)."""
+    last: dict[tuple, float] = {}
+    for r in scores.rows:
+        run = (r["domain"], r["method"], r["recipe"], r["seed"], r.get("init", 0.0))
+        if r["method"] in LENGTH_SCHEDULED:
+            run = (*run, r["budget"])
+        last[run] = max(last.get(run, 0.0), float(r["train_seconds"]))
+    return sum(last.values())
+
+
+def write_study_report(
+    out: Path,
+    plan: StudyPlan,
+    scores: Scores,
+    costs: dict[str, dict[str, float]],
+    winner: str | None,
+    seconds: dict[str, float],
+    params: int,
+    config,
+    figures: dict[str, Path | None],
+    machine: dict[str, int],
+) -> Path:
+    b, methods = plan.steps, list(plan.methods)
+    train_seconds = training_seconds(scores)
+    distilled = [m for m in methods if OBJECTIVES[m].teacher_run]
+    lines = [
+        "# Few-step generators on one network: which to use, and how sure we are",
+        "",
+        f"Generated by `shortcut study --out {out}{' --full' if plan.ablation else ''}` on a CPU "
+        f"({machine['jobs']} run(s) at a time, {machine['threads']} thread(s)). Training time summed over runs: "
+        f"{fmt_minutes(train_seconds)}; cost timing {fmt_minutes(seconds['timing'])}; this call took "
+        f"{fmt_minutes(seconds['this call'])} (stages already done are skipped on a rerun).",
+        "",
+        "## Short answer",
+        "",
+        *short_answer(scores, plan),
+        "",
+        "## Setup",
+        f"- Seeds: {len(plan.seeds)} training seeds per (method, recipe); scores are means with 95% Student-t "
+        "intervals over seeds (mean ± t(0.975, n-1) s / sqrt(n)); a gap is significant when Welch's t-test over "
+        "seeds gives p < 0.05, otherwise it is a tie. The sampling noise is the same for every run.",
+    ]
+    if config is not None:
+        lines += [
+            "- Digits: scikit-learn digits, 8x8, train split (1,497 images), unconditional. Network: "
+            f"{config.model} ({params / 1e6:.2f}M parameters), the same for every method. Training: {b} steps at "
+            f"batch {config.batch_size}, {optimiser_text(config)}, EMA {config.ema_decay} with warm-up.",
+            f"- The distillation methods ({', '.join(NAMES[m] for m in distilled)}) start from the flow-matching "
+            f"run of the same seed and recipe ({b} steps), so their total budget is twice the others'.",
+            f"- Digits scores: {plan.eval_num} samples per run and step count; Fréchet distance in the digits-CNN "
+            "features against the train split (shipped weights), improved precision and recall "
+            f"(k = {plan.pr_k}) in the same features"
+            + (
+                ", and the 1-NN two-sample accuracy in pixel space (0.5: indistinguishable from the data)"
+                if _has_second(scores)
+                else ""
+            )
+            + "; data floor = test split against train split.",
+        ]
+    if "checkerboard" in plan.domains:
+        lines.append(
+            f"- Checkerboard: the 2-D toy (an MLP), {plan.toy_steps} training steps, {plan.toy_num} samples per run "
+            "and step count, sliced Wasserstein distance to as many fresh draws of the density (floor: two fresh "
+            "draws against each other), and the share of samples on the board."
+        )
+    lines += ["", f"## Digits: Fréchet distance, own recipes, {b} training steps", ""]
+    lines += mean_table(scores, "fd_digits", "digits", methods, "own", b, plan.eval_steps)
+    if figures.get("fd") is not None:
+        lines += ["", f"![FD against sampling steps]({figures['fd'].name})"]
+    if _has_second(scores):
+        lines += ["", f"## Digits: the second metric ({METRIC_TEXT[SECOND]})", ""]
+        lines += mean_table(scores, SECOND, "digits", methods, "own", b, plan.eval_steps)
+    lines += ["", "## Rankings", "", "'>': a significant gap to the next method; '≈': a tie with it.", ""]
+    for n in FEW:
+        lines.append(f"- {_steps_label(n)}, FD: " + ranking_text(scores, "fd_digits", "digits", methods, "own", b, n))
+        if _has_second(scores):
+            lines.append("  - second metric: " + ranking_text(scores, SECOND, "digits", methods, "own", b, n))
+        if "checkerboard" in plan.domains:
+            lines.append(
+                "  - checkerboard: " + ranking_text(scores, "swd", "checkerboard", methods, "own", plan.toy_steps, n)
+            )
+    if "common" in plan.recipes:
+        lines += ["", "## Method against recipe", "", *recipe_section(scores, plan)]
+    if "checkerboard" in plan.domains:
+        lines += ["", "## Checkerboard: sliced Wasserstein distance, own recipes", ""]
+        lines += mean_table(scores, "swd", "checkerboard", methods, "own", plan.toy_steps, plan.eval_steps)
+    if plan.budgets:
+        lines += ["", "## Budgets", "", *budget_section(scores, plan, figures.get("budget"))]
+    if winner is not None and plan.ablation:
+        lines += ["", "## Ablation", "", *ablation_section(scores, plan, winner)]
+    lines += ["", "## The two questions", "", *questions_section(scores, plan, winner)]
+    if costs and config is not None:
+        lines += ["", "## Training cost per step", "", *cost_section(plan, costs, config.batch_size)]
+    if figures.get("grids") is not None:
+        lines += [
+            "",
+            "## Samples from the same noise",
+            "",
+            "One row per method (first seed, own recipe), columns "
+            + ", ".join(str(n) for n in plan.grid_steps)
+            + " steps.",
+            "",
+            f"![grids]({figures['grids'].name})",
+        ]
+    lines += ["", "## Goals", ""]
+    for text, met, numbers in goals(scores, plan, costs):
+        lines.append(f"- [{'x' if met else ' '}] {text}: {numbers}")
     lines += [
         "",
-        "## Samples from the same noise",
+        "## Reproduce",
         "",
-        "One row per method (in the order of the tables), columns 1, 2 and 4 steps.",
-        "",
-        f"![grids]({figures['grids'].name})",
-        "",
-        "## Goals",
+        f"```bash\nshortcut study --out {out}{' --full' if plan.ablation else ''}\n```",
         "",
     ]
-    for text, met, numbers in goals({m: fd[m] for m in methods}, {m: costs[m] for m in methods}):
-        lines.append(f"- [{'x' if met else ' '}] {text}: {numbers}")
-    lines += ["", "## Reproduce", "", f"```bash\nshortcut study --out {out}\n```", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
-
-
-def advice(fd: dict[str, dict[int, float]], methods: list[str], steps: list[int]) -> list[str]:
-    """Plain words: the method to use at each budget, by FD (ties within 5% named together)."""
-    lines = []
-    for n in steps:
-        order = ranking({m: fd[m] for m in methods}, n)
-        best = fd[order[0]][n]
-        close = [m for m in order[1:] if fd[m][n] <= 1.05 * best]
-        also = f" ({', '.join(NAMES[m] for m in close)} within 5%)" if close else ""
-        teacher = " (needs a trained flow-matching run first)" if OBJECTIVES[order[0]].teacher_run else ""
-        lines.append(f"- With {n} step{'s' if n > 1 else ''}: use **{NAMES[order[0]]}**{teacher}{also}.")
-    own = [m for m in methods if not OBJECTIVES[m].teacher_run]
-    best_own = ranking({m: fd[m] for m in own}, 1)[0]
-    lines.append(
-        f"- Without a teacher run, the best one-step model is **{NAMES[best_own]}** (FD {fd[best_own][1]:.2f})."
-    )
-    return lines

@@ -1,0 +1,104 @@
+"""The study's figures: FD against sampling steps, FD against training budget and wall time, sample grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from ..inference import LoadedModel
+from ..inference.sheets import save_sheet
+from ..objectives import OBJECTIVES
+from .study_plan import TEACHER, StudyPlan
+from .study_scores import Scores
+
+NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
+
+
+def fd_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
+    """Mean FD over seeds (bars: 95% intervals) against sampling steps, every method under its own recipe."""
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.subplots()
+    for m in plan.methods:
+        steps = [n for n in plan.eval_steps if scores.has("digits", m, "own", plan.steps, n)]
+        if not steps:
+            continue
+        means = [scores.mean("fd_digits", "digits", m, "own", plan.steps, n) for n in steps]
+        ax.errorbar(
+            steps, [s.mean for s in means], yerr=[_bar(s) for s in means], marker="o", capsize=2, label=NAMES[m]
+        )
+    floor = scores.floor("fd_digits", "digits")
+    if floor is not None:
+        ax.axhline(floor, color="gray", linestyle="--", label="data vs data")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(list(plan.eval_steps), [str(n) for n in plan.eval_steps])
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel("FD (digits features)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _bar(mean) -> float:
+    return 0.0 if mean.half_width != mean.half_width else mean.half_width  # nan (one seed): no bar
+
+
+def budget_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
+    """FD at 1 and at 128 steps against training steps, and FD at 1 step against training wall time
+    (a distillation method's time includes its flow-matching teacher's)."""
+    fig = Figure(figsize=(15, 4.5), dpi=120)
+    axes = fig.subplots(1, 3)
+    budgets = plan.all_budgets()
+    teacher_seconds = _seconds(scores, TEACHER, plan.steps)
+    for m in plan.methods:
+        for ax, n in zip(axes[:2], (1, 128)):
+            have = [b for b in budgets if scores.has("digits", m, "own", b, n)]
+            means = [scores.mean("fd_digits", "digits", m, "own", b, n) for b in have]
+            ax.errorbar(
+                have, [s.mean for s in means], yerr=[_bar(s) for s in means], marker="o", capsize=2, label=NAMES[m]
+            )
+        have = [b for b in budgets if scores.has("digits", m, "own", b, 1)]
+        extra = teacher_seconds if OBJECTIVES[m].teacher_run else 0.0
+        minutes = [(_seconds(scores, m, b) + extra) / 60 for b in have]
+        axes[2].plot(
+            minutes, [scores.mean("fd_digits", "digits", m, "own", b, 1).mean for b in have], marker="o", label=NAMES[m]
+        )
+    for ax, title in zip(axes, ("1 step", "128 steps", "1 step, against wall time")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_ylabel("FD (digits features)")
+        ax.grid(alpha=0.3)
+    axes[0].set_xlabel("training steps")
+    axes[1].set_xlabel("training steps")
+    axes[2].set_xlabel("training minutes per run (teacher included)")
+    axes[2].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _seconds(scores: Scores, method: str, budget: int) -> float:
+    """Mean training seconds of ``method``'s own-recipe digits runs at ``budget`` (over seeds)."""
+    rows = scores.select("digits", method, "own", budget)
+    per_seed = {int(r["seed"]): float(r["train_seconds"]) for r in rows}
+    return sum(per_seed.values()) / len(per_seed) if per_seed else 0.0
+
+
+def study_grids(path: Path, plan: StudyPlan, models: dict[str, LoadedModel]) -> Path:
+    """One row per method (first seed, own recipe) at the grid's step counts, from the same 64 noise vectors."""
+    matrix = [
+        [
+            (
+                f"{NAMES[m]}, {n} step{'s' if n > 1 else ''}",
+                model.generate(64, n, seed=plan.sample_seed + 2).clamp(-1, 1),
+            )
+            for n in plan.grid_steps
+        ]
+        for m, model in models.items()
+    ]
+    save_sheet(matrix, path, rows=8)
+    return path

@@ -1,0 +1,251 @@
+"""The study's plan: which runs it trains (domain, method, recipe, seed), at which budgets, and its sizes.
+
+A *run* is one training run; it is evaluated at each of its budgets (training steps) before it trains on,
+so one run gives the scores of its shorter budgets too. That equals separate shorter runs for every
+method whose schedule does not depend on the run's length (constant learning rate after the warm-up;
+the schedules counted in steps, ESC's and sCT's, end at a fixed step); consistency training's curriculum
+and progressive distillation's stages are spread over the run's length, so those two train one run per
+budget. The distillation methods start from the flow-matching run of the same domain, recipe and seed
+at the largest budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..objectives import OBJECTIVES
+
+METHODS = (
+    "flow",
+    "shortcut",
+    "consistency-training",
+    "consistency-distillation",
+    "progressive-distillation",
+    "live-reflow",
+    "meanflow",
+    "esc",
+    "imf",
+    "imm",
+    "sct",
+)
+TEACHER = "flow"  # the run the distillation methods start from
+DOMAINS = ("digits", "checkerboard")
+PRESETS = {"digits": "digits-uncond", "checkerboard": "checkerboard"}
+
+# Recipes: the overrides that set a run's time sampler, loss weight and target network. "own" is each
+# method's default (its paper's recipe); "common" is the one recipe every method also runs with, chosen
+# once: logit-normal times (MeanFlow's (0.4, 1.0)), the plain squared error (the adaptive weight made
+# shortcut training diverge at this learning rate: benchmarks/RESULTS.md, "Method vs recipe") and the
+# online network as target; "meanflow" is MeanFlow's own recipe, run for flow matching and shortcut.
+_LOGIT_NORMAL = ("time_sampler=logit-normal", "time_mu=0.4", "time_sigma=1.0")
+RECIPES: dict[str, tuple[str, ...]] = {
+    "own": (),
+    "common": (*_LOGIT_NORMAL, "loss_weight=mse", "target_network=online"),
+    "meanflow": (*_LOGIT_NORMAL, "loss_weight=adaptive", "adaptive_eps=0.01", "target_network=online"),
+}
+RECIPE_TEXT = {
+    "own": "each method's own (its paper's) time sampler, loss weight and target network",
+    "common": "logit-normal times (mean 0.4, spread 1.0 of the logit), plain squared error, online network as target",
+    "meanflow": "MeanFlow's recipe: logit-normal times (0.4, 1.0), adaptive loss weight (eps 0.01), online target",
+}
+MEANFLOW_RECIPE_METHODS = ("flow", "shortcut")
+
+# Schedules counted in training steps, set by their authors for runs of hundreds of thousands of steps
+# (ESC's terminal-time schedule, 20,000; sCT's tangent warm-up, 10,000): the study ends them at this
+# share of its largest budget, so they run their course within every budget but the smallest.
+SCHEDULE_KNOBS = {"esc": "terminal_steps", "sct": "derivative_warmup_steps"}
+SCHEDULE_SHARE = 0.1
+# Methods whose schedule is spread over the run's length: one run per budget.
+LENGTH_SCHEDULED = ("consistency-training", "progressive-distillation")
+
+# Ablations of the best one-step method without a teacher: each component switched off (or set to the
+# plain alternative) one at a time, the rest of its own recipe kept.
+ABLATIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "meanflow": {
+        "uniform times": ("time_sampler=uniform",),
+        "no adaptive weight": ("loss_weight=mse",),
+        "interval rows 50% (not 25%)": ("interval_share=0.5",),
+    },
+    "esc": {
+        "no plug-in velocity": ("plugin_share=0",),
+        "no terminal-time schedule": ("terminal_steps=0",),
+        "no adaptive weight": ("loss_weight=mse",),
+        "uniform times": ("time_sampler=uniform",),
+    },
+    "imf": {
+        "uniform times": ("time_sampler=uniform",),
+        "no adaptive weight": ("loss_weight=mse",),
+        "rows with d = 0: 25% (not 50%)": ("flow_share=0.25",),
+    },
+    "sct": {
+        "no derivative warm-up": ("derivative_warmup_steps=0",),
+        "MeanFlow's time sampler (0.4, 1.0)": ("time_mu=0.4", "time_sigma=1.0"),
+        "one time draw per row": ("time_draws=1",),
+    },
+    "imm": {
+        "no time weight": ("weight_a=0", "weight_b=0"),
+        "logit-normal times": _LOGIT_NORMAL,
+        "groups of 2 particles": ("group_size=2",),
+    },
+    "shortcut": {
+        "no target clamp": ("target_clamp=0",),
+        "logit-normal times": _LOGIT_NORMAL,
+        "one self-consistency row in 4": ("bootstrap_every=4",),
+    },
+    "consistency-training": {
+        "logit-normal times": _LOGIT_NORMAL,
+        "adaptive weight": ("loss_weight=adaptive",),
+        "EMA network as target": ("target_network=ema",),
+    },
+    "live-reflow": {
+        "logit-normal times": _LOGIT_NORMAL,
+        "adaptive weight": ("loss_weight=adaptive",),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: ``recipe`` names a RECIPES entry or an ablation (``ablation:COMPONENT``);
+    ``init`` > 0 starts from the flow-matching run of the same seed (fine-tuning, that share of the
+    largest budget)."""
+
+    domain: str
+    method: str
+    recipe: str
+    seed: int
+    budgets: tuple[int, ...]
+    overrides: tuple[str, ...] = ()
+    init: float = 0.0
+    per_budget: bool = False  # one of a method's runs of one budget each (its schedule spans the run)
+
+    @property
+    def name(self) -> str:
+        recipe = self.recipe.replace("ablation:", "ablation-").replace(" ", "-").replace("%", "pct")
+        recipe = "".join(c for c in recipe if c.isalnum() or c in "-.")
+        tail = f"-from-flow-{round(self.init * 100)}pct" if self.init else ""
+        single = f"-{self.budgets[0]}steps" if self.per_budget else ""
+        return f"{self.domain}/{self.method}-{recipe}{tail}-seed{self.seed}{single}"
+
+    @property
+    def steps(self) -> int:
+        return self.budgets[-1]
+
+
+@dataclass
+class StudyPlan:
+    """Sizes of the study. The defaults are `make study`'s; :func:`full_plan` gives `shortcut study --full`'s
+    (docs/study/report.md states the time each took on 2 CPU cores)."""
+
+    steps: int = 600  # the largest budget: where recipes and seeds are compared
+    budgets: tuple[int, ...] = ()  # smaller budgets scored on the way (the budget figure); () = none
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = METHODS
+    domains: tuple[str, ...] = DOMAINS
+    recipes: tuple[str, ...] = ("own", "common")
+    meanflow_recipe: bool = False  # flow matching and shortcut also with MeanFlow's recipe
+    ablation: bool = False  # the best one-step method without a teacher, components off one at a time
+    finetune: tuple[float, ...] = ()  # flow matching fine-tuned at these shares of the largest budget
+    eval_num: int = 1000
+    eval_steps: tuple[int, ...] = (1, 2, 4, 8, 128)
+    budget_eval_steps: tuple[int, ...] = (1, 2, 4, 128)  # step counts scored at the smaller budgets
+    grid_steps: tuple[int, ...] = (1, 2, 4)
+    pr_k: int = 3
+    timing_repeats: int = 20
+    sample_seed: int = 0  # the sampling noise, the same for every method and run
+    toy_steps: int = 1500
+    toy_num: int = 4000
+    overrides: list[str] = field(default_factory=list)  # config overrides for every digits run
+
+    def all_budgets(self) -> tuple[int, ...]:
+        return tuple(sorted({*self.budgets, self.steps}))
+
+
+def full_plan(**changes) -> StudyPlan:
+    """`shortcut study --full`: larger budget, four budgets spanning 8x, MeanFlow's recipe, the ablation and
+    the fine-tuning question."""
+    base = {
+        "steps": 2000,
+        "budgets": (250, 500, 1000),
+        "meanflow_recipe": True,
+        "ablation": True,
+        "finetune": (0.1, 0.25, 0.5),
+        "eval_num": 2000,
+    }
+    return StudyPlan(**{**base, **changes})
+
+
+def method_overrides(plan: StudyPlan, method: str, recipe: str) -> tuple[str, ...]:
+    """A method's overrides under a recipe: the recipe's keys, then its schedule knob at SCHEDULE_SHARE of
+    the largest budget."""
+    if recipe.startswith("ablation:"):
+        recipe_keys = ABLATIONS[method][recipe.removeprefix("ablation:")]
+    else:
+        recipe_keys = RECIPES[recipe]
+    schedule = (f"{SCHEDULE_KNOBS[method]}={round(plan.steps * SCHEDULE_SHARE)}",) if method in SCHEDULE_KNOBS else ()
+    return (*recipe_keys, *schedule)
+
+
+def _runs_of(plan: StudyPlan, domain: str, method: str, recipe: str, seed: int, budgets: tuple[int, ...]) -> list[Run]:
+    overrides = method_overrides(plan, method, recipe)
+    if method in LENGTH_SCHEDULED and len(budgets) > 1:
+        return [Run(domain, method, recipe, seed, (b,), overrides, per_budget=True) for b in budgets]
+    return [Run(domain, method, recipe, seed, budgets, overrides)]
+
+
+def main_runs(plan: StudyPlan) -> list[Run]:
+    """Every method under every recipe and seed, on every domain; the digits runs under each method's own
+    recipe are scored at every budget."""
+    runs = []
+    for domain in plan.domains:
+        steps = plan.steps if domain == "digits" else plan.toy_steps
+        for recipe in plan.recipes:
+            for method in plan.methods:
+                for seed in plan.seeds:
+                    budgets = plan.all_budgets() if (domain == "digits" and recipe == "own") else (steps,)
+                    runs += _runs_of(plan, domain, method, recipe, seed, budgets)
+        if plan.meanflow_recipe and domain == "digits":
+            for method in MEANFLOW_RECIPE_METHODS:
+                runs += [
+                    Run(domain, method, "meanflow", s, (steps,), method_overrides(plan, method, "meanflow"))
+                    for s in plan.seeds
+                ]
+    return runs
+
+
+def best_without_teacher(fd_at_1: dict[str, float]) -> str:
+    """The method (with an ablation table) whose mean FD at 1 step is lowest among those without a teacher."""
+    candidates = [m for m in fd_at_1 if not OBJECTIVES[m].teacher_run and m in ABLATIONS]
+    return min(candidates, key=lambda m: fd_at_1[m])
+
+
+def second_stage_runs(plan: StudyPlan, winner: str) -> list[Run]:
+    """The ablation of ``winner`` and the fine-tuning runs (flow matching into shortcut and into ``winner``),
+    on digits, every seed."""
+    runs = []
+    if plan.ablation:
+        for component in ABLATIONS[winner]:
+            recipe = f"ablation:{component}"
+            runs += [
+                Run("digits", winner, recipe, s, (plan.steps,), method_overrides(plan, winner, recipe))
+                for s in plan.seeds
+            ]
+    targets = dict.fromkeys(("shortcut", winner))
+    for method in targets:
+        for share in plan.finetune:
+            steps = max(1, round(plan.steps * share))
+            runs += [
+                Run("digits", method, "own", s, (steps,), method_overrides(plan, method, "own"), init=share)
+                for s in plan.seeds
+            ]
+    return runs
+
+
+def teacher_of(run: Run, plan: StudyPlan) -> Run | None:
+    """The flow-matching run a distillation or fine-tuning run starts from (same domain, recipe, seed)."""
+    if not (OBJECTIVES[run.method].teacher_run or run.init):
+        return None
+    recipe = "own" if run.init or run.recipe.startswith("ablation:") else run.recipe
+    steps = plan.steps if run.domain == "digits" else plan.toy_steps
+    budgets = plan.all_budgets() if (run.domain == "digits" and recipe == "own") else (steps,)
+    return Run(run.domain, TEACHER, recipe, run.seed, budgets, method_overrides(plan, TEACHER, recipe))

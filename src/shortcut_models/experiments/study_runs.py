@@ -1,0 +1,173 @@
+"""Train one study run through its budgets and score it at each, every result cached on disk.
+
+Files of a run NAME (``Run.name``, e.g. ``digits/meanflow-own-seed1``) under the study's directory OUT:
+
+- ``OUT/runs/NAME/``: the training run (resumable; one checkpoint kept);
+- ``OUT/scores/NAME/BUDGET.json``: the scores at that budget (settings, rows, training seconds so far).
+
+A budget's scores are written before the run trains past it, so a stopped study loses at most the
+budget it was on; a rerun skips every budget whose scores match the plan's settings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import build_config
+from ..config.train_config import TrainConfig
+from ..data.digits import load_digits
+from ..evaluation import ImageMetric, build_metric, evaluate_images
+from ..inference import load_model
+from ..metrics import precision_recall
+from ..metrics.digits_net import load_digits_feature_net
+from ..objectives import OBJECTIVES
+from ..training import Trainer
+from .study_plan import PRESETS, Run, StudyPlan, teacher_of
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """What a worker needs to train and score one run."""
+
+    out: Path
+    plan: StudyPlan
+    run: Run
+    progress: bool = False
+
+
+def run_dir(out: Path, run: Run) -> Path:
+    return out / "runs" / run.name
+
+
+def score_file(out: Path, run: Run, budget: int) -> Path:
+    return out / "scores" / run.name / f"{budget}.json"
+
+
+def run_config(out: Path, plan: StudyPlan, run: Run, steps: int, extra: tuple[str, ...] = ()) -> TrainConfig:
+    """The training config of ``run`` trained to ``steps``: its domain's preset and method, no evaluation
+    during training, one checkpoint kept, a one-step sample sheet only (the study draws its own), its seed, the teacher run (distillation), the plan's overrides
+    (digits), the run's recipe, then ``extra``."""
+    teacher = teacher_of(run, plan)
+    keys = [f"steps={steps}", "eval_every=0", "keep_checkpoints=1", "sample_steps=[1]", f"seed={run.seed}"]
+    if teacher is not None and OBJECTIVES[run.method].teacher_run:
+        keys.append(f"teacher={run_dir(out, teacher)}")
+    if run.domain == "digits":
+        keys += plan.overrides
+    cfg = build_config(PRESETS[run.domain], run.method, None, [*keys, *run.overrides, *extra])
+    if run.init:
+        cfg.init_from = str(run_dir(out, teacher))
+    return cfg
+
+
+def score_settings(plan: StudyPlan, run: Run, budget: int) -> dict[str, Any]:
+    """What a budget's scores depend on besides the run itself (a cached file with others is redone)."""
+    steps = plan.eval_steps if budget == run.steps else plan.budget_eval_steps
+    num = plan.eval_num if run.domain == "digits" else plan.toy_num
+    measures = ["fd-digits", "nn1", "precision-recall"] if run.domain == "digits" else ["swd", "on-board"]
+    return {
+        "num": num,
+        "steps": list(steps),
+        "k": plan.pr_k,
+        "seed": plan.sample_seed,
+        "budget": budget,
+        "measures": measures,
+    }
+
+
+def cached_scores(out: Path, plan: StudyPlan, run: Run, budget: int) -> list[dict[str, Any]] | None:
+    file = score_file(out, run, budget)
+    if not file.exists():
+        return None
+    saved = json.loads(file.read_text())
+    return saved["rows"] if saved.get("settings") == score_settings(plan, run, budget) else None
+
+
+@cache
+def digits_scores_metric() -> ImageMetric:
+    """FD in the digits-CNN features with the 1-NN two-sample test in pixels from the same samples."""
+    return build_metric("fd-digits", "digits", True, extras=("nn1",))
+
+
+@cache
+def real_digit_features() -> torch.Tensor:
+    """Digits-CNN features of the train split (the reference of precision and recall)."""
+    return load_digits_feature_net().features(load_digits("train")[0])
+
+
+def score_digits(plan: StudyPlan, run_path: Path, settings: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
+    """FD in the digits-CNN features, the 1-NN two-sample accuracy in pixels, precision and recall at each
+    step count."""
+    model = load_model(run_path, "cpu")
+    kept: dict[int, list[torch.Tensor]] = {}
+    rows = evaluate_images(
+        model,
+        settings["steps"],
+        settings["num"],
+        digits_scores_metric(),
+        seed=settings["seed"],
+        progress=progress,
+        on_features=lambda n, f: kept.setdefault(n, []).append(f.cpu()),
+    )
+    for row in rows:
+        row["precision"], row["recall"] = precision_recall(
+            torch.cat(kept[row["steps"]]), real_digit_features(), settings["k"]
+        )
+    return rows
+
+
+def score_points(plan: StudyPlan, run_path: Path, settings: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
+    """Sliced Wasserstein distance to fresh draws of the density, and the share on the board."""
+    from ..evaluation.points import evaluate_points
+
+    model = load_model(run_path, "cpu")
+    return evaluate_points(model, settings["steps"], settings["num"], seed=settings["seed"], progress=progress)
+
+
+SCORERS = {"digits": score_digits, "checkerboard": score_points}
+
+
+def train_and_score(job: RunJob) -> list[dict[str, Any]]:
+    """Train ``job.run`` through its budgets, scoring each before training past it; returns every row
+    (cached budgets are read, not redone)."""
+    out, plan, run = job.out, job.plan, job.run
+    rows: list[dict[str, Any]] = []
+    seconds_file = out / "scores" / run.name / "train_seconds.json"
+    for budget in run.budgets:
+        cached = cached_scores(out, plan, run, budget)
+        if cached is not None:
+            rows += cached
+            continue
+        trainer = Trainer(run_config(out, plan, run, budget), run_dir(out, run), progress=job.progress)
+        if trainer.step > budget:
+            raise RuntimeError(f"{run_dir(out, run)} has trained past {budget} steps before its scores were written")
+        seconds = json.loads(seconds_file.read_text()) if seconds_file.exists() else {}
+        t0 = time.perf_counter()
+        trainer.run()
+        if trainer.stopped_by_signal:  # checkpoint saved; rerunning the study resumes here
+            raise KeyboardInterrupt
+        spent = seconds.get("total", 0.0) + time.perf_counter() - t0
+        seconds_file.parent.mkdir(parents=True, exist_ok=True)
+        seconds_file.write_text(json.dumps({"total": spent}, indent=2) + "\n")
+        settings = score_settings(plan, run, budget)
+        new = SCORERS[run.domain](plan, run_dir(out, run), settings, job.progress)
+        for row in new:
+            row.update(
+                domain=run.domain,
+                method=run.method,
+                recipe=run.recipe,
+                seed=run.seed,
+                budget=budget,
+                init=run.init,
+                train_seconds=spent,
+            )
+        file = score_file(out, run, budget)
+        file.write_text(json.dumps({"settings": settings, "rows": new}, indent=2) + "\n")
+        rows += new
+    return rows
