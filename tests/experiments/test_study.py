@@ -118,7 +118,7 @@ def test_quick_study_writes_the_whole_report_and_resumes(tmp_path):
     for domain in ("digits", "checkerboard"):
         for m in plan["methods"]:
             for seed in plan["seeds"]:
-                for recipe in ("own", "common"):
+                for recipe in ("own", "common") if domain == "digits" else ("own",):
                     budget = plan["steps"] if domain == "digits" else plan["toy_steps"]
                     file = out / "scores" / domain / f"{m}-{recipe}-seed{seed}" / f"{budget}.json"
                     rows = json.loads(file.read_text())["rows"]

@@ -23,7 +23,7 @@ def test_default_plan_runs_every_method_recipe_seed_and_domain_once():
     runs = main_runs(plan)
     cells = Counter((r.domain, r.method, r.recipe, r.seed) for r in runs)
     assert set(cells.values()) == {1}
-    assert len(cells) == 2 * len(METHODS) * 2 * 3
+    assert len(cells) == (2 + 1) * len(METHODS) * 3  # two recipes on digits, own recipes on the checkerboard
     assert len({r.name for r in runs}) == len(runs)
     assert {r.budgets for r in runs if r.domain == "digits"} == {(plan.steps,)}
     assert {r.budgets for r in runs if r.domain == "checkerboard"} == {(plan.toy_steps,)}

@@ -153,8 +153,8 @@ class StudyPlan:
     pr_k: int = 3
     timing_repeats: int = 20
     sample_seed: int = 0  # the sampling noise, the same for every method and run
-    toy_steps: int = 1500
-    toy_num: int = 4000
+    toy_steps: int = 600  # checkerboard runs (own recipes only)
+    toy_num: int = 2000
     overrides: list[str] = field(default_factory=list)  # config overrides for every digits run
 
     def all_budgets(self) -> tuple[int, ...]:
@@ -194,12 +194,12 @@ def _runs_of(plan: StudyPlan, domain: str, method: str, recipe: str, seed: int, 
 
 
 def main_runs(plan: StudyPlan) -> list[Run]:
-    """Every method under every recipe and seed, on every domain; the digits runs under each method's own
-    recipe are scored at every budget."""
+    """Every method under every seed on every domain, under every recipe on digits (own recipes on the
+    checkerboard); the digits runs under each method's own recipe are scored at every budget."""
     runs = []
     for domain in plan.domains:
         steps = plan.steps if domain == "digits" else plan.toy_steps
-        for recipe in plan.recipes:
+        for recipe in plan.recipes if domain == "digits" else ("own",):
             for method in plan.methods:
                 for seed in plan.seeds:
                     budgets = plan.all_budgets() if (domain == "digits" and recipe == "own") else (steps,)

@@ -352,7 +352,7 @@ def write_study_report(
         ]
     if "checkerboard" in plan.domains:
         lines.append(
-            f"- Checkerboard: the 2-D toy (an MLP), {plan.toy_steps} training steps, {plan.toy_num} samples per run "
+            f"- Checkerboard: the 2-D toy (an MLP), each method under its own recipe, {plan.toy_steps} training steps, {plan.toy_num} samples per run "
             "and step count, sliced Wasserstein distance to as many fresh draws of the density (floor: two fresh "
             "draws against each other), and the share of samples on the board."
         )
