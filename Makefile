@@ -31,9 +31,9 @@ demo: $(STAMP)
 demo-finetune: $(STAMP)
 	$(VENV)/bin/shortcut demo --out runs/demo --finetune
 
-## The study: flow matching, shortcut, the paper's four baselines and MeanFlow on one network and budget
-## (unconditional digits), ranked at 1, 2 and 4 steps -> runs/study/report.md (19 minutes on 2 idle CPU
-## cores, resumable; on a busy machine OMP_NUM_THREADS=1 is faster).
+## The study: every few-step method on one network, 3 seeds, each under its own and a common recipe, on
+## digits and on the 2-D checkerboard, ranked with 95% intervals -> runs/study/report.md (resumable; two
+## runs at a time on 2 cores; `shortcut study --full` adds budgets, the ablation and fine-tuning).
 study: $(STAMP)
 	$(VENV)/bin/shortcut study --out runs/study
 

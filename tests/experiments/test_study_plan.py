@@ -23,7 +23,10 @@ def test_default_plan_runs_every_method_recipe_seed_and_domain_once():
     runs = main_runs(plan)
     cells = Counter((r.domain, r.method, r.recipe, r.seed) for r in runs)
     assert set(cells.values()) == {1}
-    assert len(cells) == (2 + 1) * len(METHODS) * 3  # two recipes on digits, own recipes on the checkerboard
+    # own recipes on both domains; the common recipe for flow matching, shortcut and MeanFlow on digits
+    assert len(cells) == (2 * len(METHODS) + 3) * 3
+    assert {r.method for r in runs if r.recipe == "common"} == {"flow", "shortcut", "meanflow"}
+    assert {r.method for r in main_runs(full_plan()) if r.recipe == "common"} == set(METHODS)
     assert len({r.name for r in runs}) == len(runs)
     assert {r.budgets for r in runs if r.domain == "digits"} == {(plan.steps,)}
     assert {r.budgets for r in runs if r.domain == "checkerboard"} == {(plan.toy_steps,)}

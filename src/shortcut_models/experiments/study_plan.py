@@ -137,12 +137,13 @@ class StudyPlan:
     """Sizes of the study. The defaults are `make study`'s; :func:`full_plan` gives `shortcut study --full`'s
     (docs/study/report.md states the time each took on 2 CPU cores)."""
 
-    steps: int = 600  # the largest budget: where recipes and seeds are compared
+    steps: int = 800  # the largest budget: where recipes and seeds are compared
     budgets: tuple[int, ...] = ()  # smaller budgets scored on the way (the budget figure); () = none
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = METHODS
     domains: tuple[str, ...] = DOMAINS
     recipes: tuple[str, ...] = ("own", "common")
+    common_methods: tuple[str, ...] = ("flow", "shortcut", "meanflow")  # under the common recipe; () = all
     meanflow_recipe: bool = False  # flow matching and shortcut also with MeanFlow's recipe
     ablation: bool = False  # the best one-step method without a teacher, components off one at a time
     finetune: tuple[float, ...] = ()  # flow matching fine-tuned at these shares of the largest budget
@@ -153,7 +154,7 @@ class StudyPlan:
     pr_k: int = 3
     timing_repeats: int = 20
     sample_seed: int = 0  # the sampling noise, the same for every method and run
-    toy_steps: int = 600  # checkerboard runs (own recipes only)
+    toy_steps: int = 400  # checkerboard runs (own recipes only)
     toy_num: int = 2000
     overrides: list[str] = field(default_factory=list)  # config overrides for every digits run
 
@@ -162,8 +163,8 @@ class StudyPlan:
 
 
 def full_plan(**changes) -> StudyPlan:
-    """`shortcut study --full`: larger budget, four budgets spanning 8x, MeanFlow's recipe, the ablation and
-    the fine-tuning question."""
+    """`shortcut study --full`: larger budget, four budgets spanning 8x, every method under the common recipe,
+    MeanFlow's recipe, the ablation and the fine-tuning question."""
     base = {
         "steps": 2000,
         "budgets": (250, 500, 1000),
@@ -171,6 +172,8 @@ def full_plan(**changes) -> StudyPlan:
         "ablation": True,
         "finetune": (0.1, 0.25, 0.5),
         "eval_num": 2000,
+        "common_methods": (),
+        "toy_steps": 1000,
     }
     return StudyPlan(**{**base, **changes})
 
@@ -201,6 +204,8 @@ def main_runs(plan: StudyPlan) -> list[Run]:
         steps = plan.steps if domain == "digits" else plan.toy_steps
         for recipe in plan.recipes if domain == "digits" else ("own",):
             for method in plan.methods:
+                if recipe == "common" and plan.common_methods and method not in plan.common_methods:
+                    continue
                 for seed in plan.seeds:
                     budgets = plan.all_budgets() if (domain == "digits" and recipe == "own") else (steps,)
                     runs += _runs_of(plan, domain, method, recipe, seed, budgets)
