@@ -9,7 +9,10 @@ the study's network), and each job writes its own files.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
@@ -34,7 +37,8 @@ def run_jobs(
 ) -> dict[Hashable, Any]:
     """``work(job)`` for every job, after the jobs whose keys ``needs(job)`` names (keys not among the
     jobs count as done); returns {key: result}. ``work`` must be a module-level function when
-    ``workers`` > 1. The first failure stops the pool (jobs already running finish) and is raised."""
+    ``workers`` > 1. The first failure, Ctrl-C or SIGTERM sends SIGINT to the running jobs (a training run
+    saves a checkpoint and stops), waits for them and is raised."""
     keys = {key(j) for j in jobs}
     pending = list(jobs)
     results: dict[Hashable, Any] = {}
@@ -55,6 +59,7 @@ def run_jobs(
 
     context = multiprocessing.get_context("spawn")
     running: dict[Future, J] = {}
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a stop request reaches the workers (below)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads, initargs=(threads,)) as pool:
         try:
             while pending or running:
@@ -70,6 +75,17 @@ def run_jobs(
                     if on_done is not None:
                         on_done(job, results[key(job)])
         except BaseException:
+            # Interrupted or failed: ask the running jobs to stop as a stop signal does (a training run saves a
+            # checkpoint first), wait for them, and leave nothing running.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGINT)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     return results
+
+
+def _interrupt(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
