@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from ..errors import RunError, UserError
+from ..outputs import ignore_file_size_signal
 from ..runtime import tune_allocator
 from . import convert, demo, encode, evaluate, ref_stats, sample, show_config, study, train
 from .train import EXIT_STOPPED
@@ -61,6 +62,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()
+    ignore_file_size_signal()
     try:
         args = _parse(build_parser(), argv)
         return args.func(args)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..experiments import StudyPlan, run_study
 from .arguments import OUT_DIR, POSITIVE, Subcommands
 from .quick import QUICK_STEPS, quick_budget
+from .writer_lock import one_writer
 
 
 def register(sub: Subcommands) -> None:
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         budget["steps"] = args.steps
     if args.eval_num is not None:
         budget["eval_num"] = args.eval_num
-    report = run_study(Path(args.out), StudyPlan(**budget), progress=not args.quiet)
+    with one_writer(args.out, "study"):
+        report = run_study(Path(args.out), StudyPlan(**budget), progress=not args.quiet)
     print(f"report: {report}")
     return 0

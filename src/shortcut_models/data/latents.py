@@ -35,8 +35,11 @@ from safetensors.torch import save_file
 
 from .. import seeding
 from ..autoencoders import Autoencoder, build_autoencoder
+from ..capacity import check_room, values
 from ..errors import UserError
 from ..images import from_uint8
+from ..outputs import writing
+from ..runlock import LOCK_FILE
 from ..validation import check_int
 from .folder import IMAGE_EXTENSIONS, UnreadableImage, check_resolution, load_image_uint8, scan_folder
 from .info import SourceInfo
@@ -53,10 +56,9 @@ def shard_name(k: int) -> str:
 
 
 def _write_atomic(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    """``write(tmp_path)`` then rename over ``path``: readers never see half a file (``outputs.writing``)."""
+    with writing(path) as tmp:
+        write(tmp)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -83,7 +85,7 @@ def _prepare_out_dir(out: Path, args: dict) -> None:
                 raise UserError(
                     f"{out} holds a latent cache made with different arguments ({what}); choose another --out or delete it"
                 )
-    elif out.is_dir() and any(not p.name.endswith(".tmp") for p in out.iterdir()):
+    elif out.is_dir() and any(not p.name.endswith(".tmp") and p.name != LOCK_FILE for p in out.iterdir()):
         raise UserError(
             f"{out} is not empty and holds no latent cache ({MANIFEST} missing); choose an empty or new --out"
         )
@@ -108,8 +110,7 @@ def _write_shard(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> No
     meta = {"shard_info": json.dumps(info, sort_keys=True)}  # one key: the header bytes stay deterministic
 
     def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.chmod(0o644)  # safetensors creates files readable by their owner only
+        save_file(tensors, str(tmp), metadata=meta)  # created 0600; writing() gives it the umask's mode
 
     _write_atomic(path, write)
 
@@ -257,6 +258,9 @@ def encode_folder(
     num_shards = -(-len(items) // shard_size)
     todo = [k for k in range(num_shards) if _shard_info(out / shard_name(k), fingerprint, k) is None]
     done_files = len(items) - sum(min(shard_size, len(items) - k * shard_size) for k in todo)
+    entry_bytes = 2 * 2 * values(args["latent_shape"]) + 17  # float16 mean and std; label, flip, index
+    disk = 2 * entry_bytes * (len(items) - done_files)  # every image and its mirror
+    check_room(f"encoding {len(items) - done_files} images", disk=disk, where=out)
     with (
         tqdm(total=len(items), initial=done_files, desc="encode", unit="img", disable=not progress) as bar,
         ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool,

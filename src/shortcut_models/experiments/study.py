@@ -33,6 +33,7 @@ from ..inference import LoadedModel, load_model
 from ..metrics import precision_recall
 from ..metrics.digits_net import load_digits_feature_net
 from ..objectives import OBJECTIVES
+from ..outputs import write_json
 from ..plotting import plot_metric_vs_steps
 from ..training import Trainer
 from .demo import comparison_grids
@@ -103,7 +104,7 @@ def train_all(out: Path, plan: StudyPlan, progress: bool) -> dict[str, float]:
         if trainer.stopped_by_signal:  # checkpoint saved; rerunning the study resumes here
             raise KeyboardInterrupt
         seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - t0
-        file.write_text(json.dumps(seconds, indent=2) + "\n")
+        write_json(file, seconds)
     return seconds
 
 
@@ -136,7 +137,7 @@ def evaluate_method(
     for row in rows:
         row["precision"], row["recall"] = precision_recall(torch.cat(kept[row["steps"]]), real, plan.pr_k)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps({"settings": key, "rows": rows}, indent=2) + "\n")
+    write_json(cached, {"settings": key, "rows": rows})
     return rows
 
 
@@ -165,7 +166,7 @@ def measure_costs(out: Path, plan: StudyPlan) -> dict[str, dict[str, float]]:
             "ms": 1e3 * sorted(times[m])[len(times[m]) // 2],
         }
     seconds = time.perf_counter() - t0
-    file.write_text(json.dumps({"settings": key, "costs": costs, "seconds": seconds}, indent=2) + "\n")
+    write_json(file, {"settings": key, "costs": costs, "seconds": seconds})
     return costs
 
 
@@ -175,7 +176,7 @@ def run_study(out: Path, plan: StudyPlan, progress: bool = True) -> Path:
     if unknown or TEACHER not in plan.methods:
         raise ValueError(f"methods must include {TEACHER!r} and be registered objectives; unknown: {unknown}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n")
+    write_json(out / "plan.json", asdict(plan))
     t_start = time.perf_counter()
     train_seconds = train_all(out, plan, progress)
     metric = digits_metric()

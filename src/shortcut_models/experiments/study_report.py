@@ -7,6 +7,7 @@ from typing import Any
 
 from ..objectives import OBJECTIVES
 from ..objectives.schedule import num_levels
+from ..outputs import write_text
 from .report import fd_by_steps, fmt_minutes, optimiser_text
 
 NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
@@ -238,7 +239,7 @@ def write_study_report(
         lines.append(f"- [{'x' if met else ' '}] {text}: {numbers}")
     lines += ["", "## Reproduce", "", f"```bash\nshortcut study --out {out}\n```", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path
 
 
