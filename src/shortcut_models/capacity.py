@@ -46,7 +46,7 @@ def size(num_bytes: float) -> str:
     """Bytes in words: "8.0 TB", "512 MB"."""
     for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
         if num_bytes < 1000 or unit == "PB":
-            return f"{num_bytes:.0f} {unit}" if unit in ("bytes", "kB") else f"{num_bytes:.1f} {unit}"
+            return f"{num_bytes:.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
         num_bytes /= 1000
     raise AssertionError("unreachable")
 
