@@ -240,6 +240,27 @@ def test_encode_refuses_a_cache_larger_than_the_free_space(inputs, tmp_path, mon
     assert not list((tmp_path / "c").glob("shard_*"))
 
 
+def test_an_encode_killed_at_its_first_write_is_resumed(inputs, tmp_path, monkeypatch):
+    """A kill right after the first file of a new cache (found by the soak): the next start resumes it."""
+    from shortcut_models.data import latents
+
+    writes = []
+    real = latents._write_atomic
+
+    def killed_at_the_second_write(path, write):
+        if writes:
+            raise KeyboardInterrupt  # what kill -9 leaves: the first file whole, nothing after it
+        writes.append(path.name)
+        real(path, write)
+
+    argv = ["encode", "--data", inputs["IMAGES"], "--vae", "identity", "--resolution", "32", "--quiet"]
+    monkeypatch.setattr(latents, "_write_atomic", killed_at_the_second_write)
+    assert cli.main([*argv, "--out", str(tmp_path / "c")]) == 130
+    monkeypatch.setattr(latents, "_write_atomic", real)
+    assert cli.main([*argv, "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["complete"]
+
+
 # ------------------------------------------------------------------------------ the writer itself
 
 

@@ -252,8 +252,9 @@ def encode_folder(
     }
     fingerprint = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
     _prepare_out_dir(out, args)
-    _write_atomic(out / FILE_LIST, lambda p: p.write_text(file_list))
+    # the manifest first: a cache killed at any later moment is recognised (and resumed) by the next start
     _write_json(out / MANIFEST, {**args, "fingerprint": fingerprint, "complete": False})
+    _write_atomic(out / FILE_LIST, lambda p: p.write_text(file_list))
 
     num_shards = -(-len(items) // shard_size)
     todo = [k for k in range(num_shards) if _shard_info(out / shard_name(k), fingerprint, k) is None]
