@@ -62,8 +62,9 @@ def shortcut(*argv: str) -> list[str]:
 
 
 def temporary(path: Path) -> bool:
-    """A file or directory of a write under way (or cut short by the kill)."""
-    return any(part.endswith(".tmp") or part.startswith((".tmp-", ".old-", ".del-")) for part in path.parts)
+    """A file or directory of a write under way or cut short by a kill (ours, a checkpoint's, or the
+    ``.tmpXXXXXX`` of a library writing through a temporary file of its own)."""
+    return any(part.endswith(".tmp") or part.startswith((".tmp", ".old-", ".del-")) for part in path.parts)
 
 
 def unreadable(out: Path) -> list[str]:

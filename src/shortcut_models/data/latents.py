@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from .. import seeding
 from ..autoencoders import Autoencoder, build_autoencoder
@@ -107,12 +107,11 @@ def _shard_info(path: Path, fingerprint: str, k: int) -> dict | None:
 
 
 def _write_shard(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> None:
+    """The shard as bytes, then through ``outputs.writing`` (safetensors' own ``save_file`` writes through
+    a temporary file of its own, ``.tmpXXXXXX``, that a kill leaves behind)."""
     meta = {"shard_info": json.dumps(info, sort_keys=True)}  # one key: the header bytes stay deterministic
-
-    def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp), metadata=meta)  # created 0600; writing() gives it the umask's mode
-
-    _write_atomic(path, write)
+    data = safetensors_bytes(tensors, metadata=meta)
+    _write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _load(path: Path, resolution: int) -> np.ndarray | str:
