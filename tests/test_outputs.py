@@ -279,6 +279,19 @@ def test_a_write_is_whole_or_absent_and_tidies_temporary_files_of_dead_processes
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "a.json"]
 
 
+def test_a_later_writer_of_the_directory_removes_what_killed_writes_left(inputs, tmp_path):
+    """A finished run's sheet cut short by a kill is not written again: the next lock holder tidies it."""
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not outputs._alive(pid))
+    out = tmp_path / "e"
+    (out / "samples").mkdir(parents=True)
+    left = [out / "samples" / f".sheet.png.{dead}.tmp", out / f".metrics.json.{dead}.tmp"]
+    kept = [out / "samples" / f".sheet.png.{os.getppid()}.tmp", out / "samples" / "notes.tmp"]
+    for path in left + kept:
+        path.write_text("cut short")
+    assert cli.main(["eval", "--ckpt", inputs["RUN"], "--steps", "1", "--num", "20", "--quiet", "--out", str(out)]) == 0
+    assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
+
+
 def test_a_link_to_a_file_is_written_through(tmp_path):
     (tmp_path / "real.txt").write_text("old")
     (tmp_path / "link.txt").symlink_to(tmp_path / "real.txt")

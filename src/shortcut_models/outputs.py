@@ -139,15 +139,34 @@ def ignore_file_size_signal() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+def tidy(directory: str | os.PathLike) -> int:
+    """Remove every temporary file of :func:`writing` under ``directory`` (all levels) whose process no
+    longer runs: what kills left of writes that no later write of the same file will replace (a
+    finished run's sample sheets). Run by a writer that holds the directory's lock. Returns the count."""
+    removed = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            if _stale(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+    return removed
+
+
+def _stale(name: str) -> bool:
+    """Whether ``name`` is ``.NAME.PID.tmp`` (a temporary file of :func:`writing`) of a dead process."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return False
+    pid = name[: -len(".tmp")].rsplit(".", 1)[-1]
+    return pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+
+
 def _remove_stale(target: Path) -> None:
     """Remove temporary files of ``target`` left by processes that no longer run (a kill -9)."""
     prefix = f".{target.name}."
     with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
         for entry in entries:
-            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
-                continue
-            pid = entry.name[len(prefix) : -len(".tmp")]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if entry.name.startswith(prefix) and _stale(entry.name):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 

@@ -10,7 +10,7 @@ from ..capacity import check_room, values
 from ..config import EVAL_METRICS
 from ..errors import RunError, UserError
 from ..evaluation import SET_METRICS, build_metric, evaluate_images, evaluate_toy, format_table, write_results
-from ..inference import load_model
+from ..inference import LoadedModel, load_model
 from .arguments import DEVICE, FINITE, OUT_DIR, SEED, Subcommands, comma_list, ints, step_list
 from .writer_lock import one_writer
 
@@ -148,7 +148,7 @@ def _eval_one(
     return name
 
 
-def _check_room(args: argparse.Namespace, loaded) -> None:
+def _check_room(args: argparse.Namespace, loaded: LoadedModel) -> None:
     """Refuse a --num whose samples cannot be held (2-D data: the samples and twice as many reference
     points; images: the labels, and the samples kept by --save-samples) or saved on the disk."""
     per_sample = values(loaded.data_shape)

@@ -9,13 +9,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import runlock
+from .. import outputs, runlock
 
 
 @contextlib.contextmanager
 def one_writer(out: str | Path, command: str) -> Iterator[None]:
     """Hold ``out``'s lock while the block runs (rank 0 only under torchrun: the one process that
-    writes). A directory that this call created and that holds nothing but the lock at the end
+    writes), first removing what killed writes left in it (``outputs.tidy``). A directory that this call created and that holds nothing but the lock at the end
     (the command failed before writing) is removed again."""
     if os.environ.get("RANK", "0") != "0":
         yield
@@ -24,6 +24,7 @@ def one_writer(out: str | Path, command: str) -> Iterator[None]:
     created = not out.exists()
     lock = runlock.acquire(out, f"shortcut {command}")
     try:
+        outputs.tidy(out)  # temporary files of writes cut short by a kill
         yield
     finally:
         lock.release()
