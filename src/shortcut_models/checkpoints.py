@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import UserError, WriteFailed, first_line
+from .outputs import cause, describe
 
 CHECKPOINTS = "checkpoints"
 PREFIX = "step_"
@@ -219,7 +220,9 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         if not isinstance(exc, Exception):
             raise
-        raise WriteFailed(f"cannot write checkpoint {final.name} in {root}: {first_line(exc)}") from exc
+        error = cause(exc)
+        why = describe(error) if error is not None else first_line(exc)
+        raise WriteFailed(f"cannot write checkpoint {final.name} in {root}: {why}") from exc
     if final.exists():  # re-saving the same step (e.g. a stop right after a periodic save)
         old = root / f"{OLD}{final.name}-{os.getpid()}"
         final.rename(old)

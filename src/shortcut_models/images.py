@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .outputs import save_figure, write_with
+
 
 def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
     """Images in [-1, 1], ``[N, C, H, W]`` -> uint8 ``[N, H, W, C]`` (values outside are clipped)."""
@@ -65,7 +67,8 @@ def save_grid(images: torch.Tensor, out: Path, rows: int, scale: int = 4) -> Non
 
     grid = tile(to_uint8(images), rows)
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(out)
+    image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    write_with(out, lambda fh: image.save(fh, format="PNG"))
 
 
 def save_sheet(
@@ -106,4 +109,4 @@ def save_sheet(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out)
+    save_figure(fig, out)

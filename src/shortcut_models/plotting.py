@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from .outputs import save_figure
+
 
 def plot_metric_vs_steps(
     rows: list[dict[str, Any]],
@@ -49,7 +51,7 @@ def plot_metric_vs_steps(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out)
+    save_figure(fig, out)
 
 
 def scatter_2d(points: np.ndarray, out: Path, title: str = "", lim: float = 3.0) -> None:
@@ -62,7 +64,7 @@ def scatter_2d(points: np.ndarray, out: Path, title: str = "", lim: float = 3.0)
     ax.set_aspect("equal")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(out)
+    save_figure(fig, out)
 
 
 def plot_curves_vs_training_step(
@@ -84,4 +86,4 @@ def plot_curves_vs_training_step(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out)
+    save_figure(fig, out)

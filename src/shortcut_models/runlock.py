@@ -1,4 +1,7 @@
-"""One writer per run directory: an advisory lock on ``RUN/.lock`` held for the whole training run.
+"""One writer per run or output directory: an advisory lock on ``DIR/.lock`` held for the whole command.
+
+``train`` holds it on its run directory; ``eval``, ``encode``, ``demo`` and ``study`` on their ``--out``
+(a second process on the same directory exits 2 naming the holder and its command).
 
 The lock is a ``flock`` on the file; the file holds who took it (host, pid, start time) so that a second
 writer can be told who holds it. The operating system drops a ``flock`` when its process ends, however
@@ -7,7 +10,7 @@ without any guessing about whether that process still lives; the stale holder fo
 named in a note. Within one process the lock is shared: several :class:`RunLock` handles on one
 directory count references (a notebook that builds a second trainer is no second writer).
 
-Readers (``shortcut sample``, ``shortcut eval``) take no lock. On file systems without ``flock``
+Readers of checkpoints (``shortcut sample``, ``shortcut eval --ckpt``) take no lock. On file systems without ``flock``
 support (or without ``fcntl``: not a POSIX system) the run goes on unlocked, with a warning.
 """
 
@@ -50,9 +53,11 @@ class RunLock:
         return self._finalizer.alive
 
 
-def acquire(run_dir: str | Path) -> RunLock:
+def acquire(run_dir: str | Path, use: str = "training run") -> RunLock:
     """Lock ``run_dir`` (created if missing) for writing; UserError naming the holder when another
-    process has it. Prints a note when the previous holder was killed without releasing it."""
+    process has it. Prints a note when the previous holder was killed without releasing it.
+
+    ``use`` names what holds the lock in that message (e.g. "training run", "shortcut eval")."""
     run_dir = Path(run_dir)
     key = os.path.realpath(run_dir)
     if key in _held:
@@ -70,11 +75,11 @@ def acquire(run_dir: str | Path) -> RunLock:
             raise OSError(errno.ENOSYS, "no flock on this system")
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = _describe(_read(fh))
+        info = _read(fh)
         fh.close()
         raise UserError(
-            f"{run_dir} is in use by another training run ({holder}); wait for it to finish, stop it, "
-            "or choose another --out"
+            f"{run_dir} is in use by another {info.get('use', 'training run')} ({_describe(info)}); "
+            "wait for it to finish, stop it, or choose another --out"
         ) from None
     except OSError as exc:
         if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
@@ -88,7 +93,12 @@ def acquire(run_dir: str | Path) -> RunLock:
             f"note: taking over the lock of {run_dir} left by a run that ended without releasing it ({_describe(stale)})",
             file=sys.stderr,
         )
-    info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    info = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "use": use,
+    }
     fh.seek(0)
     fh.truncate()
     fh.write(json.dumps(info) + "\n")

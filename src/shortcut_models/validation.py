@@ -6,6 +6,7 @@ networks' builders, so a bad value is rejected with the same wording wherever it
 
 from __future__ import annotations
 
+import errno
 import math
 import numbers
 import os
@@ -71,12 +72,13 @@ def check_output(name: str, value: object, directory: bool) -> Path:
     """An output path that can be written: a directory (``directory``) or a file, existing or to be created.
 
     Refused: an empty path, a directory where a file goes (or the reverse), a path below a file,
-    and a path whose nearest existing directory is read-only (file system or permissions).
-    Nothing is created.
+    a symbolic link (on the path or below it) that loops or points nowhere, and a path whose nearest
+    existing directory is read-only (file system or permissions). Nothing is created.
     """
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise ValueError(f"{name} must name a {'directory' if directory else 'file'}, got {value!r}")
     path = Path(value)
+    _check_links(name, path)
     wanted, found = ("directory", "a file") if directory else ("file", "a directory")
     if path.exists() and path.is_dir() != directory:
         raise ValueError(f"{name} {str(path)!r} is {found}, not a {wanted}")
@@ -90,6 +92,19 @@ def check_output(name: str, value: object, directory: bool) -> Path:
         why = "is on a read-only file system" if read_only else "is not writable"
         raise ValueError(f"{name} {str(path)!r} cannot be written: {str(parent)!r} {why}")
     return path
+
+
+def _check_links(name: str, path: Path) -> None:
+    """ValueError when ``path`` or a directory above it is a symbolic link that loops or points nowhere."""
+    for part in (path, *path.parents):
+        if not os.path.islink(part):
+            continue
+        try:
+            os.stat(part)
+        except OSError as exc:
+            what = "a symbolic link loop" if exc.errno == errno.ELOOP else "a symbolic link to nothing"
+            where = "" if part == path else f": {str(part)!r} is {what}"
+            raise ValueError(f"{name} {str(path)!r} cannot be written{where or f' (it is {what})'}") from None
 
 
 def _bounds(low: int | None, high: int | None) -> str:

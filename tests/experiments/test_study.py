@@ -14,7 +14,10 @@ from shortcut_models.experiments.study_scores import Scores, leaders, ordered
 SEEDS = (0, 1, 2)
 
 
-def rows_of(table, domain="digits", recipe="own", budget=600, key="fd_digits", spread=(0.0, 0.5, -0.5)):
+BUDGET = StudyPlan().steps
+
+
+def rows_of(table, domain="digits", recipe="own", budget=BUDGET, key="fd_digits", spread=(0.0, 0.5, -0.5)):
     """Rows with ``table[method][steps]`` as the mean over three seeds (seed offsets ``spread``)."""
     return [
         {
@@ -44,19 +47,19 @@ FD = {
 
 def test_rankings_mark_significant_gaps_and_ties():
     scores = Scores(rows_of(FD))
-    ranked = ordered(scores, "fd_digits", "digits", list(FD), "own", 600, 1)
+    ranked = ordered(scores, "fd_digits", "digits", list(FD), "own", BUDGET, 1)
     assert [(m, ahead) for m, _, ahead in ranked] == [
         ("consistency-distillation", True),
         ("meanflow", False),  # 29.8 vs 30.0 with the same seed spread: a tie
         ("shortcut", True),
         ("flow", False),
     ]
-    assert ranking_text(scores, "fd_digits", "digits", list(FD), "own", 600, 1) == (
+    assert ranking_text(scores, "fd_digits", "digits", list(FD), "own", BUDGET, 1) == (
         "consistency distillation (10.00 ± 1.24) > MeanFlow (29.80 ± 1.24) ≈ shortcut (30.00 ± 1.24) > "
         "flow matching (300.00 ± 1.24)"
     )
-    assert leaders(scores, "fd_digits", "digits", list(FD), "own", 600, 2) == ["consistency-distillation", "meanflow"]
-    assert leaders(scores, "fd_digits", "digits", ["flow", "shortcut", "meanflow"], "own", 600, 1) == [
+    assert leaders(scores, "fd_digits", "digits", list(FD), "own", BUDGET, 2) == ["consistency-distillation", "meanflow"]
+    assert leaders(scores, "fd_digits", "digits", ["flow", "shortcut", "meanflow"], "own", BUDGET, 1) == [
         "meanflow",
         "shortcut",
     ]
@@ -118,7 +121,8 @@ def test_quick_study_writes_the_whole_report_and_resumes(tmp_path):
     for domain in ("digits", "checkerboard"):
         for m in plan["methods"]:
             for seed in plan["seeds"]:
-                for recipe in ("own", "common") if domain == "digits" else ("own",):
+                common = domain == "digits" and m in plan["common_methods"]
+                for recipe in ("own", "common") if common else ("own",):
                     budget = plan["steps"] if domain == "digits" else plan["toy_steps"]
                     file = out / "scores" / domain / f"{m}-{recipe}-seed{seed}" / f"{budget}.json"
                     rows = json.loads(file.read_text())["rows"]

@@ -1,7 +1,7 @@
 """The ``shortcut`` command: train, sample, eval, encode, ref-stats, convert, demo and study, one module
 each (its arguments next to its handler); this module parses and turns errors into exit codes.
 
-Exit codes: 0 success; 2 bad input (one line on stderr, no traceback; a second ``train`` on a run
+Exit codes: 0 success; 2 bad input (one line on stderr, no traceback; a second writer on a run or output
 directory in use, a checkpoint that could run code or none intact included); 1 work that could not
 complete (training diverged, a write failed, e.g. a full disk, samples came out NaN; one line) or an
 internal error; 75 (EX_TEMPFAIL) training stopped by SIGTERM/SIGINT after saving its checkpoint: run the
@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from ..errors import RunError, UserError
+from ..outputs import ignore_file_size_signal
 from ..runtime import tune_allocator
 from . import convert, demo, encode, evaluate, ref_stats, sample, show_config, study, train
 from .train import EXIT_STOPPED
@@ -61,6 +62,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()
+    ignore_file_size_signal()
     try:
         args = _parse(build_parser(), argv)
         return args.func(args)

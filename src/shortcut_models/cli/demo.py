@@ -8,6 +8,7 @@ from pathlib import Path
 from ..experiments import DemoPlan, run_demo
 from .arguments import OUT_DIR, Subcommands
 from .quick import QUICK_EVAL_NUM, QUICK_STEPS, quick_budget
+from .writer_lock import one_writer
 
 
 def register(sub: Subcommands) -> None:
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         plan = DemoPlan(**budget, **common, track_every=2, track_num=QUICK_EVAL_NUM, eval_steps=(1, 2, 4, 128))
     else:
         plan = DemoPlan(overrides=list(args.overrides), **common)
-    report = run_demo(Path(args.out), plan, progress=not args.quiet)
+    with one_writer(args.out, "demo"):
+        report = run_demo(Path(args.out), plan, progress=not args.quiet)
     print(f"report: {report}")
     return 0

@@ -9,6 +9,7 @@ from ..autoencoders import build_autoencoder
 from ..data.folder import MAX_RESOLUTION, check_folder
 from ..data.latents import encode_folder
 from .arguments import DEVICE, OUT_DIR, Subcommands, ints
+from .writer_lock import one_writer
 
 
 def register(sub: Subcommands) -> None:
@@ -31,6 +32,11 @@ def register(sub: Subcommands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_folder(args.data)  # before loading (or downloading) the VAE
+    with one_writer(args.out, "encode"):
+        return _encode(args)
+
+
+def _encode(args: argparse.Namespace) -> int:
     autoencoder = build_autoencoder(args.vae, device=distributed.resolve_device(args.device))
     manifest = encode_folder(
         args.data,

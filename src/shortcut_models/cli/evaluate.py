@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 
 from .. import distributed
+from ..capacity import check_room, values
 from ..config import EVAL_METRICS
 from ..errors import RunError, UserError
 from ..evaluation import SET_METRICS, build_metric, evaluate_images, evaluate_toy, format_table, write_results
-from ..inference import load_model
+from ..inference import LoadedModel, load_model
 from .arguments import DEVICE, FINITE, OUT_DIR, SEED, Subcommands, comma_list, ints, step_list
+from .writer_lock import one_writer
 
 
 def _metric_name(text: str) -> str:
@@ -74,6 +76,11 @@ def _split_metrics(args: argparse.Namespace) -> tuple[str, tuple[str, ...]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    with one_writer(args.out, "eval"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     rows: list[dict] = []
     metric_name = None
     done: list[str] = []
@@ -107,6 +114,7 @@ def _eval_one(
     """Evaluate the checkpoint ``path`` into ``rows`` with metric ``primary`` and the set measures
     ``extras``; returns the metric's name."""
     loaded = load_model(path, args.device)
+    _check_room(args, loaded)
     with distributed.main_first():  # rank 0 fills caches and downloads first
         metric = build_metric(
             primary,
@@ -139,6 +147,18 @@ def _eval_one(
             progress=not args.quiet,
         )
     return name
+
+
+def _check_room(args: argparse.Namespace, loaded: LoadedModel) -> None:
+    """Refuse a --num whose samples cannot be held (2-D data: the samples and twice as many reference
+    points; images: the labels, and the samples kept by --save-samples) or saved on the disk."""
+    per_sample = values(loaded.data_shape)
+    if not loaded.is_image:
+        memory = 3 * args.num * per_sample * 4
+    else:
+        memory = args.num * (8 if loaded.num_classes else 0) + (args.num * per_sample * 4 if args.save_samples else 0)
+    disk = args.num * per_sample * len(args.steps) if args.save_samples and loaded.is_image else 0
+    check_room(f"--num {args.num}", memory=memory, disk=disk, where=args.out)
 
 
 def _write_eval(rows: list[dict], out: Path, metric_name: str) -> None:

@@ -112,7 +112,6 @@ def _compute(args: argparse.Namespace) -> int:
             metric=metric,
         )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     stats.to_npz(out, extractor=metric)
     print(f"wrote {out} ({stats.count} images, {stats.mean().shape[0]}-d features)")
     return 0

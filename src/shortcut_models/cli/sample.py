@@ -9,9 +9,11 @@ import numpy as np
 import torch
 
 from .. import distributed
+from ..capacity import check_room, values
 from ..errors import UserError
 from ..images import save_grid, to_uint8
 from ..inference import check_finite, generate_shared, load_model
+from ..outputs import save_npz
 from ..plotting import scatter_2d
 from .arguments import DEVICE, FINITE, OUT_FILE, SEED, Subcommands, ints, one_step, time_interval
 
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             if not loaded.guidance_input:
                 raise UserError("--cfg-interval needs a model trained with the guidance input (objective imf)")
             loaded.cfg_interval = args.cfg_interval
+        _check_room(args, out, values(loaded.data_shape), loaded.is_image)
         labels = None
         if args.class_label is not None:
             nc = loaded.num_classes
@@ -68,15 +71,21 @@ def run(args: argparse.Namespace) -> int:
     if x is None:  # not rank 0
         return 0
     check_finite(x, f"samples of {loaded.path}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     y = labels.numpy() if labels is not None else np.full(args.num, loaded.num_classes, dtype=np.int64)
     is_image = x.ndim == 4  # decoded images (pixels or VAE decodes); [N, D] for vector data
     if out.suffix == ".npz":
         arr = to_uint8(x.clamp(-1, 1)) if is_image else x.numpy().astype(np.float32)
-        np.savez(out, arr_0=arr, labels=y)
+        save_npz(out, arr_0=arr, labels=y)
     elif is_image:  # .png
         save_grid(x.clamp(-1, 1), out, rows=max(1, int(round(args.num**0.5))))
     else:
         scatter_2d(x.numpy(), out, title=f"{loaded.label}, {args.steps} step(s)")
     print(f"wrote {args.num} samples to {out}")
     return 0
+
+
+def _check_room(args: argparse.Namespace, out: Path, per_sample: int, is_image: bool) -> None:
+    """Refuse a --num whose samples cannot be held in memory (float32, with their labels) or whose
+    .npz (uint8 pixels or float32 vectors) cannot fit on the disk."""
+    on_disk = args.num * per_sample * (1 if is_image else 4) if out.suffix == ".npz" else 0
+    check_room(f"--num {args.num}", memory=args.num * (4 * per_sample + 8), disk=on_disk, where=out.parent)

@@ -11,6 +11,7 @@ from ..experiments import StudyPlan, full_plan, run_study
 from ..experiments.study_plan import METHODS, TEACHER
 from .arguments import OUT_DIR, POSITIVE, Subcommands
 from .quick import QUICK_STEPS, quick_budget
+from .writer_lock import one_writer
 
 QUICK_STUDY = {"seeds": (0, 1), "toy_steps": QUICK_STEPS, "toy_num": 64, "budgets": ()}
 """--quick's study sizes besides the shared quick budget: two seeds (so intervals exist), a tiny toy run."""
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         budget["methods"] = args.methods
     plan = full_plan(**budget) if args.full else StudyPlan(**budget)
     plan.budgets = tuple(b for b in plan.budgets if b < plan.steps)  # --steps may be below --full's budgets
-    report = run_study(Path(args.out), plan, progress=not args.quiet, jobs=args.jobs)
+    with one_writer(args.out, "study"):
+        report = run_study(Path(args.out), plan, progress=not args.quiet, jobs=args.jobs)
     print(f"report: {report}")
     return 0

@@ -31,12 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from .. import seeding
 from ..autoencoders import Autoencoder, build_autoencoder
+from ..capacity import check_room, values
 from ..errors import UserError
 from ..images import from_uint8
+from ..outputs import writing
+from ..runlock import LOCK_FILE
 from ..validation import check_int
 from .folder import IMAGE_EXTENSIONS, UnreadableImage, check_resolution, load_image_uint8, scan_folder
 from .info import SourceInfo
@@ -53,10 +56,9 @@ def shard_name(k: int) -> str:
 
 
 def _write_atomic(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    """``write(tmp_path)`` then rename over ``path``: readers never see half a file (``outputs.writing``)."""
+    with writing(path) as tmp:
+        write(tmp)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -83,7 +85,7 @@ def _prepare_out_dir(out: Path, args: dict) -> None:
                 raise UserError(
                     f"{out} holds a latent cache made with different arguments ({what}); choose another --out or delete it"
                 )
-    elif out.is_dir() and any(not p.name.endswith(".tmp") for p in out.iterdir()):
+    elif out.is_dir() and any(not p.name.endswith(".tmp") and p.name != LOCK_FILE for p in out.iterdir()):
         raise UserError(
             f"{out} is not empty and holds no latent cache ({MANIFEST} missing); choose an empty or new --out"
         )
@@ -105,13 +107,11 @@ def _shard_info(path: Path, fingerprint: str, k: int) -> dict | None:
 
 
 def _write_shard(path: Path, tensors: dict[str, torch.Tensor], info: dict) -> None:
+    """The shard as bytes, then through ``outputs.writing`` (safetensors' own ``save_file`` writes through
+    a temporary file of its own, ``.tmpXXXXXX``, that a kill leaves behind)."""
     meta = {"shard_info": json.dumps(info, sort_keys=True)}  # one key: the header bytes stay deterministic
-
-    def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.chmod(0o644)  # safetensors creates files readable by their owner only
-
-    _write_atomic(path, write)
+    data = safetensors_bytes(tensors, metadata=meta)
+    _write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _load(path: Path, resolution: int) -> np.ndarray | str:
@@ -251,12 +251,16 @@ def encode_folder(
     }
     fingerprint = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
     _prepare_out_dir(out, args)
-    _write_atomic(out / FILE_LIST, lambda p: p.write_text(file_list))
+    # the manifest first: a cache killed at any later moment is recognised (and resumed) by the next start
     _write_json(out / MANIFEST, {**args, "fingerprint": fingerprint, "complete": False})
+    _write_atomic(out / FILE_LIST, lambda p: p.write_text(file_list))
 
     num_shards = -(-len(items) // shard_size)
     todo = [k for k in range(num_shards) if _shard_info(out / shard_name(k), fingerprint, k) is None]
     done_files = len(items) - sum(min(shard_size, len(items) - k * shard_size) for k in todo)
+    entry_bytes = 2 * 2 * values(args["latent_shape"]) + 17  # float16 mean and std; label, flip, index
+    disk = 2 * entry_bytes * (len(items) - done_files)  # every image and its mirror
+    check_room(f"encoding {len(items) - done_files} images", disk=disk, where=out)
     with (
         tqdm(total=len(items), initial=done_files, desc="encode", unit="img", disable=not progress) as bar,
         ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool,

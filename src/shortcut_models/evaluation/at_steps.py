@@ -8,7 +8,6 @@ accuracy counts likewise, so the numbers match a single process up to rounding.
 from __future__ import annotations
 
 import csv
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..metrics.kernel_distance import kernel_distance
 from ..metrics.precision_recall import precision_recall
 from ..metrics.swd import sliced_wasserstein
 from ..objectives import OBJECTIVES
+from ..outputs import save_npz, write_json, write_with
 from ..plotting import plot_metric_vs_steps
 from ..sampling import step_schedule
 from .image_metrics import FEATURE_MEASURES, ImageMetric, metric_key, nn1_measures, reduce_feature_stats
@@ -144,10 +144,9 @@ def evaluate_images(
         if metric.extras and main:
             row.update(_set_measures(metric, every_feature, every_logit, every_image))
         if kept is not None and main:
-            save_dir.mkdir(parents=True, exist_ok=True)
             y = labels.numpy() if labels is not None else np.full(num, loaded.num_classes, dtype=np.int64)
             out = save_dir / f"{loaded.spec.objective}-{loaded.step}-steps{n:03d}.npz"
-            np.savez(out, arr_0=to_uint8(torch.cat(kept)), labels=y)
+            save_npz(out, arr_0=to_uint8(torch.cat(kept)), labels=y)
             row["samples_file"] = str(out)
         rows.append(row)
     return rows
@@ -181,12 +180,15 @@ def _set_measures(
 def write_results(rows: list[dict[str, Any]], out_dir: Path, metric: str) -> None:
     """metrics.json, metrics.csv and metric_vs_steps.png in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps({"metric": metric, "rows": rows}, indent=2) + "\n")
+    write_json(out_dir / "metrics.json", {"metric": metric, "rows": rows})
     fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(out_dir / "metrics.csv", "w", newline="") as fh:
+
+    def write_csv(fh) -> None:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+    write_with(out_dir / "metrics.csv", write_csv, binary=False)
     names = {name: cls.title for name, cls in OBJECTIVES.items()}
     plot_metric_vs_steps(rows, metric_key(metric), out_dir / "metric_vs_steps.png", ylabel=metric, names=names)
 

@@ -25,6 +25,7 @@ from ..evaluation import digits_metric, evaluate_images, write_results
 from ..evaluation.during_training import FILE as EVAL_FILE
 from ..images import save_sheet
 from ..inference import LoadedModel, load_model, write_sample_sheets
+from ..outputs import save_figure, write_json
 from ..training import Trainer
 from .report import NAMES, write_report
 from .timing import interleaved_step_times, median_ratio
@@ -100,7 +101,7 @@ def evaluate_both(out: Path, plan: DemoPlan, models: dict[str, LoadedModel], met
     for model in models.values():
         rows += evaluate_images(model, list(plan.eval_steps), plan.eval_num, metric, seed=plan.seed, progress=progress)
     write_results(rows, eval_dir, "fd-digits")
-    cached.write_text(json.dumps({"metric": "fd-digits", "settings": key, "rows": rows}, indent=2) + "\n")
+    write_json(cached, {"metric": "fd-digits", "settings": key, "rows": rows})
     return rows
 
 
@@ -140,7 +141,7 @@ def plot_tracking(out: Path, plan: DemoPlan) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "fd_vs_training_step.png"
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -220,7 +221,7 @@ def finetune_section(out: Path, plan: DemoPlan, eval_rows: list[dict], metric, p
             )
             for r in new:
                 r["objective"], r["budget_fraction"] = "finetune", fraction
-            cached.write_text(json.dumps({"num": plan.eval_num, "rows": new}, indent=2) + "\n")
+            write_json(cached, {"num": plan.eval_num, "rows": new})
         rows += new
     return rows
 
@@ -228,7 +229,7 @@ def finetune_section(out: Path, plan: DemoPlan, eval_rows: list[dict], metric, p
 def run_demo(out: Path, plan: DemoPlan, progress: bool = True) -> Path:
     """Run every stage (skipping those already done) and write OUT/report.md; returns its path."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n")
+    write_json(out / "plan.json", asdict(plan))
     t_start = time.perf_counter()
     train_seconds = train_both(out, plan, progress)
     metric = digits_metric()

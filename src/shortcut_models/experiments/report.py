@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..objectives import OBJECTIVES, Shortcut
+from ..outputs import write_text
 
 NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
 
@@ -242,5 +243,5 @@ def write_report(
     flags = " --finetune" if finetune else ""
     lines += ["", "## Reproduce", "", f"```bash\nshortcut demo --out {out}{flags}\n```", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path

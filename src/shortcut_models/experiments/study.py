@@ -32,6 +32,7 @@ import torch
 
 from ..inference import LoadedModel, load_model
 from ..objectives import OBJECTIVES
+from ..outputs import write_json
 from ..training import Trainer
 from .jobs import run_jobs
 from .study_figures import budget_figure, fd_figure, study_grids
@@ -112,7 +113,7 @@ def measure_costs(out: Path, plan: StudyPlan) -> dict[str, dict[str, float]]:
             "ms": 1e3 * sorted(times[m])[len(times[m]) // 2],
         }
     seconds = time.perf_counter() - t0
-    file.write_text(json.dumps({"settings": key, "costs": costs, "seconds": seconds}, indent=2) + "\n")
+    write_json(file, {"settings": key, "costs": costs, "seconds": seconds})
     return costs
 
 
@@ -127,7 +128,7 @@ def run_study(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) 
     if unknown or TEACHER not in plan.methods:
         raise ValueError(f"methods must include {TEACHER!r} and be registered objectives; unknown: {unknown}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.json").write_text(json.dumps(asdict(plan), indent=2) + "\n")
+    write_json(out / "plan.json", asdict(plan))
     t_start = time.perf_counter()
     rows = execute(out, plan, main_runs(plan), progress, jobs)
     scores = Scores(rows)

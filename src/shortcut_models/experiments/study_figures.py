@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from ..inference import LoadedModel
 from ..inference.sheets import save_sheet
 from ..objectives import OBJECTIVES
+from ..outputs import save_figure
 from .study_plan import TEACHER, StudyPlan
 from .study_scores import Scores
 
@@ -38,7 +39,7 @@ def fd_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 
@@ -77,7 +78,7 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
     axes[2].set_xlabel("training minutes per run (teacher included)")
     axes[2].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..metrics.seed_intervals import compare
 from ..objectives import OBJECTIVES
+from ..outputs import write_text
 from .report import fmt_minutes, optimiser_text
 from .study_plan import ABLATIONS, LENGTH_SCHEDULED, MEANFLOW_RECIPE_METHODS, RECIPE_TEXT, TEACHER, StudyPlan
 from .study_scores import Scores, leaders, ordered
@@ -406,5 +407,5 @@ def write_study_report(
         "",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path

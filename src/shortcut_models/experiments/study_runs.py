@@ -28,6 +28,7 @@ from ..inference import load_model
 from ..metrics import precision_recall
 from ..metrics.digits_net import load_digits_feature_net
 from ..objectives import OBJECTIVES
+from ..outputs import write_json
 from ..training import Trainer
 from .study_plan import PRESETS, Run, StudyPlan, teacher_of
 
@@ -154,7 +155,7 @@ def train_and_score(job: RunJob) -> list[dict[str, Any]]:
             raise KeyboardInterrupt
         spent = seconds.get("total", 0.0) + time.perf_counter() - t0
         seconds_file.parent.mkdir(parents=True, exist_ok=True)
-        seconds_file.write_text(json.dumps({"total": spent}, indent=2) + "\n")
+        write_json(seconds_file, {"total": spent})
         settings = score_settings(plan, run, budget)
         new = SCORERS[run.domain](plan, run_dir(out, run), settings, job.progress)
         for row in new:
@@ -168,6 +169,6 @@ def train_and_score(job: RunJob) -> list[dict[str, Any]]:
                 train_seconds=spent,
             )
         file = score_file(out, run, budget)
-        file.write_text(json.dumps({"settings": settings, "rows": new}, indent=2) + "\n")
+        write_json(file, {"settings": settings, "rows": new})
         rows += new
     return rows

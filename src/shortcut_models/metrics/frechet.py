@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..outputs import save_npz
+
 __all__ = ["FeatureStats", "ReferenceStats", "frechet_distance", "frechet_distance_from_stats"]
 
 
@@ -74,8 +76,7 @@ class ReferenceStats:
             arrays["features"] = np.asarray(self.features, np.float32)
         if self.extractor is not None:
             arrays["extractor"] = np.asarray(self.extractor)  # a unicode array: no pickle
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
+        save_npz(path, **arrays)
 
 
 class FeatureStats:

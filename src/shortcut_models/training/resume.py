@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoints as ckpt
-from .. import distributed, runlock
+from .. import distributed, outputs, runlock
 from ..config import RESUMABLE_KEYS, TrainConfig, recorded_model_args
 from ..errors import UserError
 from ..objectives import recorded_objective, translate_legacy
@@ -140,6 +140,7 @@ def open_run(run_dir: Path, is_main: bool, load: Load) -> runlock.RunLock | None
                 lock = runlock.acquire(run_dir)
                 for note in ckpt.recover_partial(run_dir):
                     print(f"note: {note}", file=sys.stderr)
+                outputs.tidy(run_dir)  # temporary files of sample sheets or plots cut short by a kill
                 step = newest_intact(run_dir, load)
             except UserError as exc:
                 error = exc
