@@ -21,6 +21,7 @@ from .image_metrics import (
     metric_key,
     reduce_feature_stats,
 )
+from .points import evaluate_points
 from .reference_stats import ConvertedStats, convert_reference_stats
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "dinov2_metric",
     "feature_extractor",
     "evaluate_images",
+    "evaluate_points",
     "evaluate_toy",
     "feature_stats",
     "fid_extractor",
