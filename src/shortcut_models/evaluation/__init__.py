@@ -22,6 +22,7 @@ from .image_metrics import (
     nn1_measures,
     reduce_feature_stats,
 )
+from .points import evaluate_points
 from .reference_stats import ConvertedStats, convert_reference_stats
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "dinov2_metric",
     "feature_extractor",
     "evaluate_images",
+    "evaluate_points",
     "evaluate_toy",
     "feature_stats",
     "fid_extractor",
