@@ -154,7 +154,7 @@ class StudyPlan:
     pr_k: int = 3
     timing_repeats: int = 20
     sample_seed: int = 0  # the sampling noise, the same for every method and run
-    toy_steps: int = 400  # checkerboard runs (own recipes only)
+    toy_steps: int = 1000  # checkerboard runs (own recipes only): the least at which flow matching learns the board
     toy_num: int = 2000
     overrides: list[str] = field(default_factory=list)  # config overrides for every digits run
 
@@ -173,7 +173,6 @@ def full_plan(**changes) -> StudyPlan:
         "finetune": (0.1, 0.25, 0.5),
         "eval_num": 2000,
         "common_methods": (),
-        "toy_steps": 1000,
     }
     return StudyPlan(**{**base, **changes})
 
