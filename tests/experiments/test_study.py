@@ -58,7 +58,10 @@ def test_rankings_mark_significant_gaps_and_ties():
         "consistency distillation (10.00 ± 1.24) > MeanFlow (29.80 ± 1.24) ≈ shortcut (30.00 ± 1.24) > "
         "flow matching (300.00 ± 1.24)"
     )
-    assert leaders(scores, "fd_digits", "digits", list(FD), "own", BUDGET, 2) == ["consistency-distillation", "meanflow"]
+    assert leaders(scores, "fd_digits", "digits", list(FD), "own", BUDGET, 2) == [
+        "consistency-distillation",
+        "meanflow",
+    ]
     assert leaders(scores, "fd_digits", "digits", ["flow", "shortcut", "meanflow"], "own", BUDGET, 1) == [
         "meanflow",
         "shortcut",
