@@ -22,8 +22,11 @@ import torch
 J = TypeVar("J")
 
 
-def _set_threads(threads: int) -> None:
+def _start_worker(threads: int) -> None:
+    """A worker's set-up: its thread count, and Ctrl-C's usual meaning (a process started in the background
+    by a shell inherits SIGINT ignored, and a stop request must still reach the job)."""
     torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_jobs(
@@ -60,7 +63,7 @@ def run_jobs(
     context = multiprocessing.get_context("spawn")
     running: dict[Future, J] = {}
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a stop request reaches the workers (below)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_threads, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads,)) as pool:
         try:
             while pending or running:
                 for job in [j for j in pending if ready(j)][: workers - len(running)]:
