@@ -71,7 +71,9 @@ def run_jobs(
                     running[pool.submit(work, job)] = job
                 if not running:
                     raise ValueError("jobs depend on each other in a circle")
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                # a timeout, so a stop signal is acted on within a second even when another thread of this
+                # process (e.g. a library's) received it
+                done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in done:
                     job = running.pop(future)
                     results[key(job)] = future.result()
