@@ -23,7 +23,7 @@ import torch
 from ..config import build_config
 from ..config.train_config import TrainConfig
 from ..data.digits import load_digits
-from ..evaluation import ImageMetric, build_metric, evaluate_images
+from ..evaluation import ImageMetric, build_metric, evaluate_images, evaluate_points
 from ..inference import load_model
 from ..metrics import precision_recall
 from ..metrics.digits_net import load_digits_feature_net
@@ -125,8 +125,6 @@ def score_digits(plan: StudyPlan, run_path: Path, settings: dict[str, Any], prog
 
 def score_points(plan: StudyPlan, run_path: Path, settings: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
     """Sliced Wasserstein distance to fresh draws of the density, and the share on the board."""
-    from ..evaluation.points import evaluate_points
-
     model = load_model(run_path, "cpu")
     return evaluate_points(model, settings["steps"], settings["num"], seed=settings["seed"], progress=progress)
 
