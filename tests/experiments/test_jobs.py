@@ -29,3 +29,53 @@ def test_a_circle_is_refused_and_a_failure_is_raised():
         run_jobs([1, 2], key=lambda j: j, needs=lambda j: [3 - j], work=abs)
     with pytest.raises(TypeError):
         run_jobs(["a"], key=lambda j: j, needs=lambda j: [], work=abs)
+
+
+# Run in a fresh interpreter, as `shortcut study` runs: the stop path depends on process-wide signal state,
+# which the rest of the test suite (and its threads) must not decide. A hang fails the test at the timeout.
+STOP_SCRIPT = """
+import json, multiprocessing, os, signal, sys, threading, time
+from shortcut_models.experiments.jobs import run_jobs
+
+before, before_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+threading.Timer(float(sys.argv[1]), lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+t0 = time.perf_counter()
+try:
+    run_jobs([600.0, 601.0], key=lambda j: j, needs=lambda j: [], work=time.sleep, workers=2)
+    outcome = "finished"
+except KeyboardInterrupt:
+    outcome = "stopped"
+print(json.dumps({
+    "outcome": outcome,
+    "seconds": time.perf_counter() - t0,
+    "children": len(multiprocessing.active_children()),
+    "handler_restored": signal.getsignal(signal.SIGTERM) is before and signal.getsignal(signal.SIGINT) is before_int,
+}))
+"""
+
+
+@pytest.mark.parametrize("started_in_background", [False, True])
+def test_a_stop_request_stops_sleeping_workers_and_leaves_none_behind(started_in_background):
+    """SIGTERM while two workers sleep for ten minutes: the workers are interrupted (also when the process
+    started with SIGINT ignored, as a shell's background job does), none is left, and SIGTERM's handling
+    is restored."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    def ignore_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    done = subprocess.run(
+        [sys.executable, "-c", STOP_SCRIPT, "5"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        preexec_fn=ignore_sigint if started_in_background else None,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == "stopped"
+    assert result["seconds"] < 200  # the ten-minute sleeps were interrupted, not waited for
+    assert result["children"] == 0 and result["handler_restored"]

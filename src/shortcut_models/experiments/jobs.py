@@ -63,6 +63,12 @@ def run_jobs(
     context = multiprocessing.get_context("spawn")
     running: dict[Future, J] = {}
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a stop request reaches the workers (below)
+    # A process started in the background by a shell has SIGINT ignored, and its spawned workers inherit that
+    # until their set-up runs: a stop request sent while a worker starts would be lost and the worker would go
+    # on to its job. Caught here, SIGINT starts with its default action in the workers instead.
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads,)) as pool:
         try:
             while pending or running:
@@ -89,6 +95,7 @@ def run_jobs(
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     return results
 
 
