@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from shortcut_models.cli import main
+from shortcut_models.experiments.study_figures import budget_figure, training_minutes
 from shortcut_models.experiments.study_plan import StudyPlan
 from shortcut_models.experiments.study_report import goals, ranking_text, recipe_section, short_answer
 from shortcut_models.experiments.study_scores import Scores, leaders, ordered
@@ -142,3 +143,20 @@ def test_bad_study_arguments_exit_2(capsys):
     assert main(["study", "--steps", "0"]) == 2
     assert "positive integer" in capsys.readouterr().err
     assert main(["study", "--jobs", "0"]) == 2
+
+
+def test_training_minutes_come_from_the_measured_step_time_and_count_the_teacher():
+    costs = {"flow": {"ms": 50.0}, "meanflow": {"ms": 80.0}, "consistency-distillation": {"ms": 60.0}}
+    assert training_minutes(costs, "meanflow", 1500, teacher_steps=1000) == pytest.approx(1500 * 80 / 60e3)
+    # a distillation run also pays for the flow-matching teacher it starts from
+    assert training_minutes(costs, "consistency-distillation", 500, 1000) == pytest.approx(
+        (500 * 60 + 1000 * 50) / 60e3
+    )
+
+
+def test_budget_figure_draws_every_budget(tmp_path):
+    plan = StudyPlan(steps=400, budgets=(100, 200), methods=("flow", "consistency-distillation", "meanflow"))
+    rows = [r for b in plan.all_budgets() for r in rows_of(FD, budget=b)]
+    costs = {m: {"ms": 50.0} for m in plan.methods}
+    path = budget_figure(tmp_path / "budget.png", Scores(rows), plan, costs)
+    assert path.read_bytes()[:4] == b"\x89PNG"

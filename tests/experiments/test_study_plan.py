@@ -34,7 +34,9 @@ def test_default_plan_runs_every_method_recipe_seed_and_domain_once():
 
 def test_full_plan_scores_budgets_on_the_way_except_length_scheduled_methods():
     plan = full_plan()
-    assert plan.all_budgets() == (250, 500, 1000, 2000) and plan.all_budgets()[-1] / plan.all_budgets()[0] == 8
+    assert plan.all_budgets() == (125, 250, 500, 1000) and plan.all_budgets()[-1] / plan.all_budgets()[0] == 8
+    assert full_plan(steps=2000).all_budgets() == (250, 500, 1000, 2000)
+    assert full_plan(budgets=(10,)).budgets == (10,)
     runs = [r for r in main_runs(plan) if r.domain == "digits" and r.recipe == "own" and r.seed == 0]
     by_method = {m: [r.budgets for r in runs if r.method == m] for m in METHODS}
     for m in METHODS:
@@ -44,15 +46,15 @@ def test_full_plan_scores_budgets_on_the_way_except_length_scheduled_methods():
             assert by_method[m] == [plan.all_budgets()]
     # common recipe and MeanFlow's recipe: the largest budget only; MeanFlow's recipe for flow and shortcut
     others = [r for r in main_runs(plan) if r.domain == "digits" and r.recipe != "own"]
-    assert {r.budgets for r in others} == {(2000,)}
+    assert {r.budgets for r in others} == {(plan.steps,)}
     assert {r.method for r in others if r.recipe == "meanflow"} == {"flow", "shortcut"}
 
 
 def test_overrides_carry_the_recipe_and_the_schedule_at_a_tenth_of_the_largest_budget():
     plan = full_plan()
     assert method_overrides(plan, "meanflow", "own") == ()
-    assert method_overrides(plan, "esc", "own") == ("terminal_steps=200",)
-    assert method_overrides(plan, "sct", "common") == (*RECIPES["common"], "derivative_warmup_steps=200")
+    assert method_overrides(plan, "esc", "own") == ("terminal_steps=100",)
+    assert method_overrides(plan, "sct", "common") == (*RECIPES["common"], "derivative_warmup_steps=100")
     assert method_overrides(plan, "meanflow", "ablation:no adaptive weight") == ("loss_weight=mse",)
 
 
@@ -74,7 +76,7 @@ def test_second_stage_ablates_the_winner_and_fine_tunes_from_the_flow_runs():
     assert len(ablations) == len(ABLATIONS["meanflow"]) * 3
     tuned = [r for r in runs if r.init]
     assert {(r.method, r.init, r.budgets) for r in tuned} == {
-        (m, s, (round(2000 * s),)) for m in ("shortcut", "meanflow") for s in (0.1, 0.25, 0.5)
+        (m, s, (round(plan.steps * s),)) for m in ("shortcut", "meanflow") for s in (0.1, 0.25, 0.5)
     }
     own_flow = teacher_of(tuned[0], plan)
     assert own_flow in main_runs(plan) and own_flow.recipe == "own"

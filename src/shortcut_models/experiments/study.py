@@ -143,7 +143,7 @@ def run_study(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) 
         models = {m: load_model(run_dir(out, main_run(plan, m)), "cpu") for m in plan.methods}
     figures = {
         "fd": fd_figure(out / "fd_vs_steps.png", scores, plan),
-        "budget": budget_figure(out / "fd_vs_budget.png", scores, plan) if plan.budgets else None,
+        "budget": budget_figure(out / "fd_vs_budget.png", scores, plan, costs) if plan.budgets else None,
         "grids": study_grids(out / "grids.png", plan, models) if models else None,
     }
     params = sum(p.numel() for p in next(iter(models.values())).model.parameters()) if models else 0

@@ -1,4 +1,4 @@
-"""The study's figures: FD against sampling steps, FD against training budget and wall time, sample grids."""
+"""The study's figures: FD against sampling steps, FD against training budget and training time, sample grids."""
 
 from __future__ import annotations
 
@@ -47,13 +47,15 @@ def _bar(mean) -> float:
     return 0.0 if mean.half_width != mean.half_width else mean.half_width  # nan (one seed): no bar
 
 
-def budget_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
-    """FD at 1 and at 128 steps against training steps, and FD at 1 step against training wall time
-    (a distillation method's time includes its flow-matching teacher's)."""
+def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, dict[str, float]]) -> Path:
+    """FD at 1 and at 128 steps against training steps, and FD at 1 step against training time.
+
+    Training time is steps times the method's median step time from the side-by-side timing (``costs``,
+    :func:`~.study.measure_costs`), so the load of the machine while a run trained does not move it; a
+    distillation method's time includes its flow-matching teacher's run at the largest budget."""
     fig = Figure(figsize=(15, 4.5), dpi=120)
     axes = fig.subplots(1, 3)
     budgets = plan.all_budgets()
-    teacher_seconds = _seconds(scores, TEACHER, plan.steps)
     for m in plan.methods:
         for ax, n in zip(axes[:2], (1, 128)):
             have = [b for b in budgets if scores.has("digits", m, "own", b, n)]
@@ -61,13 +63,14 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
             ax.errorbar(
                 have, [s.mean for s in means], yerr=[_bar(s) for s in means], marker="o", capsize=2, label=NAMES[m]
             )
+        if m not in costs:
+            continue
         have = [b for b in budgets if scores.has("digits", m, "own", b, 1)]
-        extra = teacher_seconds if OBJECTIVES[m].teacher_run else 0.0
-        minutes = [(_seconds(scores, m, b) + extra) / 60 for b in have]
+        minutes = [training_minutes(costs, m, b, plan.steps) for b in have]
         axes[2].plot(
             minutes, [scores.mean("fd_digits", "digits", m, "own", b, 1).mean for b in have], marker="o", label=NAMES[m]
         )
-    for ax, title in zip(axes, ("1 step", "128 steps", "1 step, against wall time")):
+    for ax, title in zip(axes, ("1 step", "128 steps", "1 step, against training time")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(title)
@@ -75,18 +78,18 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_xlabel("training steps")
     axes[1].set_xlabel("training steps")
-    axes[2].set_xlabel("training minutes per run (teacher included)")
+    axes[2].set_xlabel("training minutes at the measured step time (teacher included)")
     axes[2].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     save_figure(fig, path)
     return path
 
 
-def _seconds(scores: Scores, method: str, budget: int) -> float:
-    """Mean training seconds of ``method``'s own-recipe digits runs at ``budget`` (over seeds)."""
-    rows = scores.select("digits", method, "own", budget)
-    per_seed = {int(r["seed"]): float(r["train_seconds"]) for r in rows}
-    return sum(per_seed.values()) / len(per_seed) if per_seed else 0.0
+def training_minutes(costs: dict[str, dict[str, float]], method: str, steps: int, teacher_steps: int) -> float:
+    """Minutes ``steps`` training steps of ``method`` take at its measured step time, plus its teacher's
+    ``teacher_steps`` flow-matching steps when it distils one."""
+    teacher = teacher_steps * costs[TEACHER]["ms"] if OBJECTIVES[method].teacher_run else 0.0
+    return (steps * costs[method]["ms"] + teacher) / 60e3
 
 
 def study_grids(path: Path, plan: StudyPlan, models: dict[str, LoadedModel]) -> Path:

@@ -162,19 +162,24 @@ class StudyPlan:
         return tuple(sorted({*self.budgets, self.steps}))
 
 
+# --full scores its runs on the way at these shares of the largest budget: four budgets spanning 8x
+FULL_BUDGET_SHARES = (1 / 8, 1 / 4, 1 / 2)
+
+
 def full_plan(**changes) -> StudyPlan:
-    """`shortcut study --full`: larger budget, four budgets spanning 8x, every method under the common recipe,
-    MeanFlow's recipe, the ablation and the fine-tuning question."""
+    """`shortcut study --full`: four budgets spanning 8x, every method under the common recipe, MeanFlow's
+    recipe, the ablation and the fine-tuning question. The smaller budgets follow ``steps``."""
     base = {
-        "steps": 2000,
-        "budgets": (250, 500, 1000),
+        "steps": 1000,
         "meanflow_recipe": True,
         "ablation": True,
         "finetune": (0.1, 0.25, 0.5),
-        "eval_num": 2000,
         "common_methods": (),
     }
-    return StudyPlan(**{**base, **changes})
+    plan = StudyPlan(**{**base, **changes})
+    if "budgets" not in changes:
+        plan.budgets = tuple(sorted({max(1, round(plan.steps * s)) for s in FULL_BUDGET_SHARES} - {plan.steps}))
+    return plan
 
 
 def method_overrides(plan: StudyPlan, method: str, recipe: str) -> tuple[str, ...]:
