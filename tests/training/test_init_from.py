@@ -17,6 +17,7 @@ from shortcut_models.sampling import sample
 from shortcut_models.training import Trainer
 from shortcut_models.training.init_from import (
     d_embedder_keys,
+    guidance_embedder_keys,
     load_network,
     zero_last_linear,
 )
@@ -176,6 +177,25 @@ def test_source_without_step_size_embedding_gets_a_zero_one(tmp_path, kind, conf
     assert not last.weight.any() and not last.bias.any() and first.weight.any()
     tuned.train_step(0)  # gradients reach the zeroed layer
     assert last.weight.any() and last.bias.any()
+
+
+def test_a_source_without_the_guidance_input_fine_tunes_into_imf(flow_run, tmp_path, capsys, config):
+    """iMF's network takes the guidance as an input that a flow-matching network lacks: it starts at zero,
+    so the fine-tuned network equals its source at every guidance, and training moves it."""
+    tuned = Trainer(config("dit", "steps=2", f"init_from={flow_run}", objective="imf"), tmp_path, progress=False)
+    assert capsys.readouterr().err.endswith("no guidance input there: added one that starts at zero\n")
+    names = tuned.init_source.added_guidance
+    assert len(names) == 3 and set(names) == set(guidance_embedder_keys(tuned.model))
+    src = load_model(flow_run, "cpu").model
+    x, y = digits_noise()
+    t, d = torch.rand(len(y)), torch.full((len(y),), 0.25)
+    guidance = torch.tensor([[1.0, 0.0, 1.0], [2.0, 0.1, 0.8]]).repeat(3, 1)
+    with torch.no_grad():
+        assert torch.equal(tuned.ema.module(x, t, d, y, guidance=guidance), src(x, t, d, y))
+    last = dict(tuned.model.named_modules())[names[0]].mlp[-1]
+    assert not last.weight.any()
+    tuned.run()  # gradients reach the zeroed layers
+    assert last.weight.any()
 
 
 def test_only_step_size_embedder_keys_may_be_missing(tmp_path):

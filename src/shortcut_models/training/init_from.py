@@ -25,7 +25,11 @@ Conventions:
   elsewhere that ignored d) gets one that starts at zero: the d embedder keeps its fresh
   initialisation except its last Linear, whose weight and bias are zeroed, so ``emb_d(d) = 0`` for
   every d and the network's outputs equal the source's at every d (in particular at the flow level
-  d = 1/128), while gradients still reach the zeroed layer. No other key may be missing or extra.
+  d = 1/128), while gradients still reach the zeroed layer.
+- A source network without the guidance input (no ``*.guidance_embedder.*`` entries: any network but
+  iMF's) fine-tuned into one with it (``imf``) gets a guidance embedding that starts at zero the same way
+  (the last Linear of each of its three embedders zeroed), so the new network starts as the source at
+  every guidance. No other key may be missing or extra.
 - Under torchrun every process reads the same files and loads the same weights; a failure on any
   process stops every process.
 """
@@ -48,6 +52,8 @@ COMPATIBLE_KEYS = ("data", "class_conditional", "model", "model_args")
 
 # Attribute name of the step-size embedder inside ``models.embeddings.Conditioning``.
 D_EMBEDDER = "d_embedder"
+# ... and of the guidance input's embedder (three scalar embedders: scale, lo, hi).
+GUIDANCE_EMBEDDER = "guidance_embedder"
 
 
 @dataclass(frozen=True)
@@ -58,11 +64,14 @@ class InitSource:
     step: int | None  # the source's training step (None when its directory name does not say)
     objective: str  # the source's objective ("flow" or "shortcut")
     added_d_embedders: tuple[str, ...] = ()  # module names given a zero step-size embedding
+    added_guidance: tuple[str, ...] = ()  # module names of guidance embedders given a zero embedding
 
     def describe(self) -> str:
         """The one-line message the trainer prints to stderr."""
         step = "?" if self.step is None else str(self.step)
         extra = "; no step-size embedding there: added one that starts at zero" if self.added_d_embedders else ""
+        if self.added_guidance:
+            extra += "; no guidance input there: added one that starts at zero"
         return f"initialised from {self.checkpoint} (step {step}, objective {self.objective}){extra}"
 
 
@@ -82,12 +91,17 @@ def check_compatible(source: dict, cfg: TrainConfig, where: Path) -> None:
 
 def d_embedder_keys(module: nn.Module) -> dict[str, list[str]]:
     """State-dict keys of every step-size embedder in ``module``: {module name: [keys]}."""
+    return _embedder_keys(module, lambda name: name.split(".")[-1] == D_EMBEDDER)
+
+
+def guidance_embedder_keys(module: nn.Module) -> dict[str, list[str]]:
+    """State-dict keys of each of the guidance input's scalar embedders in ``module``: {module name: [keys]}."""
+    return _embedder_keys(module, lambda name: name.split(".")[-2:-1] == [GUIDANCE_EMBEDDER])
+
+
+def _embedder_keys(module: nn.Module, chosen) -> dict[str, list[str]]:
     keys = list(module.state_dict())
-    found: dict[str, list[str]] = {}
-    for name, _ in module.named_modules():
-        if name.split(".")[-1] == D_EMBEDDER:
-            found[name] = [k for k in keys if k.startswith(name + ".")]
-    return found
+    return {name: [k for k in keys if k.startswith(name + ".")] for name, _ in module.named_modules() if chosen(name)}
 
 
 @torch.no_grad()
@@ -101,24 +115,30 @@ def zero_last_linear(module: nn.Module) -> None:
         nn.init.zeros_(linears[-1].bias)
 
 
-def load_network(module: nn.Module, file: Path) -> tuple[str, ...]:
-    """Load ``file`` into ``module``; returns the names of step-size embedders that were absent there.
+def load_network(module: nn.Module, file: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Load ``file`` into ``module``; returns the names of the step-size embedders and of the guidance
+    embedders that were absent there.
 
-    Every key must match by name and shape, except that the complete set of keys of a ``d_embedder``
-    may be missing; such an embedder is kept with its last Linear zeroed (see the module docstring).
+    Every key must match by name and shape, except that the complete set of keys of a ``d_embedder`` or
+    of the whole guidance embedder may be missing; such an embedder is kept with its last Linear zeroed
+    (see the module docstring).
     """
     module = ckpt.unwrap(module)
     state = ckpt.read_weights(file)  # UserError when missing, unreadable or non-finite
     own = module.state_dict()
     missing = set(own) - set(state)
-    embedders = d_embedder_keys(module)
-    added = tuple(name for name, keys in embedders.items() if keys and set(keys) <= missing)
-    ckpt.check_fit(own, state, file, may_lack={k for name in added for k in embedders[name]})
+    d_embedders = d_embedder_keys(module)
+    added = tuple(name for name, keys in d_embedders.items() if keys and set(keys) <= missing)
+    guidance = guidance_embedder_keys(module)
+    guidance_keys = {k for keys in guidance.values() for k in keys}
+    added_guidance = tuple(guidance) if guidance_keys and guidance_keys <= missing else ()
+    may_lack = {k for name in added for k in d_embedders[name]} | (guidance_keys if added_guidance else set())
+    ckpt.check_fit(own, state, file, may_lack=may_lack)
     module.load_state_dict(state, strict=False)
     named = dict(module.named_modules())
-    for name in added:
+    for name in (*added, *added_guidance):
         zero_last_linear(named[name])
-    return added
+    return added, added_guidance
 
 
 def _load(model: nn.Module, ema_module: nn.Module, cfg: TrainConfig) -> InitSource:
@@ -131,10 +151,16 @@ def _load(model: nn.Module, ema_module: nn.Module, cfg: TrainConfig) -> InitSour
     if not isinstance(source, dict):
         raise UserError(f"{path / ckpt.CONFIG} holds no training config (a JSON object)")
     check_compatible(source, cfg, path)
-    added = load_network(model, path / ckpt.ONLINE_WEIGHTS)
-    added_ema = load_network(ema_module, path / ckpt.EMA_WEIGHTS)
+    added, guided = load_network(model, path / ckpt.ONLINE_WEIGHTS)
+    added_ema, guided_ema = load_network(ema_module, path / ckpt.EMA_WEIGHTS)
     step = config.get("step", ckpt.step_of(path))
-    return InitSource(path, step, str(source.get("objective", "?")), tuple(sorted(set(added) | set(added_ema))))
+    return InitSource(
+        path,
+        step,
+        str(source.get("objective", "?")),
+        tuple(sorted(set(added) | set(added_ema))),
+        tuple(sorted(set(guided) | set(guided_ema))),
+    )
 
 
 def load_initial_weights(model: nn.Module, ema_module: nn.Module, cfg: TrainConfig) -> InitSource:
