@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo demo-finetune study digits digits-weights lint test test-fast bench clean
+.PHONY: venv demo demo-finetune study study-full digits digits-weights lint test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ demo-finetune: $(STAMP)
 ## runs at a time on 2 cores; `shortcut study --full` adds budgets, the ablation and fine-tuning).
 study: $(STAMP)
 	$(VENV)/bin/shortcut study --out runs/study
+
+## The whole study: every method under both recipes, four budgets (125 to 1,000 steps), the ablation of the
+## best one-step method without a teacher and flow matching fine-tuned into few-step models
+## -> runs/study-full/report.md (resumable; docs/study/full/report.md states its time).
+study-full: $(STAMP)
+	$(VENV)/bin/shortcut study --full --out runs/study-full
 
 ## The embedded default of `shortcut train`: class-conditional digits, evaluated during training (3-7 minutes on 2 CPU cores).
 digits: $(STAMP)

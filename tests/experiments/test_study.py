@@ -9,8 +9,14 @@ import torch
 from shortcut_models.cli import main
 from shortcut_models.experiments.study_figures import budget_figure, training_minutes
 from shortcut_models.experiments.study_plan import StudyPlan
-from shortcut_models.experiments.study_report import goals, ranking_text, recipe_section, short_answer
-from shortcut_models.experiments.study_scores import Scores, leaders, ordered
+from shortcut_models.experiments.study_report import (
+    budget_section,
+    goals,
+    ranking_text,
+    recipe_section,
+    short_answer,
+)
+from shortcut_models.experiments.study_scores import Scores, leaders, ordered, reversals
 
 SEEDS = (0, 1, 2)
 
@@ -97,7 +103,8 @@ def test_recipe_section_and_goals():
         "common recipe 5.00 ± 1.24 vs own 10.00 ± 1.24"
     )
     ok, numbers = met[
-        "the best one-step model without a teacher within 2x of flow matching at 128 steps (common recipe)"
+        "the best one-step model without a teacher within 2x of flow matching at 128 steps, both under the common "
+        "recipe"
     ]
     assert not ok and numbers == "MeanFlow 29.80 ± 1.24 vs 2 x 5.00 = 10.00"
 
@@ -160,3 +167,28 @@ def test_budget_figure_draws_every_budget(tmp_path):
     costs = {m: {"ms": 50.0} for m in plan.methods}
     path = budget_figure(tmp_path / "budget.png", Scores(rows), plan, costs)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_swap_between_the_two_largest_budgets_is_reported_and_fails_the_goal():
+    plan = StudyPlan(steps=1000, budgets=(500,), methods=tuple(FD), domains=("digits",))
+    later = {m: dict(by) for m, by in FD.items()}
+    later["consistency-distillation"][1] = 45.0  # at 1 step it falls behind MeanFlow and shortcut beyond noise
+    later["meanflow"][2] = 25.0  # at 2 steps MeanFlow falls back to a tie with shortcut: not a swap
+    scores = Scores(rows_of(FD, budget=500) + rows_of(later, budget=1000))
+    assert reversals(scores, "fd_digits", "digits", plan.methods, "own", (500, 1000), 1) == [
+        ("consistency-distillation", "shortcut"),
+        ("consistency-distillation", "meanflow"),
+    ]
+    assert reversals(scores, "fd_digits", "digits", plan.methods, "own", (500, 1000), 2) == []
+    lines = budget_section(scores, plan, None)
+    assert "| consistency distillation | 10.0 / 30.0 | 45.0 / 30.0 |" in lines
+    one_step = next(line for line in lines if line.startswith("- 1 step:"))
+    assert "swapped: consistency distillation ahead of shortcut at 500, behind at 1000, consistency" in one_step
+    assert next(line for line in lines if line.startswith("- 2 steps:")).endswith("no two methods swap places.")
+    met = {text: (ok, numbers) for text, ok, numbers in goals(scores, plan, {})}
+    ok, numbers = met["the ranking at 1, 2 and 4 steps is the same at the two largest budgets"]
+    assert not ok and numbers == "500 vs 1000 steps: 1 step 2 swaps, 2 steps 0 swaps, 4 steps 0 swaps"
+    steady = Scores(rows_of(FD, budget=500) + rows_of(FD, budget=1000))
+    assert {t: ok for t, ok, _ in goals(steady, plan, {})}[
+        "the ranking at 1, 2 and 4 steps is the same at the two largest budgets"
+    ]

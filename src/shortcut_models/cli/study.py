@@ -13,7 +13,7 @@ from .arguments import OUT_DIR, POSITIVE, Subcommands
 from .quick import QUICK_STEPS, quick_budget
 from .writer_lock import one_writer
 
-QUICK_STUDY = {"seeds": (0, 1), "toy_steps": QUICK_STEPS, "toy_num": 64, "budgets": ()}
+QUICK_STUDY = {"seeds": (0, 1), "toy_steps": QUICK_STEPS, "toy_num": 64}
 """--quick's study sizes besides the shared quick budget: two seeds (so intervals exist), a tiny toy run."""
 
 

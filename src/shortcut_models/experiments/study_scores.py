@@ -98,3 +98,24 @@ def leaders(
     return [ranked[0][0]] + [
         m for m, _, _ in ranked[1:] if compare(scores.values(key, domain, m, recipe, budget, steps), best) == "tie"
     ]
+
+
+def reversals(
+    scores: Scores, key: str, domain: str, methods: Iterable[str], recipe: str, budgets: tuple[int, int], steps: int
+) -> list[tuple[str, str]]:
+    """Pairs (a, b) that swap places between two budgets beyond seed noise: ``a`` significantly better than
+    ``b`` at ``budgets[0]`` and significantly worse at ``budgets[1]`` (Welch's t-test over seeds, p < 0.05)."""
+    have = [m for m in methods if all(scores.has(domain, m, recipe, b, steps) for b in budgets)]
+    verdicts = {
+        b: {
+            (x, y): compare(
+                scores.values(key, domain, x, recipe, b, steps), scores.values(key, domain, y, recipe, b, steps)
+            )
+            for x in have
+            for y in have
+            if x != y
+        }
+        for b in budgets
+    }
+    first, second = budgets
+    return [(x, y) for (x, y), v in verdicts[first].items() if v == "better" and verdicts[second][(x, y)] == "worse"]
