@@ -112,6 +112,22 @@ def test_train_then_sample_in_one_step_with_the_scale_as_input(imf_run, tmp_path
     assert data["labels"].tolist() == [0, 1, 2, 3, 4, 5]
 
 
+def test_eval_feeds_the_cfg_interval_too(imf_run, tmp_path, monkeypatch):
+    loaded = load_model(imf_run)
+    calls = []
+    forward = type(loaded.model).forward
+
+    def counted(self, x, t, d, y, guidance=None):
+        calls.append(None if guidance is None else guidance[0].tolist())
+        return forward(self, x, t, d, y, guidance)
+
+    monkeypatch.setattr(type(loaded.model), "forward", counted)
+    monkeypatch.setattr("shortcut_models.cli.evaluate.load_model", lambda *a, **k: loaded)
+    argv = ["eval", "--ckpt", str(imf_run), "--steps", "1,2", "--num", "20", "--cfg-scale", "2", "--quiet"]
+    assert main([*argv, "--cfg-interval", "0.35,0.6", "--out", str(tmp_path / "e")]) == 0
+    assert len(calls) == 3 and all(g == pytest.approx([2.0, 0.35, 0.6]) for g in calls)
+
+
 def test_cfg_interval_needs_a_model_with_the_guidance_input(tmp_path, nano_args, capsys):
     run = tmp_path / "flow"
     assert (
@@ -136,6 +152,10 @@ def test_cfg_interval_needs_a_model_with_the_guidance_input(tmp_path, nano_args,
     assert main([*argv, "--cfg-interval", "0.2,0.7"]) == 2
     assert "needs a model trained with the guidance input" in capsys.readouterr().err
     assert main([*argv, "--cfg-interval", "0.7,0.2"]) == 2  # refused by the argument type
+    capsys.readouterr()
+    evaluate = ["eval", "--ckpt", str(run), "--steps", "1", "--num", "4", "--quiet", "--out", str(tmp_path / "e")]
+    assert main([*evaluate, "--cfg-interval", "0.2,0.7"]) == 2
+    assert "needs a model trained with the guidance input" in capsys.readouterr().err
 
 
 def test_a_config_names_the_objective_and_its_official_knobs():

@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..errors import UserError
 from ..guidance import check_interval
 from ..sampling import check_steps
 from ..seeding import MAX_SEED
@@ -82,6 +83,26 @@ def one_step(text: str) -> int:
     if len(steps) != 1:
         raise argparse.ArgumentTypeError(f"takes one step count for sample, got {text}; eval compares several")
     return steps[0]
+
+
+def add_cfg_interval(parser: argparse.ArgumentParser) -> None:
+    """``--cfg-interval LO,HI``: where guidance applies, for models trained with the guidance input (iMF)."""
+    parser.add_argument(
+        "--cfg-interval",
+        type=time_interval,
+        default=None,
+        metavar="LO,HI",
+        help="times where guidance applies (t = 0 noise), for models with the guidance input; default 0,1",
+    )
+
+
+def use_cfg_interval(loaded: Any, interval: tuple[float, float] | None) -> None:
+    """Set ``--cfg-interval`` on a loaded model; UserError when it has no guidance input."""
+    if interval is None:
+        return
+    if not loaded.guidance_input:
+        raise UserError("--cfg-interval needs a model trained with the guidance input (objective imf)")
+    loaded.cfg_interval = interval
 
 
 def time_interval(text: str) -> tuple[float, float]:

@@ -11,7 +11,18 @@ from ..config import EVAL_METRICS
 from ..errors import RunError, UserError
 from ..evaluation import SET_METRICS, build_metric, evaluate_images, evaluate_toy, format_table, write_results
 from ..inference import LoadedModel, load_model
-from .arguments import DEVICE, FINITE, OUT_DIR, SEED, Subcommands, comma_list, ints, step_list
+from .arguments import (
+    DEVICE,
+    FINITE,
+    OUT_DIR,
+    SEED,
+    Subcommands,
+    add_cfg_interval,
+    comma_list,
+    ints,
+    step_list,
+    use_cfg_interval,
+)
 from .writer_lock import one_writer
 
 
@@ -47,6 +58,7 @@ def register(sub: Subcommands) -> None:
         "digits also nn1, the 1-nearest-neighbour two-sample test in pixels (no network), e.g. fd-digits,prc,nn1",
     )
     p.add_argument("--cfg-scale", type=FINITE, default=1.0, help="guidance weight for conditional models")
+    add_cfg_interval(p)
     p.add_argument(
         "--ref-stats", help="reference statistics (.npz with mu, sigma) for --metric fid or fd-dinov2 (`ref-stats`)"
     )
@@ -114,6 +126,7 @@ def _eval_one(
     """Evaluate the checkpoint ``path`` into ``rows`` with metric ``primary`` and the set measures
     ``extras``; returns the metric's name."""
     loaded = load_model(path, args.device)
+    use_cfg_interval(loaded, args.cfg_interval)
     _check_room(args, loaded)
     with distributed.main_first():  # rank 0 fills caches and downloads first
         metric = build_metric(

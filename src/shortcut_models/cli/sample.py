@@ -15,7 +15,7 @@ from ..images import save_grid, to_uint8
 from ..inference import check_finite, generate_shared, load_model
 from ..outputs import save_npz
 from ..plotting import scatter_2d
-from .arguments import DEVICE, FINITE, OUT_FILE, SEED, Subcommands, ints, one_step, time_interval
+from .arguments import DEVICE, FINITE, OUT_FILE, SEED, Subcommands, add_cfg_interval, ints, one_step, use_cfg_interval
 
 
 def register(sub: Subcommands) -> None:
@@ -31,13 +31,7 @@ def register(sub: Subcommands) -> None:
         help="guidance weight w (1: none); a model trained with the guidance input (iMF) takes it as input, "
         "one network pass per step",
     )
-    p.add_argument(
-        "--cfg-interval",
-        type=time_interval,
-        default=None,
-        metavar="LO,HI",
-        help="times where guidance applies (t = 0 noise), for models with the guidance input; default 0,1",
-    )
+    add_cfg_interval(p)
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", type=DEVICE, default="auto")
     p.add_argument("--out", type=OUT_FILE, required=True, help="FILE.npz (arr_0, labels) or FILE.png")
@@ -50,10 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out must end in .npz or .png, got {out.name!r}")
     with distributed.session(args.device):  # under torchrun: each process its share, rank 0 writes
         loaded = load_model(args.ckpt, args.device)
-        if args.cfg_interval is not None:
-            if not loaded.guidance_input:
-                raise UserError("--cfg-interval needs a model trained with the guidance input (objective imf)")
-            loaded.cfg_interval = args.cfg_interval
+        use_cfg_interval(loaded, args.cfg_interval)
         _check_room(args, out, values(loaded.data_shape), loaded.is_image)
         labels = None
         if args.class_label is not None:
