@@ -71,14 +71,16 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, 
             minutes, [scores.mean("fd_digits", "digits", m, "own", b, 1).mean for b in have], marker="o", label=NAMES[m]
         )
     for ax, title in zip(axes, ("1 step", "128 steps", "1 step, against training time")):
-        ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(title)
         ax.set_ylabel("FD (digits features)")
         ax.grid(alpha=0.3)
-    axes[0].set_xlabel("training steps")
-    axes[1].set_xlabel("training steps")
-    axes[2].set_xlabel("training minutes at the measured step time (teacher included)")
+    for ax in axes[:2]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(budgets), [str(b) for b in budgets])
+        ax.set_xlabel("training steps")
+    axes[2].set_xscale("log")
+    axes[2].set_xlabel("training minutes at the measured step time\n(a distillation method's teacher included)")
     axes[2].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     save_figure(fig, path)
