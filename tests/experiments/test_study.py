@@ -192,3 +192,9 @@ def test_a_swap_between_the_two_largest_budgets_is_reported_and_fails_the_goal()
     assert {t: ok for t, ok, _ in goals(steady, plan, {})}[
         "the ranking at 1, 2 and 4 steps is the same at the two largest budgets"
     ]
+
+
+def test_a_run_scored_twice_is_refused_not_counted_twice():
+    rows = rows_of(FD)
+    with pytest.raises(ValueError, match="two scores of one seed"):
+        Scores(rows + rows[:1]).mean("fd_digits", "digits", "flow", "own", BUDGET, 1)

@@ -56,7 +56,7 @@ __all__ = ["METHODS", "StudyPlan", "full_plan", "run_study"]
 
 
 def execute(out: Path, plan: StudyPlan, runs: list[Run], progress: bool, jobs: int) -> list[dict[str, Any]]:
-    """Train and score ``runs`` (their teacher runs first, added when missing); returns every row."""
+    """Train and score ``runs`` (their teacher runs first, added when missing); returns the rows of ``runs``."""
     todo = list(dict.fromkeys(runs))
     for run in list(todo):
         teacher = teacher_of(run, plan)
@@ -84,7 +84,8 @@ def execute(out: Path, plan: StudyPlan, runs: list[Run], progress: bool, jobs: i
         threads=max(1, torch.get_num_threads() // max(jobs, 1)),
         on_done=report,
     )
-    return [row for name in results for row in results[name]]
+    asked = {r.name for r in runs}  # not the teacher runs added here: the caller has their rows already
+    return [row for name in results if name in asked for row in results[name]]
 
 
 def measure_costs(out: Path, plan: StudyPlan) -> dict[str, dict[str, float]]:

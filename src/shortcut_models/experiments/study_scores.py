@@ -44,8 +44,13 @@ class Scores:
         return sorted(sel, key=lambda r: int(r["seed"]))
 
     def values(self, key: str, domain: str, method: str, recipe: str, budget: int, steps: int, init=0.0) -> list[float]:
-        """``key`` over seeds (one value per seed)."""
-        return [float(r[key]) for r in self.select(domain, method, recipe, budget, steps, init)]
+        """``key`` over seeds (one value per seed; ValueError when a seed has two rows, which would count one
+        run twice in the interval)."""
+        rows = self.select(domain, method, recipe, budget, steps, init)
+        seeds = [int(r["seed"]) for r in rows]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"{domain}/{method} ({recipe}) at {budget} steps has two scores of one seed: {seeds}")
+        return [float(r[key]) for r in rows]
 
     def mean(self, key: str, domain: str, method: str, recipe: str, budget: int, steps: int, init=0.0) -> SeedMean:
         return seed_mean(self.values(key, domain, method, recipe, budget, steps, init))
