@@ -39,7 +39,7 @@ study: $(STAMP)
 
 ## The whole study: every method under both recipes, four budgets (125 to 1,000 steps), the ablation of the
 ## best one-step method without a teacher and flow matching fine-tuned into few-step models
-## -> runs/study-full/report.md (resumable; docs/study/full/report.md states its time).
+## -> runs/study-full/report.md (resumable; about 2.5 hours on 2 CPU cores, two runs at a time).
 study-full: $(STAMP)
 	$(VENV)/bin/shortcut study --full --out runs/study-full
 
