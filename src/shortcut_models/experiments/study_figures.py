@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 from matplotlib.figure import Figure
 
 from ..inference import LoadedModel
@@ -14,6 +15,11 @@ from .study_plan import TEACHER, StudyPlan
 from .study_scores import Scores
 
 NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
+# one colour and marker per method (more methods than the default ten colours)
+STYLE = {
+    name: {"color": matplotlib.colormaps["tab20"](2 * i % 20 + (2 * i // 20)), "marker": "os^Dv"[i % 5]}
+    for i, name in enumerate(OBJECTIVES)
+}
 
 
 def fd_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
@@ -26,7 +32,7 @@ def fd_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
             continue
         means = [scores.mean("fd_digits", "digits", m, "own", plan.steps, n) for n in steps]
         ax.errorbar(
-            steps, [s.mean for s in means], yerr=[_bar(s) for s in means], marker="o", capsize=2, label=NAMES[m]
+            steps, [s.mean for s in means], yerr=[_bar(s) for s in means], capsize=2, label=NAMES[m], **STYLE[m]
         )
     floor = scores.floor("fd_digits", "digits")
     if floor is not None:
@@ -61,14 +67,14 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, 
             have = [b for b in budgets if scores.has("digits", m, "own", b, n)]
             means = [scores.mean("fd_digits", "digits", m, "own", b, n) for b in have]
             ax.errorbar(
-                have, [s.mean for s in means], yerr=[_bar(s) for s in means], marker="o", capsize=2, label=NAMES[m]
+                have, [s.mean for s in means], yerr=[_bar(s) for s in means], capsize=2, label=NAMES[m], **STYLE[m]
             )
         if m not in costs:
             continue
         have = [b for b in budgets if scores.has("digits", m, "own", b, 1)]
         minutes = [training_minutes(costs, m, b, plan.steps) for b in have]
         axes[2].plot(
-            minutes, [scores.mean("fd_digits", "digits", m, "own", b, 1).mean for b in have], marker="o", label=NAMES[m]
+            minutes, [scores.mean("fd_digits", "digits", m, "own", b, 1).mean for b in have], label=NAMES[m], **STYLE[m]
         )
     for ax, title in zip(axes, ("1 step", "128 steps", "1 step, against training time")):
         ax.set_yscale("log")
