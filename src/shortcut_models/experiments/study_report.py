@@ -292,8 +292,8 @@ def goals(scores: Scores, plan: StudyPlan, costs: dict[str, dict[str, float]]) -
         )
     # the same recipe on both sides: the common one where flow matching ran under it
     recipe = "common" if scores.has("digits", "flow", "common", b, 128) else "own"
-    own = [m for m in plan.methods if not OBJECTIVES[m].teacher_run and scores.has("digits", m, recipe, b, 1)]
-    best = min(own, key=lambda m: scores.mean("fd_digits", "digits", m, recipe, b, 1).mean)
+    candidates = [m for m in plan.methods if not OBJECTIVES[m].teacher_run and scores.has("digits", m, recipe, b, 1)]
+    best = min(candidates, key=lambda m: scores.mean("fd_digits", "digits", m, recipe, b, 1).mean)
     ref = scores.mean("fd_digits", "digits", "flow", recipe, b, 128)
     one = scores.mean("fd_digits", "digits", best, recipe, b, 1)
     out.append(

@@ -111,16 +111,16 @@ def reversals(
     """Pairs (a, b) that swap places between two budgets beyond seed noise: ``a`` significantly better than
     ``b`` at ``budgets[0]`` and significantly worse at ``budgets[1]`` (Welch's t-test over seeds, p < 0.05)."""
     have = [m for m in methods if all(scores.has(domain, m, recipe, b, steps) for b in budgets)]
-    verdicts = {
-        b: {
-            (x, y): compare(
-                scores.values(key, domain, x, recipe, b, steps), scores.values(key, domain, y, recipe, b, steps)
-            )
-            for x in have
-            for y in have
-            if x != y
-        }
-        for b in budgets
-    }
+
+    def verdict(x: str, y: str, budget: int) -> str:
+        return compare(
+            scores.values(key, domain, x, recipe, budget, steps), scores.values(key, domain, y, recipe, budget, steps)
+        )
+
     first, second = budgets
-    return [(x, y) for (x, y), v in verdicts[first].items() if v == "better" and verdicts[second][(x, y)] == "worse"]
+    return [
+        (x, y)
+        for x in have
+        for y in have
+        if x != y and verdict(x, y, first) == "better" and verdict(x, y, second) == "worse"
+    ]
