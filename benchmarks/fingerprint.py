@@ -29,13 +29,15 @@ from shortcut_models.training import Trainer
 
 STEPS = 240  # through the 200-step warm-up; each method's curriculum or stages at this length
 STUDY = ["flow", "shortcut", "consistency-training", "consistency-distillation", "progressive-distillation"]
-STUDY += ["live-reflow", "meanflow"]
+STUDY += ["live-reflow", "meanflow", "esc", "imm", "imf", "sct"]
 # (name, preset, objective, overrides)
 CASES = [(f"study-{m}", "digits-uncond", m, []) for m in STUDY] + [
     ("digits-shortcut", "digits", "shortcut", []),
     ("digits-shortcut-ema", "digits", "shortcut", ["bootstrap_ema=true", "bootstrap_cfg=true", "cfg_scale=1.5"]),
     ("uncond-ct-online", "digits-uncond", "consistency-training", ["bootstrap_ema=false"]),
     ("checkerboard-shortcut", "checkerboard", "shortcut", []),
+    ("digits-live-reflow-guided", "digits", "live-reflow", ["cfg_scale=1.5"]),
+    ("checkerboard-live-reflow", "checkerboard", "live-reflow", []),
 ]
 
 

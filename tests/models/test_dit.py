@@ -190,3 +190,20 @@ def test_input_size_not_divisible_by_patch_raises() -> None:
         DiT.from_preset("DiT-S/4", 30, 4)
     with pytest.raises(ValueError, match="divisible by patch_size"):
         DiT(input_size=9, in_channels=1, patch_size=2, hidden_size=64, depth=1, num_heads=2)
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+def test_forward_modulated_is_forward(quirks: bool) -> None:
+    """A conditioning computed ahead gives the forward pass bit for bit, and the rows of a modulation of
+    several inputs are those of each input's own."""
+    model = _nano(quirks)
+    _perturb(model)
+    x, t, d, y = _inputs(batch=6)
+    with torch.no_grad():
+        out = model(x, t, d, y)
+        assert torch.equal(model.forward_modulated(x, model.modulation(t, d, y)), out)
+        stacked = model.modulation(torch.cat([t, t.flip(0)]), d.repeat(2), torch.cat([y, y.flip(0)]))
+        torch.testing.assert_close(model.forward_modulated(x, stacked.rows(0, 6)), out, rtol=1e-6, atol=1e-6)
+        flipped = model(x, t.flip(0), d, y.flip(0))
+        torch.testing.assert_close(model.forward_modulated(x, stacked.rows(6, 12)), flipped, rtol=1e-6, atol=1e-6)
+    assert len(stacked.layers) == len(model.blocks) + 1 and stacked.layers[0][0].shape == (12, 1, 64)

@@ -14,6 +14,8 @@ Architecture: patchify (Conv2d, kernel = stride = patch), a fixed 2-D sin-cos po
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -62,9 +64,28 @@ def sincos_position_embedding(dim: int, grid: int) -> torch.Tensor:
     return torch.cat([encode(cols), encode(rows)], dim=1).float()
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Per-sample affine modulation of token features: x * (1 + scale) + shift."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+LayerModulation = tuple[torch.Tensor, ...]  # one layer's shifts, (1 + scale)s and gates, each [B, 1, C]
+
+
+@dataclass(frozen=True)
+class Modulation:
+    """The conditioning of a batch as the DiT's layers use it (:meth:`DiT.modulation`): per layer, the
+    blocks in order and then the final layer, its shift, 1 + scale and gate tensors, each [B, 1, C].
+
+    Computed once, it serves several passes at the same (t, d, y), e.g. each step of a sampling
+    trajectory: :meth:`rows` picks the rows of one pass out of a modulation of several.
+    """
+
+    layers: tuple[LayerModulation, ...]
+
+    def rows(self, start: int, stop: int) -> Modulation:
+        """The modulation of rows ``start`` to ``stop - 1`` (views, no copy)."""
+        return Modulation(tuple(tuple(m[start:stop] for m in layer) for layer in self.layers))
+
+
+def modulations(layers: nn.Sequential, c: torch.Tensor, parts: int) -> list[torch.Tensor]:
+    """The adaLN modulation SiLU -> Linear of the conditioning c [B, C], cut into ``parts`` [B, 1, C] tensors."""
+    return [m.unsqueeze(1) for m in layers(c).chunk(parts, dim=-1)]
 
 
 class SelfAttention(nn.Module):
@@ -102,10 +123,19 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
+    def modulation(self, c: torch.Tensor) -> LayerModulation:
+        """(shift_a, 1 + scale_a, gate_a, shift_m, 1 + scale_m, gate_m) of the conditioning c, each [B, 1, C]."""
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = modulations(self.adaLN_modulation, c, 6)
+        return shift_a, 1 + scale_a, gate_a, shift_m, 1 + scale_m, gate_m
+
+    def forward_modulated(self, x: torch.Tensor, modulation: LayerModulation) -> torch.Tensor:
+        """The block on tokens x [B, N, C], modulated by :meth:`modulation`'s tensors."""
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = modulation
+        x = x + gate_a * self.attn(self.norm1(x) * scale_a + shift_a)
+        return x + gate_m * self.mlp(self.norm2(x) * scale_m + shift_m)
+
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c).chunk(6, dim=-1)
-        x = x + gate_a.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_a, scale_a))
-        return x + gate_m.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+        return self.forward_modulated(x, self.modulation(c))
 
 
 class FinalLayer(nn.Module):
@@ -117,9 +147,17 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
 
+    def modulation(self, c: torch.Tensor) -> LayerModulation:
+        """(shift, 1 + scale) of the conditioning c, each [B, 1, C]."""
+        shift, scale = modulations(self.adaLN_modulation, c, 2)
+        return shift, 1 + scale
+
+    def forward_modulated(self, x: torch.Tensor, modulation: LayerModulation) -> torch.Tensor:
+        shift, scale = modulation
+        return self.linear(self.norm(x) * scale + shift)
+
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm(x), shift, scale))
+        return self.forward_modulated(x, self.modulation(c))
 
 
 class DiT(nn.Module):
@@ -243,12 +281,30 @@ class DiT(nn.Module):
         ``torch.func.jvp`` of forward."""
         return dit_jvp(self, primals, tangents, guidance)
 
+    def modulation(
+        self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
+    ) -> Modulation:
+        """The conditioning of (t, d, y, guidance) as every layer uses it: ``forward(x, t, d, y, guidance)``
+        equals ``forward_modulated(x, modulation(t, d, y, guidance))``."""
+        c = self.conditioning(t, d, y, guidance)
+        return Modulation(tuple(layer.modulation(c) for layer in (*self.blocks, self.final_layer)))
+
+    def forward_modulated(self, x: torch.Tensor, modulation: Modulation) -> torch.Tensor:
+        """The network on x [B, C, H, W] at a conditioning computed ahead (:meth:`modulation`)."""
+        return self.run_layers(x, lambda i, layer: modulation.layers[i])
+
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
     ) -> torch.Tensor:
-        h = self.x_embedder(x).flatten(2).transpose(1, 2)
-        h = h + self.pos_embed.to(h.dtype)
         c = self.conditioning(t, d, y, guidance)
-        for block in self.blocks:
-            h = block(h, c)
-        return self.unpatchify(self.final_layer(h, c))
+        return self.run_layers(x, lambda i, layer: layer.modulation(c))
+
+    def run_layers(self, x: torch.Tensor, modulation_of: Callable[[int, nn.Module], LayerModulation]) -> torch.Tensor:
+        """Patch embedding, the blocks and the final layer on x [B, C, H, W]; layer i (the blocks, then the
+        final layer) is modulated by ``modulation_of(i, layer)``, asked just before the layer runs."""
+        h = self.x_embedder(x).flatten(2).transpose(1, 2)  # [B, N, C]
+        h = h + self.pos_embed.to(h.dtype)
+        for i, block in enumerate(self.blocks):
+            h = block.forward_modulated(h, modulation_of(i, block))
+        final = self.final_layer
+        return self.unpatchify(final.forward_modulated(h, modulation_of(len(self.blocks), final)))

@@ -26,6 +26,7 @@ from .. import path
 from ..seeding import RowDraws
 from ..validation import Float, Int
 from .base import Network, Progress, TargetNetworks, Targets, knob, leading_rows, redefault
+from .fixed_conditioning import calls_at_times
 from .flow_matching import FlowRows
 from .target_networks import TargetNetworkKnobs
 from .time_samplers import times
@@ -101,13 +102,15 @@ class LiveReflow(TargetNetworkKnobs, FlowRows):
         null = self.labels(None, n, x0.device)
         guided = self.cfg_scale != 0 and self.num_classes > 0
         d = torch.full((2 * n if guided else n,), 1.0 / self.max_steps, device=x0.device)
+        steps = calls_at_times(
+            teacher, [i / EULER_STEPS for i in range(EULER_STEPS)], d, torch.cat([y, null]) if guided else null
+        )
         x = x0
-        for i in range(EULER_STEPS):
-            s = torch.full_like(d, i / EULER_STEPS)
+        for step in steps:
             if guided:
-                v_c, v_u = teacher(torch.cat([x, x]), s, d, torch.cat([y, null])).to(x0.dtype).chunk(2)
+                v_c, v_u = step(torch.cat([x, x])).to(x0.dtype).chunk(2)
                 v = v_u + self.cfg_scale * (v_c - v_u)
             else:
-                v = teacher(x, s, d, null).to(x0.dtype)
+                v = step(x).to(x0.dtype)
             x = x + v / EULER_STEPS
         return path.interpolate(x0, x, t), self.clamp_target(x - x0)
