@@ -9,10 +9,18 @@ forwards: ``Objective.step_cost``).
 
 ``--memory`` measures the peak memory of one step instead: each objective in a fresh process, the peak
 resident set size (``ru_maxrss``) over three steps minus the resident size just before them (the
-network, optimiser and data already built), so the figure is what the step itself allocates.
+network, optimiser and data already built), so the figure is what the step itself allocates; on a GPU,
+the peak of allocated GPU memory over the three steps minus the allocated memory before them.
+
+Trailing ``key=value`` overrides change the setting for every objective, e.g. the GPU check's DiT-B/2 at
+batch 256 on synthetic latents in bf16. There (or with ``--peak-tflops``) every row also gets images per
+second and the model FLOPs utilisation (MFU): the FLOPs the step's cost model stands for (its passes per
+row times one forward of one row, counted by ``torch.utils.flop_counter`` with a multiply-add as 2 FLOPs
+and attention by its math kernel; a backward counted as 2 forwards), per second, over the device's peak.
 
     python benchmarks/objective_steps.py --repeats 20
     python benchmarks/objective_steps.py --memory --objective flow --objective meanflow
+    python benchmarks/objective_steps.py --repeats 10 model=DiT-B/2 data=synthetic:4x32x32 batch_size=256 precision=bf16
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from shortcut_models.config import build_config
 from shortcut_models.experiments.timing import interleaved_step_times, median_ratio
@@ -35,6 +45,8 @@ from shortcut_models.runtime import tune_allocator
 from shortcut_models.training import Trainer
 
 PRESET = "digits-uncond"
+# dense bf16 tensor-core peaks from the vendors' datasheets (SXM parts), TFLOP/s, by a part of the device name
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "B200": 2250.0, "A100": 312.0}
 
 
 def trainer(objective: str, out: Path, teacher: Path, extra: list[str]) -> Trainer:
@@ -51,6 +63,26 @@ def teacher_run(out: Path, extra: list[str]) -> Path:
     return out / "teacher"
 
 
+def forward_flops(run: Trainer) -> float:
+    """FLOPs of one forward pass of the run's network on one row (multiply-add = 2; attention counted
+    through its math kernel, whose products the counter sees)."""
+    model, shape = run.model, run.spec.sample_shape
+    x = torch.zeros((1, *shape), device=run.device)
+    t, d = torch.zeros(1, device=run.device), torch.ones(1, device=run.device)
+    y = torch.full((1,), run.num_classes, dtype=torch.long, device=run.device)
+    with FlopCounterMode(display=False) as counter, sdpa_kernel([SDPBackend.MATH]), torch.no_grad():
+        model(x, t, d, y)
+    return float(counter.get_total_flops())
+
+
+def peak_tflops(device: torch.device, given: float) -> float:
+    """The device's dense bf16 peak (``given`` when > 0; 0 when unknown: no MFU column)."""
+    if given > 0 or device.type != "cuda":
+        return given
+    name = torch.cuda.get_device_name(device)
+    return next((peak for part, peak in PEAK_BF16_TFLOPS.items() if part in name), 0.0)
+
+
 def rss_bytes() -> int:
     """The current resident set size of this process (Linux)."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
@@ -63,10 +95,17 @@ def step_memory(objective: str, extra: list[str]) -> dict[str, float]:
         out = Path(tmp)
         teacher = teacher_run(out, extra) if OBJECTIVES[objective].teacher_run else out
         run = trainer(objective, out, teacher, extra)
-        before = rss_bytes()
+        cuda = run.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(run.device)
+            torch.cuda.reset_peak_memory_stats(run.device)
+        before = torch.cuda.memory_allocated(run.device) if cuda else rss_bytes()
         for i in range(3):
             float(run.train_step(i)["loss"])
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        if cuda:
+            peak = torch.cuda.max_memory_allocated(run.device)
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"objective": objective, "peak_mib": (peak - before) / 2**20}
 
 
@@ -76,6 +115,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--objective", action="append", choices=list(OBJECTIVES), help="default: every one")
     parser.add_argument("--memory", action="store_true", help="peak memory of a step, each in a fresh process")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=0.0, help="the device's peak for MFU (default: known GPUs' bf16 peak)"
+    )
     parser.add_argument("--memory-one", help=argparse.SUPPRESS)  # the child process of --memory
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides for every run")
     args = parser.parse_args()
@@ -104,15 +146,25 @@ def main() -> None:
         teacher = teacher_run(out, args.overrides) if any(OBJECTIVES[n].teacher_run for n in names) else out
         runs = {name: trainer(name, out, teacher, args.overrides) for name in names}
         times = interleaved_step_times(runs, args.repeats)
-    print(f"{'objective':>26} {'passes f/b':>11} {'model':>7} {'measured':>9} {'/ model':>8} {'ms':>7}")
+        flow = runs["flow"]
+        peak = peak_tflops(flow.device, args.peak_tflops)
+        row_flops = forward_flops(flow) if peak else 0.0
+    if peak:
+        print(f"one forward of one row: {row_flops / 1e9:.4g} GFLOP; peak {peak:g} TFLOP/s")
+    extra = f" {'img/s':>8} {'MFU':>6}" if peak else ""
+    print(f"{'objective':>26} {'passes f/b':>11} {'model':>7} {'measured':>9} {'/ model':>8} {'ms':>7}{extra}")
     for name, run in runs.items():
-        forward, backward = run.objective.passes_per_row(run.cfg.batch_size)
-        model = run.objective.step_cost(run.cfg.batch_size)
+        batch = run.cfg.batch_size
+        forward, backward = run.objective.passes_per_row(batch)
+        model = run.objective.step_cost(batch)
         ratio = median_ratio(times[name], times["flow"])
-        ms = 1e3 * statistics.median(times[name])
-        print(
-            f"{name:>26} {forward:>5.3g} / {backward:<3.3g} {model:>7.3f} {ratio:>9.3f} {ratio / model:>8.2f} {ms:>7.1f}"
-        )
+        seconds = statistics.median(times[name])
+        line = f"{name:>26} {forward:>5.3g} / {backward:<3.3g} {model:>7.3f} {ratio:>9.3f} {ratio / model:>8.2f}"
+        line += f" {1e3 * seconds:>7.1f}"
+        if peak:  # the cost model's passes: (forward + 2 backward) forwards of every row
+            mfu = (forward + 2 * backward) * row_flops * batch / seconds / (peak * 1e12)
+            line += f" {batch / seconds:>8.1f} {100 * mfu:>5.1f}%"
+        print(line)
 
 
 if __name__ == "__main__":
