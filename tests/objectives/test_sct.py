@@ -12,7 +12,7 @@ from torch import nn
 from shortcut_models import path
 from shortcut_models.cli import main
 from shortcut_models.inference import load_model
-from shortcut_models.objectives import ContinuousConsistency, MeanFlow, Progress, build_objective
+from shortcut_models.objectives import ContinuousConsistency, MeanFlow, Progress, build_objective, recorded_objective
 from shortcut_models.sampling import sample
 
 
@@ -81,6 +81,22 @@ def test_the_defaults_are_escs_sct_run():
     assert (obj.time_sampler, obj.time_mu, obj.time_sigma, obj.time_draws) == ("logit-normal", 1.0, 1.4, 2)
     assert (obj.interval_share, obj.loss_weight, obj.class_dropout, obj.target_network) == (0.25, "mse", 0.1, "online")
     assert (obj.derivative_warmup_steps, obj.tangent_norm, obj.target_clamp, obj.sampling_d) == (10000, 0.0, 0.0, None)
+
+
+def test_meanflows_time_of_its_flow_rows_is_not_an_sct_knob(make_batch):
+    """sCT draws its own times: MeanFlow's ``flow_row_time`` is not listed, not recorded, and ignored
+    when given (a run saved while it was listed loads with the same targets)."""
+    assert "flow_row_time" in MeanFlow.knobs() and "flow_row_time" not in ContinuousConsistency.knobs()
+    assert "flow_row_time" not in ContinuousConsistency.knob_docs()
+    assert "flow_row_time" not in build_objective("sct", 0).args()
+    x1, x0, _ = make_batch(16)
+    field = LinearField()
+    targets = []
+    for extra in ({}, {"flow_row_time": "first"}, {"flow_row_time": "smaller"}):
+        obj = recorded_objective("sct", 0, {**build_objective("sct", 0).args(), **extra})
+        tg = obj.targets(field, x1, generator=torch.Generator().manual_seed(5), x0=x0)
+        targets.append(torch.cat([tg.t, tg.d, tg.v.flatten()]))
+    assert torch.equal(targets[0], targets[1]) and torch.equal(targets[0], targets[2])
 
 
 def test_the_warm_up_weight():

@@ -163,6 +163,9 @@ class Objective(ABC):
     # knobs added after runs were saved -> the value those runs computed with: a saved run that does not
     # record such a knob resumes (and loads) with this value, not with the knob's default
     knobs_before: ClassVar[dict[str, Any]] = {}
+    # knobs inherited from a parent class that this objective does not read: not listed, not recorded, and
+    # ignored when given (as any other objective's knob is)
+    unused_knobs: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         """Range checks of every knob (ValueError naming the knob), from each field's ``spec``."""
@@ -272,15 +275,19 @@ class Objective(ABC):
     def knob_docs(cls) -> dict[str, tuple[str, str]]:
         """Every knob -> (what it means, its allowed values in words)."""
         docs = {}
-        for f in dataclasses.fields(cls)[1:]:
+        for f in dataclasses.fields(cls):
+            if f.name not in cls.knobs():
+                continue
             spec = f.metadata.get("spec")
             docs[f.name] = (f.metadata.get("meaning", ""), spec.describe() if spec is not None else "any value")
         return docs
 
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
-        """Names of the settings of this objective (every dataclass field but ``num_classes``)."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "num_classes")
+        """Names of the settings of this objective (every dataclass field but ``num_classes`` and
+        :attr:`unused_knobs`)."""
+        skip = ("num_classes", *cls.unused_knobs)
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in skip)
 
     def args(self) -> dict[str, Any]:
         """The value of every knob: with ``num_classes`` it rebuilds this objective."""

@@ -79,6 +79,8 @@ class ContinuousConsistency(MeanFlow):
     name = "sct"
     title = "sCT (continuous-time consistency)"
     row_kinds = ("consistency", "flow")
+    # MeanFlow's time of its d = 0 rows: sCT draws its own times (``time_draws``), so it has no such choice
+    unused_knobs = ("flow_row_time",)
 
     derivative_weight = ESC.derivative_weight  # min(1, step / derivative_warmup_steps); 1 without warm-up
 
