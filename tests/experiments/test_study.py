@@ -110,7 +110,7 @@ def test_recipe_section_and_goals():
 
 
 @pytest.mark.slow  # every stage of the study at a tiny budget, two runs at a time, then a rerun that redoes nothing
-def test_quick_study_writes_the_whole_report_and_resumes(tmp_path):
+def test_quick_study_writes_the_whole_report_and_resumes(tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "study"
     methods = "consistency-distillation,meanflow"  # with flow matching: a teacher run, a JVP, the product path
@@ -144,6 +144,19 @@ def test_quick_study_writes_the_whole_report_and_resumes(tmp_path):
     before[out / "timing.json"] = (out / "timing.json").read_text()
     assert main(["study", "--quick", "--quiet", "--jobs", "1", "--methods", methods, "--out", str(out)]) == 0
     assert before == {f: f.read_text() for f in before}
+    # moved elsewhere, the study still reads its scores (where the teachers lie is not compared) ...
+    moved = out.rename(tmp_path / "moved")
+    assert main(["study", "--quick", "--quiet", "--jobs", "1", "--methods", methods, "--out", str(moved)]) == 0
+    # ... but not the scores of a run whose checkpoint was trained with other settings than the plan's
+    run = moved / "runs" / "digits" / "consistency-distillation-own-seed0"
+    (config_file,) = run.glob("checkpoints/step_*/config.json")
+    config = json.loads(config_file.read_text())
+    config["training"]["lr"] *= 2
+    config_file.write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["study", "--quick", "--quiet", "--jobs", "1", "--methods", methods, "--out", str(moved)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} holds a run with a different config (lr:" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_study_arguments_exit_2(capsys):

@@ -6,20 +6,23 @@ Files of a run NAME (``Run.name``, e.g. ``digits/meanflow-own-seed1``) under the
 - ``OUT/scores/NAME/BUDGET.json``: the scores at that budget (settings, rows, training seconds so far).
 
 A budget's scores are written before the run trains past it, so a stopped study loses at most the
-budget it was on; a rerun skips every budget whose scores match the plan's settings.
+budget it was on; a rerun skips every budget whose scores match the plan's settings, once the run's
+checkpoint is shown to hold the run the plan asks for (scores of a run trained with other settings are
+refused, as resuming it would be).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import checkpoints as ckpt
 from ..config import build_config
 from ..config.train_config import TrainConfig
 from ..data.digits import load_digits
@@ -29,7 +32,7 @@ from ..metrics import precision_recall
 from ..metrics.digits_net import load_digits_feature_net
 from ..objectives import OBJECTIVES
 from ..outputs import write_json
-from ..training import Trainer
+from ..training import Trainer, resume
 from .study_plan import PRESETS, Run, StudyPlan, teacher_of
 
 
@@ -87,7 +90,31 @@ def cached_scores(out: Path, plan: StudyPlan, run: Run, budget: int) -> list[dic
     if not file.exists():
         return None
     saved = json.loads(file.read_text())
-    return saved["rows"] if saved.get("settings") == score_settings(plan, run, budget) else None
+    if saved.get("settings") != score_settings(plan, run, budget):
+        return None
+    refuse_another_run(out, plan, run, budget)
+    return saved["rows"]
+
+
+def refuse_another_run(out: Path, plan: StudyPlan, run: Run, budget: int) -> None:
+    """UserError naming the first differing setting when the checkpoint in ``run``'s directory was trained
+    with other settings than the plan's (as resuming it would be refused). Where the teacher and the
+    initial weights lie is not compared, so a study directory can be moved or runs copied between
+    studies; a run without a readable checkpoint is not checked (its scores stand)."""
+    folder = run_dir(out, run)
+    checkpoint = ckpt.latest_checkpoint(folder)
+    if checkpoint is None:
+        return
+    try:
+        recorded = ckpt.training_config(ckpt.read_config(checkpoint))
+    except ckpt.DamagedCheckpoint:
+        return
+    asked = run_config(out, plan, run, budget)
+    args = dict(asked.objective_args)
+    if "teacher" in args:
+        args["teacher"] = recorded.get("objective_args", {}).get("teacher", args["teacher"])
+    init_from = recorded.get("init_from", asked.init_from)
+    resume.refuse_another_run(replace(asked, objective_args=args, init_from=init_from), folder)
 
 
 @cache

@@ -20,9 +20,11 @@ from typing import Any
 from .. import checkpoints as ckpt
 from .. import distributed, outputs, runlock
 from ..config import RESUMABLE_KEYS, TrainConfig, recorded_model_args
+from ..data import build_source
 from ..errors import UserError
-from ..objectives import recorded_objective, translate_legacy
+from ..objectives import Objective, build_objective, recorded_objective, translate_legacy
 from ..optim import LR_SCHEDULES
+from .networks import resolve_step_input
 
 Load = Callable[[Path], int]  # loads one checkpoint, returns its step; raises DamagedCheckpoint or UserError
 
@@ -82,6 +84,31 @@ def saved_config(path: Path, cfg: TrainConfig, run_dir: Path) -> TrainConfig:
             "use another --out or the same settings"
         )
     return saved_cfg
+
+
+def as_trained(cfg: TrainConfig, objective: Objective, run_dir: Path) -> TrainConfig:
+    """``cfg`` as a trainer of ``run_dir`` runs it with ``objective``: an objective that distils a teacher
+    run starts from that run (``init_from``), and the network's step input is spelled out
+    (:func:`.networks.resolve_step_input`)."""
+    if objective.teacher_run and not cfg.init_from:
+        cfg = dataclasses.replace(cfg, init_from=objective.teacher)
+    return resolve_step_input(cfg, objective, run_dir)
+
+
+def refuse_another_run(cfg: TrainConfig, run_dir: Path) -> None:
+    """UserError naming the first differing setting when the newest checkpoint of ``run_dir`` holds a run
+    with other settings than ``cfg`` (what a trainer resuming it refuses), without loading any weights;
+    nothing when the directory holds no checkpoint or an unreadable one (a trainer reports that)."""
+    path = ckpt.latest_checkpoint(run_dir)
+    if path is None:
+        return
+    objective = build_objective(
+        cfg.objective, cfg.network_classes(build_source(cfg.data).num_classes), cfg.objective_args
+    )
+    try:
+        saved_config(path, as_trained(cfg, objective, run_dir), run_dir)
+    except ckpt.DamagedCheckpoint:
+        return
 
 
 def schedule_note(saved: TrainConfig, cfg: TrainConfig, step: int) -> str | None:

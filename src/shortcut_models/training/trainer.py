@@ -23,7 +23,6 @@ logs, samples and checkpoints. A stop signal on any process stops every process 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import signal
 import sys
@@ -50,8 +49,8 @@ from .batches import plan_batches
 from .init_from import InitSource, load_initial_weights
 from .interval_means import IntervalMeans
 from .memory import check_batch_fits
-from .networks import build_networks, build_spec, resolve_step_input
-from .resume import comparable, keep_recorded, open_run, saved_config, saved_knobs, schedule_note
+from .networks import build_networks, build_spec
+from .resume import as_trained, comparable, keep_recorded, open_run, saved_config, saved_knobs, schedule_note
 from .state import RunState
 from .teacher import load_teacher, teacher_checkpoint
 from .wrapping import wrap_for_training
@@ -110,10 +109,9 @@ class Trainer:
             self.objective.check_micro_batch(self.rows_per_rank // self.grad_accum)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        if self.objective.teacher_run and not cfg.init_from:  # the student starts from the teacher run
-            cfg = dataclasses.replace(cfg, init_from=self.objective.teacher)
-        # the network's step-size input, written into the run's config: a resumed run keeps its own
-        cfg = resolve_step_input(cfg, self.objective, self.run_dir)
+        # a student starts from its teacher run; the network's step-size input is written into the run's
+        # config (a resumed run keeps its own)
+        cfg = as_trained(cfg, self.objective, self.run_dir)
         self.cfg = self._cfg_asked = cfg
         nets = build_networks(
             cfg,
