@@ -60,6 +60,7 @@ def test_a_stop_request_stops_sleeping_workers_and_leaves_none_behind(started_in
     started with SIGINT ignored, as a shell's background job does), none is left, and SIGTERM's handling
     is restored."""
     import json
+    import os
     import signal
     import subprocess
     import sys
@@ -67,15 +68,22 @@ def test_a_stop_request_stops_sleeping_workers_and_leaves_none_behind(started_in
     def ignore_sigint():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    done = subprocess.run(
+    child = subprocess.Popen(
         [sys.executable, "-c", STOP_SCRIPT, "5"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=240,
+        start_new_session=True,  # its own process group: a hang is ended with its workers
         preexec_fn=ignore_sigint if started_in_background else None,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        stdout, stderr = child.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        pytest.fail("the stop request did not end the jobs within 240 s (the child and its workers were killed)")
+    assert child.returncode == 0, stderr[-2000:]
+    result = json.loads(stdout.strip().splitlines()[-1])
     assert result["outcome"] == "stopped"
     assert result["seconds"] < 200  # the ten-minute sleeps were interrupted, not waited for
     assert result["children"] == 0 and result["handler_restored"]
