@@ -18,19 +18,19 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import distributed
-from ..data import build_source, on_checkerboard
+from ..data import on_checkerboard
 from ..images import to_uint8
-from ..inference import LoadedModel, check_finite, generate_shared, non_finite_rows, sample_blocks
+from ..inference import LoadedModel, check_finite, non_finite_rows, sample_blocks
 from ..metrics.frechet import FeatureStats, frechet_distance_from_stats
 from ..metrics.inception_score import inception_score
 from ..metrics.kernel_distance import kernel_distance
 from ..metrics.precision_recall import precision_recall
-from ..metrics.swd import sliced_wasserstein
 from ..objectives import OBJECTIVES
 from ..outputs import save_npz, write_json, write_with
 from ..plotting import plot_metric_vs_steps
 from ..sampling import step_schedule
 from .image_metrics import FEATURE_MEASURES, ImageMetric, metric_key, nn1_measures, reduce_feature_stats
+from .points import evaluate_points, reference_points
 
 
 def _row(loaded: LoadedModel, steps: int, num: int, cfg_scale: float) -> dict[str, Any]:
@@ -49,24 +49,17 @@ def _row(loaded: LoadedModel, steps: int, num: int, cfg_scale: float) -> dict[st
 def evaluate_toy(
     loaded: LoadedModel, steps: list[int], num: int, seed: int = 0, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """One row per step count: swd, swd_floor, (in_square, in_square_data), nfe, seconds."""
-    ref, _ = build_source(loaded.spec.data).reference(2 * num, seed)
-    ref, ref2 = ref[:num], ref[num:]
-    floor = sliced_wasserstein(ref, ref2)
+    """One row per step count: swd, swd_floor, (in_square, in_square_data), nfe, seconds, as `shortcut eval`
+    writes them: the scores of :func:`.points.evaluate_points` against the reference drawn with ``seed``."""
     rows = []
-    for n in tqdm(steps, desc=f"eval {loaded.label}", disable=not (progress and distributed.is_main()), leave=False):
-        t0 = time.perf_counter()
-        x = generate_shared(loaded, num, n, seed=seed, everyone=True)
-        check_finite(x, f"samples of {loaded.label} at {n} step(s)")
-        row = {
-            **_row(loaded, n, num, 1.0),
-            "seconds": time.perf_counter() - t0,
-            "swd": sliced_wasserstein(x, ref),
-            "swd_floor": floor,
-        }
-        if loaded.spec.data == "checkerboard":
-            row["in_square"] = float(on_checkerboard(x).float().mean())
-            row["in_square_data"] = float(on_checkerboard(ref).float().mean())
+    for scores in evaluate_points(loaded, steps, num, seed=seed, reference_seed=seed, progress=progress):
+        row = {**_row(loaded, scores["steps"], num, 1.0)}
+        row.update((k, scores[k]) for k in ("seconds", "swd", "swd_floor"))
+        if "on_board" in scores:
+            row["in_square"] = scores["on_board"]
+            row["in_square_data"] = float(
+                on_checkerboard(reference_points(loaded.spec.data, num, seed)[0]).float().mean()
+            )
         rows.append(row)
     return rows
 

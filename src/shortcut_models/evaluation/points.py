@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..data import build_source, on_checkerboard
 from ..data.toy2d import TOYS
 from ..errors import UserError
@@ -54,7 +55,7 @@ def evaluate_points(
     reference, other = reference_points(loaded.spec.data, num, reference_seed)
     floor = sliced_wasserstein(reference, other)
     rows = []
-    for n in tqdm(steps, desc=f"eval {loaded.label}", disable=not progress, leave=False):
+    for n in tqdm(steps, desc=f"eval {loaded.label}", disable=not (progress and distributed.is_main()), leave=False):
         t0 = time.perf_counter()
         x = generate_shared(loaded, num, n, seed=seed, everyone=True)
         check_finite(x, f"samples of {loaded.label} at {n} step(s)")
