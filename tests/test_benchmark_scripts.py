@@ -79,6 +79,7 @@ def test_jvp_attention_names_the_kernels():
         "--repeats",
         "1",
     )
+
     def line(name: str) -> str:
         return next(row for row in out.splitlines() if row.strip().startswith(name))
 
