@@ -52,14 +52,14 @@ def evaluate_toy(
     """One row per step count: swd, swd_floor, (in_square, in_square_data), nfe, seconds, as `shortcut eval`
     writes them: the scores of :func:`.points.evaluate_points` against the reference drawn with ``seed``."""
     rows = []
+    data_share = None  # the reference's share on the board, the same at every step count
     for scores in evaluate_points(loaded, steps, num, seed=seed, reference_seed=seed, progress=progress):
         row = {**_row(loaded, scores["steps"], num, 1.0)}
         row.update((k, scores[k]) for k in ("seconds", "swd", "swd_floor"))
         if "on_board" in scores:
-            row["in_square"] = scores["on_board"]
-            row["in_square_data"] = float(
-                on_checkerboard(reference_points(loaded.spec.data, num, seed)[0]).float().mean()
-            )
+            if data_share is None:
+                data_share = float(on_checkerboard(reference_points(loaded.spec.data, num, seed)[0]).float().mean())
+            row["in_square"], row["in_square_data"] = scores["on_board"], data_share
         rows.append(row)
     return rows
 

@@ -274,9 +274,9 @@ class Objective(ABC):
     @classmethod
     def knob_docs(cls) -> dict[str, tuple[str, str]]:
         """Every knob -> (what it means, its allowed values in words)."""
-        docs = {}
+        docs, names = {}, cls.knobs()
         for f in dataclasses.fields(cls):
-            if f.name not in cls.knobs():
+            if f.name not in names:
                 continue
             spec = f.metadata.get("spec")
             docs[f.name] = (f.metadata.get("meaning", ""), spec.describe() if spec is not None else "any value")
