@@ -1,5 +1,6 @@
-"""A network called along fixed times: the calls equal the plain calls, with the conditioning computed
-ahead (DiT) or not (any other network, or a compiled one)."""
+"""A network called at conditionings known ahead: the calls equal the plain calls, with the conditioning
+computed ahead (DiT) or not (any other network, or a compiled one), in live reflow's steps and in the two
+half steps of shortcut and progressive distillation."""
 
 import pytest
 import torch
@@ -7,7 +8,9 @@ from torch import nn
 
 from shortcut_models.models.dit import DiT
 from shortcut_models.models.mlp import MLP
-from shortcut_models.objectives.fixed_conditioning import calls_at_times
+from shortcut_models.objectives.fixed_conditioning import calls_at, calls_at_times
+from shortcut_models.objectives.progressive_distillation import ProgressiveDistillation
+from shortcut_models.objectives.shortcut import Shortcut
 
 TIMES = [i / 8 for i in range(8)]
 
@@ -65,3 +68,54 @@ def test_a_wrapped_or_compiled_network_is_called_as_it_is():
     wrapped.forward_modulated = net.forward_modulated
     calls_at_times(wrapped, TIMES[:2], d, y)[1](x)
     assert wrapped.calls == 4
+
+
+def test_calls_of_different_sizes_and_conditionings_equal_plain_calls():
+    net = _perturbed(DiT.from_preset("DiT-Nano", 8, 1, 10))
+    g = torch.Generator().manual_seed(1)
+    conditions = [
+        (torch.rand(rows, generator=g, dtype=torch.float64), torch.rand(rows, generator=g, dtype=torch.float64), y)
+        for rows, y in ((3, torch.tensor([1, 10, 4])), (5, torch.tensor([2, 2, 10, 0, 9])))
+    ]
+    with torch.no_grad():
+        for (t, d, y), call in zip(conditions, calls_at(net, conditions)):
+            x = torch.randn(len(t), 1, 8, 8, generator=g, dtype=torch.float64)
+            torch.testing.assert_close(call(x), net(x, t, d, y), rtol=1e-12, atol=1e-12)
+
+
+def _half_step_rows(rows: int = 8):
+    g = torch.Generator().manual_seed(2)
+    x_t = torch.randn(rows, 1, 8, 8, generator=g, dtype=torch.float64)
+    d = 2.0 ** -torch.randint(0, 7, (rows,), generator=g).double()
+    t = torch.rand(rows, generator=g, dtype=torch.float64) * (1 - d)
+    return x_t, t, d, torch.tensor([3, 10, 1, 7, 7, 0, 10, 5])[:rows]
+
+
+@pytest.mark.parametrize("guided", [None, torch.tensor([0, 3, 6])])
+def test_shortcut_half_steps_with_conditioning_ahead_equal_plain_calls(guided):
+    """Guided rows' unguided twins ride in the same calls; the targets are those of the plain calls."""
+    net = _perturbed(DiT.from_preset("DiT-Nano", 8, 1, 10))
+    objective = Shortcut(num_classes=10, cfg_scale=1.5)
+    x_t, t, d, y = _half_step_rows()
+    with torch.no_grad():
+        ahead = objective.teacher_target(net, x_t, t, d, y, guided)
+        counted = Counting(net)
+        plain = objective.teacher_target(counted, x_t, t, d, y, guided)
+    assert counted.calls == 2
+    torch.testing.assert_close(ahead, plain, rtol=1e-12, atol=1e-12)
+    if guided is not None:  # guidance moved the guided rows (and only those)
+        unguided = objective.teacher_target(net, x_t, t, d, y)
+        moved = (ahead - unguided).flatten(1).abs().amax(1) > 0
+        assert moved.tolist() == [i in guided.tolist() for i in range(8)]
+
+
+def test_progressive_distillation_half_steps_with_conditioning_ahead_equal_plain_calls():
+    net = _perturbed(DiT.from_preset("DiT-Nano", 8, 1, 10))
+    objective = ProgressiveDistillation(num_classes=10)
+    x_t, t, _, y = _half_step_rows()
+    x0 = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with torch.no_grad():
+        ahead = objective.build(net, x0, x_t, t, y, 0.25)
+        plain = objective.build(Counting(net), x0, x_t, t, y, 0.25)
+    torch.testing.assert_close(ahead.v, plain.v, rtol=1e-12, atol=1e-12)
+    assert ahead.v.abs().amax() > 0

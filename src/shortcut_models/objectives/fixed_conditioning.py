@@ -1,12 +1,13 @@
-"""A network called at a fixed sequence of times, as a teacher taking sampling steps is.
+"""A network called several times in turn, each call at a conditioning known before the first.
 
-``calls_at_times(network, times, d, y)`` returns one function per time ``s`` in ``times``, each
-``x -> network(x, s, d, y)`` (the time the same on every row). The calls must still be made in turn,
-each on the last one's result, but their conditioning does not depend on x: a network that can compute
-it ahead (``modulation`` and ``forward_modulated``, as the DiT: models/dit.py) computes that of every
-call in one pass of its conditioning layers, over all the calls' rows at once. The numbers are those
-of the plain calls; what changes is that a few small passes (e.g. live reflow's 8 steps on an eighth
-of the batch) run fewer, larger operations.
+``calls_at(network, conditions)`` returns one function per (t, d, y) in ``conditions``, each
+``x -> network(x, t, d, y)``. The calls must still be made in turn, each on the last one's result (a
+teacher's sampling steps, or shortcut's two half steps), but their conditioning does not depend on x: a
+network that can compute it ahead (``modulation`` and ``forward_modulated``, as the DiT: models/dit.py)
+computes that of every call in one pass of its conditioning layers, over all the calls' rows at once.
+The numbers are those of the plain calls; what changes is that a few small passes (e.g. live reflow's 8
+steps on an eighth of the batch) run fewer, larger operations. ``calls_at_times`` is the common case of
+calls that differ only in their time.
 
 A network inside ``torch.compile`` is called as it is (its compiled forward), as is any network
 without the two methods.
@@ -21,15 +22,22 @@ import torch
 
 from .base import Network
 
-Call = Callable[[torch.Tensor], torch.Tensor]  # x -> the network's output at fixed (t, d, y)
+Call = Callable[[torch.Tensor], torch.Tensor]  # x -> the network's output at a fixed (t, d, y)
+Condition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (t, d, y) of one call, each [B_i]
+
+
+def calls_at(network: Network, conditions: Sequence[Condition]) -> list[Call]:
+    """``[x -> network(x, t, d, y) for (t, d, y) in conditions]``; call i takes x of ``t.shape[0]`` rows."""
+    forward = None if hasattr(network, "_orig_mod") else getattr(network, "forward_modulated", None)
+    if forward is None:
+        return [lambda x, c=c: network(x, *c) for c in conditions]
+    t, d, y = (torch.cat(parts) for parts in zip(*conditions))
+    ahead = network.modulation(t, d, y)
+    stops = torch.tensor([c[0].shape[0] for c in conditions]).cumsum(0).tolist()
+    return [partial(forward, modulation=ahead.rows(stop - c[0].shape[0], stop)) for c, stop in zip(conditions, stops)]
 
 
 def calls_at_times(network: Network, times: Sequence[float], d: torch.Tensor, y: torch.Tensor) -> list[Call]:
-    """``[x -> network(x, s, d, y) for s in times]``; ``d`` and ``y`` [B] are the same in every call."""
-    rows = d.shape[0]
-    t = [torch.full_like(d, s) for s in times]
-    forward = None if hasattr(network, "_orig_mod") else getattr(network, "forward_modulated", None)
-    if forward is None:
-        return [lambda x, s=s: network(x, s, d, y) for s in t]
-    ahead = network.modulation(torch.cat(t), d.repeat(len(t)), y.repeat(len(t)))
-    return [partial(forward, modulation=ahead.rows(i * rows, (i + 1) * rows)) for i in range(len(t))]
+    """``[x -> network(x, s, d, y) for s in times]``, the time ``s`` the same on every row; ``d`` and
+    ``y`` [B] are the same in every call."""
+    return calls_at(network, [(torch.full_like(d, s), d, y) for s in times])

@@ -28,6 +28,7 @@ from .. import path
 from ..seeding import RowDraws
 from .base import Network, Progress, TargetNetworks, Targets
 from .distillation import FlowTeacherDistillation
+from .fixed_conditioning import calls_at
 from .schedule import num_levels, section, two_half_steps
 from .target_networks import TARGET_NETWORKS
 from .time_samplers import start_times
@@ -85,6 +86,8 @@ class ProgressiveDistillation(FlowTeacherDistillation):
         """Targets for given noise, data, times, labels and step size ``d``."""
         d = torch.full_like(t, d)
         x_t = path.interpolate(x0, x1, t)
-        velocity = lambda x, s, h: teacher(x, s, h, y).to(x1.dtype)  # noqa: E731
-        v = self.clamp_target(two_half_steps(velocity, x_t, t, d, self.clip))
+        velocities = lambda conditions: [  # noqa: E731
+            lambda x, call=call: call(x).to(x1.dtype) for call in calls_at(teacher, [(s, h, y) for s, h in conditions])
+        ]
+        v = self.clamp_target(two_half_steps(velocities, x_t, t, d, self.clip))
         return Targets(x_t, t, d, v, y, torch.zeros_like(t, dtype=torch.long))

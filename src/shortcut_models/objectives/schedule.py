@@ -6,7 +6,7 @@ K = log2 M (the flow level, d = 1/M).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -36,19 +36,22 @@ def consistency_velocity(
     return (x1_hat - x_t) / path.expand_like(1 - t, x_t)
 
 
+Velocities = Callable[[Sequence[tuple[torch.Tensor, torch.Tensor]]], Sequence[Callable[[torch.Tensor], torch.Tensor]]]
+"""``[(t, d), ...] -> [x -> velocity at (t, d), ...]``: the calls known ahead, made in turn (see
+:func:`.fixed_conditioning.calls_at`)."""
+
+
 def two_half_steps(
-    velocity: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    x_t: torch.Tensor,
-    t: torch.Tensor,
-    d: torch.Tensor,
-    clip: float,
+    velocities: Velocities, x_t: torch.Tensor, t: torch.Tensor, d: torch.Tensor, clip: float
 ) -> torch.Tensor:
-    """The velocity of one step of size d that lands where two half steps land: with h = d / 2,
-    v1 = velocity(x_t, t, h), x' = clip(x_t + h v1, -clip, clip), v2 = velocity(x', t + h, h); (v1 + v2) / 2.
+    """The velocity of one step of size d that lands where two half steps land: with h = d / 2 and
+    ``v_first, v_second = velocities([(t, h), (t + h, h)])``, v1 = v_first(x_t),
+    x' = clip(x_t + h v1, -clip, clip), v2 = v_second(x'); (v1 + v2) / 2.
 
     Shortcut's self-consistency target and progressive distillation's target (the authors' code)."""
     half = d / 2
-    v1 = velocity(x_t, t, half)
+    first, second = velocities([(t, half), (t + half, half)])
+    v1 = first(x_t)
     x_mid = (x_t + path.expand_like(half, x_t) * v1).clamp(-clip, clip)
-    v2 = velocity(x_mid, t + half, half)
+    v2 = second(x_mid)
     return (v1 + v2) / 2

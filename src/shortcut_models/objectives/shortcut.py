@@ -31,7 +31,9 @@ targets is the single-process batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -40,6 +42,7 @@ from ..runtime import to_device
 from ..seeding import RowDraws
 from ..validation import Flag, Float, Int
 from .base import Network, Progress, TargetNetworks, Targets, knob, leading_rows, redefault
+from .fixed_conditioning import Call, calls_at
 from .flow_matching import FlowRows
 from .schedule import num_levels, two_half_steps
 from .target_networks import TargetNetworkKnobs
@@ -159,17 +162,24 @@ class Shortcut(TargetNetworkKnobs, FlowRows):
 
         ``guided``: int64 indices of the rows whose teacher velocities are guided (None: none).
         """
-        velocity = lambda x, s, h: self._teacher_velocity(teacher, x, s, h, y, guided)  # noqa: E731
-        return self.clamp_target(two_half_steps(velocity, x_t, t, d, self.clip))
 
-    def _teacher_velocity(self, teacher, x, t, d, y, guided: torch.Tensor | None) -> torch.Tensor:
-        """Teacher output; rows ``guided`` (indices) get v_u + w (v_c - v_u) from one batched call."""
-        if guided is None:
-            return teacher(x, t, d, y).to(x.dtype)
-        null = self.labels(None, guided.numel(), x.device)
-        out = teacher(
-            torch.cat([x, x[guided]]), torch.cat([t, t[guided]]), torch.cat([d, d[guided]]), torch.cat([y, null])
-        ).to(x.dtype)
+        def velocities(conditions: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[Call]:
+            if guided is None:
+                calls = calls_at(teacher, [(s, h, y) for s, h in conditions])
+                return [lambda x, call=call: call(x).to(x.dtype) for call in calls]
+            # the guided rows' unguided twins ride in the same call, after the batch's rows
+            null = self.labels(None, guided.numel(), y.device)
+            twins = [
+                (torch.cat([s, s[guided]]), torch.cat([h, h[guided]]), torch.cat([y, null])) for s, h in conditions
+            ]
+            return [partial(self._guided_velocity, call, guided) for call in calls_at(teacher, twins)]
+
+        return self.clamp_target(two_half_steps(velocities, x_t, t, d, self.clip))
+
+    def _guided_velocity(self, call: Call, guided: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's velocity on x, rows ``guided`` (indices) replaced by v_u + w (v_c - v_u) from the
+        same call on x with those rows appended (``call`` holds their null labels)."""
+        out = call(torch.cat([x, x[guided]])).to(x.dtype)
         v, v_uncond = out[: x.shape[0]], out[x.shape[0] :]
         v = v.clone()
         v[guided] = v_uncond + self.cfg_scale * (v[guided] - v_uncond)
