@@ -58,6 +58,16 @@ def test_overrides_carry_the_recipe_and_the_schedule_at_a_tenth_of_the_largest_b
     assert method_overrides(plan, "meanflow", "ablation:no adaptive weight") == ("loss_weight=mse",)
 
 
+def test_schedules_end_at_a_tenth_of_their_own_domains_budget():
+    """The checkerboard's runs are toy_steps long: their schedules follow that budget, not the digits one."""
+    plan = StudyPlan(steps=800, toy_steps=1000, methods=("esc", "sct", "flow"), seeds=(0,))
+    overrides = {(r.domain, r.method): r.overrides for r in main_runs(plan) if r.recipe == "own"}
+    assert overrides["digits", "esc"] == ("terminal_steps=80",)
+    assert overrides["checkerboard", "esc"] == ("terminal_steps=100",)
+    assert overrides["checkerboard", "sct"] == ("derivative_warmup_steps=100",)
+    assert overrides["checkerboard", "flow"] == ()
+
+
 def test_teachers_are_the_flow_run_of_the_same_domain_recipe_and_seed():
     plan = full_plan()
     runs = main_runs(plan)

@@ -52,7 +52,7 @@ MEANFLOW_RECIPE_METHODS = ("flow", "shortcut")
 
 # Schedules counted in training steps, set by their authors for runs of hundreds of thousands of steps
 # (ESC's terminal-time schedule, 20,000; sCT's tangent warm-up, 10,000): the study ends them at this
-# share of its largest budget, so they run their course within every budget but the smallest.
+# share of the largest budget of their domain, so they run their course within every budget but the smallest.
 SCHEDULE_KNOBS = {"esc": "terminal_steps", "sct": "derivative_warmup_steps"}
 SCHEDULE_SHARE = 0.1
 # Methods whose schedule is spread over the run's length: one run per budget.
@@ -161,6 +161,10 @@ class StudyPlan:
     def all_budgets(self) -> tuple[int, ...]:
         return tuple(sorted({*self.budgets, self.steps}))
 
+    def domain_steps(self, domain: str) -> int:
+        """The largest budget of a domain's runs: ``steps`` on digits, ``toy_steps`` on the checkerboard."""
+        return self.steps if domain == "digits" else self.toy_steps
+
 
 # --full scores its runs on the way at these shares of the largest budget: four budgets spanning 8x
 FULL_BUDGET_SHARES = (1 / 8, 1 / 4, 1 / 2)
@@ -182,19 +186,20 @@ def full_plan(**changes) -> StudyPlan:
     return plan
 
 
-def method_overrides(plan: StudyPlan, method: str, recipe: str) -> tuple[str, ...]:
+def method_overrides(plan: StudyPlan, method: str, recipe: str, domain: str = "digits") -> tuple[str, ...]:
     """A method's overrides under a recipe: the recipe's keys, then its schedule knob at SCHEDULE_SHARE of
-    the largest budget."""
+    the domain's largest budget."""
     if recipe.startswith("ablation:"):
         recipe_keys = ABLATIONS[method][recipe.removeprefix("ablation:")]
     else:
         recipe_keys = RECIPES[recipe]
-    schedule = (f"{SCHEDULE_KNOBS[method]}={round(plan.steps * SCHEDULE_SHARE)}",) if method in SCHEDULE_KNOBS else ()
+    share = round(plan.domain_steps(domain) * SCHEDULE_SHARE)
+    schedule = (f"{SCHEDULE_KNOBS[method]}={share}",) if method in SCHEDULE_KNOBS else ()
     return (*recipe_keys, *schedule)
 
 
 def _runs_of(plan: StudyPlan, domain: str, method: str, recipe: str, seed: int, budgets: tuple[int, ...]) -> list[Run]:
-    overrides = method_overrides(plan, method, recipe)
+    overrides = method_overrides(plan, method, recipe, domain)
     if method in LENGTH_SCHEDULED and len(budgets) > 1:
         return [Run(domain, method, recipe, seed, (b,), overrides, per_budget=True) for b in budgets]
     return [Run(domain, method, recipe, seed, budgets, overrides)]
@@ -205,7 +210,7 @@ def main_runs(plan: StudyPlan) -> list[Run]:
     checkerboard); the digits runs under each method's own recipe are scored at every budget."""
     runs = []
     for domain in plan.domains:
-        steps = plan.steps if domain == "digits" else plan.toy_steps
+        steps = plan.domain_steps(domain)
         for recipe in plan.recipes if domain == "digits" else ("own",):
             for method in plan.methods:
                 if recipe == "common" and plan.common_methods and method not in plan.common_methods:
@@ -255,6 +260,5 @@ def teacher_of(run: Run, plan: StudyPlan) -> Run | None:
     if not (OBJECTIVES[run.method].teacher_run or run.init):
         return None
     recipe = "own" if run.init or run.recipe.startswith("ablation:") else run.recipe
-    steps = plan.steps if run.domain == "digits" else plan.toy_steps
-    budgets = plan.all_budgets() if (run.domain == "digits" and recipe == "own") else (steps,)
-    return Run(run.domain, TEACHER, recipe, run.seed, budgets, method_overrides(plan, TEACHER, recipe))
+    budgets = plan.all_budgets() if (run.domain == "digits" and recipe == "own") else (plan.domain_steps(run.domain),)
+    return Run(run.domain, TEACHER, recipe, run.seed, budgets, method_overrides(plan, TEACHER, recipe, run.domain))
