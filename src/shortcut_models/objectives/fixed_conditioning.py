@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
+from itertools import accumulate
 
 import torch
 
@@ -33,8 +34,19 @@ def calls_at(network: Network, conditions: Sequence[Condition]) -> list[Call]:
         return [lambda x, c=c: network(x, *c) for c in conditions]
     t, d, y = (torch.cat(parts) for parts in zip(*conditions))
     ahead = network.modulation(t, d, y)
-    stops = torch.tensor([c[0].shape[0] for c in conditions]).cumsum(0).tolist()
-    return [partial(forward, modulation=ahead.rows(stop - c[0].shape[0], stop)) for c, stop in zip(conditions, stops)]
+    sizes = [c[0].shape[0] for c in conditions]
+    return [partial(forward, modulation=ahead.rows(a, a + n)) for a, n in zip(accumulate(sizes, initial=0), sizes)]
+
+
+def velocities_at(network: Network, y: torch.Tensor, dtype: torch.dtype) -> Callable[[Sequence[tuple]], list[Call]]:
+    """``[(t, d), ...] -> [x -> network(x, t, d, y) as dtype, ...]`` through :func:`calls_at`: a teacher's
+    velocities at labels ``y`` [B] (the two half steps of :func:`.schedule.two_half_steps`)."""
+
+    def velocities(times_and_sizes: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[Call]:
+        calls = calls_at(network, [(t, d, y) for t, d in times_and_sizes])
+        return [lambda x, call=call: call(x).to(dtype) for call in calls]
+
+    return velocities
 
 
 def calls_at_times(network: Network, times: Sequence[float], d: torch.Tensor, y: torch.Tensor) -> list[Call]:

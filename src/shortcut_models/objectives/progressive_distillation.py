@@ -28,7 +28,7 @@ from .. import path
 from ..seeding import RowDraws
 from .base import Network, Progress, TargetNetworks, Targets
 from .distillation import FlowTeacherDistillation
-from .fixed_conditioning import calls_at
+from .fixed_conditioning import velocities_at
 from .schedule import num_levels, section, two_half_steps
 from .target_networks import TARGET_NETWORKS
 from .time_samplers import start_times
@@ -86,8 +86,5 @@ class ProgressiveDistillation(FlowTeacherDistillation):
         """Targets for given noise, data, times, labels and step size ``d``."""
         d = torch.full_like(t, d)
         x_t = path.interpolate(x0, x1, t)
-        velocities = lambda conditions: [  # noqa: E731
-            lambda x, call=call: call(x).to(x1.dtype) for call in calls_at(teacher, [(s, h, y) for s, h in conditions])
-        ]
-        v = self.clamp_target(two_half_steps(velocities, x_t, t, d, self.clip))
+        v = self.clamp_target(two_half_steps(velocities_at(teacher, y, x1.dtype), x_t, t, d, self.clip))
         return Targets(x_t, t, d, v, y, torch.zeros_like(t, dtype=torch.long))

@@ -42,7 +42,7 @@ from ..runtime import to_device
 from ..seeding import RowDraws
 from ..validation import Flag, Float, Int
 from .base import Network, Progress, TargetNetworks, Targets, knob, leading_rows, redefault
-from .fixed_conditioning import Call, calls_at
+from .fixed_conditioning import Call, calls_at, velocities_at
 from .flow_matching import FlowRows
 from .schedule import num_levels, two_half_steps
 from .target_networks import TargetNetworkKnobs
@@ -162,19 +162,22 @@ class Shortcut(TargetNetworkKnobs, FlowRows):
 
         ``guided``: int64 indices of the rows whose teacher velocities are guided (None: none).
         """
-
-        def velocities(conditions: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[Call]:
-            if guided is None:
-                calls = calls_at(teacher, [(s, h, y) for s, h in conditions])
-                return [lambda x, call=call: call(x).to(x.dtype) for call in calls]
-            # the guided rows' unguided twins ride in the same call, after the batch's rows
-            null = self.labels(None, guided.numel(), y.device)
-            twins = [
-                (torch.cat([s, s[guided]]), torch.cat([h, h[guided]]), torch.cat([y, null])) for s, h in conditions
-            ]
-            return [partial(self._guided_velocity, call, guided) for call in calls_at(teacher, twins)]
-
+        if guided is None:
+            velocities = velocities_at(teacher, y, x_t.dtype)
+        else:
+            velocities = partial(self._guided_velocities, teacher, y, guided)
         return self.clamp_target(two_half_steps(velocities, x_t, t, d, self.clip))
+
+    def _guided_velocities(
+        self, teacher: Network, y: torch.Tensor, guided: torch.Tensor, times_and_sizes: Sequence[tuple]
+    ) -> list[Call]:
+        """:func:`.fixed_conditioning.velocities_at` with rows ``guided`` guided: their unguided twins (null
+        labels) ride in the same calls, after the batch's rows."""
+        null = self.labels(None, guided.numel(), y.device)
+        twins = [
+            (torch.cat([s, s[guided]]), torch.cat([h, h[guided]]), torch.cat([y, null])) for s, h in times_and_sizes
+        ]
+        return [partial(self._guided_velocity, call, guided) for call in calls_at(teacher, twins)]
 
     def _guided_velocity(self, call: Call, guided: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The teacher's velocity on x, rows ``guided`` (indices) replaced by v_u + w (v_c - v_u) from the
