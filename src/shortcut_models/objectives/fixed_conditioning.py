@@ -25,6 +25,8 @@ from .base import Network
 
 Call = Callable[[torch.Tensor], torch.Tensor]  # x -> the network's output at a fixed (t, d, y)
 Condition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (t, d, y) of one call, each [B_i]
+# [(t, d), ...] -> [x -> velocity at (t, d), ...]: calls known ahead, made in turn (a teacher at fixed labels)
+Velocities = Callable[[Sequence[tuple[torch.Tensor, torch.Tensor]]], list[Call]]
 
 
 def calls_at(network: Network, conditions: Sequence[Condition]) -> list[Call]:
@@ -38,7 +40,7 @@ def calls_at(network: Network, conditions: Sequence[Condition]) -> list[Call]:
     return [partial(forward, modulation=ahead.rows(a, a + n)) for a, n in zip(accumulate(sizes, initial=0), sizes)]
 
 
-def velocities_at(network: Network, y: torch.Tensor, dtype: torch.dtype) -> Callable[[Sequence[tuple]], list[Call]]:
+def velocities_at(network: Network, y: torch.Tensor, dtype: torch.dtype) -> Velocities:
     """``[(t, d), ...] -> [x -> network(x, t, d, y) as dtype, ...]`` through :func:`calls_at`: a teacher's
     velocities at labels ``y`` [B] (the two half steps of :func:`.schedule.two_half_steps`)."""
 

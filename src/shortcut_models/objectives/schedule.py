@@ -6,11 +6,10 @@ K = log2 M (the flow level, d = 1/M).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import torch
 
 from .. import path
+from .fixed_conditioning import Velocities
 
 
 def num_levels(max_steps: int) -> int:
@@ -34,11 +33,6 @@ def consistency_velocity(
     later point: x1_hat = x_next + (1 - t_next) v_next, target = (x1_hat - x_t) / (1 - t)."""
     x1_hat = x_next + path.expand_like(1 - t_next, x_next) * v_next
     return (x1_hat - x_t) / path.expand_like(1 - t, x_t)
-
-
-Velocities = Callable[[Sequence[tuple[torch.Tensor, torch.Tensor]]], Sequence[Callable[[torch.Tensor], torch.Tensor]]]
-"""``[(t, d), ...] -> [x -> velocity at (t, d), ...]``: the calls known ahead, made in turn (see
-:func:`.fixed_conditioning.calls_at`)."""
 
 
 def two_half_steps(

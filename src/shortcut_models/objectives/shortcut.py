@@ -169,7 +169,11 @@ class Shortcut(TargetNetworkKnobs, FlowRows):
         return self.clamp_target(two_half_steps(velocities, x_t, t, d, self.clip))
 
     def _guided_velocities(
-        self, teacher: Network, y: torch.Tensor, guided: torch.Tensor, times_and_sizes: Sequence[tuple]
+        self,
+        teacher: Network,
+        y: torch.Tensor,
+        guided: torch.Tensor,
+        times_and_sizes: Sequence[tuple[torch.Tensor, torch.Tensor]],
     ) -> list[Call]:
         """:func:`.fixed_conditioning.velocities_at` with rows ``guided`` guided: their unguided twins (null
         labels) ride in the same calls, after the batch's rows."""
