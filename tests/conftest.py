@@ -10,9 +10,25 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _deterministic_torch():
+def _deterministic_random():
+    """Every test starts from the same global random state (torch, numpy, random), whichever tests ran
+    before it: a draw without an explicit generator cannot depend on the order tests run in."""
+    import random
+
+    import numpy as np
+
     torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
     yield
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reverse",
+        action="store_true",
+        help="run the tests in reverse file order (with -p no:randomly): an order dependence shows up",
+    )
 
 
 def pytest_configure(config):
@@ -20,6 +36,23 @@ def pytest_configure(config):
     from shortcut_models.runtime import tune_allocator
 
     tune_allocator()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Say which order the tests ran in, and how to run that order again (pytest-randomly's seed)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if config.getoption("--reverse"):
+        terminalreporter.write_line("test order: reverse file order (--reverse)")
+    elif seed is not None and config.pluginmanager.hasplugin("randomly"):
+        terminalreporter.write_line(
+            f"test order: random, --randomly-seed={seed} repeats it; -p no:randomly runs the tests in file order"
+        )
 
 
 def trainer_tensors(trainer) -> dict[str, torch.Tensor]:

@@ -61,7 +61,9 @@ def test_objective_steps_reports_mfu_consistent_with_its_times():
     assert set(rows) == {"flow", "meanflow"}, out
     for name, cost in (("flow", 3.0), ("meanflow", 3.5)):  # forward + 2 backward passes per row
         ms, images, mfu = (float(v) for v in rows[name])
-        assert abs(images - 8 / (ms / 1e3)) <= 0.01 * images
+        # ms and img/s are printed with one decimal: ms's rounding (0.05) is a relative error of 0.05 / ms in
+        # img/s, 1% at 5 ms (45 ms measured on 2 loaded cores; a faster machine gets there)
+        assert abs(images - 8 / (ms / 1e3)) <= (0.01 + 0.05 / ms) * images + 0.05
         assert abs(mfu - 100 * cost * gflop * images / 500) <= 0.01 * mfu + 0.1
 
 

@@ -33,12 +33,16 @@ def test_the_readme_has_python_blocks_and_every_substitution_applies():
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_block_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # blocks that write runs/ write them here
-    torch.set_num_threads(1)
     code = python_blocks()[index]
     for old, new in SUBSTITUTIONS.items():
         code = code.replace(old, new)
     namespace: dict = {"__name__": "__readme__"}
-    exec(compile(code, f"README.md python block {index + 1}", "exec"), namespace)  # noqa: S102 - our own README
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small networks: one thread is fastest
+    try:
+        exec(compile(code, f"README.md python block {index + 1}", "exec"), namespace)  # noqa: S102 - our own README
+    finally:
+        torch.set_num_threads(threads)  # later tests run at the thread count they were started with
     for name, value in namespace.items():  # whatever the block computed is finite
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             assert torch.isfinite(value).all(), name

@@ -147,6 +147,8 @@ def _files(d: Path) -> dict[str, bytes]:
 
 
 def test_interrupted_encode_resumes_to_identical_cache(cache, image_dir, vae, tmp_path):
+    """Byte for byte the uninterrupted cache: the same VAE encodes the same batches of the same images in this
+    process (same shapes, same thread count), a computation that repeats exactly on any machine."""
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         _encode(image_dir, out, _Interrupting(vae, fail_at=2))  # shard 0 = [broken, img0]; dies in shard 1

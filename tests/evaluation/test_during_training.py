@@ -99,7 +99,11 @@ def test_the_rows_are_those_of_shortcut_eval(straight, tmp_path):
 
 def test_a_crash_and_resume_give_the_uninterrupted_rows(straight, tmp_path, monkeypatch):
     """Crash at step 250, after the evaluation at 200 but with the last checkpoint at 150: the resumed run
-    drops the row of 200, recomputes it, and ends with the rows of the uninterrupted run."""
+    drops the row of 200, recomputes it, and ends with the rows of the uninterrupted run.
+
+    Rows compare exactly here and in the resume tests below: both runs repeat the same computations on
+    this machine at this process's thread count (no test of this module leaves another one set), which
+    gives the same bits on any machine."""
     run = tmp_path / "run"
     trainer = build_trainer(toy("steps=300"), run, progress=False)
     real = trainer.train_step
@@ -198,8 +202,12 @@ def test_fd_dinov2_during_training(tmp_path, nano_args, dinov2_weights, capsys):
 def test_digits_rows_hold_the_floor_and_the_class_accuracy(tmp_path, nano_args):
     run = tmp_path / "run"
     cfg = build_config("digits", None, None, [*nano_args, "steps=4", "eval_every=2", "eval_num=40", "eval_steps=[1,2]"])
-    torch.set_num_threads(1)
-    train(cfg, run, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny network: one thread is fastest
+    try:
+        train(cfg, run, progress=False)
+    finally:
+        torch.set_num_threads(threads)  # the other tests of this module compare runs made at one thread count
     rows = read_rows(run / "eval.csv")
     assert [(r["step"], r["steps"]) for r in rows] == [("2", "1"), ("2", "2"), ("4", "1"), ("4", "2")]
     assert {"fd_digits", "fd_digits_floor", "class_accuracy"} <= set(rows[0])

@@ -3,14 +3,13 @@
 import json
 
 import pytest
-import torch
 
 from shortcut_models.cli import main
 
 
 @pytest.mark.slow  # every stage of the demo, at a tiny budget
+@pytest.mark.usefixtures("one_thread")  # one thread, restored after the module
 def test_quick_demo_writes_the_whole_report(tmp_path):
-    torch.set_num_threads(1)
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--finetune", "--quiet", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()

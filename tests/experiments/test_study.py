@@ -4,7 +4,6 @@ goals from synthetic scores; every stage runs and resumes at a tiny budget."""
 import json
 
 import pytest
-import torch
 
 from shortcut_models.cli import main
 from shortcut_models.experiments.study_figures import budget_figure, training_minutes
@@ -110,8 +109,8 @@ def test_recipe_section_and_goals():
 
 
 @pytest.mark.slow  # every stage of the study at a tiny budget, two runs at a time, then a rerun that redoes nothing
+@pytest.mark.usefixtures("one_thread")  # one thread, restored after the module
 def test_quick_study_writes_the_whole_report_and_resumes(tmp_path, capsys):
-    torch.set_num_threads(1)
     out = tmp_path / "study"
     methods = "consistency-distillation,meanflow"  # with flow matching: a teacher run, a JVP, the product path
     assert main(["study", "--quick", "--quiet", "--jobs", "2", "--methods", methods, "--out", str(out)]) == 0

@@ -74,6 +74,8 @@ def test_loading_never_touches_the_data(digits_run, monkeypatch):
 
 
 def test_checkpoints_of_the_earlier_layout_still_load(digits_run, tmp_path, as_format_1):
+    """Read through the old layout, the checkpoint rebuilds the same network: its samples equal the new
+    layout's bit for bit (the same weights, noise and computation in this process, so on any machine)."""
     old = tmp_path / "old"
     shutil.copytree(digits_run, old)
     saved = as_format_1(ckpt.latest_checkpoint(old))
@@ -116,7 +118,11 @@ def test_a_malformed_config_json_is_one_line(digits_run, tmp_path, edit, message
 
 @pytest.mark.slow  # a fresh process (the hub reads its offline switch at import)
 def test_a_hub_repository_id_loads_from_the_local_hub_cache(digits_run, tmp_path):
-    """An uploaded checkpoint directory is a Hugging Face model repository: ``load_model("owner/name")``."""
+    """An uploaded checkpoint directory is a Hugging Face model repository: ``load_model("owner/name")``.
+
+    The command's samples equal this process's bit for bit: the same weights, noise, batch and thread count
+    (the child is given this process's, whatever an earlier test left it at), so the same computation on
+    the same machine."""
     pytest.importorskip("huggingface_hub")
     cache = tmp_path / "hub"
     repo = cache / "models--someone--tiny-digits"
@@ -124,7 +130,13 @@ def test_a_hub_repository_id_loads_from_the_local_hub_cache(digits_run, tmp_path
     shutil.copytree(ckpt.latest_checkpoint(digits_run), snapshot, ignore=shutil.ignore_patterns("state.pt"))
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(cache),
+        "HF_HOME": str(tmp_path / "home"),
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    }
     out = tmp_path / "s.npz"
     cmd = [
         sys.executable,

@@ -138,6 +138,7 @@ def test_default_cache_dir_rule(monkeypatch, tmp_path):
 
 
 def test_features_are_deterministic(digits_net):
+    """Calling the network is its ``features``: one computation, repeated, so equal bit for bit on any machine."""
     x, _ = digits.load_digits("test")
     f1, f2 = digits_net(x), digits_net.features(x)
     assert f1.shape == (300, digits_net.dim) and f1.dtype == torch.float32

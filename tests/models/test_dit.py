@@ -195,7 +195,13 @@ def test_input_size_not_divisible_by_patch_raises() -> None:
 @pytest.mark.parametrize("quirks", [False, True])
 def test_forward_modulated_is_forward(quirks: bool) -> None:
     """A conditioning computed ahead gives the forward pass bit for bit, and the rows of a modulation of
-    several inputs are those of each input's own."""
+    several inputs are those of each input's own.
+
+    The first is the same computation (forward runs the same layers on the same shapes, the modulation
+    merely asked earlier), so it holds bit for bit on any machine. The second is not: the modulation of 12
+    rows goes through 12-row linear layers, which may round differently from 6-row ones (they differ here
+    by up to ~4e-7 on outputs below 1 on one CPU, and not at all on another), so it is compared up to 1e-5;
+    rows of the wrong input differ by over 4e-2."""
     model = _nano(quirks)
     _perturb(model)
     x, t, d, y = _inputs(batch=6)
@@ -203,7 +209,7 @@ def test_forward_modulated_is_forward(quirks: bool) -> None:
         out = model(x, t, d, y)
         assert torch.equal(model.forward_modulated(x, model.modulation(t, d, y)), out)
         stacked = model.modulation(torch.cat([t, t.flip(0)]), d.repeat(2), torch.cat([y, y.flip(0)]))
-        torch.testing.assert_close(model.forward_modulated(x, stacked.rows(0, 6)), out, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(model.forward_modulated(x, stacked.rows(0, 6)), out, rtol=1e-5, atol=1e-5)
         flipped = model(x, t.flip(0), d, y.flip(0))
-        torch.testing.assert_close(model.forward_modulated(x, stacked.rows(6, 12)), flipped, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(model.forward_modulated(x, stacked.rows(6, 12)), flipped, rtol=1e-5, atol=1e-5)
     assert len(stacked.layers) == len(model.blocks) + 1 and stacked.layers[0][0].shape == (12, 1, 64)

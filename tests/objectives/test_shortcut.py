@@ -171,8 +171,10 @@ def test_guided_teacher_rows_match_manual_guidance(batch):
     plain = objective.teacher_target(LabelAffine(), tg.x_t[:nb], tg.t[:nb], tg.d[:nb], tg.y[:nb])
     manual = objective.teacher_target(LabelAffine(), tg.x_t[:nb], tg.t[:nb], tg.d[:nb], tg.y[:nb], guided)
     torch.testing.assert_close(tg.v[:nb], manual)
-    # guidance moves exactly the guided rows: v_u + w (v_c - v_u) differs from v_c where y != null
-    moved = (manual - plain).abs().sum(dim=1) > 0
+    # guidance moves exactly the guided rows: v_u + w (v_c - v_u) differs from v_c where y != null (by
+    # 0.03 |y - 10| >= 0.03 per element and call, over 0.4 per row here); the other rows ride in a call of
+    # more rows, so they are compared up to rounding (float32 values below 2: ~1e-7), not bit for bit
+    moved = (manual - plain).abs().sum(dim=1) > 1e-4
     assert moved[guided].all() and moved.sum() == guided.numel()
 
 

@@ -53,6 +53,9 @@ def test_consistency_distillation_binds_the_frozen_teacher_and_starts_from_it(fl
 
 
 def test_progressive_distillation_resumes_exactly_across_stages(flow_run, nano_config, tmp_path, assert_same_state):
+    """Stopped after the first hand-over and resumed, the run ends bit-identical to an uninterrupted one (teacher
+    included): the same steps computed in this process, so the comparison is exact on any machine."""
+
     def config():
         return nano_config("steps=14", *DISTIL, f"teacher={flow_run}", objective="progressive-distillation")
 

@@ -58,6 +58,8 @@ def test_d_input_matters_after_training_and_sheets_are_written(tmp_path, nano):
 
 
 def test_sample_cli_images_deterministic_with_classes(tmp_path, nano_args):
+    """The same command twice gives the same images bit for bit (the same computation in this process, so
+    on any machine); class labels, guidance and output formats."""
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--quiet", *nano_args, SHEETS, "steps=2"]) == 0
     args = ["sample", "--ckpt", str(run), "--steps", "2", "--num", "12", "--seed", "5"]

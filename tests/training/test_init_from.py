@@ -55,6 +55,8 @@ def digits_noise(n=6):
 
 
 def test_init_keeps_weights_and_the_128_step_output(flow_run, tmp_path, capsys, config):
+    """The fine-tuning run starts from the source's weights bit for bit, so its 128-step samples are the
+    source's: the same network, weights and noise computed in this process (exact on any machine)."""
     source_ckpt = ckpt.latest_checkpoint(flow_run)
     tuned = Trainer(config("dit", "steps=4", f"init_from={flow_run}"), tmp_path, progress=False)
     err = capsys.readouterr().err
@@ -149,6 +151,9 @@ def test_init_from_must_be_a_path(config):
 
 @pytest.mark.parametrize("kind", ["dit", "mlp"])
 def test_source_without_step_size_embedding_gets_a_zero_one(tmp_path, kind, config):
+    """The added step-size embedder starts with a zero last layer: its output is exactly zero (as that of the
+    source's zeroed one), and adding an exact zero changes no float, so both networks' outputs are
+    bit-identical on any machine; one training step then moves the zero layer."""
     src_dir = tmp_path / "src"
     src = Trainer(config(kind, "steps=2", objective="flow"), src_dir, progress=False)
     src.run()
@@ -181,7 +186,8 @@ def test_source_without_step_size_embedding_gets_a_zero_one(tmp_path, kind, conf
 
 def test_a_source_without_the_guidance_input_fine_tunes_into_imf(flow_run, tmp_path, capsys, config):
     """iMF's network takes the guidance as an input that a flow-matching network lacks: it starts at zero,
-    so the fine-tuned network equals its source at every guidance, and training moves it."""
+    so the fine-tuned network equals its source at every guidance (its output is an exact zero, and adding an
+    exact zero changes no float: bit-identical on any machine), and training moves it."""
     tuned = Trainer(config("dit", "steps=2", f"init_from={flow_run}", objective="imf"), tmp_path, progress=False)
     assert capsys.readouterr().err.endswith("no guidance input there: added one that starts at zero\n")
     names = tuned.init_source.added_guidance
@@ -221,6 +227,8 @@ def test_only_step_size_embedder_keys_may_be_missing(tmp_path):
 
 
 def test_resume_uses_the_runs_own_checkpoint_not_the_source(flow_run, tmp_path, assert_same_state, config):
+    """A resumed fine-tuning run ends bit-identical to an uninterrupted one (the same steps computed in this
+    process: exact on any machine) without reading its source again."""
     straight = Trainer(
         config("dit", "steps=4", "ckpt_every=100", f"init_from={flow_run}"), tmp_path / "a", progress=False
     )

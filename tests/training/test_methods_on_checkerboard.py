@@ -17,6 +17,8 @@ from shortcut_models.training import Trainer
 
 TINY = ["steps=2", "batch_size=16", "eval_every=0", "logger=none", "sample_steps=[1]"]
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks; restores the thread count after the module
+
 
 def train(method: str, out, extra: tuple[str, ...] = ()) -> Trainer:
     trainer = Trainer(build_config("checkerboard", method, None, [*TINY, *extra]), out, progress=False)
@@ -33,7 +35,6 @@ def teacher(tmp_path_factory):
 
 @pytest.mark.parametrize("method", list(OBJECTIVES))
 def test_every_method_trains_on_the_mlp_and_samples(method, teacher, tmp_path):
-    torch.set_num_threads(1)
     extra = (f"teacher={teacher}",) if OBJECTIVES[method].teacher_run else ()
     trainer = train(method, tmp_path / method, extra)
     net = trainer.model

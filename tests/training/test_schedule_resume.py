@@ -1,5 +1,6 @@
 """Decaying learning-rate schedules in training: a run stopped by a signal just before, at and just after
-the step where its decay starts, then resumed, ends bit-identical to an uninterrupted run; the logged
+the step where its decay starts, then resumed, ends bit-identical to an uninterrupted run (the same steps
+computed in this process, with the same shapes and thread count: exact on any machine); the logged
 learning rate follows the schedule; extending a run says what happens to its schedule."""
 
 import signal

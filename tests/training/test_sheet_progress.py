@@ -1,5 +1,6 @@
 """The sample sheets at the end of a run report their progress on stderr when the trainer shows
-progress, and print nothing when it does not; the sheets are the same either way."""
+progress, and print nothing when it does not; the sheets are the same either way (byte for byte: both runs
+compute the same steps and samples in this process, so on any machine)."""
 
 import pytest
 

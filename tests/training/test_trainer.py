@@ -28,6 +28,8 @@ def tiny_config(*extra, objective="shortcut"):
 
 @pytest.mark.parametrize("objective", ["shortcut", "flow"])
 def test_stop_and_resume_is_bit_identical(tmp_path, objective, assert_same_state):
+    """Resumed at step 10, a run ends as the uninterrupted one bit for bit: the same steps computed in this
+    process (same shapes and thread count), so the comparison is exact on any machine."""
     straight = Trainer(tiny_config("steps=20", "ckpt_every=100", objective=objective), tmp_path / "a", progress=False)
     straight.run()
     first = Trainer(tiny_config("steps=10", "ckpt_every=100", objective=objective), tmp_path / "b", progress=False)
