@@ -33,8 +33,8 @@ STUDY += ["live-reflow", "meanflow", "esc", "imm", "imf", "sct"]
 # (name, preset, objective, overrides)
 CASES = [(f"study-{m}", "digits-uncond", m, []) for m in STUDY] + [
     ("digits-shortcut", "digits", "shortcut", []),
-    ("digits-shortcut-ema", "digits", "shortcut", ["bootstrap_ema=true", "bootstrap_cfg=true", "cfg_scale=1.5"]),
-    ("uncond-ct-online", "digits-uncond", "consistency-training", ["bootstrap_ema=false"]),
+    ("digits-shortcut-ema", "digits", "shortcut", ["target_network=ema", "bootstrap_cfg=true", "cfg_scale=1.5"]),
+    ("uncond-ct-online", "digits-uncond", "consistency-training", ["target_network=online"]),
     ("checkerboard-shortcut", "checkerboard", "shortcut", []),
     ("digits-live-reflow-guided", "digits", "live-reflow", ["cfg_scale=1.5"]),
     ("checkerboard-live-reflow", "checkerboard", "live-reflow", []),

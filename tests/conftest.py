@@ -78,43 +78,6 @@ def assert_same_state():
     return check
 
 
-def write_format_1(checkpoint_dir, drop=("init_from",)) -> dict:
-    """Rewrite a checkpoint's config.json in the layout of checkpoints written before config.json
-    described the network (format 1): the training config alone, objective knobs as top-level keys
-    (clip was not a setting then), ``tensorboard`` instead of ``logger``, and the keys in ``drop``
-    absent. Returns the written dict."""
-    import json
-    from pathlib import Path
-
-    file = Path(checkpoint_dir) / "config.json"
-    training = dict(json.loads(file.read_text())["training"])
-    args = dict(training.pop("objective_args"))
-    if "target_network" in args:  # its name then
-        args["bootstrap_ema"] = args.pop("target_network") == "ema"
-    knobs = {
-        "bootstrap_every": 8,
-        "bootstrap_ema": True,
-        "bootstrap_cfg": False,
-        "cfg_scale": 1.0,
-        "dt_bias": False,
-        "class_dropout": 0.0,
-        "max_steps": 128,
-        **args,
-    }
-    training.update(knobs)
-    training["tensorboard"] = training.pop("logger") != "none"
-    for key in drop:
-        training.pop(key, None)
-    file.write_text(json.dumps(training, indent=2))
-    return training
-
-
-@pytest.fixture
-def as_format_1():
-    """``as_format_1(checkpoint_dir, drop=("init_from",))``: see :func:`write_format_1`."""
-    return write_format_1
-
-
 # ------------------------------------------------------------------------------ tiny runs
 
 

@@ -29,7 +29,7 @@ TRAIN = [  # key=value overrides of `shortcut train` -> the key the error must n
     (["seed=-1"], "seed"),
     (["max_steps=3"], "max_steps"),  # an objective knob: a power of two
     (["bootstrap_cfg=true", "cfg_scale=abc"], "cfg_scale"),
-    (["bootstrap_ema=maybe"], "bootstrap_ema"),
+    (["target_network=maybe"], "target_network"),
     (["compile=abc"], "compile"),
     (["dt_bias=abc"], "dt_bias"),
     (["preset=whatever"], "preset"),

@@ -1,6 +1,7 @@
 """Training configuration: a valid default, range checks on every key, objective knobs defined once."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -95,7 +96,9 @@ def test_the_presets_keep_their_settings():
         ("class_dropout=1.5", "class_dropout"),
         ("max_steps=100", "max_steps"),
         ("cfg_scale=nan", "cfg_scale"),
-        ("bootstrap_ema=maybe", "bootstrap_ema"),
+        ("bootstrap_ema=true", "now target_network=ema or online"),  # a name of 0.1.x
+        ("tensorboard=false", "now logger=tensorboard or none"),
+        ("objective_args.bootstrap_ema=true", "bootstrap_ema"),
         ("objective_args.clip=0", "clip"),
         ("eval_every=-1", "eval_every"),
         ("eval_steps=[0,4]", "eval_steps"),
@@ -150,7 +153,6 @@ def test_objective_knobs_are_defined_once():
         "class_dropout",
         "max_steps",
         "bootstrap_every",
-        "bootstrap_ema",  # the old name of target_network, still read
         "bootstrap_cfg",
         "cfg_scale",
         "dt_bias",
@@ -200,16 +202,30 @@ def test_knobs_are_accepted_flat_or_nested_and_other_objectives_knobs_are_ignore
     assert flow.resolved_objective_args() == {**FlowMatching().args(), "class_dropout": 0.1}
 
 
-def test_legacy_keys_load():
-    """Runs saved before objective_args and logger existed stored flat knobs and ``tensorboard``."""
-    cfg = TrainConfig.from_dict({"bootstrap_every": 4, "dt_bias": True, "tensorboard": False, "steps": 10})
+def test_knobs_given_as_top_level_keys_go_into_objective_args():
+    cfg = TrainConfig.from_dict({"bootstrap_every": 4, "dt_bias": True, "steps": 10})
     assert cfg.objective_args == {"bootstrap_every": 4, "dt_bias": True}  # like TrainConfig(objective_args=...)
-    assert cfg.logger == "none" and cfg.steps == 10
+    assert cfg.steps == 10
+
+
+@pytest.mark.parametrize("values", [{"tensorboard": False}, {"objective_args": {"bootstrap_ema": True}}])
+def test_names_of_0_1_are_unknown_keys_naming_what_replaced_them(values, tmp_path, capsys):
+    old = next(iter(values)) if "tensorboard" in values else "bootstrap_ema"
+    with pytest.raises(
+        UserError, match=rf"^unknown config key '{old}' \(a name of 0.1.x; now (logger|target_network)="
+    ):
+        TrainConfig.from_dict(values)
+    file = tmp_path / "old.json"
+    file.write_text(json.dumps(values))
+    assert main(["config", "--config", str(file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"unknown config key '{old}'" in err
 
 
 def test_optimisation_defaults_are_the_former_recipe_and_fix_what_a_run_computes():
-    """AdamW with a constant learning rate after the warm-up, as before the registries; the new keys change
-    what a run computes, so a resumed run may not change them, and runs saved before them get the defaults."""
+    """AdamW with a constant learning rate after the warm-up, as before the registries; the keys change
+    what a run computes, so a resumed run may not change them, and a config that leaves them out gets the
+    defaults."""
     cfg = TrainConfig()
     assert (cfg.optimizer, cfg.lr_schedule, cfg.momentum, cfg.lr_min, cfg.decay_share) == (
         "adamw",

@@ -21,8 +21,7 @@ from .models import MLP, DiT
 from .objectives import FlowMatching, Objective, Shortcut
 from .sampling import sample, step_schedule
 from .training import EMA, Trainer
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "DiT",

@@ -10,8 +10,10 @@ Layout of ``RUN/checkpoints/step_00001000/`` (that of a Hugging Face model repos
                        values, loaded with ``weights_only=True``)
 
 ``config.json`` alone rebuilds the network and its sampler: no data set or latent cache is opened
-to load a checkpoint. Checkpoints written before this layout (``format_version`` absent) hold the
-training config itself; :func:`training_config` reads both.
+to load a checkpoint. It names its format (``format_version``, :data:`FORMAT_VERSION`); a checkpoint
+of another format (an older one: format 2, or format 1, which had no ``format_version``) is refused
+by :func:`read_config`, which every reader goes through, with one line naming the release that
+reads it (:class:`OtherFormat`).
 
 A checkpoint is written under a temporary name (``.tmp-step_N-PID``) and renamed when complete, so a
 crash leaves either the previous checkpoint or the new one, never a half-written ``step_N``; what a
@@ -41,10 +43,13 @@ from torch import nn
 
 from .errors import UserError, WriteFailed, first_line
 from .outputs import cause, describe
+from .version import __version__
 
 CHECKPOINTS = "checkpoints"
 PREFIX = "step_"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # since 0.2.0
+# older formats -> the release that reads them (format 1: config.json held the training config alone)
+READ_BY = {1: "0.1.0", 2: "0.1.0"}
 CONFIG = "config.json"
 ONLINE_WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
@@ -117,8 +122,8 @@ def checkpoint_config(spec: ModelSpec, step: int, training: dict[str, Any]) -> d
 
 
 def training_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The training config stored in a checkpoint's config.json (either layout)."""
-    return config["training"] if "format_version" in config else config
+    """The training config stored in a checkpoint's config.json (read by :func:`read_config`)."""
+    return config["training"]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -323,8 +328,14 @@ class UnsafeCheckpoint(UserError):
     """A state.pt holding objects other than tensors and plain values: loading it could run code."""
 
 
+class OtherFormat(UserError):
+    """A checkpoint of another format than :data:`FORMAT_VERSION`, written by another release: not
+    damaged, so never set aside; the message names the release that reads it."""
+
+
 def read_config(ckpt: Path) -> dict[str, Any]:
-    """The config.json of a checkpoint; DamagedCheckpoint when it is unreadable or not a JSON object."""
+    """The config.json of a checkpoint; DamagedCheckpoint when it is unreadable, not a JSON object or
+    holds no training config, OtherFormat when it is of another format."""
     file = Path(ckpt) / CONFIG
     try:
         config = json.loads(file.read_text())
@@ -332,7 +343,30 @@ def read_config(ckpt: Path) -> dict[str, Any]:
         raise DamagedCheckpoint(f"cannot read {file}: {first_line(exc)}") from None
     if not isinstance(config, dict):
         raise DamagedCheckpoint(f"{file} is not a checkpoint config (a JSON object)")
+    check_format(config.get("format_version", 1), file)
+    if not isinstance(config.get("training"), dict):
+        raise DamagedCheckpoint(f"{file} holds no training config (a JSON object)")
     return config
+
+
+def check_format(version: object, file: Path) -> None:
+    """OtherFormat (one line naming the release that reads it) unless ``version``, the format of the
+    checkpoint config ``file``, is :data:`FORMAT_VERSION`; DamagedCheckpoint when it is no format number."""
+    if version == FORMAT_VERSION:
+        return
+    if type(version) is not int or version < 1:
+        raise DamagedCheckpoint(f"{file} has format_version {version!r}, not a checkpoint format")
+    this = f"this is {__version__} (format {FORMAT_VERSION})"
+    if version > FORMAT_VERSION:
+        raise OtherFormat(
+            f"{file} is a checkpoint of format {version}, written by a newer shortcut-models; {this}: "
+            "upgrade with `pip install -U shortcut-models`"
+        )
+    release = READ_BY[version]
+    raise OtherFormat(
+        f"{file} is a checkpoint of format {version}, written by shortcut-models {release.rsplit('.', 1)[0]}.x; "
+        f"{this}: read it with `pip install shortcut-models=={release}`"
+    )
 
 
 def sampling_weights(ckpt: Path) -> Path:

@@ -156,6 +156,13 @@ def test_quick_study_writes_the_whole_report_and_resumes(tmp_path, capsys):
     assert main(["study", "--quick", "--quiet", "--jobs", "1", "--methods", methods, "--out", str(moved)]) == 2
     err = capsys.readouterr().err
     assert f"{run} holds a run with a different config (lr:" in err and len(err.strip().splitlines()) == 1
+    # ... nor those of a checkpoint of another release (refused as it is, not set aside)
+    config["training"]["lr"] /= 2
+    config_file.write_text(json.dumps({**config, "format_version": 2}))
+    assert main(["study", "--quick", "--quiet", "--jobs", "1", "--methods", methods, "--out", str(moved)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config_file} is a checkpoint of format 2, written by" in err and len(err.strip().splitlines()) == 1
+    assert json.loads(config_file.read_text())["format_version"] == 2
 
 
 def test_bad_study_arguments_exit_2(capsys):

@@ -1,5 +1,5 @@
-"""The network option step_input: the step size fed as its level -log2 d ("level", the default and
-what every network saved before the option was) or as d itself ("size", continuous at d = 0)."""
+"""The network option step_input: the step size fed as its level -log2 d ("level", the default) or as d
+itself ("size", continuous at d = 0)."""
 
 from __future__ import annotations
 
@@ -69,11 +69,7 @@ def test_the_option_is_in_the_network_config_and_rebuilds_it(step_input):
         assert network_spec(rebuilt) == spec
 
 
-def test_a_description_saved_before_the_option_rebuilds_level():
-    for model, _ in _networks("level").values():
-        spec = network_spec(model)
-        del spec["args"]["step_input"]
-        assert build_network(spec).config["step_input"] == "level"
+def test_the_default_is_the_level():
     assert DiT.from_preset("DiT-Nano", 8, 1).config["step_input"] == MLP().config["step_input"] == "level"
 
 

@@ -94,7 +94,7 @@ def test_registry_and_knobs():
     ]
     assert ConsistencyDistillation.teacher_run and ProgressiveDistillation.teacher_run
     assert not ConsistencyTraining.teacher_run and "teacher" in ProgressiveDistillation.knobs()
-    obj = build_objective("progressive-distillation", 0, {"teacher": "runs/flow", "bootstrap_ema": False})
+    obj = build_objective("progressive-distillation", 0, {"teacher": "runs/flow", "target_network": "online"})
     own = {k: v for k, v in obj.args().items() if k not in RECIPE}
     assert own == {
         "teacher": "runs/flow",

@@ -194,13 +194,6 @@ def test_the_target_clamp_bounds_every_target_the_network_builds(name, make_batc
     torch.testing.assert_close(clamped.v[~built], free.v[~built])  # flow rows keep the path velocity
 
 
-def test_old_runs_name_the_target_network_bootstrap_ema():
-    assert build_objective("consistency-training", 0, {"bootstrap_ema": False}).target_network == "online"
-    assert build_config("digits", "shortcut", None, ["bootstrap_ema=true"]).objective_args["target_network"] == "ema"
-    with pytest.raises(ValueError, match="bootstrap_ema must be true or false"):
-        build_objective("shortcut", 0, {"bootstrap_ema": "maybe"})
-
-
 @pytest.mark.parametrize(
     "knobs,message",
     [

@@ -12,7 +12,7 @@ from torch import nn
 from shortcut_models import path
 from shortcut_models.cli import main
 from shortcut_models.inference import load_model
-from shortcut_models.objectives import ContinuousConsistency, MeanFlow, Progress, build_objective, recorded_objective
+from shortcut_models.objectives import ContinuousConsistency, MeanFlow, Progress, build_objective
 from shortcut_models.sampling import sample
 
 
@@ -85,7 +85,7 @@ def test_the_defaults_are_escs_sct_run():
 
 def test_meanflows_time_of_its_flow_rows_is_not_an_sct_knob(make_batch):
     """sCT draws its own times: MeanFlow's ``flow_row_time`` is not listed, not recorded, and ignored
-    when given (a run saved while it was listed loads with the same targets)."""
+    when given (as any other objective's knob is)."""
     assert "flow_row_time" in MeanFlow.knobs() and "flow_row_time" not in ContinuousConsistency.knobs()
     assert "flow_row_time" not in ContinuousConsistency.knob_docs()
     assert "flow_row_time" not in build_objective("sct", 0).args()
@@ -93,7 +93,7 @@ def test_meanflows_time_of_its_flow_rows_is_not_an_sct_knob(make_batch):
     field = LinearField()
     targets = []
     for extra in ({}, {"flow_row_time": "first"}, {"flow_row_time": "smaller"}):
-        obj = recorded_objective("sct", 0, {**build_objective("sct", 0).args(), **extra})
+        obj = build_objective("sct", 0, {**build_objective("sct", 0).args(), **extra})
         tg = obj.targets(field, x1, generator=torch.Generator().manual_seed(5), x0=x0)
         targets.append(torch.cat([tg.t, tg.d, tg.v.flatten()]))
     assert torch.equal(targets[0], targets[1]) and torch.equal(targets[0], targets[2])

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from shortcut_models import seeding
-from shortcut_models.objectives import FlowMatching, Shortcut, TargetNetworks, build_objective, level_strata
+from shortcut_models.objectives import FlowMatching, Shortcut, TargetNetworks, level_strata
 from shortcut_models.objectives.schedule import num_levels
 
 EPS = 1e-5
@@ -186,7 +186,6 @@ def test_the_target_network_builds_the_self_consistency_rows(make_batch):
         used.calls.clear(), unused.calls.clear()
         Shortcut(target_network=choice).targets(networks, x1, None, g, x0=x0)
         assert len(used.calls) == 2 and not unused.calls
-    assert build_objective("shortcut", 0, {"bootstrap_ema": False}).target_network == "online"  # the old name
 
 
 def test_no_gradient_reaches_the_teacher(make_batch):
@@ -202,7 +201,7 @@ def test_no_gradient_reaches_the_teacher(make_batch):
     loss, logs = obj.loss(student, tg)
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
-    # self-teaching (bootstrap_ema off): the target is still a constant for the backward pass
+    # self-teaching (target_network=online): the target is still a constant for the backward pass
     tg2 = Shortcut(target_network="online").targets(student, x1, None, g)
     assert tg2.v.grad_fn is None
 

@@ -69,7 +69,10 @@ CORRUPTIONS = {
     "empty ema.safetensors": lambda d: (d / "ema.safetensors").write_bytes(b""),
     "missing state.pt": lambda d: (d / "state.pt").unlink(),
     "truncated state.pt": lambda d: truncate(d / "state.pt"),
-    "garbled config.json": lambda d: (d / "config.json").write_text('{"format_version": 2, "net'),
+    "garbled config.json": lambda d: (d / "config.json").write_text('{"format_version": 3, "net'),
+    "format_version not a number": lambda d: (d / "config.json").write_text(
+        json.dumps({**json.loads((d / "config.json").read_text()), "format_version": "3"})
+    ),
     "config.json not an object": lambda d: (d / "config.json").write_text("[1, 2]"),
     "missing config.json": lambda d: (d / "config.json").unlink(),
     "NaN in ema.safetensors": lambda d: ckpt.save_file(

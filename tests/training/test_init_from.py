@@ -245,12 +245,3 @@ def test_resume_uses_the_runs_own_checkpoint_not_the_source(flow_run, tmp_path, 
     resumed.run()
     assert_same_state(straight, resumed)
     assert resumed.ema.num_updates == straight.ema.num_updates == 4
-
-
-def test_runs_saved_before_init_from_existed_still_resume(toy_run, tmp_path, as_format_1, config):
-    run = tmp_path / "old"
-    shutil.copytree(toy_run, run)
-    saved = as_format_1(ckpt.latest_checkpoint(run))  # the layout of the time: no init_from, flat knobs
-    assert "init_from" not in saved and "bootstrap_every" in saved
-    resumed = Trainer(config("mlp", "steps=3", objective="flow"), run, progress=False)
-    assert resumed.step == 2

@@ -1,9 +1,6 @@
 """The run's choice of the network's step-size input (``model_args.step_input``): the objective's own in a
 new run (MeanFlow: "size", the others: "level"), the user's where set, the checkpoint's in a resumed run
-(a run saved before the option: "level") and the source's in a fine-tuning run; recorded in checkpoints."""
-
-import json
-from pathlib import Path
+and the source's in a fine-tuning run; recorded in checkpoints."""
 
 import pytest
 
@@ -17,7 +14,6 @@ from shortcut_models.objectives import OBJECTIVES
 from shortcut_models.training import Trainer
 
 TOY = ["model_args.width=16", "model_args.depth=1", "batch_size=16", "logger=none", "sample_steps=[1]", "eval_every=0"]
-OLD_MEANFLOW = Path(__file__).parents[1] / "fixtures" / "pre_recipe_runs" / "meanflow"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,14 +56,14 @@ def test_the_users_setting_wins_and_a_resumed_run_keeps_its_own(tmp_path):
         Trainer(toy("meanflow", "model_args.step_input=size"), tmp_path, progress=False)
 
 
-def test_a_run_saved_before_the_option_keeps_level(tmp_path):
-    assert load_model(OLD_MEANFLOW, "cpu").model.config["step_input"] == "level"
-    assert "step_input" not in json.loads((ckpt.latest_checkpoint(OLD_MEANFLOW) / ckpt.CONFIG).read_text())["network"]
-    # resuming it: test_resume_across_versions.py; a run starting from it (fine-tuning) takes its input too
-    tuned = Trainer(toy("meanflow", f"init_from={OLD_MEANFLOW}"), tmp_path, progress=False)
-    assert tuned.model.config["step_input"] == "level" and tuned.init_source is not None
+def test_a_fine_tuning_run_takes_its_sources_input(tmp_path):
+    source = tmp_path / "shortcut"
+    Trainer(toy("shortcut"), source, progress=False).run()  # "level"
+    tuned = Trainer(toy("meanflow", f"init_from={source}"), tmp_path / "tuned", progress=False)
+    assert tuned.model.config["step_input"] == "level" and tuned.init_source is not None  # not meanflow's "size"
+    tuned._release()
     with pytest.raises(UserError, match="init_from .* different model_args"):
-        Trainer(toy("meanflow", f"init_from={OLD_MEANFLOW}", "model_args.step_input=size"), tmp_path / "b")
+        Trainer(toy("meanflow", f"init_from={source}", "model_args.step_input=size"), tmp_path / "b", progress=False)
 
 
 def test_a_bad_value_is_one_clear_error(capsys):

@@ -26,7 +26,6 @@ from .train_config import (
     STEP_INPUT,
     TrainConfig,
     normalise_keys,
-    recorded_model_args,
     validate,
 )
 
@@ -47,7 +46,6 @@ __all__ = [
     "load_config_file",
     "normalise_keys",
     "parse_value",
-    "recorded_model_args",
     "resolve_key",
     "toml_value",
     "validate",

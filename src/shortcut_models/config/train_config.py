@@ -9,8 +9,7 @@ objective dataclasses (``shortcut_models.objectives``), and set through ``object
 ``model_args`` holds the network's own settings. One of them, ``step_input`` (what the network's
 step-size embedder sees: "level", -log2 d, or "size", d itself), defaults to the objective's own
 choice (``Objective.step_input``) in a new run; the trainer writes the value it used into the run's
-config (``shortcut_models.training.networks``). A run saved before the option existed has none and
-computed with "level" (:func:`recorded_model_args`).
+config (``shortcut_models.training.networks``).
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..models import DEFAULT_STEP_INPUT, MODEL_NAMES, check_step_input
-from ..objectives import OBJECTIVES, all_knobs, build_objective, translate_legacy
+from ..models import MODEL_NAMES, check_step_input
+from ..objectives import OBJECTIVES, all_knobs, build_objective
 from ..optim import LR_SCHEDULES, OPTIMIZERS
 from ..seeding import MAX_SEED
 from ..validation import Flag, Float, Int, OneOf, Text
@@ -34,6 +33,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_METRICS = ("auto", "swd", "fd-digits", "fid", "fd-dinov2")
 MAX_LR = 1.0  # Adam(W) moves each weight by about lr per step: beyond 1 a run cannot learn
 STEP_INPUT = "step_input"  # the model_args key of the network's step-size input (level or size)
+# names that 0.1.x also read, no longer read -> what replaced them (named by the error an old name gets)
+RENAMED = {"bootstrap_ema": "target_network=ema or online", "tensorboard": "logger=tensorboard or none"}
 
 
 def _key(default: Any, spec: Any, meaning: str, resumable: bool = False, factory: Any = None) -> Any:
@@ -130,8 +131,7 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """A config from a dict of flat keys (a preset, a saved run); unknown keys are a UserError.
 
-        Objective knobs given as top-level keys go into ``objective_args`` (runs saved before
-        ``objective_args`` existed store them so); ``tensorboard`` true/false becomes ``logger``.
+        Objective knobs given as top-level keys go into ``objective_args`` (:func:`normalise_keys`).
         """
         values = normalise_keys(values)
         known = {f.name for f in dataclasses.fields(cls)}
@@ -160,26 +160,18 @@ class TrainConfig:
 RESUMABLE_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])
 
 
-def recorded_model_args(model_args: dict[str, Any]) -> dict[str, Any]:
-    """``model_args`` as a saved run computed with them: ``step_input`` "level" where it is absent (runs
-    saved before the option existed; the trainer writes it into every run since)."""
-    return {STEP_INPUT: DEFAULT_STEP_INPUT, **model_args}
-
-
 def normalise_keys(values: dict[str, Any]) -> dict[str, Any]:
-    """Move top-level objective knobs into ``objective_args`` and ``tensorboard`` into ``logger``."""
+    """Move top-level objective knobs into ``objective_args``; UserError on an old name of
+    :data:`RENAMED`, naming what replaced it."""
     values = dict(values)
+    args = values.get("objective_args")
+    old = [k for k in RENAMED if k in values or (isinstance(args, dict) and k in args)]
+    if old:
+        raise UserError(f"unknown config key {old[0]!r} (a name of 0.1.x; now {RENAMED[old[0]]})")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     knobs = [k for k in values if k in all_knobs() and k not in fields]
     if knobs:
         values["objective_args"] = {**values.get("objective_args", {}), **{k: values.pop(k) for k in knobs}}
-    if isinstance(values.get("objective_args"), dict):  # knobs under their old names (runs saved before)
-        try:
-            values["objective_args"] = translate_legacy(values["objective_args"])
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-    if "tensorboard" in values and "tensorboard" not in fields:
-        values["logger"] = "tensorboard" if values.pop("tensorboard") else "none"
     return values
 
 

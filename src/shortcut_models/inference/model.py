@@ -23,10 +23,9 @@ from ..checkpoints import ModelSpec
 from ..errors import RunError, UserError
 from ..guidance import EVERYWHERE
 from ..models import build_network
-from ..objectives import Objective, recorded_objective
+from ..objectives import Objective, build_objective
 from ..runtime import autocast_dtype
 from ..sampling import sample
-from .legacy import spec_from_legacy_config
 
 
 @dataclass
@@ -213,14 +212,8 @@ def check_finite(x: torch.Tensor, what: str, bad: int | None = None, total: int 
 
 
 def read_spec(config: dict[str, Any], where: Path) -> ModelSpec:
-    """The :class:`ModelSpec` of a checkpoint's config.json (either layout); UserError if malformed."""
-    if "format_version" not in config:
-        return spec_from_legacy_config(config)
-    if config["format_version"] != ckpt.FORMAT_VERSION:
-        raise UserError(
-            f"{where} has checkpoint format {config['format_version']!r}; this version reads "
-            f"{ckpt.FORMAT_VERSION} (update shortcut-models)"
-        )
+    """The :class:`ModelSpec` of a checkpoint's config.json (read by ``checkpoints.read_config``, which
+    checks its format); UserError if malformed."""
     try:
         return ModelSpec.from_json(config)
     except ValueError as exc:
@@ -255,7 +248,7 @@ def load_model(path: str | Path, device: str = "auto", precision: str = "auto") 
     for ckpt_dir in candidates:
         try:
             loaded = _load_checkpoint(ckpt_dir, dev, precision)
-        except ckpt.UnsafeCheckpoint:
+        except (ckpt.UnsafeCheckpoint, ckpt.OtherFormat):  # never passed over for an older checkpoint
             raise
         except UserError as exc:
             if len(candidates) == 1:
@@ -276,7 +269,7 @@ def _load_checkpoint(ckpt_dir: Path, dev: torch.device, precision: str) -> Loade
     spec = read_spec(config, ckpt_dir)
     try:
         model = build_network(spec.network)
-        objective = recorded_objective(spec.objective, spec.num_classes, spec.objective_args)
+        objective = build_objective(spec.objective, spec.num_classes, spec.objective_args)
     except ValueError as exc:
         raise UserError(f"{ckpt_dir / ckpt.CONFIG}: {exc}") from None
     weights = ckpt.sampling_weights(ckpt_dir)

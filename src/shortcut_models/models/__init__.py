@@ -4,7 +4,7 @@ Every network keeps its constructor arguments in ``.config``, so ``network_spec(
 in a checkpoint and ``build_network(spec)`` rebuilds it from a fixed table of classes (no class is ever
 looked up by a name read from a file beyond this table). Both networks take ``step_input``, what their
 step-size embedder sees (:data:`STEP_INPUTS`: the level -log2 d, the default, or d itself; see
-:mod:`.embeddings`); a description saved before the option existed lacks it and rebuilds "level".
+:mod:`.embeddings`).
 """
 
 from __future__ import annotations

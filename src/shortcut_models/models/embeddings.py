@@ -6,9 +6,9 @@ Time is fed in [0, 1] (t = 0 noise, t = 1 data), not scaled by 1000, as in the a
 
 What the step-size embedder sees is the network option ``step_input`` (:data:`STEP_INPUTS`):
 
-- ``"level"`` (the default, and what every network saved before the option was): the level
-  ``k = -log2(d)`` (0 for one step of size 1, 7 for d = 1/128), as the authors' shortcut DiT feeds
-  it. d = 0 is clamped to level ~40, so d -> 0 and d = 0 are far-apart inputs.
+- ``"level"`` (the default): the level ``k = -log2(d)`` (0 for one step of size 1, 7 for d = 1/128),
+  as the authors' shortcut DiT feeds it. d = 0 is clamped to level ~40, so d -> 0 and d = 0 are
+  far-apart inputs.
 - ``"size"``: d itself, through the same sinusoidal embedder as t: continuous at d = 0, as the
   interval methods' own networks (MeanFlow and its successors) embed the interval t - r.
 
@@ -56,7 +56,7 @@ def sinusoidal(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 STEP_INPUTS = ("level", "size")  # what the step-size embedder sees: -log2(d), or d itself
-DEFAULT_STEP_INPUT = "level"  # the authors' choice, and every network saved before the option existed
+DEFAULT_STEP_INPUT = "level"  # the authors' choice
 
 
 def check_step_input(value: object, name: str = "step_input") -> str:

@@ -30,7 +30,7 @@ from .meanflow import MeanFlow
 from .progressive_distillation import ProgressiveDistillation
 from .sct import ContinuousConsistency
 from .shortcut import Shortcut, level_strata
-from .target_networks import LEGACY_KNOBS, TARGET_NETWORKS, legacy_value
+from .target_networks import TARGET_NETWORKS
 from .time_samplers import TIME_SAMPLERS
 
 OBJECTIVES: dict[str, type[Objective]] = {
@@ -49,24 +49,12 @@ OBJECTIVES: dict[str, type[Objective]] = {
 
 
 def all_knobs() -> dict[str, tuple[str, ...]]:
-    """Every knob name of a registered objective -> the objectives that have it (old names included)."""
+    """Every knob name of a registered objective -> the objectives that have it."""
     found: dict[str, tuple[str, ...]] = {}
     for name, cls in OBJECTIVES.items():
         for knob in cls.knobs():
             found[knob] = (*found.get(knob, ()), name)
-    for old, new in LEGACY_KNOBS.items():
-        found[old] = found.get(new, ())
     return found
-
-
-def translate_legacy(args: dict[str, Any]) -> dict[str, Any]:
-    """``args`` with knobs of their old names replaced by the knobs that replaced them
-    (``bootstrap_ema: false`` -> ``target_network: "online"``); the old name wins where both are given."""
-    args = dict(args)
-    for old, new in LEGACY_KNOBS.items():
-        if old in args:
-            args[new] = legacy_value(old, args.pop(old))
-    return args
 
 
 def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = None) -> Objective:
@@ -79,17 +67,8 @@ def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = N
     unknown = sorted(set(args or {}) - set(known))
     if unknown:
         raise ValueError(f"unknown objective knob(s) {', '.join(unknown)}; knobs: {', '.join(sorted(known))}")
-    own = {k: v for k, v in translate_legacy(args or {}).items() if k in cls.knobs()}
+    own = {k: v for k, v in (args or {}).items() if k in cls.knobs()}
     return cls(num_classes=num_classes, **own)
-
-
-def recorded_objective(name: str, num_classes: int, recorded: dict[str, Any]) -> Objective:
-    """The objective ``name`` as a saved run computed it: the knobs it ``recorded`` (every knob it had,
-    old names read), and knobs added since at the value runs computed with before they existed
-    (:attr:`Objective.knobs_before`), not at today's defaults; ValueError as :func:`build_objective`."""
-    cls = OBJECTIVES.get(name)
-    before = cls.knobs_before if cls is not None else {}
-    return build_objective(name, num_classes, {**before, **translate_legacy(recorded)})
 
 
 __all__ = [
@@ -117,6 +96,4 @@ __all__ = [
     "kind_counts",
     "level_strata",
     "log_weights",
-    "recorded_objective",
-    "translate_legacy",
 ]

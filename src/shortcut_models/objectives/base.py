@@ -8,9 +8,8 @@ size; every network is ``model(x_t, t, d, y)`` with ``y == num_classes`` the nul
 
 An objective is a dataclass: its fields other than ``num_classes`` are its *knobs*, the settings a
 run configures (``objective_args`` in the training config) and a checkpoint records (every knob, so a
-run keeps the values it was saved with when a default changes later; a knob added later takes its
-:attr:`Objective.knobs_before` value in runs saved before it). Defaults and range checks live on the
-dataclass, nowhere else. Every objective has the *recipe* knobs of this
+checkpoint samples with the values it was trained with, whatever the defaults of a later release).
+Defaults and range checks live on the dataclass, nowhere else. Every objective has the *recipe* knobs of this
 base class: the time sampler (``time_sampler``, :mod:`.time_samplers`) and the loss weight
 (``loss_weight``, :mod:`.loss_weights`); objectives whose targets come from a network add the
 target network (:class:`~.target_networks.TargetNetworkKnobs`).
@@ -160,9 +159,6 @@ class Objective(ABC):
     # True: the network takes the guidance scale and interval as an input (``model(..., guidance=g)``, iMF);
     # the trainer builds it with ``guidance_input=True``
     guidance_input: ClassVar[bool] = False
-    # knobs added after runs were saved -> the value those runs computed with: a saved run that does not
-    # record such a knob resumes (and loads) with this value, not with the knob's default
-    knobs_before: ClassVar[dict[str, Any]] = {}
     # knobs inherited from a parent class that this objective does not read: not listed, not recorded, and
     # ignored when given (as any other objective's knob is)
     unused_knobs: ClassVar[tuple[str, ...]] = ()

@@ -85,7 +85,6 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
     title = "MeanFlow"
     row_kinds = ("interval", "flow")
     step_input = "size"  # the interval d itself, continuous at d = 0, as the paper's network embeds t - r
-    knobs_before = {"flow_row_time": "first"}  # runs saved before this knob put rows with d = 0 at the first draw
 
     def kind_rows(self, batch: int) -> tuple[int, ...]:
         """(rows with d > 0, which need the forward-mode product: round(B * interval_share); rows with d = 0)."""

@@ -8,8 +8,7 @@ trainer hands them (:class:`~.base.TargetNetworks`) by the knob ``target_network
 - ``ema``: the exponential moving average of its weights (lags behind, smoother).
 
 ``target_clamp`` > 0 bounds every target built by that network to [-target_clamp, target_clamp]
-(0: no bound). Runs saved before this knob existed name it ``bootstrap_ema`` (true = ema), which is
-still read.
+(0: no bound).
 
 Adding a choice: one line in :data:`TARGET_NETWORKS` naming the role of the bundle it takes.
 """
@@ -20,18 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..validation import Float, OneOf, check_bool
+from ..validation import Float, OneOf
 from .base import Network, Objective, TargetNetworks, knob
 
 TARGET_NETWORKS: dict[str, str] = {"online": "online", "ema": "ema"}  # knob value -> role in the bundle
-
-LEGACY_KNOBS = {"bootstrap_ema": "target_network"}  # old name -> the knob that replaced it
-
-
-def legacy_value(name: str, value: object) -> object:
-    """The value of the knob that replaced the old knob ``name`` (bootstrap_ema true -> "ema");
-    ValueError naming the old knob when its value is not one it took."""
-    return "ema" if check_bool(name, value) else "online"
 
 
 @dataclass(kw_only=True)

@@ -18,8 +18,7 @@ Conventions:
   ``init_from`` stays in the saved config so the run describes where it started.
 - The source must have been trained on the same data with the same network: its config's ``data``,
   ``class_conditional``, ``model`` and ``model_args`` (hence input shape and number of classes) must
-  equal the new config's (a ``model_args`` without ``step_input`` is "level", what runs saved before
-  the option computed with; a new run that does not set it takes the source's, see
+  equal the new config's (a new run that does not set ``model_args.step_input`` takes the source's, see
   ``training/networks.py``); the first key that differs is named in a :class:`~shortcut_models.errors.UserError`.
 - A source network without a step-size embedding (no ``*.d_embedder.*`` entries, e.g. a network trained
   elsewhere that ignored d) gets one that starts at zero: the d embedder keeps its fresh
@@ -44,7 +43,7 @@ from torch import nn
 
 from .. import checkpoints as ckpt
 from .. import distributed
-from ..config import TrainConfig, recorded_model_args
+from ..config import TrainConfig
 from ..errors import UserError
 
 # Config keys that fix the data and the network; they must be equal in the source and the new run.
@@ -80,8 +79,6 @@ def check_compatible(source: dict, cfg: TrainConfig, where: Path) -> None:
     mine = cfg.to_dict()
     for key in COMPATIBLE_KEYS:
         theirs = source.get(key)
-        if key == "model_args" and isinstance(theirs, dict):  # a source saved before step_input: "level"
-            theirs, mine[key] = recorded_model_args(theirs), recorded_model_args(mine[key])
         if theirs != mine[key]:
             raise UserError(
                 f"init_from {where} was trained with a different {key} ({theirs!r} there, {mine[key]!r} now); "
@@ -148,8 +145,6 @@ def _load(model: nn.Module, ema_module: nn.Module, cfg: TrainConfig) -> InitSour
         raise UserError(f"init_from: {exc}") from None
     config = ckpt.read_config(path)
     source = ckpt.training_config(config)
-    if not isinstance(source, dict):
-        raise UserError(f"{path / ckpt.CONFIG} holds no training config (a JSON object)")
     check_compatible(source, cfg, path)
     added, guided = load_network(model, path / ckpt.ONLINE_WEIGHTS)
     added_ema, guided_ema = load_network(ema_module, path / ckpt.EMA_WEIGHTS)

@@ -9,8 +9,8 @@ teacher run, or from this run's checkpoint when it resumes).
 
 What the network's step-size embedder sees (``model_args.step_input``: "level", -log2 d, or "size",
 d itself) is spelled out in the run's config before the network is built (:func:`resolve_step_input`):
-the user's setting; else, when the run directory holds checkpoints (a resumed run), what they recorded
-("level" for runs saved before the option existed); else, when the run starts from another run's
+the user's setting; else, when the run directory holds checkpoints (a resumed run), what they recorded;
+else, when the run starts from another run's
 weights (``init_from``, the distillation students' teacher run), the source's; else the objective's
 own choice (``Objective.step_input``). The weights of a run only mean something with the input they
 were trained on, so a run keeps it for life and an objective's choice applies to new networks only.
@@ -27,7 +27,7 @@ from torch import nn
 from .. import checkpoints as ckpt
 from .. import seeding
 from ..checkpoints import ModelSpec
-from ..config import STEP_INPUT, TrainConfig, recorded_model_args
+from ..config import STEP_INPUT, TrainConfig
 from ..data import DataSource
 from ..errors import UserError
 from ..models import build_model, network_spec
@@ -48,14 +48,13 @@ class Networks:
 
 
 def recorded_step_input(checkpoint: Path) -> str | None:
-    """The step input the run of ``checkpoint`` trained with ("level" when its config predates the
-    option); None when its config cannot be read (whoever loads it reports why)."""
+    """The step input the run of ``checkpoint`` trained with; None when its config cannot be read or
+    does not say (whoever loads it reports why)."""
     try:
-        training = ckpt.training_config(ckpt.read_config(checkpoint))
+        model_args = ckpt.training_config(ckpt.read_config(checkpoint)).get("model_args")
     except UserError:
         return None
-    model_args = training.get("model_args", {}) if isinstance(training, dict) else None
-    return recorded_model_args(model_args)[STEP_INPUT] if isinstance(model_args, dict) else None
+    return model_args.get(STEP_INPUT) if isinstance(model_args, dict) else None
 
 
 def resolve_step_input(cfg: TrainConfig, objective: Objective, run_dir: Path) -> TrainConfig:

@@ -2,11 +2,12 @@
 
 Rank 0 locks the run directory (:mod:`shortcut_models.runlock`), tidies what crashed writers left
 and loads the newest intact checkpoint; a damaged newer one is renamed ``damaged-step_N`` (kept, with
-a warning). The other processes then load the checkpoint of the step rank 0 chose. A checkpoint
-resumes only a run with the same settings: keys marked ``resumable`` (``steps``, ``device``,
-``logger``...) may differ, any other difference is refused naming the first differing key. Objective
-knobs are compared as the checkpoint records them: a knob whose default changed after the run was
-saved keeps its saved value (with a note) unless the config sets it.
+a warning), while a checkpoint of another format (another release's) stops the run as it is
+(``checkpoints.OtherFormat``). The other processes then load the checkpoint of the step rank 0 chose.
+A checkpoint resumes only a run with the same settings: keys marked ``resumable`` (``steps``,
+``device``, ``logger``...) may differ, any other difference is refused naming the first differing key.
+Objective knobs are compared as the checkpoint records them (every knob, defaults included), so a knob
+whose default changed since the run was saved is refused too, naming both values.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import Any
 
 from .. import checkpoints as ckpt
 from .. import distributed, outputs, runlock
-from ..config import RESUMABLE_KEYS, TrainConfig, recorded_model_args
+from ..config import RESUMABLE_KEYS, TrainConfig
 from ..data import build_source
 from ..errors import UserError
-from ..objectives import Objective, build_objective, recorded_objective, translate_legacy
+from ..objectives import Objective, build_objective
 from ..optim import LR_SCHEDULES
 from .networks import resolve_step_input
 
@@ -31,51 +32,25 @@ Load = Callable[[Path], int]  # loads one checkpoint, returns its step; raises D
 
 def comparable(cfg: TrainConfig, knobs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The settings that fix what a run computes, with every objective knob spelled out (``knobs``, or
-    those ``cfg`` resolves to) and the network's step input (a run saved before the option: "level",
-    :func:`~shortcut_models.config.recorded_model_args`), for the check that a resumed run continues the
-    run in its directory."""
+    those ``cfg`` resolves to), for the check that a resumed run continues the run in its directory."""
     values = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_KEYS and k != "objective_args"}
-    values["model_args"] = recorded_model_args(cfg.model_args)
     knobs = cfg.resolved_objective_args() if knobs is None else knobs
     values.update({f"objective_args.{k}": v for k, v in knobs.items()})
     return values
 
 
-def saved_knobs(path: Path, saved: TrainConfig) -> dict[str, Any]:
-    """Every objective knob the run of checkpoint ``path`` (training config ``saved``) computed with: those
-    its config.json records (the spec's ``objective_args``; a format-1 file, its training config's), knobs
-    added since at their value before they existed (:func:`~shortcut_models.objectives.recorded_objective`),
-    never today's defaults."""
-    config = ckpt.read_config(path)
-    recorded = {**saved.objective_args, **(config.get("objective_args", {}) if "format_version" in config else {})}
-    return recorded_objective(saved.objective, 0, recorded).args()
-
-
-def keep_recorded(cfg: TrainConfig, knobs: dict[str, Any]) -> tuple[TrainConfig, dict[str, tuple[Any, Any]]]:
-    """``cfg`` with the saved run's objective ``knobs`` wherever ``cfg`` leaves a knob to its default and
-    that default has changed since, and those knobs: {name: (kept value, today's default)}."""
-    given = set(translate_legacy(cfg.objective_args))
-    now = cfg.resolved_objective_args()
-    kept = {k: (v, now[k]) for k, v in knobs.items() if k in now and k not in given and now[k] != v}
-    if not kept:
-        return cfg, {}
-    return dataclasses.replace(cfg, objective_args={**cfg.objective_args, **{k: v for k, (v, _) in kept.items()}}), kept
-
-
 def saved_config(path: Path, cfg: TrainConfig, run_dir: Path) -> TrainConfig:
-    """The training config of checkpoint ``path``; DamagedCheckpoint when it is unreadable, UserError
-    when it is another run's (a key that may not change on resume differs from ``cfg``; an objective knob
-    that ``cfg`` leaves to a default changed since keeps its saved value: :func:`keep_recorded`)."""
-    training = ckpt.training_config(ckpt.read_config(path))
-    if not isinstance(training, dict):
-        raise ckpt.DamagedCheckpoint(f"{path / ckpt.CONFIG} holds no training config (a JSON object)")
-    try:  # runs saved before init_from existed lack it
-        saved_cfg = TrainConfig.from_dict({"init_from": "", **training})
-        knobs = saved_knobs(path, saved_cfg)
+    """The training config of checkpoint ``path``; DamagedCheckpoint when it is unreadable, OtherFormat
+    when another release wrote it, UserError when it is another run's (a key that may not change on
+    resume, or an objective knob its config.json records, differs from ``cfg``)."""
+    config = ckpt.read_config(path)
+    try:
+        saved_cfg = TrainConfig.from_dict(ckpt.training_config(config))
+        knobs = build_objective(saved_cfg.objective, 0, dict(config["objective_args"])).args()
         saved = comparable(saved_cfg, knobs)
-    except (UserError, ValueError, TypeError) as exc:
+    except (UserError, ValueError, TypeError, KeyError) as exc:
         raise ckpt.DamagedCheckpoint(f"{path / ckpt.CONFIG} holds no valid training config ({exc})") from None
-    mine = comparable(keep_recorded(cfg, knobs)[0])
+    mine = comparable(cfg)
     diff = [k for k in mine if saved.get(k) != mine[k]]
     if diff:
         k = diff[0]

@@ -50,7 +50,7 @@ from .init_from import InitSource, load_initial_weights
 from .interval_means import IntervalMeans
 from .memory import check_batch_fits
 from .networks import build_networks, build_spec
-from .resume import as_trained, comparable, keep_recorded, open_run, saved_config, saved_knobs, schedule_note
+from .resume import as_trained, comparable, open_run, saved_config, schedule_note
 from .state import RunState
 from .teacher import load_teacher, teacher_checkpoint
 from .wrapping import wrap_for_training
@@ -112,7 +112,7 @@ class Trainer:
         # a student starts from its teacher run; the network's step-size input is written into the run's
         # config (a resumed run keeps its own)
         cfg = as_trained(cfg, self.objective, self.run_dir)
-        self.cfg = self._cfg_asked = cfg
+        self.cfg = cfg
         nets = build_networks(
             cfg,
             self.source.shape,
@@ -172,31 +172,15 @@ class Trainer:
 
     def _load(self, path: Path) -> int:
         """Load checkpoint ``path`` into the model, EMA, optimizer and random state; returns its step.
-        DamagedCheckpoint when a file is unreadable, UserError when it holds a run with a different config."""
-        saved = saved_config(path, self._cfg_asked, self.run_dir)
-        resumed, kept = keep_recorded(self._cfg_asked, saved_knobs(path, saved))
-        if resumed != self.cfg:  # a knob whose default changed since the run was saved keeps its saved value
-            self._use_config(resumed)
-        if kept and self.is_main:
-            for name, (value, default) in kept.items():
-                print(
-                    f"note: {name} keeps {value!r}, the value this run was saved with (default now {default!r})",
-                    file=sys.stderr,
-                )
+        DamagedCheckpoint when a file is unreadable, OtherFormat when another release wrote it, UserError
+        when it holds a run with a different config."""
+        saved = saved_config(path, self.cfg, self.run_dir)
         self.step = self._state.load(path)
         self.last_checkpoint = path
         note = schedule_note(saved, self.cfg, self.step)
         if note is not None and self.is_main:
             print(f"note: {note}", file=sys.stderr)
         return self.step
-
-    def _use_config(self, cfg: TrainConfig) -> None:
-        """Compute with ``cfg`` from now on: the same run with other objective knobs (a resumed run's own)."""
-        self.cfg = cfg
-        self.objective = build_objective(cfg.objective, self.num_classes, cfg.objective_args)
-        self.spec = build_spec(self.model, self.source, self.num_classes, self.objective, cfg.data)
-        kinds = self.objective.row_kinds
-        self.log_weights = log_weights(kinds, kind_counts(self.objective.kind_rows(cfg.batch_size), self.share))
 
     def save(self) -> Path:
         """Checkpoint the current step (refuses if a non-finite loss, gradient or weight was seen since
