@@ -33,7 +33,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 EVAL_METRICS = ("auto", "swd", "fd-digits", "fid", "fd-dinov2")
 MAX_LR = 1.0  # Adam(W) moves each weight by about lr per step: beyond 1 a run cannot learn
 STEP_INPUT = "step_input"  # the model_args key of the network's step-size input (level or size)
-# names that 0.1.x also read, no longer read -> what replaced them (named by the error an old name gets)
+# config keys that 0.1.x read and 0.2.0 does not -> what replaced them (named in the error an old key gets)
 RENAMED = {"bootstrap_ema": "target_network=ema or online", "tensorboard": "logger=tensorboard or none"}
 
 

@@ -10,10 +10,10 @@ teacher run, or from this run's checkpoint when it resumes).
 What the network's step-size embedder sees (``model_args.step_input``: "level", -log2 d, or "size",
 d itself) is spelled out in the run's config before the network is built (:func:`resolve_step_input`):
 the user's setting; else, when the run directory holds checkpoints (a resumed run), what they recorded;
-else, when the run starts from another run's
-weights (``init_from``, the distillation students' teacher run), the source's; else the objective's
-own choice (``Objective.step_input``). The weights of a run only mean something with the input they
-were trained on, so a run keeps it for life and an objective's choice applies to new networks only.
+else, when the run starts from another run's weights (``init_from``, the distillation students' teacher
+run), the source's; else the objective's own choice (``Objective.step_input``). The weights of a run
+only mean something with the input they were trained on, so a run keeps it for life and an objective's
+choice applies to new networks only.
 """
 
 from __future__ import annotations
