@@ -4,6 +4,7 @@ import importlib
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import shortcut_models as sm
 
@@ -56,3 +57,9 @@ def test_every_package_declares_all_and_its_names_exist():
         assert hasattr(package, "__all__"), package.__name__
         missing = [n for n in package.__all__ if not hasattr(package, n)]
         assert not missing, (package.__name__, missing)
+
+
+def test_the_version_is_the_one_the_package_is_built_with():
+    """``sm.__version__`` (named when a checkpoint of another release is refused) is pyproject.toml's."""
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert f'\nversion = "{sm.__version__}"\n' in pyproject
