@@ -365,7 +365,7 @@ def check_format(version: object, file: Path) -> None:
     release = READ_BY[version]
     raise OtherFormat(
         f"{file} is a checkpoint of format {version}, written by shortcut-models {release.rsplit('.', 1)[0]}.x; "
-        f"{this}: read it with `pip install shortcut-models=={release}`"
+        f"{this}: read it with shortcut-models {release}"
     )
 
 

@@ -58,7 +58,7 @@ def assert_refused(capsys, run, version) -> None:
     file = ckpt.latest_checkpoint(run) / ckpt.CONFIG
     assert err == (
         f"error: {file} is a checkpoint of format {version}, written by shortcut-models 0.1.x; this is "
-        f"{__version__} (format {ckpt.FORMAT_VERSION}): read it with `pip install shortcut-models==0.1.0`"
+        f"{__version__} (format {ckpt.FORMAT_VERSION}): read it with shortcut-models 0.1.0"
     )
 
 
