@@ -279,6 +279,27 @@ def test_a_write_is_whole_or_absent_and_tidies_temporary_files_of_dead_processes
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "a.json"]
 
 
+def test_a_directory_is_written_whole_or_absent_and_tidies_what_killed_writers_left(tmp_path):
+    """outputs.writing_dir (the folder of `shortcut export`): a failure leaves no directory, a success renames
+    the whole one into place, a killed writer's directory is removed by the next write, a live one's kept."""
+    target = tmp_path / "folder"
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not outputs._alive(pid))
+    stale, live = tmp_path / f".folder.{dead}.tmp", tmp_path / f".folder.{os.getppid()}.tmp"
+    for d in (stale, live):
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "half").write_text("cut short")
+    with pytest.raises(ValueError, match="not a write error"), outputs.writing_dir(target) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise ValueError("not a write error")
+    assert not target.exists() and not stale.exists() and live.exists()
+    target.mkdir()  # an empty directory is taken
+    with outputs.writing_dir(target) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "b.txt").write_text("whole")
+    assert (target / "sub" / "b.txt").read_text() == "whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "folder"]
+
+
 def test_a_later_writer_of_the_directory_removes_what_killed_writes_left(inputs, tmp_path):
     """A finished run's sheet cut short by a kill is not written again: the next lock holder tidies it."""
     dead = next(pid for pid in range(4_000_000, 4_100_000) if not outputs._alive(pid))

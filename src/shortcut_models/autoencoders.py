@@ -102,8 +102,7 @@ class StableDiffusionVAE:
         self.vae = self._load(str(name_or_path))
         self.vae.requires_grad_(False).eval().to(self.device)
         config = self.vae.config
-        self.scaling_factor = float(config.scaling_factor)
-        self.shift_factor = float(getattr(config, "shift_factor", None) or 0.0)
+        self.scaling_factor, self.shift_factor = vae_factors(self.vae)
         self.latent_channels = int(config.latent_channels)
         self.downsample = 2 ** (len(config.block_out_channels) - 1)
 
@@ -154,15 +153,29 @@ class StableDiffusionVAE:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images; on CUDA under bf16 autocast unless ``decode_amp`` is False."""
-        z = latents.to(self.device, torch.float32) / self.scaling_factor + self.shift_factor
         amp = self.decode_amp and self.device.type == "cuda" and self.dtype == torch.float32
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            return self.vae.decode(z.to(self.dtype)).sample.float().clamp(-1.0, 1.0)
+        return decode_with_vae(self.vae, latents, self.scaling_factor, self.shift_factor, amp)
 
     def to(self, device: torch.device | str) -> StableDiffusionVAE:
         self.device = torch.device(device)
         self.vae.to(self.device)
         return self
+
+
+def vae_factors(vae: torch.nn.Module) -> tuple[float, float]:
+    """(scaling factor, shift factor) of a diffusers AutoencoderKL, from its config (no shift: 0)."""
+    config = vae.config
+    return float(config.scaling_factor), float(getattr(config, "shift_factor", None) or 0.0)
+
+
+def decode_with_vae(
+    vae: torch.nn.Module, latents: torch.Tensor, scaling_factor: float, shift_factor: float, amp: bool = False
+) -> torch.Tensor:
+    """Scaled latents -> images in [-1, 1] (clamped, float32) through a diffusers AutoencoderKL ``vae`` on its
+    own device and dtype: ``z = latents / scaling_factor + shift_factor``; ``amp``: under bf16 autocast (CUDA)."""
+    z = latents.to(vae.device, torch.float32) / scaling_factor + shift_factor
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        return vae.decode(z.to(vae.dtype)).sample.float().clamp(-1.0, 1.0)
 
 
 def build_autoencoder(

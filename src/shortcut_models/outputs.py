@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -96,6 +97,37 @@ def writing(path: str | os.PathLike) -> Iterator[Path]:
         raise failure(path, error) from exc
 
 
+@contextlib.contextmanager
+def writing_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """:func:`writing` for a directory: yield a temporary directory beside ``path`` (``.NAME.PID.tmp``); when
+    the block ends, flush its files to the disk and rename it to ``path``, which must be absent or an empty
+    directory. On any failure the temporary directory is removed and ``path`` is untouched (WriteFailed for
+    a failure of the operating system); one left by a killed process is removed by the next write of ``path``."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        yield tmp
+        mode = 0o666 & ~_umask()
+        for file in (f for f in tmp.rglob("*") if f.is_file()):
+            os.chmod(file, mode)  # some writers (safetensors) create their files 0600
+            with open(file, "rb") as fh:
+                os.fsync(fh.fileno())
+        if target.is_dir():
+            target.rmdir()  # empty: a directory that holds files is never replaced
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        error = cause(exc) if isinstance(exc, Exception) else None
+        if error is None:
+            raise
+        raise failure(path, error) from exc
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """``data`` as the whole content of ``path`` (see :func:`writing`)."""
     with writing(path) as tmp:
@@ -162,13 +194,13 @@ def _stale(name: str) -> bool:
 
 
 def _remove_stale(target: Path) -> None:
-    """Remove temporary files of ``target`` left by processes that no longer run (a kill -9)."""
+    """Remove temporary files (or directories) of ``target`` left by processes that no longer run (a kill -9)."""
     prefix = f".{target.name}."
     with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
         for entry in entries:
             if entry.name.startswith(prefix) and _stale(entry.name):
                 with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+                    shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
 
 
 def _alive(pid: int) -> bool:

@@ -17,6 +17,7 @@ w and the guidance interval as its input (:mod:`.guidance`), one network call pe
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -49,6 +50,72 @@ def step_schedule(steps: int, max_steps: int = MAX_STEPS) -> list[float]:
     return [1.0 / p] * (2 * p - n) + [1.0 / (2 * p)] * (2 * n - 2 * p)
 
 
+def step_starts(sizes: list[float]) -> list[float]:
+    """The time each step of a schedule starts at: 0, then the running sum of the sizes before it."""
+    return [sum(sizes[:i]) for i in range(len(sizes))]
+
+
+def step_inputs(sizes: list[float], fixed_d: float | None = None) -> list[float]:
+    """The step-size input the network gets at each step: the size taken, or ``fixed_d`` at every step."""
+    return list(sizes) if fixed_d is None else [fixed_d] * len(sizes)
+
+
+@dataclass(frozen=True, eq=False)
+class GuidedVelocity:
+    """The velocity of one batch of B samples, under classifier-free guidance as the network was trained for it.
+
+    Build it with :meth:`build`; ``velocity(x, t, d)`` calls the network once for a step at time ``t`` with
+    step-size input ``d`` (0-dim tensors): rows [cond; uncond] in one batched call when guided without the
+    guidance input (``two_branches``), one call otherwise (iMF's networks take the guidance as ``inputs``).
+    """
+
+    model: nn.Module
+    labels: torch.Tensor  # [rows] int64: y, or [y; null] with two branches
+    scale: float
+    two_branches: bool
+    inputs: dict[str, torch.Tensor]
+    ones: torch.Tensor  # [rows]: t and d are broadcast to every row
+
+    @classmethod
+    def build(
+        cls,
+        model: nn.Module,
+        batch: int,
+        device: torch.device,
+        y: torch.Tensor | None = None,
+        cfg_scale: float = 1.0,
+        cfg_interval: tuple[float, float] = guide.EVERYWHERE,
+    ) -> GuidedVelocity:
+        """The calls of ``model`` (``model.num_classes`` is the null label) for ``batch`` samples with labels
+        ``y`` (None: the null label everywhere); ValueError for a bad ``y``, scale or interval (see :func:`sample`)."""
+        null = torch.full((batch,), getattr(model, "num_classes", 0), dtype=torch.long, device=device)
+        y = null if y is None else y.to(device=device, dtype=torch.long)
+        if y.shape != (batch,):
+            raise ValueError(f"y must have shape [{batch}], got {tuple(y.shape)}")
+        lo, hi = guide.check_interval(*cfg_interval)
+        as_input = bool(getattr(model, "guidance_input", False))
+        if not as_input and (lo, hi) != guide.EVERYWHERE:
+            raise ValueError("a guidance interval needs a network with the guidance input (trained by iMF)")
+        if as_input and not cfg_scale > 0:
+            raise ValueError(
+                f"a network with the guidance input needs cfg_scale > 0 (it was trained on w >= 1), got {cfg_scale}"
+            )
+        inputs = {"guidance": guide.rows(cfg_scale, lo, hi, batch, device)} if as_input else {}
+        two = cfg_scale != 1.0 and not as_input  # both branches in one batched call: rows [cond; uncond]
+        labels = torch.cat([y, null]) if two else y  # built once, not per step
+        return cls(model, labels, cfg_scale, two, inputs, torch.ones(len(labels), device=device))
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """The (guided) velocity at ``x`` [B, ...], time ``t`` and step-size input ``d``."""
+        out = self.model(
+            torch.cat([x, x]) if self.two_branches else x, self.ones * t, self.ones * d, self.labels, **self.inputs
+        )
+        if self.two_branches:
+            v_cond, v_uncond = out.chunk(2)
+            out = v_uncond + self.scale * (v_cond - v_uncond)
+        return out
+
+
 @torch.inference_mode()
 def sample(
     model: nn.Module,
@@ -74,32 +141,11 @@ def sample(
             (ValueError for others when not [0, 1]).
     """
     sizes = step_schedule(steps, max_steps)
-    b, device = noise.shape[0], noise.device
-    null = torch.full((b,), getattr(model, "num_classes", 0), dtype=torch.long, device=device)
-    y = null if y is None else y.to(device=device, dtype=torch.long)
-    if y.shape != (b,):
-        raise ValueError(f"y must have shape [{b}], got {tuple(y.shape)}")
-    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    velocity = GuidedVelocity.build(model, noise.shape[0], noise.device, y, cfg_scale, cfg_interval)
     # per-step t and d as one tensor each, copied without a host sync; no Python work per sample
-    t_all = to_device(torch.tensor(starts, dtype=torch.float32), device)
-    d_all = to_device(torch.tensor(sizes if fixed_d is None else [fixed_d] * len(sizes), dtype=torch.float32), device)
-    lo, hi = guide.check_interval(*cfg_interval)
-    as_input = bool(getattr(model, "guidance_input", False))
-    if not as_input and (lo, hi) != guide.EVERYWHERE:
-        raise ValueError("a guidance interval needs a network with the guidance input (trained by iMF)")
-    if as_input and not cfg_scale > 0:
-        raise ValueError(
-            f"a network with the guidance input needs cfg_scale > 0 (it was trained on w >= 1), got {cfg_scale}"
-        )
-    kwargs = {"guidance": guide.rows(cfg_scale, lo, hi, b, device)} if as_input else {}
-    guided = cfg_scale != 1.0 and not as_input  # both branches in one batched call: rows [cond; uncond]
-    labels = torch.cat([y, null]) if guided else y  # built once, not per step
-    ones = torch.ones(2 * b if guided else b, device=device)
+    t_all = to_device(torch.tensor(step_starts(sizes), dtype=torch.float32), noise.device)
+    d_all = to_device(torch.tensor(step_inputs(sizes, fixed_d), dtype=torch.float32), noise.device)
     x = noise.clone()
     for i, size in enumerate(sizes):
-        out = model(torch.cat([x, x]) if guided else x, ones * t_all[i], ones * d_all[i], labels, **kwargs)
-        if guided:
-            v_cond, v_uncond = out.chunk(2)
-            out = v_uncond + cfg_scale * (v_cond - v_uncond)
-        x = x + size * out.to(x.dtype)
+        x = x + size * velocity(x, t_all[i], d_all[i]).to(x.dtype)
     return x

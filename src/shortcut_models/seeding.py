@@ -35,6 +35,13 @@ def generator(seed: int, *keys: int, device: torch.device | str = "cpu") -> torc
     return torch.Generator(device=device).manual_seed(derive_seed(seed, *keys))
 
 
+def sample_noise(seed: int, index: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The starting noise [1, *shape] (float32, on the CPU) of sample number ``index`` under ``seed``: what
+    ``shortcut sample --seed`` and :meth:`~shortcut_models.inference.LoadedModel.generate` start sample
+    ``index`` from, whatever the batch size (one generator per sample)."""
+    return torch.randn(1, *shape, generator=generator(seed, STREAMS["sample"], index))
+
+
 @dataclass(frozen=True, eq=False)
 class RowShare:
     """The rows of a global batch of ``total`` rows that one process holds.

@@ -1,4 +1,4 @@
-"""The ``shortcut`` command: train, sample, eval, encode, ref-stats, convert, demo and study, one module
+"""The ``shortcut`` command: train, sample, eval, encode, ref-stats, convert, export, demo and study, one module
 each (its arguments next to its handler); this module parses and turns errors into exit codes.
 
 Exit codes: 0 success; 2 bad input (one line on stderr, no traceback; a second writer on a run or output
@@ -16,7 +16,7 @@ import sys
 from ..errors import RunError, UserError
 from ..outputs import ignore_file_size_signal
 from ..runtime import tune_allocator
-from . import convert, demo, encode, evaluate, ref_stats, sample, show_config, study, train
+from . import convert, demo, encode, evaluate, export, ref_stats, sample, show_config, study, train
 from .train import EXIT_STOPPED
 
 __all__ = ["EXIT_STOPPED", "build_parser", "main"]
@@ -27,6 +27,7 @@ COMMANDS = (
     evaluate,
     encode,
     convert,
+    export,
     demo,
     study,
     ref_stats,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,6 +45,11 @@ SEED = ints(0, MAX_SEED)
 POSITIVE = ints(1)
 OUT_DIR = checked(str, check_output, True)
 OUT_FILE = checked(str, check_output, False)
+
+
+def reporter(quiet: bool) -> Callable[[str], None]:
+    """Where a command's progress lines go: stderr, or nowhere with ``--quiet``."""
+    return (lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr))
 
 
 def comma_list(text: str, convert: Callable[[str], T], what: str, example: str) -> list[T]:

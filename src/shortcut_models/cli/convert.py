@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..convert import convert_jax_checkpoint
-from .arguments import OUT_DIR, Subcommands, ints
+from .arguments import OUT_DIR, Subcommands, ints, reporter
 
 
 def register(sub: Subcommands) -> None:
@@ -30,7 +29,6 @@ def register(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
     converted = convert_jax_checkpoint(
         args.from_jax,
         args.out,
@@ -40,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         vae=args.vae,
         train_preset=args.train_preset,
         data=args.data,
-        report=report,
+        report=reporter(args.quiet),
     )
     print(
         f"converted {converted.model} ({converted.num_parameters / 1e6:.1f}M parameters, "

@@ -145,8 +145,7 @@ class LoadedModel:
 
     def noise(self, seed: int, index: int) -> torch.Tensor:
         """The noise of sample ``index`` under ``seed`` (per-sample seeds: independent of batching)."""
-        g = seeding.generator(seed, seeding.STREAMS["sample"], index)
-        return torch.randn(1, *self.spec.sample_shape, generator=g).to(self.device)
+        return seeding.sample_noise(seed, index, self.spec.sample_shape).to(self.device)
 
 
 def sample_blocks(num: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, int]]:
