@@ -2,7 +2,7 @@
 
 MeanFlow and the other interval methods need the network's output and its derivative along the path in
 one pass (``network_jvp_with_output``). The DiT carries the tangent through its own layers
-(models/dit_jvp.py), and forms the attention probabilities explicitly there, where the plain forward
+(models/primitives.py), and forms the attention probabilities explicitly there, where the plain forward
 pass calls a fused kernel (``scaled_dot_product_attention``). This script measures what that choice
 costs at a given network and batch:
 

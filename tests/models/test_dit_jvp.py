@@ -20,12 +20,12 @@ def random_dit(quirks: bool, num_classes: int = 10, step_input: str = "level") -
     return model
 
 
-def point(batch: int = 5):
+def point(batch: int = 5, num_classes: int = 10):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 2, 8, 8, generator=g, dtype=torch.float64)
     t = torch.rand(batch, generator=g, dtype=torch.float64)
     d = torch.rand(batch, generator=g, dtype=torch.float64) * (1 - t) + 1e-3
-    y = torch.randint(0, 11, (batch,), generator=g)
+    y = torch.randint(0, num_classes + 1, (batch,), generator=g)
     tangents = tuple(torch.randn(a.shape, generator=g, dtype=torch.float64) for a in (x, t, d))
     return (x, t, d, y), tangents
 
@@ -36,10 +36,11 @@ def generic_jvp(model, primals, tangents):
         return jvp(lambda a, b, c: model(a, b, c, y), (x, t, d), tangents)
 
 
+@pytest.mark.parametrize("num_classes", [0, 10])
 @pytest.mark.parametrize("step_input", STEP_INPUTS)
 @pytest.mark.parametrize("quirks", [False, True])
-def test_own_product_equals_forward_mode_autodiff(quirks, step_input):
-    model, (primals, tangents) = random_dit(quirks, step_input=step_input), point()
+def test_own_product_equals_forward_mode_autodiff(quirks, step_input, num_classes):
+    model, (primals, tangents) = random_dit(quirks, num_classes, step_input), point(num_classes=num_classes)
     out, tangent = model.jvp(primals, tangents)
     ref_out, ref_tangent = generic_jvp(model, primals, tangents)
     assert ref_tangent.abs().max() > 1  # a real derivative, not the zero of an initialised head

@@ -9,6 +9,10 @@ output has the shape of ``x_t`` and is the velocity (data minus noise direction)
 
 Architecture: patchify (Conv2d, kernel = stride = patch), a fixed 2-D sin-cos position embedding,
 ``depth`` adaLN-Zero transformer blocks, a final adaLN layer with a linear head, and unpatchify.
+
+Every layer is written once, against the operations ``ops`` of :mod:`.primitives`: on tensors it is the
+forward pass (``forward``, and ``forward_modulated`` at a conditioning computed ahead by ``modulation``),
+on (primal, tangent) pairs the Jacobian-vector product (``jvp``).
 """
 
 from __future__ import annotations
@@ -18,11 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .dit_jvp import dit_jvp
 from .embeddings import DEFAULT_STEP_INPUT, Conditioning, check_step_input, guidance_config
+from .primitives import PAIRS, TENSORS, Ops, Value
 
 _FAMILY = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
 
@@ -64,7 +67,7 @@ def sincos_position_embedding(dim: int, grid: int) -> torch.Tensor:
     return torch.cat([encode(cols), encode(rows)], dim=1).float()
 
 
-LayerModulation = tuple[torch.Tensor, ...]  # one layer's shifts, (1 + scale)s and gates, each [B, 1, C]
+LayerModulation = tuple[Value, ...]  # one layer's shifts, (1 + scale)s and gates, each [B, 1, C]
 
 
 @dataclass(frozen=True)
@@ -83,13 +86,14 @@ class Modulation:
         return Modulation(tuple(tuple(m[start:stop] for m in layer) for layer in self.layers))
 
 
-def modulations(layers: nn.Sequential, c: torch.Tensor, parts: int) -> list[torch.Tensor]:
-    """The adaLN modulation SiLU -> Linear of the conditioning c [B, C], cut into ``parts`` [B, 1, C] tensors."""
-    return [m.unsqueeze(1) for m in layers(c).chunk(parts, dim=-1)]
+def modulations(layers: nn.Sequential, c: Value, parts: int, ops: Ops) -> list[Value]:
+    """The adaLN modulation SiLU -> Linear of the conditioning c [B, C], cut into ``parts`` [B, 1, C] values."""
+    _, linear = layers
+    return ops.per_sample(ops.linear(linear, ops.silu(c)), parts)
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection, computed by SDPA.
+    """Multi-head self-attention with a fused qkv projection (on tensors through SDPA, see :mod:`.primitives`).
 
     ``scale`` multiplies q k^T: 1/sqrt(head_dim) normally, 1/head_dim with the authors' quirk.
     """
@@ -104,15 +108,28 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+    def forward(self, x: Value, ops: Ops = TENSORS) -> Value:
+        qkv = ops.map(self.split_heads, ops.linear(self.qkv, x))
+        return ops.linear(self.proj, ops.map(merge_heads, ops.attention(qkv, self.scale)))
+
+    def split_heads(self, qkv: torch.Tensor) -> torch.Tensor:
+        """[B, N, 3 C] -> q, k, v stacked as [3, B, heads, N, head_dim]."""
+        b, n, _ = qkv.shape
+        return qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+
+def merge_heads(out: torch.Tensor) -> torch.Tensor:
+    """[B, heads, N, head_dim] -> [B, N, C]."""
+    b, heads, n, head_dim = out.shape
+    return out.transpose(1, 2).reshape(b, n, heads * head_dim)
 
 
 class DiTBlock(nn.Module):
-    """Transformer block whose two sub-layers are modulated and gated by the conditioning c."""
+    """Transformer block whose two sub-layers are modulated and gated by the conditioning c.
+
+    ``mlp`` is Linear, GELU (tanh approximation), Linear; ``adaLN_modulation`` is SiLU, Linear (the
+    layout of the checkpoints); the activations are applied as ``ops.gelu_tanh`` and ``ops.silu``.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, authors_quirks: bool) -> None:
         super().__init__()
@@ -123,16 +140,18 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def modulation(self, c: torch.Tensor) -> LayerModulation:
+    def modulation(self, c: Value, ops: Ops = TENSORS) -> LayerModulation:
         """(shift_a, 1 + scale_a, gate_a, shift_m, 1 + scale_m, gate_m) of the conditioning c, each [B, 1, C]."""
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = modulations(self.adaLN_modulation, c, 6)
-        return shift_a, 1 + scale_a, gate_a, shift_m, 1 + scale_m, gate_m
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = modulations(self.adaLN_modulation, c, 6, ops)
+        return shift_a, ops.one_plus(scale_a), gate_a, shift_m, ops.one_plus(scale_m), gate_m
 
-    def forward_modulated(self, x: torch.Tensor, modulation: LayerModulation) -> torch.Tensor:
-        """The block on tokens x [B, N, C], modulated by :meth:`modulation`'s tensors."""
+    def forward_modulated(self, x: Value, modulation: LayerModulation, ops: Ops = TENSORS) -> Value:
+        """The block on tokens x [B, N, C], modulated by :meth:`modulation`'s values."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = modulation
-        x = x + gate_a * self.attn(self.norm1(x) * scale_a + shift_a)
-        return x + gate_m * self.mlp(self.norm2(x) * scale_m + shift_m)
+        x = ops.residual(x, gate_a, self.attn(ops.modulate(ops.layer_norm(self.norm1, x), shift_a, scale_a), ops))
+        fc1, _, fc2 = self.mlp
+        z = ops.modulate(ops.layer_norm(self.norm2, x), shift_m, scale_m)
+        return ops.residual(x, gate_m, ops.linear(fc2, ops.gelu_tanh(ops.linear(fc1, z))))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.forward_modulated(x, self.modulation(c))
@@ -147,14 +166,14 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
 
-    def modulation(self, c: torch.Tensor) -> LayerModulation:
+    def modulation(self, c: Value, ops: Ops = TENSORS) -> LayerModulation:
         """(shift, 1 + scale) of the conditioning c, each [B, 1, C]."""
-        shift, scale = modulations(self.adaLN_modulation, c, 2)
-        return shift, 1 + scale
+        shift, scale = modulations(self.adaLN_modulation, c, 2, ops)
+        return shift, ops.one_plus(scale)
 
-    def forward_modulated(self, x: torch.Tensor, modulation: LayerModulation) -> torch.Tensor:
+    def forward_modulated(self, x: Value, modulation: LayerModulation, ops: Ops = TENSORS) -> Value:
         shift, scale = modulation
-        return self.linear(self.norm(x) * scale + shift)
+        return ops.linear(self.linear, ops.modulate(ops.layer_norm(self.norm, x), shift, scale))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.forward_modulated(x, self.modulation(c))
@@ -277,9 +296,11 @@ class DiT(nn.Module):
         guidance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(output, its derivative along the tangents (dx, dt, dd)) at primals (x, t, d, y) and ``guidance``
-        (no tangent), one pass carrying the tangent through every layer (models/dit_jvp.py); equals
-        ``torch.func.jvp`` of forward."""
-        return dit_jvp(self, primals, tangents, guidance)
+        (no tangent): the layers of forward on (primal, tangent) pairs (:mod:`.primitives`), one pass;
+        equals ``torch.func.jvp`` of forward."""
+        (x, t, d, y), (dx, dt, dd) = primals, tangents
+        c = self.conditioning((t, dt), (d, dd), y, guidance, PAIRS)
+        return self.run_layers((x, dx), lambda i, layer: layer.modulation(c, PAIRS), PAIRS)
 
     def modulation(
         self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
@@ -299,12 +320,19 @@ class DiT(nn.Module):
         c = self.conditioning(t, d, y, guidance)
         return self.run_layers(x, lambda i, layer: layer.modulation(c))
 
-    def run_layers(self, x: torch.Tensor, modulation_of: Callable[[int, nn.Module], LayerModulation]) -> torch.Tensor:
+    def run_layers(
+        self, x: Value, modulation_of: Callable[[int, nn.Module], LayerModulation], ops: Ops = TENSORS
+    ) -> Value:
         """Patch embedding, the blocks and the final layer on x [B, C, H, W]; layer i (the blocks, then the
         final layer) is modulated by ``modulation_of(i, layer)``, asked just before the layer runs."""
-        h = self.x_embedder(x).flatten(2).transpose(1, 2)  # [B, N, C]
-        h = h + self.pos_embed.to(h.dtype)
+        h = ops.map(patch_tokens, ops.conv(self.x_embedder, x))  # [B, N, C]
+        h = ops.add_constant(h, self.pos_embed.to(ops.primal(h).dtype))
         for i, block in enumerate(self.blocks):
-            h = block.forward_modulated(h, modulation_of(i, block))
+            h = block.forward_modulated(h, modulation_of(i, block), ops)
         final = self.final_layer
-        return self.unpatchify(final.forward_modulated(h, modulation_of(len(self.blocks), final)))
+        return ops.map(self.unpatchify, final.forward_modulated(h, modulation_of(len(self.blocks), final), ops))
+
+
+def patch_tokens(patches: torch.Tensor) -> torch.Tensor:
+    """The patch embedding's [B, C, grid, grid] as tokens [B, N, C], row-major."""
+    return patches.flatten(2).transpose(1, 2)

@@ -21,6 +21,10 @@ applies (:mod:`shortcut_models.guidance`). Three more embedders add emb(1 - 1/w)
 to the conditioning (the iMF network embeds the same three numbers, as extra tokens). Without
 ``guidance`` such a network is unguided: w = 1 on [0, 1]. A network built without the input raises ValueError
 when given one, so a guided call never silently drops the guidance.
+
+The embedders are written once, against the operations ``ops`` of :mod:`.primitives`: on tensors they are
+the forward pass, on (primal, tangent) pairs (the DiT's ``jvp``) they also carry the derivative along the
+tangents of t and d (labels and the guidance input have none).
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import guidance as guide
+from .primitives import TENSORS, Ops, Value
 
 MAX_PERIOD = 10000.0  # the slowest sinusoid's period
 MIN_STEP = 1e-12  # step sizes are clamped here before their level is taken (d = 0 -> level ~40)
@@ -43,16 +47,25 @@ def frequencies(dim: int, device: torch.device, dtype: torch.dtype) -> torch.Ten
     return torch.exp(-math.log(MAX_PERIOD) * torch.arange(half, device=device, dtype=dtype) / half)
 
 
-def sinusoidal(x: torch.Tensor, dim: int) -> torch.Tensor:
+def sinusoidal(x: Value, dim: int, ops: Ops = TENSORS) -> Value:
     """Sin-cos features of a scalar per row: [B] -> [B, dim] (cos half first, as in DiT); float32, or
     float64 for float64 input (derivative checks)."""
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    freqs = frequencies(dim, x.device, dtype)
-    args = x.to(dtype)[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    dtype = torch.float64 if ops.primal(x).dtype == torch.float64 else torch.float32
+    freqs = frequencies(dim, ops.primal(x).device, dtype)
+    emb = ops.apply(cos_sin, cos_sin_tangent, ops.map(lambda s: s.to(dtype)[:, None] * freqs[None], x))
     if dim % 2:
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+        emb = ops.map(lambda e: torch.cat([e, torch.zeros_like(e[:, :1])], dim=-1), emb)
     return emb
+
+
+def cos_sin(args: torch.Tensor) -> torch.Tensor:
+    """[cos | sin] of args [B, n] -> [B, 2 n]."""
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def cos_sin_tangent(args: torch.Tensor, dargs: torch.Tensor) -> torch.Tensor:
+    """The derivative of :func:`cos_sin` along dargs: [-sin | cos](args) dargs."""
+    return torch.cat([-torch.sin(args) * dargs, torch.cos(args) * dargs], dim=-1)
 
 
 STEP_INPUTS = ("level", "size")  # what the step-size embedder sees: -log2(d), or d itself
@@ -74,6 +87,11 @@ def step_level(d: torch.Tensor) -> torch.Tensor:
     return -torch.log2(d.to(torch.float64 if d.dtype == torch.float64 else torch.float32).clamp_min(MIN_STEP))
 
 
+def step_level_tangent(d: torch.Tensor, dd: torch.Tensor) -> torch.Tensor:
+    """The derivative of :func:`step_level` along dd: -dd / (d ln 2), 0 where d is clamped."""
+    return torch.where(d > MIN_STEP, -dd / (d * math.log(2.0)), torch.zeros_like(d))
+
+
 class ScalarEmbedder(nn.Module):
     """sinusoid(freq_dim) -> Linear -> SiLU -> Linear, the DiT timestep embedder."""
 
@@ -82,22 +100,11 @@ class ScalarEmbedder(nn.Module):
         self.freq_dim = freq_dim
         self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight_dtype = self.mlp[0].weight.dtype
-        return self.mlp(sinusoidal(x, self.freq_dim).to(weight_dtype))
-
-    def jvp(self, x: torch.Tensor, dx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the embedding of x, its derivative along dx): d[cos, sin](f x) = [-sin, cos](f x) f dx."""
-        weight_dtype = self.mlp[0].weight.dtype
-        feats = sinusoidal(x, self.freq_dim)
-        half = self.freq_dim // 2
-        rate = dx.to(feats.dtype)[:, None] * frequencies(self.freq_dim, x.device, feats.dtype)[None]
-        cos, sin = feats[:, :half], feats[:, half : 2 * half]
-        dfeats = torch.cat([-sin * rate, cos * rate, torch.zeros_like(feats[:, 2 * half :])], dim=-1)
-        first, act, second = self.mlp
-        h, dh = first(feats.to(weight_dtype)), F.linear(dfeats.to(weight_dtype), first.weight)
-        dh = torch.ops.aten.silu_backward(dh, h)
-        return second(act(h)), F.linear(dh, second.weight)
+    def forward(self, x: Value, ops: Ops = TENSORS) -> Value:
+        """The embedding [B, hidden] of x [B]; ``mlp``'s SiLU is applied as ``ops.silu``."""
+        first, _, second = self.mlp
+        feats = ops.map(lambda f: f.to(first.weight.dtype), sinusoidal(x, self.freq_dim, ops))
+        return ops.linear(second, ops.silu(ops.linear(first, feats)))
 
 
 class LabelEmbedder(nn.Module):
@@ -156,32 +163,14 @@ class Conditioning(nn.Module):
         self.guidance_embedder = GuidanceEmbedder(hidden, freq_dim) if guidance_input else None
 
     def forward(
-        self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        step = step_level(d) if self.step_input == "level" else d
-        c = self.t_embedder(t) + self.d_embedder(step) + self.y_embedder(y)
-        return self.with_guidance(c, guidance)
+        self, t: Value, d: Value, y: torch.Tensor, guidance: torch.Tensor | None = None, ops: Ops = TENSORS
+    ) -> Value:
+        """c [B, hidden]; under ``PAIRS`` t and d are (value, tangent) pairs, and y and guidance have none."""
+        step = ops.apply(step_level, step_level_tangent, d) if self.step_input == "level" else d
+        c = ops.add_constant(ops.add(self.t_embedder(t, ops), self.d_embedder(step, ops)), self.y_embedder(y))
+        return self.with_guidance(c, guidance, ops)
 
-    def jvp(
-        self,
-        t: torch.Tensor,
-        dt: torch.Tensor,
-        d: torch.Tensor,
-        dd: torch.Tensor,
-        y: torch.Tensor,
-        guidance: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(c, its derivative along (dt, dd)); the level's derivative is -dd / (d ln 2) (0 where d is
-        clamped), the size's dd itself; the guidance input has no tangent."""
-        c_t, dc_t = self.t_embedder.jvp(t, dt)
-        if self.step_input == "level":
-            dlevel = torch.where(d > MIN_STEP, -dd / (d * math.log(2.0)), torch.zeros_like(d))
-            c_d, dc_d = self.d_embedder.jvp(step_level(d), dlevel)
-        else:
-            c_d, dc_d = self.d_embedder.jvp(d, dd)
-        return self.with_guidance(c_t + c_d + self.y_embedder(y), guidance), dc_t + dc_d
-
-    def with_guidance(self, c: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
+    def with_guidance(self, c: Value, guidance: torch.Tensor | None, ops: Ops = TENSORS) -> Value:
         """``c`` plus the guidance embedding (none given: w = 1 on [0, 1]); ValueError when this conditioning
         has no guidance input and one is given, or the guidance is not [B, 3]."""
         if self.guidance_embedder is None:
@@ -191,9 +180,9 @@ class Conditioning(nn.Module):
                     "call it without guidance=, or build it with guidance_input=True"
                 )
             return c
-        rows = c.shape[0]
+        rows, device = ops.primal(c).shape[0], ops.primal(c).device
         if guidance is None:
-            guidance = guide.none(rows, c.device)
+            guidance = guide.none(rows, device)
         if guidance.shape != (rows, len(guide.COLUMNS)):
             raise ValueError(f"guidance must have shape [{rows}, 3] (scale, lo, hi), got {tuple(guidance.shape)}")
-        return c + self.guidance_embedder(guidance)
+        return ops.add_constant(c, self.guidance_embedder(guidance))

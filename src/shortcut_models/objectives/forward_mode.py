@@ -2,10 +2,11 @@
 
 ``network_jvp(network, (x, t, d, y), (dx, dt, dd))`` is the derivative of ``network(x, t, d, y)`` along
 the tangent (labels have none); ``network_jvp_with_output`` also returns the network's output, which the
-product computes anyway. A network that carries tangents itself (a ``jvp(primals, tangents)``
-method, as the DiT has: models/dit_jvp.py) does it in one pass of its own; any other network goes
-through ``torch.func.jvp``. Wrappers are looked through: DDP's ``module`` and ``torch.compile``'s
-``_orig_mod`` (the product needs no gradient synchronisation and runs uncompiled).
+product computes anyway. A network that carries tangents itself (a ``jvp(primals, tangents)`` method,
+as the DiT has: its layers on the (primal, tangent) pairs of models/primitives.py) does it in one pass
+of its own; any other network goes through ``torch.func.jvp``. Wrappers are looked through: DDP's
+``module`` and ``torch.compile``'s ``_orig_mod`` (the product needs no gradient synchronisation and runs
+uncompiled).
 
 Attention under ``torch.func.jvp``: forward-mode AD has no rule for PyTorch's fused attention kernels
 (flash, memory-efficient, the CPU flash kernel), so that path always runs with the math kernel of

@@ -33,7 +33,7 @@ Its network sees the step size as d itself by default (``step_input = "size"``: 
 ``model_args.step_input``, continuous at d = 0 where the level -log2 d sends d -> 0 far from d = 0),
 as the paper's network embeds the interval; ``model_args.step_input=level`` gives the shortcut DiT's input.
 
-The product: a DiT carries the tangent through its own layers in one pass (models/dit_jvp.py); other
+The product: a DiT carries the tangent through its own layers in one pass (``DiT.jvp``); other
 networks go through ``torch.func.jvp`` with the math attention kernel (:mod:`.forward_mode`). The
 training forward and backward keep the fused attention kernels.
 """
