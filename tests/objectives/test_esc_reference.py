@@ -177,7 +177,7 @@ def test_targets_and_loss_equal_the_references(esc_loss, no_eps, monkeypatch, cl
     x1, x0, y = batch(b, classes, seed=4)
     net = Net(classes)
     draws = RowDraws.for_batch(b, torch.Generator().manual_seed(7), torch.device("cpu"))
-    rows = ours.draw_rows(y, draws, progress)
+    rows = ours.draw_rows(y, draws, ours.kind_rows(b)[0], progress)
     with torch.no_grad():
         tg = ours.build(TargetNetworks.of(net), x0, x1, y is not None, rows, progress)
     loss, logs = ours.loss(net, tg)
@@ -205,7 +205,7 @@ def test_targets_and_loss_equal_the_references(esc_loss, no_eps, monkeypatch, cl
         **({"guidance": {"cfg_omega": 1.0, "cfg_kappa": 0.0}} if classes else {}),
     }
     for part, change in switched_off.items():
-        other = ESC(**{**ours.args(), **change, "num_classes": classes})
+        other = ESC.from_knobs(**{**ours.args(), **change, "num_classes": classes})
         with torch.no_grad():
             moved = other.build(TargetNetworks.of(net), x0, x1, y is not None, rows, progress).v
         assert (moved - ref_target).abs().max() > 1e-3, part

@@ -87,7 +87,7 @@ def interval_times(
     knobs: Any, draws: RowDraws, interval_rows: int, cells: int, flow_time: str = "smaller"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(t, d, interval) of the pair sampler: two draws a, c per row (``cells``: the grid sampler's);
-    on this process's first ``interval_rows`` rows the interval runs from the smaller to the larger
+    on the first ``interval_rows`` rows of the draws the interval runs from the smaller to the larger
     (t = min(a, c), d = |a - c|, ``interval`` True), on the rest d = 0 and t is the smaller draw
     (``flow_time`` "smaller", as MeanFlow's official code) or the first one ("first")."""
     a = times(knobs, draws, cells)
