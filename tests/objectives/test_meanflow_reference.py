@@ -283,12 +283,13 @@ def test_our_defaults_are_the_official_configs(reference):
             key, value = (s.strip() for s in line.removeprefix("method.").split("=", 1))
             config[key] = ast.literal_eval(value)
     mine = MeanFlow()
-    assert config["noise_dist"] == "logit_normal" and mine.time_sampler == "logit-normal"
-    assert (-config["P_mean"], config["P_std"]) == (mine.time_mu, mine.time_sigma)  # time reversed
+    recipe = mine.recipe
+    assert config["noise_dist"] == "logit_normal" and recipe.time_sampler == "logit-normal"
+    assert (-config["P_mean"], config["P_std"]) == (recipe.time_mu, recipe.time_sigma)  # time reversed
     assert math.isclose(1 - config["data_proportion"], mine.interval_share)
     assert config["class_dropout_prob"] == mine.class_dropout
-    assert (config["norm_p"], config["norm_eps"]) == (mine.adaptive_power, mine.adaptive_eps)
-    assert mine.loss_weight == "adaptive" and mine.flow_row_time == "smaller"
+    assert (config["norm_p"], config["norm_eps"]) == (recipe.adaptive_power, recipe.adaptive_eps)
+    assert recipe.loss_weight == "adaptive" and mine.flow_row_time == "smaller"
     # not ours: guidance in training at its defaults (see the module docstring)
     assert (config["guidance_eq"], config["omega"], config["kappa"]) == ("cfg", 1.0, 0.5)
     assert (config["t_start"], config["t_end"]) == (0.0, 1.0)

@@ -83,7 +83,7 @@ class Objective(ABC):
 
     def __post_init__(self) -> None:
         """Range checks of every knob (ValueError naming the knob); the recipe checks its own."""
-        check_knobs(self, ("num_classes", *self.own_knobs()))
+        check_knobs(self, ("num_classes", "max_steps", *self.own_knobs()))
         check_int(f"max_steps of {self.title}", self.max_steps, low=self.min_max_steps)
 
     # ------------------------------------------------------------ targets
