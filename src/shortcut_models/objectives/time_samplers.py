@@ -2,7 +2,8 @@
 
 A sampler draws one time per row, through :class:`~shortcut_models.seeding.RowDraws` (so several
 processes draw as one), given ``cells``: the grid of the row's step, 1/d (an int for the whole
-batch, or a tensor per row):
+batch, or a tensor per row), and ``knobs``, the method's recipe (:class:`~.recipe.Recipe`: its
+``time_sampler``, ``time_mu``, ``time_sigma``):
 
 - ``grid``: t = i / cells with i uniform in {0, ..., cells - 1} (the authors' flow matching, shortcut
   and Table-1 baselines; flow-matching rows use cells = M = 128);
