@@ -117,7 +117,9 @@ def time_normals(ours: ESC, rows):
     r = torch.where(rows.interval & ~rows.terminal, 1 - rows.t.double() - rows.d.double(), s / 2)
     r = torch.where(rows.interval, r, s)
     logit = lambda p: torch.log(p) - torch.log1p(-p)  # noqa: E731
-    return (torch.stack([logit(r), logit(s)], 1) + ours.recipe.time_mu) / ours.recipe.time_sigma  # (logit - mu_ref) / sigma
+    return (
+        torch.stack([logit(r), logit(s)], 1) + ours.recipe.time_mu
+    ) / ours.recipe.time_sigma  # (logit - mu_ref) / sigma
 
 
 def run_reference(monkeypatch, ref_loss, net, classes, x0, x1, y, ours, rows, progress):

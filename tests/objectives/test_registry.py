@@ -87,6 +87,10 @@ def test_unknown_names_and_knobs_are_refused():
         build_objective("flow", 0, {"scale": 2.0})  # nobody has this knob until ScaledFlow is registered
     with pytest.raises(TypeError, match="no knob target_network"):
         FlowMatching.from_knobs(target_network="ema")  # another objective's knob, asked of this one directly
+    with pytest.raises(ValueError, match="flow matching has no target network"):
+        FlowMatching(recipe=Recipe(target_network="ema"))
+    with pytest.raises(ValueError, match="shortcut has a target network"):
+        Shortcut(recipe=Recipe())
 
 
 def test_the_docs_list_the_registered_objectives():

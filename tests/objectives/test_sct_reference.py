@@ -54,7 +54,9 @@ def dit(num_classes, seed):
 def esc_normal(ours, n):
     """The normal draw from which ESC's logit-normal sampler (float64) makes tau = 1 - t, t our sampler's
     time (float32) from the normal draw ``n``."""
-    t = torch.sigmoid(ours.recipe.time_mu + ours.recipe.time_sigma * n.double()).float()  # as time_samplers.logit_normal
+    t = torch.sigmoid(
+        ours.recipe.time_mu + ours.recipe.time_sigma * n.double()
+    ).float()  # as time_samplers.logit_normal
     tau = 1 - t.double()
     return (torch.logit(tau) + ours.recipe.time_mu) / ours.recipe.time_sigma
 

@@ -82,9 +82,13 @@ class Objective(ABC):
     ablations: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __post_init__(self) -> None:
-        """Range checks of every knob (ValueError naming the knob); the recipe checks its own."""
+        """Range checks of every knob (ValueError naming the knob); the recipe checks its own, and has a target
+        network exactly where the method's own recipe has one (its knobs are the method's)."""
         check_knobs(self, ("num_classes", "max_steps", *self.own_knobs()))
         check_int(f"max_steps of {self.title}", self.max_steps, low=self.min_max_steps)
+        if self.recipe.knobs() != type(self).recipe.knobs():
+            has = "a target network" if type(self).recipe.target_network is not None else "no target network"
+            raise ValueError(f"{self.title} has {has}: its recipe must say so (target_network)")
 
     # ------------------------------------------------------------ targets
     @torch.no_grad()
