@@ -24,6 +24,7 @@ import torch
 
 from shortcut_models.config import build_config
 from shortcut_models.inference import load_model
+from shortcut_models.objectives import OBJECTIVES
 from shortcut_models.runtime import tune_allocator
 from shortcut_models.training import Trainer
 
@@ -50,7 +51,7 @@ def digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def fingerprint(tmp: Path, name: str, preset: str, objective: str, extra: list[str]) -> dict[str, str]:
-    teacher = [f"teacher={tmp / 'study-flow'}"] if "distillation" in objective else []
+    teacher = [f"teacher={tmp / 'study-flow'}"] if OBJECTIVES[objective].teacher_run else []
     common = [f"steps={STEPS}", "eval_every=0", "logger=none", "ckpt_every=100", "sample_steps=[1]", *teacher, *extra]
     run = tmp / name
     # stop at step 150 (a checkpoint at 100, then a resume) to cover resuming, then finish
@@ -71,13 +72,13 @@ def main() -> int:
     parser.add_argument("--compare", help="compare with fingerprints written earlier; exit 1 on a difference")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--cases", help="comma-separated case names (default: all; a distillation case adds study-flow)"
+        "--cases", help="comma-separated case names (default: all; a case with a teacher run adds study-flow)"
     )
     args = parser.parse_args()
     cases = CASES
     if args.cases:
         wanted = set(args.cases.split(","))
-        if any("distillation" in name for name in wanted):
+        if any(OBJECTIVES[objective].teacher_run for name, _, objective, _ in CASES if name in wanted):
             wanted.add("study-flow")
         cases = [case for case in CASES if case[0] in wanted]
     tune_allocator()

@@ -1,6 +1,6 @@
 """The study's methods on the 2-D checkerboard: train each at one budget, score it without a feature network.
 
-Every method of the study (``experiments/study.py``: METHODS) is trained on the ``checkerboard`` preset
+Every method of the study (every registered objective) is trained on the ``checkerboard`` preset
 (a residual MLP) for ``--steps`` steps of ``--batch`` points, with the study's conventions: the
 distillation methods start from the flow-matching run of the same seed and recipe, and the schedules
 counted in steps (ESC's terminal steps, sCT's tangent warm-up) end at 10% of the budget. Each model is
@@ -30,7 +30,7 @@ import torch
 
 from shortcut_models.config import build_config
 from shortcut_models.evaluation.points import evaluate_points
-from shortcut_models.experiments.study import METHODS, SCHEDULE_KNOBS, SCHEDULE_SHARE, TEACHER
+from shortcut_models.experiments.study_plan import SCHEDULE_SHARE, TEACHER
 from shortcut_models.inference import load_model
 from shortcut_models.objectives import OBJECTIVES
 from shortcut_models.training import Trainer
@@ -46,7 +46,8 @@ RECIPES = {
 def overrides(args: argparse.Namespace, run: Path, method: str, recipe: str, seed: int) -> list[str]:
     """The training overrides of one run: budget, seed, no evaluation or logs, one cheap sample sheet."""
     teacher = [f"teacher={run.parent / TEACHER}"] if OBJECTIVES[method].teacher_run else []
-    schedule = [f"{SCHEDULE_KNOBS[method]}={round(args.steps * SCHEDULE_SHARE)}"] if method in SCHEDULE_KNOBS else []
+    knob = OBJECTIVES[method].schedule_knob
+    schedule = [f"{knob}={round(args.steps * SCHEDULE_SHARE)}"] if knob else []
     budget = [f"steps={args.steps}", f"batch_size={args.batch}", f"seed={seed}"]
     quiet = ["eval_every=0", "logger=none", "sample_steps=[1]", f"ckpt_every={args.steps}"]
     return [*budget, *quiet, *teacher, *schedule, *RECIPES[recipe]]
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=2000, help="samples (and fresh points) per score")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=["own"])
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=list(OBJECTIVES), default=list(OBJECTIVES))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=Path("runs/toy-methods"))
     args = parser.parse_args()

@@ -111,9 +111,9 @@ def test_union_over_ranks_equals_single_process_targets(world, batch, per_row_no
     teacher = Elementwise()
     for obj in (
         Shortcut(num_classes=10, class_dropout=0.3, bootstrap_cfg=True, cfg_scale=1.5),
-        Shortcut(num_classes=10, time_sampler="logit-normal", loss_weight="adaptive"),
+        Shortcut.from_knobs(num_classes=10, time_sampler="logit-normal", loss_weight="adaptive"),
         FlowMatching(num_classes=10, class_dropout=0.3),
-        FlowMatching(num_classes=10, time_sampler="uniform"),
+        FlowMatching.from_knobs(num_classes=10, time_sampler="uniform"),
         *(
             cls(num_classes=10, **ROWS_COUPLED.get(name, {}))
             for name, cls in OBJECTIVES.items()
@@ -143,7 +143,7 @@ def test_escs_plugin_rows_are_the_only_ones_that_depend_on_the_processes(world):
     union = assemble(obj, Elementwise(), x1, y, 5, world)
     g = torch.Generator().manual_seed(5)
     torch.randn(64, 2, 3, generator=g)  # the noise, drawn first
-    plugin = obj.draw_rows(y, RowDraws.for_batch(64, g, torch.device("cpu")), Progress()).plugin
+    plugin = obj.draw_rows(y, RowDraws.for_batch(64, g, torch.device("cpu")), obj.kind_rows(64)[0], Progress()).plugin
     for field, value in union.items():
         if field != "v":
             assert torch.equal(value, getattr(single, field)), field

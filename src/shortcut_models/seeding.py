@@ -11,6 +11,7 @@ whichever process computes it, so a run does not depend on the number of process
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,8 +149,9 @@ class RowDraws:
 
     Objectives draw their noise, times and label dropouts through this object, so their maths never
     deals with processes: each draw is made for the whole global batch (noise of a large batch per
-    row) and the local rows are taken. Row r gets the same values whichever process holds it, and
-    :meth:`head` narrows the draws to the leading global rows (e.g. the self-consistency rows).
+    row) and the local rows are taken. Row r gets the same values whichever process holds it;
+    :meth:`blocks` splits the draws by blocks of rows (an objective's kinds of rows), and
+    :meth:`from_whole` deals out a choice made about the whole batch.
     """
 
     share: RowShare
@@ -182,23 +184,29 @@ class RowDraws:
         """One float in [0, 1) per local row."""
         return uniform_rows(self.share, self.generator, self.device, "rand")
 
-    def uniform_all(self) -> torch.Tensor:
-        """One float in [0, 1) per *global* row, all of them on every process (for a draw about the whole
-        batch, e.g. iMF's count of dropped labels); advances the generator as :meth:`uniform`."""
-        return uniform_rows(RowShare.whole(self.total), self.generator, self.device, "rand")
-
     def integers(self, high: int) -> torch.Tensor:
         """One integer in [0, high) per local row."""
         return uniform_rows(self.share, self.generator, self.device, "int", high)
 
-    def head(self, rows: int) -> RowDraws:
-        """The draws of global rows ``[0, rows)``: a batch of ``rows`` rows, of which this process holds
-        its first :meth:`RowShare.count_below` rows. Same generator, so draws continue in order."""
-        index = self.share.index[: self.share.count_below(rows)]
-        return RowDraws(RowShare(rows, index), self.generator, self.device)
+    def blocks(self, counts: Sequence[int]) -> tuple[RowDraws, ...]:
+        """The draws of consecutive blocks of the batch's rows, ``counts`` rows each (in all, the batch), in
+        order: block i stands for ``counts[i]`` rows (draws continue in order: same generator). The rows held
+        here of each block are consecutive local rows, block i's after those of the blocks before it."""
+        if sum(counts) != self.total:
+            raise ValueError(f"blocks of {list(counts)} rows do not make a batch of {self.total} rows")
+        out, start = [], 0
+        for n in counts:
+            held = self.share.index[(self.share.index >= start) & (self.share.index < start + n)]
+            out.append(RowDraws(RowShare(n, held - start), self.generator, self.device))
+            start += n
+        return tuple(out)
 
-    def local(self, values: torch.Tensor) -> torch.Tensor:
-        """The local rows of ``values``, a tensor with one entry per global row (on its own device)."""
+    def from_whole(self, values: Callable[[RowDraws], torch.Tensor]) -> torch.Tensor:
+        """The rows held here of ``values(whole)``, one value per row of the whole batch computed from
+        ``whole``, the draws of every row (the same on every process, advancing the same generator): a choice
+        about the batch as a whole, e.g. a deterministic assignment of its rows or a count over all its rows."""
+        whole = RowDraws(RowShare.whole(self.total), self.generator, self.device)
+        out = values(whole)
         if self.share.is_whole:
-            return values
-        return values[self.share.index.to(values.device)]
+            return out
+        return out[self.share.index.to(out.device)]

@@ -30,7 +30,7 @@ import pytest
 import torch
 
 from shortcut_models.config import build_config
-from shortcut_models.experiments.study import METHODS
+from shortcut_models.objectives import OBJECTIVES
 from shortcut_models.training import Trainer
 
 # per step 0 and 9: sum |x_t|, sum |t|, sum |d|, sum |v|, loss, grad norm; then sum |weights| after 10 steps
@@ -204,6 +204,7 @@ PINNED = {
     ),
 }
 STEPS = 10
+METHODS = tuple(OBJECTIVES)  # the study's methods
 NOISE = (4, 5, 10, 11, 12)  # loss, grad norm and weights of a distillation run: rounding noise, not compared
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -215,7 +216,7 @@ def pinned_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pinned")
     values = {}
     for method in METHODS:
-        teacher = [f"teacher={tmp / 'flow'}"] if "distillation" in method else []
+        teacher = [f"teacher={tmp / 'flow'}"] if OBJECTIVES[method].teacher_run else []
         overrides = [f"steps={STEPS}", "eval_every=0", "logger=none", "sample_steps=[1]", *teacher]
         trainer = Trainer(build_config("digits-uncond", method, None, overrides), tmp / method, progress=False)
         seen, loss = [], trainer.objective.loss
@@ -241,7 +242,7 @@ def pinned_runs(tmp_path_factory):
 @pytest.mark.parametrize("method", METHODS)
 def test_the_study_settings_train_as_pinned(pinned_runs, method):
     assert set(PINNED) == set(METHODS)
-    keep = [i for i in range(len(PINNED[method])) if "distillation" not in method or i not in NOISE]
+    keep = [i for i in range(len(PINNED[method])) if not OBJECTIVES[method].teacher_run or i not in NOISE]
     torch.testing.assert_close(
         torch.tensor(pinned_runs[method], dtype=torch.float64)[keep],
         torch.tensor(PINNED[method], dtype=torch.float64)[keep],

@@ -1,21 +1,26 @@
 """The study's plan: every (domain, method, recipe, seed) once, budgets scored on the way where that equals
-a shorter run, teachers, the ablation and the fine-tuning runs."""
+a shorter run, teachers, the ablation and the fine-tuning runs; the methods and what the study knows of each
+come from the registry, and the full plan's runs are those of the plan before they did (cb7ae8d)."""
 
 from collections import Counter
+from pathlib import Path
 
 from shortcut_models.experiments.study_plan import (
-    ABLATIONS,
-    LENGTH_SCHEDULED,
-    METHODS,
     RECIPES,
     StudyPlan,
+    ablations,
     best_without_teacher,
     full_plan,
     main_runs,
     method_overrides,
+    registered_methods,
     second_stage_runs,
     teacher_of,
 )
+from shortcut_models.objectives import OBJECTIVES
+
+METHODS = tuple(OBJECTIVES)
+PINNED_RUNS = Path(__file__).with_name("data") / "study_runs_cb7ae8d.txt"
 
 
 def test_default_plan_runs_every_method_recipe_seed_and_domain_once():
@@ -40,7 +45,7 @@ def test_full_plan_scores_budgets_on_the_way_except_length_scheduled_methods():
     runs = [r for r in main_runs(plan) if r.domain == "digits" and r.recipe == "own" and r.seed == 0]
     by_method = {m: [r.budgets for r in runs if r.method == m] for m in METHODS}
     for m in METHODS:
-        if m in LENGTH_SCHEDULED:  # curriculum / stages spread over the run: one run per budget
+        if OBJECTIVES[m].schedule_spans_run:  # curriculum / stages spread over the run: one run per budget
             assert by_method[m] == [(b,) for b in plan.all_budgets()]
         else:
             assert by_method[m] == [plan.all_budgets()]
@@ -82,8 +87,8 @@ def test_second_stage_ablates_the_winner_and_fine_tunes_from_the_flow_runs():
     winner = best_without_teacher({"flow": 900.0, "meanflow": 60.0, "consistency-distillation": 20.0, "esc": 70.0})
     assert winner == "meanflow"  # consistency distillation needs a teacher
     runs = second_stage_runs(plan, winner)
-    ablations = [r for r in runs if r.recipe.startswith("ablation:")]
-    assert len(ablations) == len(ABLATIONS["meanflow"]) * 3
+    ablated = [r for r in runs if r.recipe.startswith("ablation:")]
+    assert len(ablated) == len(OBJECTIVES["meanflow"].ablations) * 3
     tuned = [r for r in runs if r.init]
     assert {(r.method, r.init, r.budgets) for r in tuned} == {
         (m, s, (round(plan.steps * s),)) for m in ("shortcut", "meanflow") for s in (0.1, 0.25, 0.5)
@@ -91,3 +96,45 @@ def test_second_stage_ablates_the_winner_and_fine_tunes_from_the_flow_runs():
     own_flow = teacher_of(tuned[0], plan)
     assert own_flow in main_runs(plan) and own_flow.recipe == "own"
     assert len({r.name for r in runs}) == len(runs)
+
+
+def run_lines(label: str, plan: StudyPlan) -> dict[str, list[str]]:
+    """Every run of ``plan`` as 'stage | name | overrides | budgets | init | teacher', by stage: the main runs,
+    then the second stage for each method that can win it (one without a teacher, with an ablation)."""
+
+    def line(run, stage):
+        teacher = teacher_of(run, plan)
+        fields = [stage, run.name, " ".join(run.overrides) or "-", ",".join(map(str, run.budgets))]
+        return " | ".join([*fields, f"{run.init:g}", teacher.name if teacher else "-"])
+
+    out = {f"{label} main": [line(r, f"{label} main") for r in main_runs(plan)]}
+    for winner in (m for m in plan.methods if not OBJECTIVES[m].teacher_run and ablations(m)):
+        stage = f"{label} winner={winner}"
+        out[stage] = [line(r, stage) for r in second_stage_runs(plan, winner)]
+    return {stage: lines for stage, lines in out.items() if lines}
+
+
+def test_the_runs_are_those_of_the_plan_before_the_methods_declared_them():
+    """The default and the full plan's runs (names, overrides, budgets, fine-tuning share, teacher), for
+    every possible winner of the second stage, equal those the study planned at cb7ae8d, when its methods,
+    schedule knobs, length-scheduled methods and ablations were lists in study_plan.py."""
+    pinned: dict[str, list[str]] = {}
+    for row in PINNED_RUNS.read_text().splitlines():
+        pinned.setdefault(row.split(" | ")[0], []).append(row)
+    assert {**run_lines("default", StudyPlan()), **run_lines("full", full_plan())} == pinned
+
+
+def test_the_study_facts_are_declared_on_the_methods():
+    assert registered_methods() == METHODS == StudyPlan().methods
+    assert {m: OBJECTIVES[m].schedule_knob for m in METHODS if OBJECTIVES[m].schedule_knob} == {
+        "esc": "terminal_steps",
+        "sct": "derivative_warmup_steps",
+    }
+    assert [m for m in METHODS if OBJECTIVES[m].schedule_spans_run] == [
+        "consistency-training",
+        "progressive-distillation",
+    ]
+    assert [m for m in METHODS if OBJECTIVES[m].teacher_run] == ["consistency-distillation", "progressive-distillation"]
+    for m in METHODS:  # each ablation sets knobs of its own method
+        for overrides in ablations(m).values():
+            assert all(o.split("=")[0] in OBJECTIVES[m].knobs() for o in overrides), m

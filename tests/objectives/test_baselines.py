@@ -1,12 +1,11 @@
 """The baselines' draws: times on each level's grid, the curriculum and stages, reflow rows; knobs and
-the registry. (Their target formulas are checked against the authors' code in test_baselines_reference.py.)"""
+the distillation knobs. (Their target formulas are checked against the authors' code in test_baselines_reference.py.)"""
 
 import pytest
 import torch
 
 from shortcut_models import path
 from shortcut_models.objectives import (
-    OBJECTIVES,
     ConsistencyDistillation,
     ConsistencyTraining,
     FlowMatching,
@@ -80,19 +79,9 @@ def test_live_reflow_rows(make_batch):
         obj.targets(net, x1[:4], generator=g)
 
 
-def test_registry_and_knobs():
-    assert list(OBJECTIVES)[2:] == [
-        "consistency-training",
-        "consistency-distillation",
-        "progressive-distillation",
-        "live-reflow",
-        "meanflow",
-        "esc",
-        "imm",
-        "imf",
-        "sct",
-    ]
+def test_the_distillation_methods_distil_a_flow_matching_run_and_their_knobs():
     assert ConsistencyDistillation.teacher_run and ProgressiveDistillation.teacher_run
+    assert ConsistencyDistillation.teacher_objective == ProgressiveDistillation.teacher_objective == "flow"
     assert not ConsistencyTraining.teacher_run and "teacher" in ProgressiveDistillation.knobs()
     obj = build_objective("progressive-distillation", 0, {"teacher": "runs/flow", "target_network": "online"})
     own = {k: v for k, v in obj.args().items() if k not in RECIPE}

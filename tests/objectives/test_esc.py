@@ -1,14 +1,11 @@
 """ESC: its plug-in velocity, terminal-time schedule, guidance in training and warm-up against closed forms,
-its cost model against the passes it makes, and a train + one-step sample run on digits."""
+and its cost model against the passes it makes (training and sampling: tests/objectives/test_every_objective.py)."""
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from shortcut_models import path
-from shortcut_models.cli import main
-from shortcut_models.inference import load_model
 from shortcut_models.objectives import ESC, MeanFlow, Progress, TargetNetworks, build_objective
 from shortcut_models.objectives.esc import plugin_velocity
 from shortcut_models.seeding import RowDraws
@@ -36,9 +33,8 @@ class Counter(LinearField):
 
 
 def rows_of(obj, y, b=64, step=0, seed=1):
-    return obj.draw_rows(
-        y, RowDraws.for_batch(b, torch.Generator().manual_seed(seed), torch.device("cpu")), Progress(step)
-    )
+    draws = RowDraws.for_batch(b, torch.Generator().manual_seed(seed), torch.device("cpu"))
+    return obj.draw_rows(y, draws, obj.kind_rows(b)[0], Progress(step))
 
 
 # ----------------------------------------------------------------------------- plug-in velocity
@@ -112,7 +108,7 @@ def test_targets_are_the_closed_form_with_guidance_and_warmup(make_batch):
     y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(2))
     field = LinearField()
     obj = ESC(num_classes=10, plugin_share=0.0, cfg_omega=0.6, cfg_kappa=0.3, cfg_t_min=0.3, cfg_t_max=0.8)
-    obj = ESC(**{**obj.args(), "num_classes": 10, "derivative_warmup_steps": 100})
+    obj = ESC.from_knobs(**{**obj.args(), "num_classes": 10, "derivative_warmup_steps": 100})
     rows = rows_of(obj, y, step=25)
     tg = obj.build(TargetNetworks.of(field), x0, x1, True, rows, Progress(25))
     x_t, v, t, d = tg.x_t, path.velocity(x0, x1), tg.t, tg.d
@@ -180,7 +176,8 @@ def test_the_cost_model_counts_the_passes_made(make_batch, knobs, classes):
 # ----------------------------------------------------------------------------- knobs, sampling, training
 def test_defaults_and_bad_knobs():
     obj = build_objective("esc", 10)
-    assert (obj.time_sampler, obj.time_mu, obj.loss_weight, obj.adaptive_eps, obj.target_network) == (
+    recipe = obj.recipe
+    assert (recipe.time_sampler, recipe.time_mu, recipe.loss_weight, recipe.adaptive_eps, recipe.target_network) == (
         "logit-normal",
         0.4,
         "adaptive",
@@ -213,17 +210,3 @@ def test_no_gradient_reaches_the_target(make_batch):
     y = torch.randint(0, 4, (16,))
     tg = ESC(num_classes=4).targets(model, x1, y, generator=g, x0=x0)
     assert not tg.v.requires_grad
-
-
-def test_the_command_line_trains_esc_and_samples_in_one_step(nano_args, tmp_path, one_thread):
-    """`shortcut train --preset digits --objective esc` (class-conditional: guidance in training), then
-    `shortcut sample --steps 1`."""
-    run = tmp_path / "esc"
-    argv = ["train", "--preset", "digits", "--objective", "esc", "--out", str(run), "--quiet"]
-    assert main([*argv, *nano_args, "steps=4", "eval_every=0", "terminal_steps=2", "plugin_share=0.5"]) == 0
-    out = tmp_path / "s.npz"
-    assert main(["sample", "--ckpt", str(run), "--steps", "1", "--num", "4", "--out", str(out)]) == 0
-    objective = load_model(run, "cpu").objective
-    assert isinstance(objective, ESC) and objective.terminal_steps == 2 and objective.num_classes == 10
-    images = np.load(out)["arr_0"]
-    assert images.shape[0] == 4 and np.isfinite(images.astype(np.float64)).all()

@@ -95,10 +95,10 @@ def reference_loss(module, ours: ESC, warmup: int):
     return module.ESCLoss(
         loss_type="adaptive",
         time_sampler="logit_normal",
-        time_mu=-ours.time_mu,
-        time_sigma=ours.time_sigma,
+        time_mu=-ours.recipe.time_mu,
+        time_sigma=ours.recipe.time_sigma,
         ratio_r_not_equal_t=ours.interval_share,
-        adaptive_p=ours.adaptive_power,
+        adaptive_p=ours.recipe.adaptive_power,
         label_dropout_prob=ours.class_dropout,
         cfg_omega=ours.cfg_omega,
         cfg_kappa=ours.cfg_kappa,
@@ -117,7 +117,9 @@ def time_normals(ours: ESC, rows):
     r = torch.where(rows.interval & ~rows.terminal, 1 - rows.t.double() - rows.d.double(), s / 2)
     r = torch.where(rows.interval, r, s)
     logit = lambda p: torch.log(p) - torch.log1p(-p)  # noqa: E731
-    return (torch.stack([logit(r), logit(s)], 1) + ours.time_mu) / ours.time_sigma  # (logit - mu_ref) / sigma
+    return (
+        torch.stack([logit(r), logit(s)], 1) + ours.recipe.time_mu
+    ) / ours.recipe.time_sigma  # (logit - mu_ref) / sigma
 
 
 def run_reference(monkeypatch, ref_loss, net, classes, x0, x1, y, ours, rows, progress):
@@ -177,7 +179,7 @@ def test_targets_and_loss_equal_the_references(esc_loss, no_eps, monkeypatch, cl
     x1, x0, y = batch(b, classes, seed=4)
     net = Net(classes)
     draws = RowDraws.for_batch(b, torch.Generator().manual_seed(7), torch.device("cpu"))
-    rows = ours.draw_rows(y, draws, progress)
+    rows = ours.draw_rows(y, draws, ours.kind_rows(b)[0], progress)
     with torch.no_grad():
         tg = ours.build(TargetNetworks.of(net), x0, x1, y is not None, rows, progress)
     loss, logs = ours.loss(net, tg)
@@ -205,7 +207,7 @@ def test_targets_and_loss_equal_the_references(esc_loss, no_eps, monkeypatch, cl
         **({"guidance": {"cfg_omega": 1.0, "cfg_kappa": 0.0}} if classes else {}),
     }
     for part, change in switched_off.items():
-        other = ESC(**{**ours.args(), **change, "num_classes": classes})
+        other = ESC.from_knobs(**{**ours.args(), **change, "num_classes": classes})
         with torch.no_grad():
             moved = other.build(TargetNetworks.of(net), x0, x1, y is not None, rows, progress).v
         assert (moved - ref_target).abs().max() > 1e-3, part

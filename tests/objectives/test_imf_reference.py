@@ -142,7 +142,7 @@ def our_standard_draws(objective):
     """The standard draws our build_targets makes after the noise, in its documented order, replayed."""
     draws = RowDraws.for_batch(B, torch.Generator().manual_seed(SEED), torch.device("cpu"))
     n_a, n_c = draws.normal((), torch.float64), draws.normal((), torch.float64)
-    u_lo, u_hi, u_w, u_drop = draws.uniform(), draws.uniform(), draws.uniform(), draws.uniform_all()
+    u_lo, u_hi, u_w, u_drop = draws.uniform(), draws.uniform(), draws.uniform(), draws.uniform()
     return n_a, n_c, u_lo, u_hi, u_w, u_drop
 
 
@@ -181,7 +181,7 @@ def run_official(official, objective, conditional):
             num_classes=NUM_CLASSES,
             data_proportion=objective.flow_share,
             class_dropout_prob=objective.class_dropout,
-            norm_eps=objective.adaptive_eps,
+            norm_eps=objective.recipe.adaptive_eps,
         )
         loss, logs = model.apply(
             {},
@@ -200,7 +200,7 @@ def run_official(official, objective, conditional):
     target_theirs = v_g - h * du_dt  # u + h sg(du/dt) - v_g = u - (v_g - h du/dt)
     ours_layout = torch.empty(B, C, H, H, dtype=torch.float64)
     ours_layout[j] = -torch.from_numpy(np.ascontiguousarray(target_theirs)).permute(0, 3, 1, 2)  # our time: - sign
-    aux = (weight_v.reshape(-1) - objective.adaptive_eps) / weight_v.reshape(-1)  # their v-head's weighted rows
+    aux = (weight_v.reshape(-1) - objective.recipe.adaptive_eps) / weight_v.reshape(-1)  # their v-head's weighted rows
     return ours_layout, float(loss) - float(aux.mean()), float(logs["loss_u"])
 
 

@@ -1,18 +1,15 @@
 """IMM: its kernel loss (zero for equal particle sets, a hand-computed MMD on two tiny groups), its times
 and time weight (closed forms), its groups under gradient accumulation and several processes, its cost
-model, and training plus one-step sampling from the command line."""
+model (training and sampling through the command line: tests/objectives/test_every_objective.py)."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from shortcut_models import path
-from shortcut_models.cli import main
 from shortcut_models.errors import UserError
-from shortcut_models.inference import load_model
 from shortcut_models.objectives import IMM, Targets, build_objective
 from shortcut_models.objectives.imm import SIGMA_DATA, kernel_width, mmd2, time_weight
 from shortcut_models.seeding import RowShare
@@ -120,7 +117,7 @@ def test_the_loss_is_zero_when_the_jump_lands_on_the_targets_and_weighs_groups_b
     torch.testing.assert_close(logs["loss_kernel"], plain.mean())
     loss.backward()
     assert model.a.grad is not None and model.a.grad != 0
-    adaptive = IMM(loss_weight="adaptive", adaptive_eps=0.01).loss(model, tg)[0]
+    adaptive = IMM.from_knobs(loss_weight="adaptive", adaptive_eps=0.01).loss(model, tg)[0]
     torch.testing.assert_close(adaptive, (time_weight(tg.t[::4], 2.0, 4.0).float() * plain / (plain + 0.01)).mean())
 
 
@@ -190,20 +187,13 @@ def test_defaults_are_escs():
         4,
         False,
     )
-    assert (o.class_dropout, o.target_network, o.time_sampler, o.loss_weight) == (0.1, "online", "uniform", "mse")
+    recipe = o.recipe
+    assert (o.class_dropout, recipe.target_network, recipe.time_sampler, recipe.loss_weight) == (
+        0.1,
+        "online",
+        "uniform",
+        "mse",
+    )
     for bad in ({"group_size": 0}, {"time_min": 1.0}, {"gamma": -1}, {"clip_intermediate": "maybe"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             build_objective("imm", 0, bad)
-
-
-def test_the_command_line_trains_imm_and_samples_in_one_step(nano_args, tmp_path):
-    run = tmp_path / "imm"
-    argv = ["train", "--preset", "digits", "--objective", "imm", "--out", str(run), "--quiet"]
-    assert main([*argv, *nano_args, "steps=4", "eval_every=0"]) == 0
-    for steps in (1, 2):
-        out = tmp_path / f"s{steps}.npz"
-        assert main(["sample", "--ckpt", str(run), "--steps", str(steps), "--num", "4", "--out", str(out)]) == 0
-        with np.load(out) as saved:
-            assert all(np.isfinite(saved[k]).all() for k in saved.files)
-    loaded = load_model(run, "cpu")
-    assert isinstance(loaded.objective, IMM) and loaded.objective.args()["group_size"] == 4

@@ -10,6 +10,7 @@ from torch import nn
 from shortcut_models import path
 from shortcut_models.models import build_model
 from shortcut_models.objectives import MeanFlow, build_objective
+from shortcut_models.objectives.meanflow_identity import identity_target, path_derivative
 from shortcut_models.sampling import sample
 
 
@@ -37,7 +38,7 @@ def test_target_of_a_linear_field_is_the_closed_form():
     x, v = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
     t, d = torch.rand(6, generator=g, dtype=torch.float64) / 2, torch.rand(6, generator=g, dtype=torch.float64) / 2
     field = LinearField()
-    target = MeanFlow().identity_target(field, x, t, d, v, torch.zeros(6, dtype=torch.long))
+    target = identity_target(field, x, t, d, v, torch.zeros(6, dtype=torch.long))
     expected = v + d[:, None] * (field.a * v + field.b - field.c)
     torch.testing.assert_close(target, expected, atol=1e-12, rtol=1e-12)
 
@@ -48,7 +49,7 @@ def test_the_exact_average_velocity_is_its_own_target():
     x = torch.randn(8, 4, generator=g, dtype=torch.float64)
     t, d = torch.rand(8, generator=g, dtype=torch.float64) / 2, torch.rand(8, generator=g, dtype=torch.float64) / 2
     field = ExpField()
-    target = MeanFlow().identity_target(field, x, t, d, x, torch.zeros(8, dtype=torch.long))  # v(x) = x
+    target = identity_target(field, x, t, d, x, torch.zeros(8, dtype=torch.long))  # v(x) = x
     torch.testing.assert_close(target, field(x, t, d, None), atol=1e-12, rtol=1e-12)
     assert not torch.allclose(target, x)  # not the instantaneous velocity: the d term matters
 
@@ -66,8 +67,7 @@ def test_target_equals_finite_differences_of_a_dit_along_the_path():
     d = torch.tensor([0.4, 0.2, 0.5, 0.05], dtype=torch.float64)
     x_t, v = path.interpolate(x0, x1, t), path.velocity(x0, x1)
     y = torch.zeros(4, dtype=torch.long)
-    obj = MeanFlow()
-    target = obj.identity_target(net, x_t, t, d, v, y)
+    target = identity_target(net, x_t, t, d, v, y)
     h = 1e-6
     with torch.no_grad():
         up = net(x_t + h * v, t + h, d - h, y)
@@ -88,7 +88,7 @@ def test_the_product_runs_through_attention_with_the_math_kernel():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     x, v = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
     ones, y = torch.ones(2), torch.zeros(2, dtype=torch.long)
-    out = MeanFlow().path_derivative(net, x, ones / 4, ones / 2, v, y)
+    out = path_derivative(net, x, ones / 4, ones / 2, v, y)
     with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH]):
         expected = torch.func.jvp(lambda a, b, c: net(a, b, c, y), (x, ones / 4, ones / 2), (v, ones, -ones))[1]
     assert expected.abs().max() > 0.1
@@ -119,8 +119,8 @@ def test_adaptive_loss_weight(make_batch):
     tg = MeanFlow().targets(LinearField(), x1, generator=g, x0=x0)
     model = LinearField(0.1, 0.2, 0.3)
     sq = (model(tg.x_t, tg.t, tg.d, tg.y) - tg.v).pow(2).sum(1)
-    plain, _ = MeanFlow(adaptive_power=0.0).loss(model, tg)
-    weighted, logs = MeanFlow(adaptive_power=1.0, adaptive_eps=0.5).loss(model, tg)
+    plain, _ = MeanFlow.from_knobs(adaptive_power=0.0).loss(model, tg)
+    weighted, logs = MeanFlow.from_knobs(adaptive_power=1.0, adaptive_eps=0.5).loss(model, tg)
     torch.testing.assert_close(plain, sq.mean())
     torch.testing.assert_close(weighted, (sq / (sq + 0.5)).mean())
     torch.testing.assert_close(logs["loss"], sq.mean() / 3)

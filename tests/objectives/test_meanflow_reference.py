@@ -47,7 +47,7 @@ import pytest
 import torch
 
 from shortcut_models import path
-from shortcut_models.objectives import MeanFlow, Progress, TargetNetworks
+from shortcut_models.objectives import Batch, MeanFlow, Progress, TargetNetworks
 from shortcut_models.seeding import RowDraws, RowShare
 
 B, SHAPE, CLASSES = 8, (2, 2, 3), 5  # rows, one sample (the reference's NHWC; our objective takes any shape)
@@ -218,7 +218,8 @@ def ours(objective, values, conditional):
     )
     y = torch.as_tensor(labels) if conditional else None
     net = TorchField()
-    targets = objective.build_targets(TargetNetworks.of(net), as_t(noise), as_t(data), y, draws, Progress())
+    batch = Batch(as_t(noise), as_t(data), y, draws, draws.blocks(objective.kind_rows(B)))
+    targets = objective.build_targets(TargetNetworks.of(net), batch, Progress())
     assert not draws.normals and (not draws.uniforms) == conditional  # unconditional: no dropout draw
     loss, _ = objective.loss(net, targets)
     return targets, float(loss)
@@ -282,12 +283,13 @@ def test_our_defaults_are_the_official_configs(reference):
             key, value = (s.strip() for s in line.removeprefix("method.").split("=", 1))
             config[key] = ast.literal_eval(value)
     mine = MeanFlow()
-    assert config["noise_dist"] == "logit_normal" and mine.time_sampler == "logit-normal"
-    assert (-config["P_mean"], config["P_std"]) == (mine.time_mu, mine.time_sigma)  # time reversed
+    recipe = mine.recipe
+    assert config["noise_dist"] == "logit_normal" and recipe.time_sampler == "logit-normal"
+    assert (-config["P_mean"], config["P_std"]) == (recipe.time_mu, recipe.time_sigma)  # time reversed
     assert math.isclose(1 - config["data_proportion"], mine.interval_share)
     assert config["class_dropout_prob"] == mine.class_dropout
-    assert (config["norm_p"], config["norm_eps"]) == (mine.adaptive_power, mine.adaptive_eps)
-    assert mine.loss_weight == "adaptive" and mine.flow_row_time == "smaller"
+    assert (config["norm_p"], config["norm_eps"]) == (recipe.adaptive_power, recipe.adaptive_eps)
+    assert recipe.loss_weight == "adaptive" and mine.flow_row_time == "smaller"
     # not ours: guidance in training at its defaults (see the module docstring)
     assert (config["guidance_eq"], config["omega"], config["kappa"]) == ("cfg", 1.0, 0.5)
     assert (config["t_start"], config["t_end"]) == (0.0, 1.0)
@@ -315,7 +317,7 @@ def test_the_comparison_fails_when_a_component_is_changed(reference, monkeypatch
     """The test has teeth: each change of our recipe moves the target or the loss past 10x the tolerance
     (seed 1: seed 0 happens to draw its first time above its second on every row with r = t)."""
     values = draws_of(1, 2)
-    objective = MeanFlow(num_classes=CLASSES, **SWITCHED[change])
+    objective = MeanFlow.from_knobs(num_classes=CLASSES, **SWITCHED[change])
     diff = compare(reference, monkeypatch, objective, values, True, **CONDITIONAL)
     assert max(diff.values()) > 1e-4, diff
 

@@ -18,17 +18,17 @@ from shortcut_models.objectives import (
     FlowMatching,
     MeanFlow,
     Progress,
+    Recipe,
     Shortcut,
     TargetNetworks,
     Targets,
     build_objective,
 )
-from shortcut_models.objectives.target_networks import TargetNetworkKnobs
 from shortcut_models.objectives.time_samplers import interval_times, start_times, times
 from shortcut_models.seeding import RowDraws, RowShare
 from shortcut_models.training import Trainer
 
-WITH_TARGET_NETWORK = [name for name, cls in OBJECTIVES.items() if issubclass(cls, TargetNetworkKnobs)]
+WITH_TARGET_NETWORK = [name for name, cls in OBJECTIVES.items() if cls.recipe.target_network is not None]
 
 
 def draws(n=4096, seed=0):
@@ -37,15 +37,15 @@ def draws(n=4096, seed=0):
 
 # ----------------------------------------------------------------------------- time samplers
 def test_each_sampler_is_its_closed_form_on_the_same_draws():
-    knobs = FlowMatching(time_mu=-0.3, time_sigma=1.7)
+    knobs = Recipe(time_mu=-0.3, time_sigma=1.7)
     g = torch.Generator().manual_seed(0)
-    grid = times(FlowMatching(), draws(), 128)
+    grid = times(Recipe(), draws(), 128)
     torch.testing.assert_close(grid, torch.randint(0, 128, (4096,), generator=g).float() / 128, atol=0, rtol=0)
     g = torch.Generator().manual_seed(0)
-    uniform = times(FlowMatching(time_sampler="uniform"), draws(), 128)
+    uniform = times(Recipe(time_sampler="uniform"), draws(), 128)
     torch.testing.assert_close(uniform, torch.rand(4096, generator=g), atol=0, rtol=0)
     g = torch.Generator().manual_seed(0)
-    logit = times(FlowMatching(time_sampler="logit-normal", time_mu=-0.3, time_sigma=1.7), draws(), 128)
+    logit = times(Recipe(time_sampler="logit-normal", time_mu=-0.3, time_sigma=1.7), draws(), 128)
     expected = torch.sigmoid(knobs.time_mu + knobs.time_sigma * torch.randn(4096, generator=g).double()).float()
     torch.testing.assert_close(logit, expected, atol=0, rtol=0)
     assert abs(logit.median().item() - 1 / (1 + math.exp(0.3))) < 0.02  # median sigmoid(mu)
@@ -59,7 +59,7 @@ def test_the_logit_normal_time_of_a_row_does_not_depend_on_the_rows_beside_it():
     call) and apply the same elementwise float64 operations; the vectorised and scalar float64 sigmoids
     agree to about an ulp, and the rounding to float32 hides that unless a value lies within ~1e-16 of a
     float32 rounding boundary (odds of order 1e-9 per row)."""
-    knobs = FlowMatching(time_sampler="logit-normal", time_mu=1.0, time_sigma=1.4)
+    knobs = Recipe(time_sampler="logit-normal", time_mu=1.0, time_sigma=1.4)
     whole = times(knobs, draws(4096), 128)
     for rows in (1, 3, 5, 7, 8, 9, 15, 16, 17):
         for start in range(0, 4096 - rows, 97):
@@ -70,7 +70,7 @@ def test_the_logit_normal_time_of_a_row_does_not_depend_on_the_rows_beside_it():
 
 @pytest.mark.parametrize("sampler", sorted(TIME_SAMPLERS))
 def test_rows_that_step_stay_on_the_path(sampler):
-    knobs = FlowMatching(time_sampler=sampler)
+    knobs = Recipe(time_sampler=sampler)
     for d in (1.0, 0.25, 1 / 128):
         t = start_times(knobs, draws(), d)
         assert (t >= 0).all() and (t + d <= 1).all()
@@ -84,14 +84,14 @@ def test_rows_that_step_stay_on_the_path(sampler):
 
 def test_the_grid_sampler_covers_each_rows_grid_evenly():
     d = torch.full((8192,), 0.25)
-    t = start_times(FlowMatching(), draws(8192), d)
+    t = start_times(Recipe(), draws(8192), d)
     counts = torch.bincount((t * 4).long(), minlength=4).float() / 8192
     assert set(t.unique().tolist()) == {0.0, 0.25, 0.5, 0.75} and (counts - 0.25).abs().max() < 0.03
 
 
 @pytest.mark.parametrize("sampler", sorted(TIME_SAMPLERS))
 def test_the_pair_sampler_sorts_two_draws(sampler):
-    knobs = MeanFlow(time_sampler=sampler)
+    knobs = Recipe(time_sampler=sampler)
     t, d, interval = interval_times(knobs, draws(), 1000, 128)
     g = draws()
     a, c = times(knobs, g, 128), times(knobs, g, 128)  # the same two draws
@@ -126,7 +126,7 @@ def batch_targets(rows=6, dim=5):
 def test_each_loss_weight_is_its_closed_form(weight):
     tg = batch_targets()
     model = Shift(0.3)
-    objective = Shortcut(loss_weight=weight, adaptive_power=0.7, adaptive_eps=0.2, huber_c=0.1)
+    objective = Shortcut.from_knobs(loss_weight=weight, adaptive_power=0.7, adaptive_eps=0.2, huber_c=0.1)
     loss, logs = objective.loss(model, tg)
     sq = (tg.x_t + 0.3 - tg.v).pow(2)
     s = sq.sum(dim=1)
@@ -146,7 +146,7 @@ def test_each_loss_weight_is_its_closed_form(weight):
 def test_the_adaptive_weight_is_a_constant_in_the_backward_pass():
     tg = batch_targets()
     model = Shift(0.3)
-    FlowMatching(loss_weight="adaptive", adaptive_power=1.0, adaptive_eps=0.2).loss(model, tg)[0].backward()
+    FlowMatching.from_knobs(loss_weight="adaptive", adaptive_power=1.0, adaptive_eps=0.2).loss(model, tg)[0].backward()
     err = tg.x_t + 0.3 - tg.v
     s = err.pow(2).sum(dim=1)
     expected = ((2 * err.sum(dim=1)) / (s + 0.2)).mean()  # d/db of s / sg(s + eps)
@@ -221,8 +221,8 @@ def test_defaults_are_each_methods_own_recipe():
             "sct": ("logit-normal", "mse"),
         }
         want = want.get(name, ("grid", "mse"))
-        assert (obj.time_sampler, obj.loss_weight) == want, name
-    network = {name: build_objective(name, 0).target_network for name in WITH_TARGET_NETWORK}
+        assert (obj.recipe.time_sampler, obj.recipe.loss_weight) == want, name
+    network = {name: build_objective(name, 0).recipe.target_network for name in WITH_TARGET_NETWORK}
     assert network == {
         "shortcut": "ema",
         "consistency-training": "ema",
@@ -235,7 +235,8 @@ def test_defaults_are_each_methods_own_recipe():
         "imf": "online",
         "sct": "online",
     }
-    assert Shortcut().target_clamp == 4.0 and MeanFlow().target_clamp == 0.0
+    assert Shortcut().recipe.target_clamp == 4.0 and MeanFlow().recipe.target_clamp == 0.0
+    assert "target_network" not in FlowMatching.knobs()  # no network builds flow matching's targets
 
 
 # ----------------------------------------------------------------------------- every objective, every part
@@ -315,7 +316,7 @@ def test_a_new_part_is_one_function_and_one_registry_line(monkeypatch, tmp_path)
     monkeypatch.setitem(LOSS_WEIGHTS, "l1", l1)
     cfg = build_config("checkerboard", "flow", None, [*TOY, "time_sampler=squared", "loss_weight=l1"])
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
-    assert (trainer.objective.time_sampler, trainer.objective.loss_weight) == ("squared", "l1")
+    assert (trainer.objective.recipe.time_sampler, trainer.objective.recipe.loss_weight) == ("squared", "l1")
     x1 = torch.randn(64, 2)
     tg = trainer.objective.targets(None, x1, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)

@@ -1,18 +1,16 @@
 """sCT: the consistency target in closed form (a linear field, the exact flow of dx/dt = x), the tangent
-warm-up over training, the tangent normalisation, its rows and times, its cost model, one-step sampling,
-and `shortcut train --objective sct` then `shortcut sample --steps 1` on the digits."""
+warm-up over training, the tangent normalisation, its rows and times, its cost model and one-step sampling
+(training and sampling through the command line: tests/objectives/test_every_objective.py)."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from shortcut_models import path
-from shortcut_models.cli import main
-from shortcut_models.inference import load_model
 from shortcut_models.objectives import ContinuousConsistency, MeanFlow, Progress, build_objective
+from shortcut_models.objectives.meanflow_identity import identity_target
 from shortcut_models.sampling import sample
 
 
@@ -72,20 +70,31 @@ def test_warm_or_not_it_is_meanflows_target_on_the_interval_to_the_data():
     x, v = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
     t, y, field = torch.rand(6, generator=g), torch.zeros(6, dtype=torch.long), LinearField()
     ours = ContinuousConsistency().consistency_target(field, x, t, v, y, 1.0)
-    torch.testing.assert_close(ours, MeanFlow().identity_target(field, x, t, 1 - t, v, y))
+    torch.testing.assert_close(ours, identity_target(field, x, t, 1 - t, v, y))
     torch.testing.assert_close(ContinuousConsistency().consistency_target(field, x, t, v, y, 0.0), v)
 
 
 def test_the_defaults_are_escs_sct_run():
     obj = ContinuousConsistency()
-    assert (obj.time_sampler, obj.time_mu, obj.time_sigma, obj.time_draws) == ("logit-normal", 1.0, 1.4, 2)
-    assert (obj.interval_share, obj.loss_weight, obj.class_dropout, obj.target_network) == (0.25, "mse", 0.1, "online")
-    assert (obj.derivative_warmup_steps, obj.tangent_norm, obj.target_clamp, obj.sampling_d) == (10000, 0.0, 0.0, None)
+    recipe = obj.recipe
+    assert (recipe.time_sampler, recipe.time_mu, recipe.time_sigma, obj.time_draws) == ("logit-normal", 1.0, 1.4, 2)
+    assert (obj.interval_share, recipe.loss_weight, obj.class_dropout, recipe.target_network) == (
+        0.25,
+        "mse",
+        0.1,
+        "online",
+    )
+    assert (obj.derivative_warmup_steps, obj.tangent_norm, recipe.target_clamp, obj.sampling_d) == (
+        10000,
+        0.0,
+        0.0,
+        None,
+    )
 
 
 def test_meanflows_time_of_its_flow_rows_is_not_an_sct_knob(make_batch):
-    """sCT draws its own times: MeanFlow's ``flow_row_time`` is not listed, not recorded, and ignored
-    when given (as any other objective's knob is)."""
+    """sCT draws its own times: it has no ``flow_row_time`` knob, and MeanFlow's is not listed, not recorded,
+    and ignored when given (as any other objective's knob is)."""
     assert "flow_row_time" in MeanFlow.knobs() and "flow_row_time" not in ContinuousConsistency.knobs()
     assert "flow_row_time" not in ContinuousConsistency.knob_docs()
     assert "flow_row_time" not in build_objective("sct", 0).args()
@@ -193,17 +202,3 @@ def test_one_step_sampling_is_the_jump_to_the_data():
 def test_bad_knobs_raise(knobs, message):
     with pytest.raises(ValueError, match=message):
         build_objective("sct", 0, knobs)
-
-
-def test_the_command_line_trains_and_samples_in_one_step(nano_args, tmp_path, one_thread):
-    """`shortcut train --objective sct` on the digits (DiT-Nano, a few steps), then `shortcut sample --steps 1`."""
-    run = tmp_path / "run"
-    argv = ["train", "--preset", "digits", "--objective", "sct", "--out", str(run), "--quiet"]
-    assert main([*argv, *nano_args, "steps=4", "eval_every=0", "derivative_warmup_steps=2", "tangent_norm=0.1"]) == 0
-    out = tmp_path / "s.npz"
-    assert main(["sample", "--ckpt", str(run), "--steps", "1", "--num", "8", "--out", str(out)]) == 0
-    data = np.load(out)
-    assert data["arr_0"].shape[0] == 8 and np.isfinite(data["arr_0"]).all()
-    loaded = load_model(run, "cpu").objective
-    assert isinstance(loaded, ContinuousConsistency)
-    assert (loaded.derivative_warmup_steps, loaded.tangent_norm, loaded.class_dropout) == (2, 0.1, 0.1)

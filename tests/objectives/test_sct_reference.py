@@ -54,9 +54,11 @@ def dit(num_classes, seed):
 def esc_normal(ours, n):
     """The normal draw from which ESC's logit-normal sampler (float64) makes tau = 1 - t, t our sampler's
     time (float32) from the normal draw ``n``."""
-    t = torch.sigmoid(ours.time_mu + ours.time_sigma * n.double()).float()  # as time_samplers.logit_normal
+    t = torch.sigmoid(
+        ours.recipe.time_mu + ours.recipe.time_sigma * n.double()
+    ).float()  # as time_samplers.logit_normal
     tau = 1 - t.double()
-    return (torch.logit(tau) + ours.time_mu) / ours.time_sigma
+    return (torch.logit(tau) + ours.recipe.time_mu) / ours.recipe.time_sigma
 
 
 class EscView(nn.Module):
@@ -129,8 +131,8 @@ def run_both(esc_code, monkeypatch, conditional, step, cfg_rows, seed=0):
     monkeypatch.setattr(module, "torch", scripted)
     cfg = {"cfg_min_t": 1.0, "cfg_max_t": 0.0, "cfg_kappa": 0.5} if not cfg_rows else {}  # ESC's sCT run / defaults
     ref = module.SCMLinearLoss(
-        time_mu=-ours.time_mu,
-        time_sigma=ours.time_sigma,
+        time_mu=-ours.recipe.time_mu,
+        time_sigma=ours.recipe.time_sigma,
         ratio_r_not_equal_t=ours.interval_share,
         label_dropout_prob=dropout,
         grad_warmup_steps=WARMUP,
@@ -190,7 +192,7 @@ def test_the_time_sampler_equals_escs(esc_code, monkeypatch):
     scripted = ScriptedTorch(randn=[-normals.double()], rand=[(tg.kind == 0).double()])
     monkeypatch.setattr(module, "torch", scripted)
     ref = module.SCMLinearLoss(
-        time_mu=-ours.time_mu, time_sigma=ours.time_sigma, ratio_r_not_equal_t=ours.interval_share
+        time_mu=-ours.recipe.time_mu, time_sigma=ours.recipe.time_sigma, ratio_r_not_equal_t=ours.interval_share
     )
     r, s, tau = ref.sample_time_steps(rows, "cpu")
     assert scripted.all_taken() and torch.equal(s, tau)

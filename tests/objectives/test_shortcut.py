@@ -184,7 +184,7 @@ def test_the_target_network_builds_the_self_consistency_rows(make_batch):
     networks = TargetNetworks(online=online, ema=ema)
     for choice, used, unused in (("ema", ema, online), ("online", online, ema)):
         used.calls.clear(), unused.calls.clear()
-        Shortcut(target_network=choice).targets(networks, x1, None, g, x0=x0)
+        Shortcut.from_knobs(target_network=choice).targets(networks, x1, None, g, x0=x0)
         assert len(used.calls) == 2 and not unused.calls
 
 
@@ -202,7 +202,7 @@ def test_no_gradient_reaches_the_teacher(make_batch):
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     # self-teaching (target_network=online): the target is still a constant for the backward pass
-    tg2 = Shortcut(target_network="online").targets(student, x1, None, g)
+    tg2 = Shortcut.from_knobs(target_network="online").targets(student, x1, None, g)
     assert tg2.v.grad_fn is None
 
 

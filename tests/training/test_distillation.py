@@ -38,7 +38,10 @@ def test_stages_and_hand_over_points():
     assert levels == [2] * 5 + [1] * 5 + [0] * 4  # d = 1/4, then 1/2, then 1: floor(step / (14 / 3))
     assert handovers == [5, 10]
     assert obj.teacher_refresh(Progress(5, 14)) == "ema"  # the student's EMA (target_network, the authors')
-    assert ProgressiveDistillation(max_steps=8, target_network="online").teacher_refresh(Progress(5, 14)) == "online"
+    assert (
+        ProgressiveDistillation.from_knobs(max_steps=8, target_network="online").teacher_refresh(Progress(5, 14))
+        == "online"
+    )
 
 
 def test_consistency_distillation_binds_the_frozen_teacher_and_starts_from_it(flow_run, nano_config, tmp_path):

@@ -116,9 +116,9 @@ def test_trainer_uses_ema_as_teacher(tmp_path):
 
     trainer.objective.targets = spy
     trainer.train_step(0)
-    assert trainer.objective.target_network == "ema"
+    assert trainer.objective.recipe.target_network == "ema"
     assert seen[0].ema is trainer.ema.module and seen[0].online is trainer.model and seen[0].teacher is None
-    assert trainer.objective.target_net(seen[0]) is trainer.ema.module
+    assert trainer.objective.recipe.target_net(seen[0]) is trainer.ema.module
     assert not any(p.requires_grad for p in trainer.ema.module.parameters())
 
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..experiments import StudyPlan, full_plan, run_study
-from ..experiments.study_plan import METHODS, TEACHER
+from ..experiments.study_plan import TEACHER, registered_methods
 from .arguments import OUT_DIR, POSITIVE, Subcommands
 from .quick import QUICK_STEPS, quick_budget
 from .writer_lock import one_writer
@@ -18,17 +18,18 @@ QUICK_STUDY = {"seeds": (0, 1), "toy_steps": QUICK_STEPS, "toy_num": 64}
 
 
 def method_list(text: str) -> tuple[str, ...]:
-    """'flow,meanflow' -> ('flow', 'meanflow'), in the study's order, flow matching added; unknown, empty or
-    repeated names refused."""
+    """'flow,meanflow' -> ('flow', 'meanflow'), in the study's order (the registry's), flow matching added;
+    unknown, empty or repeated names refused."""
     names = [n.strip() for n in text.split(",")]
     if any(not n for n in names) or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(
             f"expected comma-separated method names without empty or repeated items, got {text!r}"
         )
-    unknown = [n for n in names if n not in METHODS]
+    methods = registered_methods()
+    unknown = [n for n in names if n not in methods]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    return tuple(m for m in METHODS if m in names or m == TEACHER)
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(methods)}")
+    return tuple(m for m in methods if m in names or m == TEACHER)
 
 
 def register(sub: Subcommands) -> None:
@@ -53,7 +54,7 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--methods",
         type=method_list,
-        help=f"comma-separated methods to study (default: all {len(METHODS)}; flow is always included: "
+        help=f"comma-separated methods to study (default: all {len(registered_methods())}; flow is always included: "
         "it is the distillation teacher)",
     )
     p.add_argument(

@@ -9,7 +9,7 @@ sections (data, model, objective, optim, eval, sampling, run: :mod:`.sections`) 
 and dotted overrides (``optim.lr=3e-4``); `shortcut config` prints them (:mod:`.listing`).
 
 The objective's knobs (``bootstrap_every``, ``time_sampler``...) are defined once, on the objective
-dataclasses (``shortcut_models.objectives``), and set through ``objective_args``. A knob may also be
+dataclasses and their recipe (``shortcut_models.objectives``), and set flat through ``objective_args``. A knob may also be
 given as a top-level key (``bootstrap_every=4``): it is moved into ``objective_args``. Knobs of
 objectives other than the run's are ignored, so one preset serves every objective.
 """

@@ -58,6 +58,7 @@ def describe_config(cfg: TrainConfig) -> str:
                 )
         if section == OBJECTIVE_SECTION:
             lines.append(f"# the knobs of {cfg.objective} (objective_args; knobs of other objectives are ignored)")
+            values = objective.args()
             for knob, (meaning, allowed) in objective.knob_docs().items():
-                lines.append(_line(knob, getattr(objective, knob), meaning, allowed))
+                lines.append(_line(knob, values[knob], meaning, allowed))
     return "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@ its section and whether a resumed run may change it; and the checks across keys 
 ``TrainConfig()`` is the embedded default, class-conditional digits, and is valid as it stands. A run
 is fully described by it; it is saved inside every checkpoint (the ``training`` entry of config.json,
 flat keys). The objective's knobs (``bootstrap_every``, ``time_sampler``...) are defined once, on the
-objective dataclasses (``shortcut_models.objectives``), and set through ``objective_args``.
+objective dataclasses and their recipe (``shortcut_models.objectives``), and set flat through ``objective_args``.
 
 ``model_args`` holds the network's own settings. One of them, ``step_input`` (what the network's
 step-size embedder sees: "level", -log2 d, or "size", d itself), defaults to the objective's own

@@ -37,7 +37,6 @@ from ..training import Trainer
 from .jobs import run_jobs
 from .study_figures import budget_figure, fd_figure, study_grids
 from .study_plan import (
-    METHODS,
     TEACHER,
     Run,
     StudyPlan,
@@ -52,7 +51,7 @@ from .study_runs import RunJob, run_config, run_dir, train_and_score
 from .study_scores import Scores
 from .timing import interleaved_step_times, median_ratio
 
-__all__ = ["METHODS", "StudyPlan", "full_plan", "run_study"]
+__all__ = ["StudyPlan", "full_plan", "run_study"]
 
 
 def execute(out: Path, plan: StudyPlan, runs: list[Run], progress: bool, jobs: int) -> list[dict[str, Any]]:

@@ -11,15 +11,14 @@ from ..inference import LoadedModel
 from ..inference.sheets import save_sheet
 from ..objectives import OBJECTIVES
 from ..outputs import save_figure
-from .study_plan import TEACHER, StudyPlan
+from .study_plan import TEACHER, StudyPlan, method_title
 from .study_scores import Scores
 
-NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
-# one colour and marker per method (more methods than the default ten colours)
-STYLE = {
-    name: {"color": matplotlib.colormaps["tab20"](2 * i % 20 + (2 * i // 20)), "marker": "os^Dv"[i % 5]}
-    for i, name in enumerate(OBJECTIVES)
-}
+
+def style(method: str) -> dict:
+    """One colour and marker per method, by its place in the registry (more methods than the default ten colours)."""
+    i = list(OBJECTIVES).index(method)
+    return {"color": matplotlib.colormaps["tab20"](2 * i % 20 + (2 * i // 20)), "marker": "os^Dv"[i % 5]}
 
 
 def fd_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
@@ -32,7 +31,7 @@ def fd_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
             continue
         means = [scores.mean("fd_digits", "digits", m, "own", plan.steps, n) for n in steps]
         ax.errorbar(
-            steps, [s.mean for s in means], yerr=[_bar(s) for s in means], capsize=2, label=NAMES[m], **STYLE[m]
+            steps, [s.mean for s in means], yerr=[_bar(s) for s in means], capsize=2, label=method_title(m), **style(m)
         )
     floor = scores.floor("fd_digits", "digits")
     if floor is not None:
@@ -67,14 +66,22 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, 
             have = [b for b in budgets if scores.has("digits", m, "own", b, n)]
             means = [scores.mean("fd_digits", "digits", m, "own", b, n) for b in have]
             ax.errorbar(
-                have, [s.mean for s in means], yerr=[_bar(s) for s in means], capsize=2, label=NAMES[m], **STYLE[m]
+                have,
+                [s.mean for s in means],
+                yerr=[_bar(s) for s in means],
+                capsize=2,
+                label=method_title(m),
+                **style(m),
             )
         if m not in costs:
             continue
         have = [b for b in budgets if scores.has("digits", m, "own", b, 1)]
         minutes = [training_minutes(costs, m, b, plan.steps) for b in have]
         axes[2].plot(
-            minutes, [scores.mean("fd_digits", "digits", m, "own", b, 1).mean for b in have], label=NAMES[m], **STYLE[m]
+            minutes,
+            [scores.mean("fd_digits", "digits", m, "own", b, 1).mean for b in have],
+            label=method_title(m),
+            **style(m),
         )
     for ax, title in zip(axes, ("1 step", "128 steps", "1 step, against training time")):
         ax.set_yscale("log")
@@ -105,7 +112,7 @@ def study_grids(path: Path, plan: StudyPlan, models: dict[str, LoadedModel]) -> 
     matrix = [
         [
             (
-                f"{NAMES[m]}, {n} step{'s' if n > 1 else ''}",
+                f"{method_title(m)}, {n} step{'s' if n > 1 else ''}",
                 model.generate(64, n, seed=plan.sample_seed + 2).clamp(-1, 1),
             )
             for n in plan.grid_steps

@@ -7,6 +7,11 @@ the schedules counted in steps, ESC's and sCT's, end at a fixed step); consisten
 and progressive distillation's stages are spread over the run's length, so those two train one run per
 budget. The distillation methods start from the flow-matching run of the same domain, recipe and seed
 at the largest budget.
+
+The methods are the registered objectives (``shortcut_models.objectives.OBJECTIVES``, in its order), and
+what the study needs to know of one is declared on its class: ``teacher_run`` (it starts from a
+flow-matching run), ``schedule_knob`` (a schedule counted in steps, scaled to the budget),
+``schedule_spans_run`` (one run per budget) and ``ablations`` (its recipe's components switched off).
 """
 
 from __future__ import annotations
@@ -14,21 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..objectives import OBJECTIVES
+from ..objectives.recipe import LOGIT_NORMAL_TIMES
 
-METHODS = (
-    "flow",
-    "shortcut",
-    "consistency-training",
-    "consistency-distillation",
-    "progressive-distillation",
-    "live-reflow",
-    "meanflow",
-    "esc",
-    "imf",
-    "imm",
-    "sct",
-)
-TEACHER = "flow"  # the run the distillation methods start from
+TEACHER = "flow"  # the run the distillation methods (their teacher_objective) and the fine-tuning runs start from
 DOMAINS = ("digits", "checkerboard")
 PRESETS = {"digits": "digits-uncond", "checkerboard": "checkerboard"}
 
@@ -37,11 +30,10 @@ PRESETS = {"digits": "digits-uncond", "checkerboard": "checkerboard"}
 # once: logit-normal times (MeanFlow's (0.4, 1.0)), the plain squared error (the adaptive weight made
 # shortcut training diverge at this learning rate: benchmarks/RESULTS.md, "Method vs recipe") and the
 # online network as target; "meanflow" is MeanFlow's own recipe, run for flow matching and shortcut.
-_LOGIT_NORMAL = ("time_sampler=logit-normal", "time_mu=0.4", "time_sigma=1.0")
 RECIPES: dict[str, tuple[str, ...]] = {
     "own": (),
-    "common": (*_LOGIT_NORMAL, "loss_weight=mse", "target_network=online"),
-    "meanflow": (*_LOGIT_NORMAL, "loss_weight=adaptive", "adaptive_eps=0.01", "target_network=online"),
+    "common": (*LOGIT_NORMAL_TIMES, "loss_weight=mse", "target_network=online"),
+    "meanflow": (*LOGIT_NORMAL_TIMES, "loss_weight=adaptive", "adaptive_eps=0.01", "target_network=online"),
 }
 RECIPE_TEXT = {
     "own": "each method's own (its paper's) time sampler, loss weight and target network",
@@ -50,58 +42,25 @@ RECIPE_TEXT = {
 }
 MEANFLOW_RECIPE_METHODS = ("flow", "shortcut")
 
-# Schedules counted in training steps, set by their authors for runs of hundreds of thousands of steps
-# (ESC's terminal-time schedule, 20,000; sCT's tangent warm-up, 10,000): the study ends them at this
-# share of the largest budget of their domain, so they run their course within every budget but the smallest.
-SCHEDULE_KNOBS = {"esc": "terminal_steps", "sct": "derivative_warmup_steps"}
+# Schedules counted in training steps (a method's ``schedule_knob``), set by their authors for runs of hundreds of
+# thousands of steps (ESC's terminal-time schedule, 20,000; sCT's tangent warm-up, 10,000): the study ends them at
+# this share of the largest budget of their domain, so they run their course within every budget but the smallest.
 SCHEDULE_SHARE = 0.1
-# Methods whose schedule is spread over the run's length: one run per budget.
-LENGTH_SCHEDULED = ("consistency-training", "progressive-distillation")
 
-# Ablations of the best one-step method without a teacher: each component switched off (or set to the
-# plain alternative) one at a time, the rest of its own recipe kept.
-ABLATIONS: dict[str, dict[str, tuple[str, ...]]] = {
-    "meanflow": {
-        "uniform times": ("time_sampler=uniform",),
-        "no adaptive weight": ("loss_weight=mse",),
-        "interval rows 50% (not 25%)": ("interval_share=0.5",),
-    },
-    "esc": {
-        "no plug-in velocity": ("plugin_share=0",),
-        "no terminal-time schedule": ("terminal_steps=0",),
-        "no adaptive weight": ("loss_weight=mse",),
-        "uniform times": ("time_sampler=uniform",),
-    },
-    "imf": {
-        "uniform times": ("time_sampler=uniform",),
-        "no adaptive weight": ("loss_weight=mse",),
-        "rows with d = 0: 25% (not 50%)": ("flow_share=0.25",),
-    },
-    "sct": {
-        "no derivative warm-up": ("derivative_warmup_steps=0",),
-        "MeanFlow's time sampler (0.4, 1.0)": ("time_mu=0.4", "time_sigma=1.0"),
-        "one time draw per row": ("time_draws=1",),
-    },
-    "imm": {
-        "no time weight": ("weight_a=0", "weight_b=0"),
-        "logit-normal times": _LOGIT_NORMAL,
-        "groups of 2 particles": ("group_size=2",),
-    },
-    "shortcut": {
-        "no target clamp": ("target_clamp=0",),
-        "logit-normal times": _LOGIT_NORMAL,
-        "one self-consistency row in 4": ("bootstrap_every=4",),
-    },
-    "consistency-training": {
-        "logit-normal times": _LOGIT_NORMAL,
-        "adaptive weight": ("loss_weight=adaptive",),
-        "EMA network as target": ("target_network=ema",),
-    },
-    "live-reflow": {
-        "logit-normal times": _LOGIT_NORMAL,
-        "adaptive weight": ("loss_weight=adaptive",),
-    },
-}
+
+def registered_methods() -> tuple[str, ...]:
+    """Every registered objective, in the registry's order: the study's methods by default."""
+    return tuple(OBJECTIVES)
+
+
+def method_title(method: str) -> str:
+    """How reports name a method (its objective's ``title``)."""
+    return OBJECTIVES[method].title
+
+
+def ablations(method: str) -> dict[str, tuple[str, ...]]:
+    """The ablation of ``method``: each component of its recipe switched off one at a time (name -> overrides)."""
+    return OBJECTIVES[method].ablations
 
 
 @dataclass(frozen=True)
@@ -140,7 +99,7 @@ class StudyPlan:
     steps: int = 800  # the largest budget: where recipes and seeds are compared
     budgets: tuple[int, ...] = ()  # smaller budgets scored on the way (the budget figure); () = none
     seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = field(default_factory=registered_methods)
     domains: tuple[str, ...] = DOMAINS
     recipes: tuple[str, ...] = ("own", "common")
     common_methods: tuple[str, ...] = ("flow", "shortcut", "meanflow")  # under the common recipe; () = all
@@ -190,17 +149,17 @@ def method_overrides(plan: StudyPlan, method: str, recipe: str, domain: str = "d
     """A method's overrides under a recipe: the recipe's keys, then its schedule knob at SCHEDULE_SHARE of
     the domain's largest budget."""
     if recipe.startswith("ablation:"):
-        recipe_keys = ABLATIONS[method][recipe.removeprefix("ablation:")]
+        recipe_keys = ablations(method)[recipe.removeprefix("ablation:")]
     else:
         recipe_keys = RECIPES[recipe]
-    share = round(plan.domain_steps(domain) * SCHEDULE_SHARE)
-    schedule = (f"{SCHEDULE_KNOBS[method]}={share}",) if method in SCHEDULE_KNOBS else ()
+    knob = OBJECTIVES[method].schedule_knob
+    schedule = (f"{knob}={round(plan.domain_steps(domain) * SCHEDULE_SHARE)}",) if knob else ()
     return (*recipe_keys, *schedule)
 
 
 def _runs_of(plan: StudyPlan, domain: str, method: str, recipe: str, seed: int, budgets: tuple[int, ...]) -> list[Run]:
     overrides = method_overrides(plan, method, recipe, domain)
-    if method in LENGTH_SCHEDULED and len(budgets) > 1:
+    if OBJECTIVES[method].schedule_spans_run and len(budgets) > 1:
         return [Run(domain, method, recipe, seed, (b,), overrides, per_budget=True) for b in budgets]
     return [Run(domain, method, recipe, seed, budgets, overrides)]
 
@@ -229,7 +188,7 @@ def main_runs(plan: StudyPlan) -> list[Run]:
 
 def best_without_teacher(fd_at_1: dict[str, float]) -> str:
     """The method (with an ablation table) whose mean FD at 1 step is lowest among those without a teacher."""
-    candidates = [m for m in fd_at_1 if not OBJECTIVES[m].teacher_run and m in ABLATIONS]
+    candidates = [m for m in fd_at_1 if not OBJECTIVES[m].teacher_run and ablations(m)]
     return min(candidates, key=lambda m: fd_at_1[m])
 
 
@@ -238,7 +197,7 @@ def second_stage_runs(plan: StudyPlan, winner: str) -> list[Run]:
     on digits, every seed."""
     runs = []
     if plan.ablation:
-        for component in ABLATIONS[winner]:
+        for component in ablations(winner):
             recipe = f"ablation:{component}"
             runs += [
                 Run("digits", winner, recipe, s, (plan.steps,), method_overrides(plan, winner, recipe))

@@ -10,10 +10,9 @@ from ..metrics.seed_intervals import compare
 from ..objectives import OBJECTIVES
 from ..outputs import write_text
 from .report import fmt_minutes, optimiser_text
-from .study_plan import ABLATIONS, LENGTH_SCHEDULED, MEANFLOW_RECIPE_METHODS, RECIPE_TEXT, TEACHER, StudyPlan
+from .study_plan import MEANFLOW_RECIPE_METHODS, RECIPE_TEXT, TEACHER, StudyPlan, ablations, method_title
 from .study_scores import Scores, leaders, ordered, reversals
 
-NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
 FEW = (1, 2, 4)  # the budgets the study ranks
 COST_TOLERANCE = 1.15  # a step may cost up to 15% more than its cost model predicts
 SECOND = "nn1_accuracy"  # the second digits metric (1-NN two-sample accuracy; 0.5 = indistinguishable)
@@ -32,7 +31,7 @@ def ranking_text(scores: Scores, key: str, domain: str, methods, recipe: str, bu
     """'A (1.2 ± 0.3) > B (2.0 ± 0.4) ≈ C (2.1 ± 0.5)': '>' a significant gap, '≈' a tie with the next."""
     parts = []
     for m, mean, ahead in ordered(scores, key, domain, methods, recipe, budget, n):
-        parts.append(f"{NAMES[m]} ({mean.text()})")
+        parts.append(f"{method_title(m)} ({mean.text()})")
         parts.append(">" if ahead else "≈")
     return " ".join(parts[:-1])
 
@@ -58,13 +57,13 @@ def short_answer(scores: Scores, plan: StudyPlan) -> list[str]:
         if "checkerboard" in plan.domains:
             toy = leaders(scores, "swd", "checkerboard", methods, "own", plan.toy_steps, n)
             checks.append(f"{'also' if best[0] in toy else 'not'} among the best on the checkerboard")
-        tied = f" (tied within seed noise with {', '.join(NAMES[m] for m in best[1:])})" if len(best) > 1 else ""
+        tied = f" (tied within seed noise with {', '.join(method_title(m) for m in best[1:])})" if len(best) > 1 else ""
         teacher = " (needs a flow-matching run first)" if OBJECTIVES[best[0]].teacher_run else ""
         sure = "sure" if len(best) == 1 and all(c.startswith("also") for c in checks) else "uncertain"
         lines.append(
-            f"- **{_steps_label(n)}: {NAMES[best[0]]}**{teacher}{tied}; without a teacher run: "
-            f"**{NAMES[best_own[0]]}**"
-            + (f" (or {', '.join(NAMES[m] for m in best_own[1:])})" if len(best_own) > 1 else "")
+            f"- **{_steps_label(n)}: {method_title(best[0])}**{teacher}{tied}; without a teacher run: "
+            f"**{method_title(best_own[0])}**"
+            + (f" (or {', '.join(method_title(m) for m in best_own[1:])})" if len(best_own) > 1 else "")
             + f". {'; '.join(checks).capitalize()}{'.' if checks else ''} How sure: {sure}."
         )
     lines += [
@@ -87,7 +86,7 @@ def mean_table(scores: Scores, key: str, domain: str, methods, recipe: str, budg
         for n in steps:
             s = scores.mean(key, domain, m, recipe, budget, n)
             cells.append(f"**{s.text()}**" if s.mean == best[n] else s.text())
-        lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method_title(m)} | " + " | ".join(cells) + " |")
     floor = scores.floor(key, domain)
     if floor is not None:
         lines.append("| data floor | " + " | ".join(f"{floor:.2f}" for _ in steps) + " |")
@@ -119,7 +118,7 @@ def recipe_section(scores: Scores, plan: StudyPlan) -> list[str]:
                     )
                     for n in (1, 4, 128)
                 )
-            lines.append(f"| {NAMES[m]} | {recipe} | " + " | ".join(cells) + f" | {verdict} |")
+            lines.append(f"| {method_title(m)} | {recipe} | " + " | ".join(cells) + f" | {verdict} |")
     return [
         "Recipes: "
         + "; ".join(f"**{k}**: {v}" for k, v in RECIPE_TEXT.items() if k in {r["recipe"] for r in scores.rows})
@@ -145,7 +144,7 @@ def budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list
                 cells.append(f"{one:.1f} / {many:.1f}")
             else:
                 cells.append("")
-        lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method_title(m)} | " + " | ".join(cells) + " |")
     lines.append("")
     if figure is not None:
         lines += [f"![FD against budget]({figure.name})", ""]
@@ -162,13 +161,15 @@ def budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list
         swapped = reversals(scores, "fd_digits", "digits", plan.methods, "own", (big, bigger), n)
         changes = (
             "; swapped: "
-            + ", ".join(f"{NAMES[x]} ahead of {NAMES[y]} at {big}, behind at {bigger}" for x, y in swapped)
+            + ", ".join(
+                f"{method_title(x)} ahead of {method_title(y)} at {big}, behind at {bigger}" for x, y in swapped
+            )
             if swapped
             else "; no two methods swap places"
         )
         lines.append(
-            f"- {_steps_label(n)}: best at {big} steps {', '.join(NAMES[m] for m in a)}; at {bigger} steps "
-            f"{', '.join(NAMES[m] for m in c)} (methods listed together are within seed noise){changes}."
+            f"- {_steps_label(n)}: best at {big} steps {', '.join(method_title(m) for m in a)}; at {bigger} steps "
+            f"{', '.join(method_title(m) for m in c)} (methods listed together are within seed noise){changes}."
         )
     return lines
 
@@ -187,7 +188,7 @@ def ranking_holds(scores: Scores, plan: StudyPlan) -> tuple[bool, str]:
 def ablation_section(scores: Scores, plan: StudyPlan, winner: str) -> list[str]:
     b = plan.steps
     lines = [
-        f"{NAMES[winner]} (the best one-step method without a teacher) with one component changed at a time, "
+        f"{method_title(winner)} (the best one-step method without a teacher) with one component changed at a time, "
         "the rest of its own recipe kept; FD at 1, 2, 4 and 128 steps, and whether the change is significant.",
         "",
         "| variant | 1 step | 2 steps | 4 steps | 128 steps |",
@@ -199,7 +200,7 @@ def ablation_section(scores: Scores, plan: StudyPlan, winner: str) -> list[str]:
         + " | ".join(scores.mean("fd_digits", "digits", winner, "own", b, n).text() for n in own)
         + " |"
     )
-    for component in ABLATIONS[winner]:
+    for component in ablations(winner):
         recipe = f"ablation:{component}"
         if not scores.has("digits", winner, recipe, b, 1):
             continue
@@ -250,7 +251,7 @@ def questions_section(scores: Scores, plan: StudyPlan, winner: str | None) -> li
                 else:
                     cells.append("")
             lines.append(
-                f"| {NAMES[m]} | {scores.mean('fd_digits', 'digits', m, 'own', b, 1).text()} | "
+                f"| {method_title(m)} | {scores.mean('fd_digits', 'digits', m, 'own', b, 1).text()} | "
                 + " | ".join(cells)
                 + " |"
             )
@@ -271,7 +272,7 @@ def cost_section(plan: StudyPlan, costs: dict[str, dict[str, float]], batch: int
     for m in plan.methods:
         c = costs[m]
         lines.append(
-            f"| {NAMES[m]} | {c['forward']:.3g} / {c['backward']:.3g} | {c['model']:.3f} | {c['ratio']:.3f} | "
+            f"| {method_title(m)} | {c['forward']:.3g} / {c['backward']:.3g} | {c['model']:.3f} | {c['ratio']:.3f} | "
             f"{c['ratio'] / c['model']:.2f} | {c['ms']:.1f} |"
         )
     return lines
@@ -301,7 +302,7 @@ def goals(scores: Scores, plan: StudyPlan, costs: dict[str, dict[str, float]]) -
             "the best one-step model without a teacher within 2x of flow matching at 128 steps, both under the "
             f"{recipe} recipe",
             one.mean <= 2 * ref.mean,
-            f"{NAMES[best]} {one.text()} vs 2 x {ref.mean:.2f} = {2 * ref.mean:.2f}",
+            f"{method_title(best)} {one.text()} vs 2 x {ref.mean:.2f} = {2 * ref.mean:.2f}",
         )
     )
     if len(plan.all_budgets()) > 1:
@@ -313,7 +314,7 @@ def goals(scores: Scores, plan: StudyPlan, costs: dict[str, dict[str, float]]) -
             (
                 f"every objective's step costs at most {COST_TOLERANCE:.2f}x its cost model",
                 all(v <= COST_TOLERANCE for v in over.values()),
-                ", ".join(f"{NAMES[m]} {v:.2f}x" for m, v in over.items()),
+                ", ".join(f"{method_title(m)} {v:.2f}x" for m, v in over.items()),
             )
         )
     return out
@@ -324,7 +325,7 @@ def training_seconds(scores: Scores) -> float:
     last: dict[tuple, float] = {}
     for r in scores.rows:
         run = (r["domain"], r["method"], r["recipe"], r["seed"], r.get("init", 0.0))
-        if r["method"] in LENGTH_SCHEDULED:
+        if OBJECTIVES[r["method"]].schedule_spans_run:
             run = (*run, r["budget"])
         last[run] = max(last.get(run, 0.0), float(r["train_seconds"]))
     return sum(last.values())
@@ -367,7 +368,7 @@ def write_study_report(
             "- Digits: scikit-learn digits, 8x8, train split (1,497 images), unconditional. Network: "
             f"{config.model} ({params / 1e6:.2f}M parameters), the same for every method. Training: {b} steps at "
             f"batch {config.batch_size}, {optimiser_text(config)}, EMA {config.ema_decay} with warm-up.",
-            f"- The distillation methods ({', '.join(NAMES[m] for m in distilled)}) start from the flow-matching "
+            f"- The distillation methods ({', '.join(method_title(m) for m in distilled)}) start from the flow-matching "
             f"run of the same seed and recipe ({b} steps), so their total budget is twice the others'.",
             f"- Digits scores: {plan.eval_num} samples per run and step count; Fréchet distance in the digits-CNN "
             "features against the train split (shipped weights), improved precision and recall "

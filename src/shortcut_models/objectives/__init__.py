@@ -1,23 +1,22 @@
-"""Training objectives on one interface (:class:`Objective`), the recipe parts they share, and the registry.
+"""Training objectives on one interface (:class:`Objective`), the recipe they are trained with, and the registry.
 
 ``targets(networks, x1, y, generator, progress) -> Targets`` builds a batch without gradient from the
 networks handed over (:class:`TargetNetworks`) and the training progress (:class:`Progress`);
 ``loss(model, targets) -> (loss, logs)`` weighs each row's squared error by the recipe's loss weight.
 
-Recipe parts, each usable by every objective (knobs of every objective): the time sampler
-(:mod:`.time_samplers`), the loss weight (:mod:`.loss_weights`) and, for objectives whose targets come
-from a network, the target network and target clamp (:mod:`.target_networks`).
-
-Adding an objective: write one file here with a dataclass that subclasses :class:`Objective`, and add
-one line to :data:`OBJECTIVES`. The configuration, the command line, the trainer and the demo read
-their choices and knobs from this registry.
+Each method is one file here, read top to bottom: what it is (its name, its kinds of rows, what the
+study needs to know of it), its knobs with their defaults (its :class:`Recipe`: time sampler, loss
+weight, target network; then its own), then its maths. Adding an objective: write one such file and
+add one line to :data:`OBJECTIVES`. The configuration, the command line, the trainer, sampling,
+evaluation, the study and the docs' list of objectives read their choices and knobs from this registry.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import Objective, Progress, TargetNetworks, Targets, kind_counts, log_weights
+from .base import Objective, kind_counts, log_weights
+from .batch import Batch, Progress, TargetNetworks, Targets
 from .consistency_distillation import ConsistencyDistillation
 from .consistency_training import ConsistencyTraining
 from .esc import ESC
@@ -28,9 +27,9 @@ from .live_reflow import LiveReflow
 from .loss_weights import LOSS_WEIGHTS
 from .meanflow import MeanFlow
 from .progressive_distillation import ProgressiveDistillation
+from .recipe import TARGET_NETWORKS, Recipe
 from .sct import ContinuousConsistency
 from .shortcut import Shortcut, level_strata
-from .target_networks import TARGET_NETWORKS
 from .time_samplers import TIME_SAMPLERS
 
 OBJECTIVES: dict[str, type[Objective]] = {
@@ -42,8 +41,8 @@ OBJECTIVES: dict[str, type[Objective]] = {
     LiveReflow.name: LiveReflow,
     MeanFlow.name: MeanFlow,
     ESC.name: ESC,
-    IMM.name: IMM,
     ImprovedMeanFlow.name: ImprovedMeanFlow,
+    IMM.name: IMM,
     ContinuousConsistency.name: ContinuousConsistency,
 }
 
@@ -57,6 +56,23 @@ def all_knobs() -> dict[str, tuple[str, ...]]:
     return found
 
 
+def registry_table() -> str:
+    """The registered objectives as a Markdown table, one row each (docs/architecture.md holds it; a test
+    checks that it is this table): name, what it trains (the first line of its class docstring), its file,
+    its kinds of rows, the network's step-size input it chooses, and whether it needs a teacher run."""
+    rows = [
+        "| objective | what it trains | file | kinds of rows | step input | teacher run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, cls in OBJECTIVES.items():
+        summary = (cls.__doc__ or cls.title).strip().splitlines()[0]
+        file = cls.__module__.removeprefix("shortcut_models.").replace(".", "/") + ".py"
+        teacher = f"a {OBJECTIVES[cls.teacher_objective].title} run" if cls.teacher_objective else "no"
+        kinds = ", ".join(cls.row_kinds)
+        rows.append(f"| `{name}` | {summary} | `{file}` | {kinds} | {cls.step_input} | {teacher} |")
+    return "\n".join(rows) + "\n"
+
+
 def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = None) -> Objective:
     """The objective ``name`` with the knobs of ``args`` that it has (knobs of other objectives are
     ignored, so one configuration can serve several objectives); ValueError on a bad name or value."""
@@ -68,7 +84,7 @@ def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = N
     if unknown:
         raise ValueError(f"unknown objective knob(s) {', '.join(unknown)}; knobs: {', '.join(sorted(known))}")
     own = {k: v for k, v in (args or {}).items() if k in cls.knobs()}
-    return cls(num_classes=num_classes, **own)
+    return cls.from_knobs(num_classes, **own)
 
 
 __all__ = [
@@ -78,6 +94,7 @@ __all__ = [
     "TIME_SAMPLERS",
     "ConsistencyDistillation",
     "ConsistencyTraining",
+    "Batch",
     "ContinuousConsistency",
     "ESC",
     "FlowMatching",
@@ -88,6 +105,7 @@ __all__ = [
     "Objective",
     "ProgressiveDistillation",
     "Progress",
+    "Recipe",
     "Shortcut",
     "TargetNetworks",
     "Targets",
@@ -96,4 +114,5 @@ __all__ = [
     "kind_counts",
     "level_strata",
     "log_weights",
+    "registry_table",
 ]

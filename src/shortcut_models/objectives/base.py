@@ -1,25 +1,24 @@
-"""The interface every training objective implements, its inputs and what it returns.
+"""The interface every training objective implements.
 
 An objective turns a data batch into regression targets (:meth:`Objective.targets`, no gradient)
 and a loss (:meth:`Objective.loss`). Everything it needs is handed to it: the networks that may
-build targets (:class:`TargetNetworks`) and how far training has come (:class:`Progress`), so an
-objective keeps no state between calls. Conventions: t = 0 is noise, t = 1 is data; d is the step
-size; every network is ``model(x_t, t, d, y)`` with ``y == num_classes`` the null label.
+build targets (:class:`~.batch.TargetNetworks`), how far training has come (:class:`~.batch.Progress`)
+and its rows, split by kind (:class:`~.batch.Batch`), so an objective keeps no state between calls
+and never deals with processes. Conventions: t = 0 is noise, t = 1 is data; d is the step size; every
+network is ``model(x_t, t, d, y)`` with ``y == num_classes`` the null label.
 
-An objective is a dataclass: its fields other than ``num_classes`` are its *knobs*, the settings a
-run configures (``objective_args`` in the training config) and a checkpoint records (every knob, so a
-checkpoint samples with the values it was trained with, whatever the defaults of a later release).
-Defaults and range checks live on the dataclass, nowhere else. Every objective has the *recipe* knobs of this
-base class: the time sampler (``time_sampler``, :mod:`.time_samplers`) and the loss weight
-(``loss_weight``, :mod:`.loss_weights`); objectives whose targets come from a network add the
-target network (:class:`~.target_networks.TargetNetworkKnobs`).
+A method is one dataclass, read top to bottom in its own file: what it is (class attributes: its
+name, its kinds of rows, what the study needs to know of it), its knobs with their defaults (its
+recipe, :class:`~.recipe.Recipe`, and its own fields made by :func:`~.knobs.knob`), then its maths
+(:meth:`Objective.build_targets` and the hooks below it overrides). Shared pieces are functions it
+calls by name (time samplers, labels, the path, the MeanFlow identity, two half steps), not behaviour
+it inherits. Every knob is recorded by a checkpoint, so a checkpoint samples with the values it was
+trained with, whatever the defaults of a later release.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,148 +26,69 @@ import torch
 from torch import nn
 
 from ..seeding import RowDraws, RowShare
-from ..validation import Float, Int, OneOf, PowerOfTwo, check_int
-from .loss_weights import LOSS_WEIGHTS, per_row_loss
-from .time_samplers import TIME_SAMPLERS
-
-Network = Callable[..., torch.Tensor]  # model(x_t, t, d, y) -> velocity
-
-
-def knob(default: Any, spec: Callable[[str, Any], Any], meaning: str) -> Any:
-    """A knob of an objective: its default, its allowed values (``spec``, checked when the objective is
-    built; ``spec.describe()`` says them in words) and what it means (shown by `shortcut config`)."""
-    return dataclasses.field(default=default, metadata={"spec": spec, "meaning": meaning})
-
-
-def redefault(cls: type, name: str, default: Any) -> Any:
-    """The knob ``name`` of ``cls`` with another default (a method's own recipe), its range and meaning kept."""
-    base = {f.name: f for f in dataclasses.fields(cls)}[name]
-    return dataclasses.field(default=default, metadata=base.metadata)
-
-
-@dataclass
-class Targets:
-    """One training batch, built without gradient; row i comes from data row i.
-
-    x_t: points on the path (t = 0 noise, t = 1 data); t, d: time and step size per row ([B] float);
-    v: regression target; y: labels fed to the network (null = num_classes); kind: int64 [B], the
-    index in the objective's :attr:`Objective.row_kinds` of the kind of each row (e.g. shortcut's
-    self-consistency rows are kind 0, its flow-matching rows kind 1); guidance: the guidance input
-    [B, 3] fed to the network (:mod:`shortcut_models.guidance`; None: the network is called without it).
-    """
-
-    x_t: torch.Tensor
-    t: torch.Tensor
-    d: torch.Tensor
-    v: torch.Tensor
-    y: torch.Tensor
-    kind: torch.Tensor
-    guidance: torch.Tensor | None = None
-
-    def split(self, chunks: int) -> list[Targets]:
-        """``chunks`` equal row blocks (gradient accumulation)."""
-        fields = [f.name for f in dataclasses.fields(self)]
-        parts = [[None] * chunks if (v := getattr(self, name)) is None else v.chunk(chunks) for name in fields]
-        return [Targets(*(p[i] for p in parts)) for i in range(chunks)]
-
-    def network_kwargs(self) -> dict[str, torch.Tensor]:
-        """The keyword arguments of the network call beyond (x_t, t, d, y): the guidance input when there is one."""
-        return {} if self.guidance is None else {"guidance": self.guidance}
-
-
-@dataclass(frozen=True)
-class TargetNetworks:
-    """The networks an objective may build its targets with; None where a run has none.
-
-    online: the network being trained; ema: its exponential moving average; teacher: a frozen
-    network the trainer keeps for the objective (the teacher run of the distillation methods,
-    progressive distillation's stage teacher).
-    """
-
-    online: Network | None = None
-    ema: Network | None = None
-    teacher: Network | None = None
-
-    @classmethod
-    def of(cls, network: Network | TargetNetworks | None) -> TargetNetworks:
-        """A bundle as given, or one network standing for every role (convenient in tests)."""
-        if isinstance(network, TargetNetworks):
-            return network
-        return cls(network, network, network)
-
-    def pick(self, role: str) -> Network:
-        """The network of ``role`` ("online", "ema" or "teacher"); ValueError when the bundle has none."""
-        network = getattr(self, role)
-        if network is None:
-            raise ValueError(f"this objective needs the {role} network to build its targets, and none was given")
-        return network
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far training has come: ``step`` (0-based) of ``total`` steps."""
-
-    step: int = 0
-    total: int = 1
+from ..validation import Int, PowerOfTwo, check_int
+from .batch import Batch, Network, Progress, TargetNetworks, Targets
+from .knobs import check_knobs, knob, knob_docs, knob_fields
+from .loss_weights import per_row_loss
+from .recipe import Recipe
 
 
 @dataclass(kw_only=True)
 class Objective(ABC):
     """A training objective on the shared network interface ``model(x_t, t, d, y)``.
 
-    Args:
-        num_classes: real classes; label ``num_classes`` is the null label (0 = unconditional).
-        max_steps: M, the finest step count (a power of two).
-        time_sampler: how times are drawn: "grid" (t = i / M, the authors'), "uniform" or
-            "logit-normal" (sigmoid(time_mu + time_sigma n)); see :mod:`.time_samplers`.
-        time_mu, time_sigma: the logit-normal sampler's parameters (MeanFlow's: 0.4, 1.0 with t = 0 noise).
-        loss_weight: how each row's squared error becomes its loss: "mse", "adaptive" (MeanFlow's:
-            sum of squares / (its stopped value + adaptive_eps) ** adaptive_power) or "pseudo-huber"
-            (sqrt(sum of squares + c^2) - c, c = huber_c sqrt(elements per row)); see :mod:`.loss_weights`.
+    Fields: ``num_classes``, the real classes (label ``num_classes`` is the null label; 0:
+    unconditional), from the data; ``max_steps``, M, the finest step count (a knob of every objective);
+    ``recipe``, the method's time sampler, loss weight and target network (each method sets its own).
 
-    Class attributes a subclass sets: ``name``, ``title``, ``row_kinds``, ``teacher_run``,
-    ``min_max_steps`` (below) and ``step_input``, the objective's own choice of what the network's
-    step-size embedder sees (the network option ``step_input``, ``shortcut_models.models``):
-    "level" (-log2 d, the authors' shortcut DiT; the default here) or "size" (d itself, continuous
-    at d = 0, as the interval methods' own networks embed t - r: MeanFlow sets it). A new run takes
-    it when its ``model_args`` do not set ``step_input``; a resumed run keeps what its checkpoint
-    recorded and a fine-tuning run (``init_from``, the distillation students) its source's
-    (``shortcut_models.training.networks``). It is not a knob: the network, not the objective, records it.
+    Class attributes a method sets (defaults below):
+
+    - ``name``, ``title``: its registry key and how reports name it;
+    - ``row_kinds``: the kinds of rows a batch holds, in batch order (leading rows first); logs are per
+      kind, and :meth:`kind_rows` says how many of each;
+    - ``min_max_steps``: the smallest M it allows;
+    - ``step_input``: what the network's step-size embedder sees in a new run that does not choose
+      (``model_args.step_input``): "level" (-log2 d, the authors' shortcut DiT) or "size" (d itself,
+      continuous at d = 0, as the interval methods' own networks embed t - r). A resumed run keeps what
+      its checkpoint recorded, a fine-tuning run its source's (``shortcut_models.training.networks``);
+    - ``guidance_input``: the network takes the guidance scale and interval as an input (iMF);
+    - ``teacher_run``, ``teacher_objective``: the targets need a trained network, the run named by the
+      knob ``teacher``, trained with objective ``teacher_objective``; the trainer loads it (objectives never
+      read checkpoints: ``shortcut_models.training.teacher``) and hands it over as ``TargetNetworks.teacher``;
+
+    and what the study (``shortcut_models.experiments``) needs to know of it:
+
+    - ``schedule_knob``: a knob counting training steps, set by its authors for runs of hundreds of
+      thousands of steps, that the study scales to its budget (None: none);
+    - ``schedule_spans_run``: its schedule is spread over the run's length, so a shorter budget is a run
+      of its own, not a point on the way of a longer one;
+    - ``ablations``: components of its recipe switched off one at a time (name -> knob overrides).
     """
 
     num_classes: int = knob(0, Int(0), "real classes; label num_classes is the null label (0: unconditional)")
     max_steps: int = knob(128, PowerOfTwo(), "M, the finest step count (d = 1/M at the flow level)")
-    time_sampler: str = knob("grid", OneOf(TIME_SAMPLERS), "where on the path rows are trained (time samplers)")
-    time_mu: float = knob(0.4, Float(), "logit-normal sampler: mean of the logit (t = 0 noise; MeanFlow's 0.4)")
-    time_sigma: float = knob(1.0, Float(0.0, low_open=True), "logit-normal sampler: spread of the logit")
-    loss_weight: str = knob("mse", OneOf(LOSS_WEIGHTS), "how each row's squared error becomes its loss")
-    adaptive_power: float = knob(1.0, Float(0.0), "adaptive weight: p of 1 / (loss + eps)^p (0: sum of squares)")
-    adaptive_eps: float = knob(1e-3, Float(0.0, low_open=True), "adaptive weight: eps")
-    huber_c: float = knob(0.00054, Float(0.0, low_open=True), "pseudo-Huber: c per square root of a row's size")
+    recipe: Recipe  # each method writes its own in its file
 
-    name: ClassVar[str]  # the registry key, e.g. "shortcut"
-    title: ClassVar[str]  # how reports name it, e.g. "flow matching"
-    # names of the kinds of rows a batch holds, in batch order (leading rows first); logs are per kind
+    name: ClassVar[str]
+    title: ClassVar[str]
     row_kinds: ClassVar[tuple[str, ...]] = ("flow",)
-    # True: the targets need a trained flow-matching network, the run named by the knob ``teacher``; the
-    # trainer loads it (objectives never read checkpoints) and hands it over as ``TargetNetworks.teacher``
-    teacher_run: ClassVar[bool] = False
-    min_max_steps: ClassVar[int] = 1  # the smallest M the objective allows
-    # the network's step-size input in a new run that does not choose one: "level" or "size" (see above)
+    min_max_steps: ClassVar[int] = 1
     step_input: ClassVar[str] = "level"
-    # True: the network takes the guidance scale and interval as an input (``model(..., guidance=g)``, iMF);
-    # the trainer builds it with ``guidance_input=True``
     guidance_input: ClassVar[bool] = False
-    # knobs inherited from a parent class that this objective does not read: not listed, not recorded, and
-    # ignored when given (as any other objective's knob is)
-    unused_knobs: ClassVar[tuple[str, ...]] = ()
+    teacher_run: ClassVar[bool] = False
+    teacher_objective: ClassVar[str | None] = None
+    schedule_knob: ClassVar[str | None] = None
+    schedule_spans_run: ClassVar[bool] = False
+    ablations: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __post_init__(self) -> None:
-        """Range checks of every knob (ValueError naming the knob), from each field's ``spec``."""
-        for f in dataclasses.fields(self):
-            if "spec" in f.metadata:  # a plain field (no knob()) is not checked
-                f.metadata["spec"](f.name, getattr(self, f.name))
+        """Range checks of every knob (ValueError naming the knob); the recipe checks its own, and has a target
+        network exactly where the method's own recipe has one (its knobs are the method's)."""
+        check_knobs(self, ("num_classes", "max_steps", *self.own_knobs()))
         check_int(f"max_steps of {self.title}", self.max_steps, low=self.min_max_steps)
+        if self.recipe.knobs() != type(self).recipe.knobs():
+            has = "a target network" if type(self).recipe.target_network is not None else "no target network"
+            raise ValueError(f"{self.title} has {has}: its recipe must say so (target_network)")
 
     # ------------------------------------------------------------ targets
     @torch.no_grad()
@@ -188,33 +108,22 @@ class Objective(ABC):
         ``generator`` drives every random draw; ``progress``: the training step (curricula and
         stages follow it; default step 0 of 1); ``x0`` is the noise (drawn first when None);
         ``rows`` names the rows of a larger global batch that ``x1`` holds (several processes;
-        default: the whole batch).
+        default: the whole batch). The kinds of rows are those of the global batch (:meth:`kind_rows`);
+        :meth:`build_targets` gets the rows held here of each.
         """
         draws = RowDraws.for_batch(x1.shape[0], generator, x1.device, rows)
         x0 = draws.normal(tuple(x1.shape[1:]), x1.dtype) if x0 is None else x0
-        return self.build_targets(TargetNetworks.of(networks), x0, x1, y, draws, progress or Progress())
+        batch = Batch(x0, x1, y, draws, draws.blocks(self.kind_rows(draws.total)))
+        return self.build_targets(TargetNetworks.of(networks), batch, progress or Progress())
 
     @abstractmethod
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
-        """Targets from noise ``x0`` and data ``x1``; every further random draw comes from ``draws``."""
-
-    def labels(self, y: torch.Tensor | None, rows: int, device: torch.device) -> torch.Tensor:
-        """Labels as given (int64 on ``device``), or the null label on every row when ``y`` is None."""
-        if y is None:
-            return torch.full((rows,), self.num_classes, dtype=torch.long, device=device)
-        return y.to(device=device, dtype=torch.long)
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
+        """Targets for the rows of ``batch``; every random draw beyond the noise comes from its draws."""
 
     # ------------------------------------------------------------ loss
     def loss(self, model: nn.Module, targets: Targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss of ``model`` on ``targets`` (rows weighted by ``loss_weight``, then averaged) and its logs.
+        """The loss of ``model`` on ``targets`` (rows weighted by the recipe's loss weight, then averaged)
+        and its logs.
 
         Logs are detached tensors, so logging costs no host sync until the caller reads them:
         ``loss`` is the plain mean squared error over the batch (comparable whatever the loss
@@ -222,7 +131,7 @@ class Objective(ABC):
         """
         pred = model(targets.x_t, targets.t, targets.d, targets.y, **targets.network_kwargs())
         sq = (pred.float() - targets.v.float()).pow(2).flatten(1)
-        per_row, mse = per_row_loss(self.loss_weight, sq, self)
+        per_row, mse = per_row_loss(self.recipe.loss_weight, sq, self.recipe)
         loss = per_row.mean()
         with torch.no_grad():
             logs = {"loss": mse.mean()}
@@ -268,26 +177,36 @@ class Objective(ABC):
 
     # ------------------------------------------------------------ knobs
     @classmethod
-    def knob_docs(cls) -> dict[str, tuple[str, str]]:
-        """Every knob -> (what it means, its allowed values in words)."""
-        docs, names = {}, cls.knobs()
-        for f in dataclasses.fields(cls):
-            if f.name not in names:
-                continue
-            spec = f.metadata.get("spec")
-            docs[f.name] = (f.metadata.get("meaning", ""), spec.describe() if spec is not None else "any value")
-        return docs
+    def own_knobs(cls) -> tuple[str, ...]:
+        """The method's own knobs: its fields made by :func:`~.knobs.knob`, less ``num_classes`` and ``max_steps``."""
+        return tuple(n for n in knob_fields(cls) if n not in ("num_classes", "max_steps"))
 
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
-        """Names of the settings of this objective (every dataclass field but ``num_classes`` and
-        :attr:`unused_knobs`)."""
-        skip = ("num_classes", *cls.unused_knobs)
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in skip)
+        """Names of the settings of this objective, as the configuration names them (flat): ``max_steps``,
+        its recipe's knobs (``cls.recipe``: the method's own recipe), then its own knobs."""
+        return ("max_steps", *cls.recipe.knobs(), *cls.own_knobs())
+
+    @classmethod
+    def knob_docs(cls) -> dict[str, tuple[str, str]]:
+        """Every knob -> (what it means, its allowed values in words)."""
+        return {**knob_docs(cls, ("max_steps",)), **cls.recipe.knob_docs(), **knob_docs(cls, cls.own_knobs())}
+
+    @classmethod
+    def from_knobs(cls, num_classes: int = 0, **knobs: Any) -> Objective:
+        """The objective with ``knobs`` set (flat, as the configuration names them: a recipe setting goes
+        into its recipe), the others at their defaults; TypeError naming a knob it does not have."""
+        in_recipe = {k: v for k, v in knobs.items() if k in cls.recipe.knobs()}
+        own = {k: v for k, v in knobs.items() if k not in in_recipe}
+        unknown = sorted(set(own) - {"max_steps", *cls.own_knobs()})
+        if unknown:
+            raise TypeError(f"{cls.title} has no knob {', '.join(unknown)}")
+        return cls(num_classes=num_classes, recipe=cls.recipe.with_knobs(**in_recipe), **own)
 
     def args(self) -> dict[str, Any]:
-        """The value of every knob: with ``num_classes`` it rebuilds this objective."""
-        return {name: getattr(self, name) for name in self.knobs()}
+        """The value of every knob (flat): with ``num_classes`` it rebuilds this objective (:meth:`from_knobs`)."""
+        own = {name: getattr(self, name) for name in self.own_knobs()}
+        return {"max_steps": self.max_steps, **self.recipe.args(), **own}
 
 
 def leading_rows(batch: int, every: int, what: str) -> int:

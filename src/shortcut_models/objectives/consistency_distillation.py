@@ -21,47 +21,50 @@ from dataclasses import dataclass
 import torch
 
 from .. import path
-from ..seeding import RowDraws
-from .base import Network, Progress, TargetNetworks, Targets
-from .distillation import FlowTeacherDistillation
+from ..validation import Float, Text
+from .base import Objective
+from .batch import Batch, Network, Progress, TargetNetworks, Targets
+from .knobs import knob
+from .labels import class_labels
+from .recipe import Recipe
 from .schedule import consistency_velocity
 from .time_samplers import start_times
 
 
 @dataclass(kw_only=True)
-class ConsistencyDistillation(FlowTeacherDistillation):
-    """Consistency distillation of a flow-matching teacher.
+class ConsistencyDistillation(Objective):
+    """Consistency distillation: the jump to the data predicted after one Euler step of a flow-matching teacher.
 
-    Args:
-        teacher: the flow-matching run (or checkpoint) to distil; required for training.
-        target_network: the student's side of the target uses its EMA ("ema", authors) or online network.
-        max_steps: M; the teacher takes one step of 1/M.
-        clip: bound on the teacher's next point (4).
+    The teacher is the run named by ``teacher``, which the trainer loads and hands over as
+    ``TargetNetworks.teacher``.
     """
 
     name = "consistency-distillation"
     title = "consistency distillation"
     row_kinds = ("consistency",)
+    teacher_run = True
+    teacher_objective = "flow"
+
+    # grid times, mean squared error; the student's EMA predicts the data from the teacher's next point
+    recipe: Recipe = Recipe(target_network="ema")
+    teacher: str = knob("", Text("required for training"), "the flow-matching run or checkpoint to distil")
+    clip: float = knob(4.0, Float(0.0, low_open=True), "bound on the points the teacher steps to")
 
     @property
     def sampling_d(self) -> float | None:
         """The network's step-size input is held at 1/M, where it was trained."""
         return 1.0 / self.max_steps
 
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
-        """The frozen teacher is ``networks.teacher``, the student side ``target_network``. Draw order
-        after the noise: times."""
-        t = start_times(self, draws, 1.0 / self.max_steps)
-        labels = self.labels(y, x1.shape[0], x1.device)
-        return self.build(networks.pick("teacher"), self.target_net(networks), x0, x1, t, labels)
+    def passes_per_row(self, batch: int) -> tuple[float, float]:
+        """One teacher forward and one student forward per row (targets), then one forward and backward."""
+        return 3.0, 1.0
+
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
+        """The frozen teacher is ``networks.teacher``, the student side the recipe's target network. Draw
+        order after the noise: times."""
+        t = start_times(self.recipe, batch.draws, 1.0 / self.max_steps)
+        labels = class_labels(batch.y, len(batch.draws), self.num_classes, batch.device)
+        return self.build(networks.pick("teacher"), self.recipe.target_net(networks), batch.x0, batch.x1, t, labels)
 
     def build(
         self,
@@ -79,5 +82,5 @@ class ConsistencyDistillation(FlowTeacherDistillation):
         v_teacher = frozen(x_t, t, d, y).to(x1.dtype)
         x_next = (x_t + path.expand_like(d, x_t) * v_teacher).clamp(-self.clip, self.clip)
         v_next = student(x_next, t + d, d, y).to(x1.dtype)
-        v = self.clamp_target(consistency_velocity(x_t, t, x_next, t + d, v_next))
+        v = self.recipe.clamp(consistency_velocity(x_t, t, x_next, t + d, v_next))
         return Targets(x_t, t, d, v, y, torch.zeros_like(t, dtype=torch.long))

@@ -21,26 +21,34 @@ from dataclasses import dataclass
 import torch
 
 from .. import path
-from ..seeding import RowDraws
-from .base import Network, Progress, TargetNetworks, Targets
+from .base import Objective
+from .batch import Batch, Network, Progress, TargetNetworks, Targets
+from .labels import class_labels
+from .recipe import LOGIT_NORMAL_TIMES, Recipe
 from .schedule import consistency_velocity, num_levels, section
-from .target_networks import TargetNetworkKnobs
 from .time_samplers import start_times
 
 
 @dataclass(kw_only=True)
-class ConsistencyTraining(TargetNetworkKnobs):
-    """Consistency training with the authors' step-size curriculum.
+class ConsistencyTraining(Objective):
+    """Consistency training: the straight jump to the data its own network predicts, over a step-size curriculum.
 
-    Args:
-        target_network: the network that predicts the data from the later point: "ema" (authors) or "online".
-        max_steps: M, the finest step count; the curriculum runs through levels 0..K-1, K = log2 M.
+    The curriculum runs through levels 0..K-1, K = log2 M (the authors').
     """
 
     name = "consistency-training"
     title = "consistency training"
     row_kinds = ("consistency",)
     min_max_steps = 2
+    schedule_spans_run = True  # the curriculum's sections are shares of the run
+    ablations = {
+        "logit-normal times": LOGIT_NORMAL_TIMES,
+        "adaptive weight": ("loss_weight=adaptive",),
+        "EMA network as target": ("target_network=ema",),
+    }
+
+    # grid times, mean squared error; the EMA network predicts the data from the later point (the authors')
+    recipe: Recipe = Recipe(target_network="ema")
 
     def level(self, progress: Progress) -> int:
         """Level of the curriculum at ``progress``: k = floor(step / (total / K))."""
@@ -50,19 +58,12 @@ class ConsistencyTraining(TargetNetworkKnobs):
         """One teacher forward per row, then one forward and backward."""
         return 2.0, 1.0
 
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
         """Targets at the curriculum's level for ``progress``. Draw order after the noise: times."""
         d = 2.0 ** -self.level(progress)
-        t = start_times(self, draws, d)
-        return self.build(self.target_net(networks), x0, x1, t, self.labels(y, x1.shape[0], x1.device), d)
+        t = start_times(self.recipe, batch.draws, d)
+        labels = class_labels(batch.y, len(batch.draws), self.num_classes, batch.device)
+        return self.build(self.recipe.target_net(networks), batch.x0, batch.x1, t, labels, d)
 
     def build(
         self, teacher: Network, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, y: torch.Tensor, d: float
@@ -72,5 +73,5 @@ class ConsistencyTraining(TargetNetworkKnobs):
         x_t = path.interpolate(x0, x1, t)
         x_next = path.interpolate(x0, x1, t + d)
         v_next = teacher(x_next, t + d, d, y).to(x1.dtype)
-        v = self.clamp_target(consistency_velocity(x_t, t, x_next, t + d, v_next))
+        v = self.recipe.clamp(consistency_velocity(x_t, t, x_next, t + d, v_next))
         return Targets(x_t, t, d, v, y, torch.zeros_like(t, dtype=torch.long))

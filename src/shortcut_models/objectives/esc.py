@@ -7,8 +7,8 @@ over [t, t + d]) a row's target is
 
     target = w_v + warm * d * D u,   D u = du/dx . w_v + du/dt - du/dd   (end t + d held fixed),
 
-one forward-mode product of the target network with tangent (w_v, 1, -1) (MeanFlow's helper
-:meth:`~.meanflow.MeanFlow.path_derivative`). The paper's code works in reversed time (s = 1 - t is
+one forward-mode product of the target network with tangent (w_v, 1, -1) (the MeanFlow identity's
+:func:`~.meanflow_identity.path_derivative`). The paper's code works in reversed time (s = 1 - t is
 noise, interval [r, s] with r = 1 - t - d, its network is -u(z, 1 - s, s - r)) and differentiates along
 (w_v, 0 for r, 1 for s): r fixed there is our end t + d fixed, and its target w_v - (s - r) du/ds is minus
 ours. The parts, each a knob at the authors' setting (their README's ESC-B/2 command):
@@ -49,11 +49,15 @@ import torch
 
 from .. import path
 from ..seeding import RowDraws
-from ..validation import Float, Int
-from .base import Network, Objective, Progress, TargetNetworks, Targets, knob, redefault
-from .flow_matching import FlowRows
-from .meanflow import MeanFlow
-from .time_samplers import interval_times
+from ..validation import Float, Int, OneOf
+from .base import Objective
+from .batch import Batch, Network, Progress, TargetNetworks, Targets
+from .knobs import knob
+from .labels import dropped_labels, null_labels
+from .meanflow_identity import path_derivative
+from .recipe import Recipe
+from .schedule import warmup
+from .time_samplers import FLOW_ROW_TIMES, interval_times
 
 WINDOW_DRAWS = 8192  # fixed draws of the time sampler that estimate the share of rows in the guidance window
 
@@ -94,19 +98,31 @@ class EscRows:
 
 
 @dataclass(kw_only=True)
-class ESC(MeanFlow):
-    """ESC: MeanFlow's identity with ESC's terminal-time schedule, plug-in velocity and guidance in training.
+class ESC(Objective):
+    """ESC: MeanFlow's identity with a terminal-time schedule, the plug-in velocity and guidance in training.
 
-    Args (besides MeanFlow's, see the module docstring for the maths):
-        terminal_steps: steps over which the share of interval rows that end at the data falls from 1 to 0.
-        plugin_share: share of rows whose velocity is the plug-in estimate (the authors' vplug-prob).
-        cfg_omega, cfg_kappa: guidance in training, omega w_v + kappa u_cond + (1 - omega - kappa) u_uncond.
-        cfg_t_min, cfg_t_max: the times (t = 0 noise) of the rows that get guidance.
-        derivative_warmup_steps: steps over which the derivative term grows from 0 to 1 (0: none).
+    See the module docstring for the maths and where it differs from the authors' code.
     """
 
-    class_dropout: float = redefault(FlowRows, "class_dropout", 0.1)
-    adaptive_eps: float = redefault(Objective, "adaptive_eps", 1e-3)  # ESC's code (MeanFlow's official: 0.01)
+    name = "esc"
+    title = "ESC"
+    row_kinds = ("interval", "flow")
+    step_input = "size"  # the interval d itself, as MeanFlow's
+    schedule_knob = "terminal_steps"
+    ablations = {
+        "no plug-in velocity": ("plugin_share=0",),
+        "no terminal-time schedule": ("terminal_steps=0",),
+        "no adaptive weight": ("loss_weight=mse",),
+        "uniform times": ("time_sampler=uniform",),
+    }
+
+    # the authors' ESC-B/2 command: logit-normal times, adaptive weight (eps 1e-3, p 1), online target network
+    recipe: Recipe = Recipe(time_sampler="logit-normal", loss_weight="adaptive", target_network="online")
+    class_dropout: float = knob(0.1, Float(0.0, 1.0), "probability of the null label on flow-matching rows")
+    interval_share: float = knob(0.25, Float(0.0, 1.0), "share of rows trained on an interval (d > 0)")
+    flow_row_time: str = knob(
+        "smaller", OneOf(FLOW_ROW_TIMES), "time of the rows with d = 0: the smaller of two draws, or the first"
+    )
     terminal_steps: int = knob(20000, Int(0), "steps until no interval is made to end at the data (0: none ever)")
     plugin_share: float = knob(0.5, Float(0.0, 1.0), "share of rows whose velocity is the minibatch plug-in estimate")
     cfg_omega: float = knob(1.0, Float(), "guidance in training: weight of the (plug-in) velocity")
@@ -119,21 +135,17 @@ class ESC(MeanFlow):
     cfg_t_max: float = knob(1.0, Float(0.0, 1.0), "guidance in training up to this time (the authors' 1 - cfg_min_t)")
     derivative_warmup_steps: int = knob(0, Int(0), "steps over which the derivative term grows to full (0: none)")
 
-    name = "esc"
-    title = "ESC"
+    # ------------------------------------------------------------ rows and schedules
+    def kind_rows(self, batch: int) -> tuple[int, ...]:
+        """(rows on an interval, the leading round(B * interval_share); rows with d = 0), as MeanFlow."""
+        n = round(batch * self.interval_share)
+        return n, batch - n
 
-    # ------------------------------------------------------------ schedules
     def terminal_share(self, progress: Progress) -> float:
         """Share of interval rows whose interval ends at the data: (2 / pi) arccos(min(1, step / terminal_steps))."""
         if self.terminal_steps == 0:
             return 0.0
         return 2.0 / math.pi * math.acos(min(1.0, progress.step / self.terminal_steps))
-
-    def derivative_weight(self, progress: Progress) -> float:
-        """The factor of the derivative term: min(1, step / derivative_warmup_steps), 1 without warm-up."""
-        if self.derivative_warmup_steps == 0:
-            return 1.0
-        return min(1.0, progress.step / self.derivative_warmup_steps)
 
     @property
     def guides(self) -> bool:
@@ -145,42 +157,32 @@ class ESC(MeanFlow):
         """Expected share of rows whose time lies in the guidance window, from fixed draws of the sampler."""
         rows = WINDOW_DRAWS
         draws = RowDraws.for_batch(rows, torch.Generator().manual_seed(0), torch.device("cpu"))
-        t, _, _ = interval_times(
-            self, draws, round(rows * self.kind_rows(batch)[0] / batch), self.max_steps, self.flow_row_time
-        )
+        interval_rows = round(rows * self.kind_rows(batch)[0] / batch)
+        t, _, _ = interval_times(self.recipe, draws, interval_rows, self.max_steps, self.flow_row_time)
         return ((t >= self.cfg_t_min) & (t <= self.cfg_t_max)).double().mean().item()
 
     def passes_per_row(self, batch: int) -> tuple[float, float]:
-        """MeanFlow's (one product on the interval rows, two forwards each; one forward and backward per
-        row), plus two forwards (conditional and null label at d = 0) on each guided row: expected share
-        (1 - class_dropout) x the share in the window. The plug-in's B x B kernel is not counted."""
-        forward, backward = super().passes_per_row(batch)
+        """One product on the interval rows (two forwards each), one forward and backward per row, plus two
+        forwards (conditional and null label at d = 0) on each guided row: expected share (1 - class_dropout)
+        x the share in the window. The plug-in's B x B kernel is not counted."""
         guided = (1.0 - self.class_dropout) * self.window_share(batch) if self.guides else 0.0
-        return forward + 2.0 * guided, backward
+        return 1 + 2 * self.kind_rows(batch)[0] / batch + 2.0 * guided, 1.0
 
     # ------------------------------------------------------------ targets
-    def draw_rows(self, y: torch.Tensor | None, draws: RowDraws, progress: Progress) -> EscRows:
-        """The batch's random choices. Draw order: two times per row, the terminal draw, label dropout,
-        the plug-in draw."""
-        n = len(draws.head(self.kind_rows(draws.total)[0]))  # this process's interval rows
-        t, d, interval = interval_times(self, draws, n, self.max_steps, self.flow_row_time)
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
+        """Targets for the rows :meth:`draw_rows` chooses (see :meth:`build`)."""
+        rows = self.draw_rows(batch.y, batch.draws, len(batch.kinds[0]), progress)
+        return self.build(networks, batch.x0, batch.x1, batch.y is not None, rows, progress)
+
+    def draw_rows(self, y: torch.Tensor | None, draws: RowDraws, interval_rows: int, progress: Progress) -> EscRows:
+        """The random choices of the rows of ``draws``, the first ``interval_rows`` of them on an interval.
+        Draw order: two times per row, the terminal draw, label dropout, the plug-in draw."""
+        t, d, interval = interval_times(self.recipe, draws, interval_rows, self.max_steps, self.flow_row_time)
         terminal = interval & (draws.uniform() < self.terminal_share(progress))
         d = torch.where(terminal, 1.0 - t, d)
-        labels = self.dropped_labels(y, draws)
+        labels = dropped_labels(y, draws, self.class_dropout, self.num_classes)
         plugin = draws.uniform() < self.plugin_share
         return EscRows(t, d, interval, terminal, labels, plugin)
-
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
-        """Targets for the rows :meth:`draw_rows` chooses (see :meth:`build`)."""
-        return self.build(networks, x0, x1, y is not None, self.draw_rows(y, draws, progress), progress)
 
     def build(
         self,
@@ -198,15 +200,16 @@ class ESC(MeanFlow):
             v = torch.where(path.expand_like(rows.plugin, v).bool(), plugin_velocity(x_t, rows.t, x1), v)
         guided = self.guided_rows(conditional, rows)
         built = guided | rows.interval
-        net = self.target_net(networks) if bool(built.any()) else None
+        net = self.recipe.target_net(networks) if bool(built.any()) else None
         if bool(guided.any()):
             v[guided] = self.guided_velocity(net, x_t[guided], rows.t[guided], v[guided], rows.labels[guided])
         target = v.clone()
         n = int(rows.interval.sum())  # the leading rows
         if n:
-            du = self.path_derivative(net, x_t[:n], rows.t[:n], rows.d[:n], v[:n], rows.labels[:n])
-            target[:n] = v[:n] + self.derivative_weight(progress) * path.expand_like(rows.d[:n], v) * du
-        target = torch.where(path.expand_like(built, v).bool(), self.clamp_target(target), target)
+            du = path_derivative(net, x_t[:n], rows.t[:n], rows.d[:n], v[:n], rows.labels[:n])
+            warm = warmup(progress.step, self.derivative_warmup_steps)
+            target[:n] = v[:n] + warm * path.expand_like(rows.d[:n], v) * du
+        target = torch.where(path.expand_like(built, v).bool(), self.recipe.clamp(target), target)
         return Targets(x_t, rows.t, rows.d, target.detach(), rows.labels, (~rows.interval).long())
 
     def guided_rows(self, conditional: bool, rows: EscRows) -> torch.Tensor:
@@ -220,7 +223,7 @@ class ESC(MeanFlow):
         self, model: Network, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor, y: torch.Tensor
     ) -> torch.Tensor:
         """omega v + kappa u(x_t, t, 0, y) + (1 - omega - kappa) u(x_t, t, 0, null): one call on both labels."""
-        null = self.labels(None, len(y), y.device)
+        null = null_labels(len(y), self.num_classes, y.device)
         zero = torch.zeros_like(t)
         out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([zero, zero]), torch.cat([y, null]))
         cond, uncond = out.to(v.dtype).chunk(2)

@@ -21,7 +21,7 @@ from itertools import accumulate
 
 import torch
 
-from .base import Network
+from .batch import Network
 
 Call = Callable[[torch.Tensor], torch.Tensor]  # x -> the network's output at a fixed (t, d, y)
 Condition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (t, d, y) of one call, each [B_i]

@@ -13,7 +13,7 @@ As MeanFlow (:mod:`.meanflow`), the network u(x_t, t, d) predicts the average ve
   network pass per step whatever w;
 - D u = du/dx . v_c + du/dt - du/dd moves the point with the *predicted* velocity v_c (the network's, at
   the row's guidance on [0, 1]) instead of the path velocity: the product is one forward-mode pass
-  with tangent (v_c, 1, -1) (:func:`.meanflow.path_derivative`; a DiT carries it through its own layers),
+  with tangent (v_c, 1, -1) (:func:`.meanflow_identity.path_derivative`; a DiT carries it through its own layers),
   on the rows with d > 0 only (the term is
   d * D u, zero where d = 0).
 
@@ -30,9 +30,9 @@ sigmoid(0.4 + n), the official -0.4 in its time), t is the smaller and, on inter
 Label dropout as the official code: k rows are dropped, k the number of rows whose uniform draw is
 below ``class_dropout``, and they are the first k rows in the official order (flow rows first, then
 interval rows), so mostly rows with d = 0; a dropped row has the null label and the unguided V = v
-(its tangent v_c keeps the row's own label, as there). Here global row i is official row
-(i - interval rows) mod B. Data without labels (or ``num_classes`` 0)
-is trained unguided (w = 1). Loss: the adaptive weight with eps 0.01 (official ``norm_eps``).
+(its tangent v_c keeps the row's own label, as there). Here row i of the batch is official row
+(i - interval rows) mod B (one draw per row of the whole batch: :meth:`~shortcut_models.seeding.RowDraws.from_whole`).
+Data without labels (or ``num_classes`` 0) is trained unguided (w = 1). Loss: the adaptive weight with eps 0.01 (official ``norm_eps``).
 
 Sampling: with the step actually taken, in any number of steps; ``shortcut sample --cfg-scale W
 --cfg-interval LO,HI`` feeds (W, LO, HI) in one pass per step. The official evaluation setting, w = 7.5 on
@@ -53,10 +53,12 @@ from .. import guidance as guide
 from .. import path
 from ..seeding import RowDraws
 from ..validation import Float
-from .base import Network, Objective, Progress, TargetNetworks, Targets, knob, redefault
-from .flow_matching import FlowRows
-from .meanflow import path_derivative
-from .target_networks import TargetNetworkKnobs
+from .base import Objective
+from .batch import Batch, Network, Progress, TargetNetworks, Targets
+from .knobs import knob
+from .labels import class_labels
+from .meanflow_identity import path_derivative
+from .recipe import Recipe
 from .time_samplers import times
 
 LOW_BOUNDS, HIGH_BOUNDS = (0.0, 0.5), (0.5, 1.0)  # lo ~ U[0, 1/2), hi ~ U[1/2, 1): the official intervals
@@ -73,33 +75,32 @@ def guidance_scales(u: torch.Tensor, cfg_max: float, cfg_beta: float) -> torch.T
 
 
 @dataclass(kw_only=True)
-class ImprovedMeanFlow(TargetNetworkKnobs, FlowRows):
-    """iMF: MeanFlow with guided targets, the guidance scale and interval as network inputs, and the
-    predicted velocity in the forward-mode product (see the module docstring).
+class ImprovedMeanFlow(Objective):
+    """iMF: MeanFlow with guided targets, the guidance scale as a network input, the predicted velocity as tangent.
 
-    Args:
-        flow_share: share of rows with d = 0 (official ``data_proportion``: 0.5).
-        cfg_max, cfg_beta: the guidance scale w in [1, 1 + cfg_max) with density ~ w^-cfg_beta (7, 1).
-        class_dropout: label dropout probability (0.1), mostly on flow rows (see the module docstring).
-        target_network: the network of the guided velocities and the product: "online" (official).
-        time_sampler, time_mu, time_sigma: logit-normal sigmoid(0.4 + n) (official P_mean -0.4, P_std 1).
-        loss_weight, adaptive_power, adaptive_eps: adaptive, p = 1, eps = 0.01 (official norm_p, norm_eps).
+    See the module docstring for the maths and the official code's settings.
     """
 
+    name = "imf"
+    title = "iMF"
+    row_kinds = ("interval", "flow")
+    step_input = "size"  # the interval itself, as the official network embeds t - r
+    guidance_input = True
+    ablations = {
+        "uniform times": ("time_sampler=uniform",),
+        "no adaptive weight": ("loss_weight=mse",),
+        "rows with d = 0: 25% (not 50%)": ("flow_share=0.25",),
+    }
+
+    # the official: logit-normal sigmoid(0.4 + n) (P_mean -0.4, P_std 1), adaptive weight p = 1, eps = 0.01
+    # (norm_p, norm_eps); the online network builds the guided velocities and the product
+    recipe: Recipe = Recipe(
+        time_sampler="logit-normal", loss_weight="adaptive", adaptive_eps=0.01, target_network="online"
+    )
+    class_dropout: float = knob(0.1, Float(0.0, 1.0), "probability of the null label on flow-matching rows")
     flow_share: float = knob(0.5, Float(0.0, 1.0), "share of rows with d = 0 (official data_proportion)")
     cfg_max: float = knob(7.0, Float(0.0), "guidance scale w is drawn in [1, 1 + cfg_max)")
     cfg_beta: float = knob(1.0, Float(0.0), "density of w ~ w^-cfg_beta (1: log-uniform)")
-    class_dropout: float = redefault(FlowRows, "class_dropout", 0.1)
-    time_sampler: str = redefault(Objective, "time_sampler", "logit-normal")
-    loss_weight: str = redefault(Objective, "loss_weight", "adaptive")
-    adaptive_eps: float = redefault(Objective, "adaptive_eps", 0.01)
-    target_network: str = redefault(TargetNetworkKnobs, "target_network", "online")
-
-    name = "imf"
-    step_input = "size"  # the interval itself, as the official network embeds t - r
-    title = "iMF"
-    row_kinds = ("interval", "flow")
-    guidance_input = True
 
     def kind_rows(self, batch: int) -> tuple[int, ...]:
         """(rows with an interval, which need the product; rows with d = 0: int(B * flow_share), as the
@@ -118,33 +119,26 @@ class ImprovedMeanFlow(TargetNetworkKnobs, FlowRows):
         guidance = 2 if self.conditional else 1
         return 1 + guidance + 2 * self.kind_rows(batch)[0] / batch, 1.0
 
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
         """Draw order after the noise: two times per row, lo, hi, the guidance scale, the label dropout."""
-        n, device = len(draws), x1.device
-        interval_rows = draws.share.count_below(self.kind_rows(draws.total)[0])  # this process's rows with d > 0
+        draws, x0, x1 = batch.draws, batch.x0, batch.x1
+        n, device = len(draws), batch.device
+        interval_rows = len(batch.kinds[0])  # the rows with d > 0
         flow = torch.arange(n, device=device) >= interval_rows
-        a, c = times(self, draws, self.max_steps), times(self, draws, self.max_steps)
+        a, c = times(self.recipe, draws, self.max_steps), times(self.recipe, draws, self.max_steps)
         t = torch.minimum(a, c)
         d = torch.where(flow, torch.zeros_like(a), (a - c).abs())
         lo = torch.where(flow, 0.0, LOW_BOUNDS[0] + (LOW_BOUNDS[1] - LOW_BOUNDS[0]) * draws.uniform())
         hi = torch.where(flow, 1.0, HIGH_BOUNDS[0] + (HIGH_BOUNDS[1] - HIGH_BOUNDS[0]) * draws.uniform())
         scale = guidance_scales(draws.uniform(), self.cfg_max, self.cfg_beta)
-        guided = y is not None and self.conditional
+        guided = batch.y is not None and self.conditional
         if not guided:
             scale = torch.ones_like(scale)
-        labels = self.labels(y, n, device)
+        labels = class_labels(batch.y, n, self.num_classes, device)
         dropped = self.dropped_rows(draws) & guided
 
         x_t, v = path.interpolate(x0, x1, t), path.velocity(x0, x1)
-        net = self.target_net(networks)
+        net = self.recipe.target_net(networks)
         inside = (t >= lo) & (t <= hi)
         w = torch.where(inside, scale, torch.ones_like(scale))  # the target's scale: 1 outside the interval
         v_c, v_g = self.guided_velocity(net, x_t, t, v, labels, w, guided)
@@ -156,17 +150,21 @@ class ImprovedMeanFlow(TargetNetworkKnobs, FlowRows):
         i = interval_rows
         if i:
             du = path_derivative(net, x_t[:i], t[:i], d[:i], v_c[:i], labels[:i], guidance=rows[:i])
-            target[:i] = self.clamp_target(v_g[:i] + path.expand_like(d[:i], v) * du)
+            target[:i] = self.recipe.clamp(v_g[:i] + path.expand_like(d[:i], v) * du)
         return Targets(x_t, t, d, target, labels, flow.long(), rows)
 
     def dropped_rows(self, draws: RowDraws) -> torch.Tensor:
-        """[local rows] bool: the first k rows in the official order (global row i is official row
-        (i - interval rows) mod B), k the number of rows of the global batch whose uniform draw is below
-        ``class_dropout`` (the official code's dropout; one draw per global row)."""
-        u = draws.uniform_all()
-        count = (u < self.class_dropout).sum()
-        official = (torch.arange(draws.total, device=u.device) - self.kind_rows(draws.total)[0]) % draws.total
-        return draws.local(official < count).to(draws.device)
+        """[rows] bool: the first k rows of the batch in the official order (row i is official row (i - interval
+        rows) mod B), k the number of rows whose uniform draw is below ``class_dropout`` (the official code's
+        dropout; one draw per row of the whole batch, whichever rows are held here)."""
+
+        def in_the_official_order(whole: RowDraws) -> torch.Tensor:
+            u = whole.uniform()
+            count = (u < self.class_dropout).sum()
+            official = (torch.arange(len(whole), device=u.device) - self.kind_rows(len(whole))[0]) % len(whole)
+            return official < count
+
+        return draws.from_whole(in_the_official_order).to(draws.device)
 
     def guided_velocity(
         self,

@@ -57,12 +57,13 @@ import torch
 from torch import nn
 
 from .. import path
-from ..seeding import RowDraws
 from ..validation import Flag, Float, Int
-from .base import Network, Objective, Progress, TargetNetworks, Targets, knob, redefault
-from .flow_matching import FlowRows
+from .base import Objective
+from .batch import Batch, Network, Progress, TargetNetworks, Targets
+from .knobs import knob
+from .labels import dropped_labels
 from .loss_weights import per_row_loss
-from .target_networks import TargetNetworkKnobs
+from .recipe import LOGIT_NORMAL_TIMES, Recipe
 from .time_samplers import times
 
 SIGMA_DATA = 0.5  # the noise's standard deviation in ESC's (and IMM's) latent units, where distances are measured
@@ -103,34 +104,31 @@ def mmd2(a: torch.Tensor, b: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(kw_only=True)
-class IMM(TargetNetworkKnobs, FlowRows):
-    """Inductive Moment Matching: an MMD between the one-jump and the two-jump particles of each group.
+class IMM(Objective):
+    """Inductive Moment Matching: an MMD between the one-jump and two-jump particles of groups of rows.
 
-    Args:
-        group_size: particles per group (rows sharing their times; ESC's 4).
-        gamma: the intermediate time is 1/2^gamma of the noise-to-signal range closer to the data (ESC's 12).
-        time_min: the earliest start time (ESC's T = 0.994 in its reversed time).
-        weight_a, weight_b: the exponent a and the log-SNR shift b of the time weight (ESC's 2 and 4).
-        clip_intermediate: keep the intermediate time at or before the end (ESC's port: no).
-        class_dropout: label dropout on every row (ESC's 0.1).
-        target_network: the network that builds the target particles: "online" (ESC's) or "ema".
-        time_sampler: where the start times fall in [time_min, 1]: uniform by default (ESC's).
+    See the module docstring for the kernel, the times and the time weight (ESC's port).
     """
 
+    name = "imm"
+    title = "IMM"
+    row_kinds = ("kernel",)
+    step_input = "size"  # the interval itself, as the method's own network embeds its second time
+    ablations = {
+        "no time weight": ("weight_a=0", "weight_b=0"),
+        "logit-normal times": LOGIT_NORMAL_TIMES,
+        "groups of 2 particles": ("group_size=2",),
+    }
+
+    # ESC's port: start times uniform in [time_min, 1], the MMD as it is (mse), the online network's jumps
+    recipe: Recipe = Recipe(time_sampler="uniform", target_network="online")
+    class_dropout: float = knob(0.1, Float(0.0, 1.0), "probability of the null label on every row")
     group_size: int = knob(4, Int(1), "particles per group: consecutive rows sharing their times")
     gamma: int = knob(12, Int(0), "the intermediate time is n(time_min)/2^gamma of noise-to-signal nearer the data")
     time_min: float = knob(0.006, Float(0.0, 1.0, low_open=True, high_open=True), "earliest start time t")
     weight_a: float = knob(2.0, Float(), "time weight: the exponent a of alpha^a")
     weight_b: float = knob(4.0, Float(), "time weight: the log-SNR shift b of sigmoid(b - logSNR)")
     clip_intermediate: bool = knob(False, Flag(), "keep the intermediate time at or before the end (ESC: false)")
-    class_dropout: float = knob(0.1, Float(0.0, 1.0), "probability of the null label on every row")
-    time_sampler: str = redefault(Objective, "time_sampler", "uniform")
-    target_network: str = redefault(TargetNetworkKnobs, "target_network", "online")
-
-    name = "imm"
-    step_input = "size"  # the interval itself, as the method's own network embeds its second time
-    title = "IMM"
-    row_kinds = ("kernel",)
 
     # ------------------------------------------------------------ rows and cost
     def groups(self, rows: int) -> int:
@@ -173,23 +171,15 @@ class IMM(TargetNetworkKnobs, FlowRows):
         return torch.minimum(s, t + d.double()) if self.clip_intermediate else s
 
     # ------------------------------------------------------------ targets
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
         """Draw order after the noise: a time per row, an end per row (a group takes its first row's
         two draws), label dropout per row."""
-        m = self.group_size
+        m, draws = self.group_size, batch.draws
         self.groups(len(draws))
-        a, b = times(self, draws, self.max_steps), draws.uniform()
-        labels = self.dropped_labels(y, draws)
+        a, b = times(self.recipe, draws, self.max_steps), draws.uniform()
+        labels = dropped_labels(batch.y, draws, self.class_dropout, self.num_classes)
         t, d, s = self.group_times(a[::m].repeat_interleave(m), b[::m].repeat_interleave(m))
-        return self.build(self.target_net(networks), x0, x1, t, d, s, labels)
+        return self.build(self.recipe.target_net(networks), batch.x0, batch.x1, t, d, s, labels)
 
     def build(
         self,
@@ -207,7 +197,7 @@ class IMM(TargetNetworkKnobs, FlowRows):
         step = t.double() + d.double() - s
         with torch.autocast(x1.device.type, enabled=False):
             u = target(x_s, s.to(x1.dtype), step.to(x1.dtype), y).to(x1.dtype)
-        x_sr = self.clamp_target(x_s + path.expand_like(step, x_s) * u)
+        x_sr = self.recipe.clamp(x_s + path.expand_like(step, x_s) * u)
         return Targets(path.interpolate(x0, x1, t), t, d, x_sr, y, torch.zeros_like(y))
 
     # ------------------------------------------------------------ loss
@@ -221,7 +211,7 @@ class IMM(TargetNetworkKnobs, FlowRows):
         x_tr = x_t + path.expand_like(targets.d, x_t) * pred
         width = kernel_width(targets.d[::m].double())
         mmd = mmd2(x_tr.reshape(groups, m, -1), targets.v.to(dtype).reshape(groups, m, -1), width)
-        weighted, plain = per_row_loss(self.loss_weight, mmd[:, None], self)
+        weighted, plain = per_row_loss(self.recipe.loss_weight, mmd[:, None], self.recipe)
         weight = time_weight(targets.t[::m], self.weight_a, self.weight_b).to(dtype)
         return weight * weighted, plain
 

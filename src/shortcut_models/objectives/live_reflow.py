@@ -1,7 +1,6 @@
 """Live reflow, the baseline of the paper's Table 1 as in the authors' code.
 
-Flow matching on most rows, plus B // bootstrap_every *reflow* rows (the first rows, flagged in
-``Targets.bootstrap``) that teach the network the one-step jump (d = 1) along the straight line
+Flow matching on most rows, plus B // bootstrap_every *reflow* rows (the first rows, kind 0) that teach the network the one-step jump (d = 1) along the straight line
 between a noise vector and where the network itself currently takes it:
 
 1. From noise x0 at t = 0, 8 Euler steps of 1/8 with the network of ``target_network`` (the online
@@ -11,7 +10,8 @@ between a noise vector and where the network itself currently takes it:
    i/M with i uniform in {0, ..., M - 1}), x_t = (1 - (1 - eps) t) x0 + t x1_hat, target x1_hat - x0,
    d = 1, true labels.
 
-Flow rows are those of :class:`FlowMatching` (t from the time sampler, d = 1/M, label dropout). Row i of
+Flow rows are flow matching's (:func:`~.flow_matching.flow_rows`: t from the time sampler, d = 1/M,
+label dropout). Row i of
 the targets is built from data row i (the reflow rows ignore their data). The network is sampled
 with d = 1 as its step-size input below M steps and with d = 1/M at M steps, as in the authors' code.
 """
@@ -23,36 +23,39 @@ from dataclasses import dataclass
 import torch
 
 from .. import path
-from ..seeding import RowDraws
 from ..validation import Float, Int
-from .base import Network, Progress, TargetNetworks, Targets, knob, leading_rows, redefault
+from .base import Objective, leading_rows
+from .batch import Batch, Network, Progress, TargetNetworks, Targets
 from .fixed_conditioning import calls_at_times
-from .flow_matching import FlowRows
-from .target_networks import TargetNetworkKnobs
+from .flow_matching import flow_rows
+from .knobs import knob
+from .labels import class_labels, null_labels
+from .recipe import LOGIT_NORMAL_TIMES, Recipe
 from .time_samplers import times
 
 EULER_STEPS = 8  # the teacher's steps from noise to data, as in the authors' code
 
 
 @dataclass(kw_only=True)
-class LiveReflow(TargetNetworkKnobs, FlowRows):
-    """Flow matching plus reflow rows from the network's own 8-step samples.
+class LiveReflow(Objective):
+    """Live reflow: flow matching plus one-step rows to the network's own 8-step samples.
 
-    Args:
-        class_dropout: label dropout probability on flow rows only.
-        bootstrap_every: one reflow row per this many rows (8 = authors' code).
-        target_network: the network that takes the 8 steps: "online" (authors) or "ema".
-        cfg_scale: guidance weight of the teacher's samples (0 = unguided, null labels).
-        max_steps: M; flow rows use d = 1/M.
+    See the module docstring for the reflow rows (the authors' code).
     """
-
-    bootstrap_every: int = knob(8, Int(1), "one reflow row in this many (authors' code 8)")
-    cfg_scale: float = knob(0.0, Float(), "guidance weight of the 8-step samples (0: unguided)")
-    target_network: str = redefault(TargetNetworkKnobs, "target_network", "online")
 
     name = "live-reflow"
     title = "live reflow"
     row_kinds = ("reflow", "flow")
+    ablations = {
+        "logit-normal times": LOGIT_NORMAL_TIMES,
+        "adaptive weight": ("loss_weight=adaptive",),
+    }
+
+    # grid times, mean squared error; the online network takes the 8 steps (the authors')
+    recipe: Recipe = Recipe(target_network="online")
+    class_dropout: float = knob(0.0, Float(0.0, 1.0), "probability of the null label on flow-matching rows")
+    bootstrap_every: int = knob(8, Int(1), "one reflow row in this many (authors' code 8)")
+    cfg_scale: float = knob(0.0, Float(), "guidance weight of the 8-step samples (0: unguided)")
 
     @property
     def sampling_d(self) -> float | None:
@@ -72,25 +75,17 @@ class LiveReflow(TargetNetworkKnobs, FlowRows):
         """Eight teacher forwards on the reflow share f, then one forward and backward per row."""
         return 1 + EULER_STEPS * self.kind_rows(batch)[0] / batch, 1.0
 
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
         """Flow rows, then the reflow rows overwrite the first ones. Draw order after the noise: flow
         times, label dropout, reflow times."""
-        head = draws.head(self.kind_rows(draws.total)[0])
-        nr = len(head)
-        tg = self.flow_rows(x0, x1, y, draws, kind=1)
-        t = times(self, head, self.max_steps)
+        reflow = batch.kinds[0]
+        nr = len(reflow)
+        tg = flow_rows(batch, self.recipe, self.max_steps, self.class_dropout, self.num_classes, kind=1)
+        t = times(self.recipe, reflow, self.max_steps)
         if nr == 0:
             return tg
-        labels = self.labels(None if y is None else y[:nr], nr, x1.device)
-        x_t, v = self.reflow_rows(self.target_net(networks), x0[:nr], t, labels)
+        labels = class_labels(None if batch.y is None else batch.y[:nr], nr, self.num_classes, batch.device)
+        x_t, v = self.reflow_rows(self.recipe.target_net(networks), batch.x0[:nr], t, labels)
         tg.x_t[:nr], tg.t[:nr], tg.d[:nr], tg.v[:nr], tg.y[:nr], tg.kind[:nr] = x_t, t, torch.ones_like(t), v, labels, 0
         return tg
 
@@ -99,7 +94,7 @@ class LiveReflow(TargetNetworkKnobs, FlowRows):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, target) of reflow rows from noise ``x0``, times ``t`` and labels ``y``."""
         n = x0.shape[0]
-        null = self.labels(None, n, x0.device)
+        null = null_labels(n, self.num_classes, x0.device)
         guided = self.cfg_scale != 0 and self.num_classes > 0
         d = torch.full((2 * n if guided else n,), 1.0 / self.max_steps, device=x0.device)
         steps = calls_at_times(
@@ -113,4 +108,4 @@ class LiveReflow(TargetNetworkKnobs, FlowRows):
             else:
                 v = step(x).to(x0.dtype)
             x = x + v / EULER_STEPS
-        return path.interpolate(x0, x, t), self.clamp_target(x - x0)
+        return path.interpolate(x0, x, t), self.recipe.clamp(x - x0)

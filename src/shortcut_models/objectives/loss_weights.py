@@ -1,8 +1,8 @@
 """Loss weights: how the squared error of each row becomes that row's loss (a recipe part).
 
 Every objective's loss is the mean over rows of ``LOSS_WEIGHTS[loss_weight](sq, knobs)``, where
-``sq`` [B, D] holds the squared errors of each row's D elements and ``knobs`` is the objective
-(its ``adaptive_power``, ``adaptive_eps``, ``huber_c``):
+``sq`` [B, D] holds the squared errors of each row's D elements and ``knobs`` is the method's recipe
+(:class:`~.recipe.Recipe`: its ``adaptive_power``, ``adaptive_eps``, ``huber_c``):
 
 - ``mse``: the mean of the row's squared errors (flow matching, shortcut and the paper's baselines);
 - ``adaptive``: MeanFlow's adaptive weight, s / sg(s + eps)^p with s the row's sum of squares and sg

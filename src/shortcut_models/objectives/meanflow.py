@@ -9,7 +9,7 @@ with the end e = t + d held fixed gives the MeanFlow identity
 
 which in the paper's reversed time (t = 1 noise, interval [r, t]) reads u = v - (t - r) du/dt. The
 target is v + d * D u with v = x1 - (1 - eps) x0 the path velocity and D u one forward-mode product
-of the network (tangent (v, 1, -1); :mod:`.forward_mode`), all without gradient (stopped).
+of the network (tangent (v, 1, -1); :mod:`.meanflow_identity`), all without gradient (stopped).
 
 Its recipe by default (the official code's, configs/default.py of Gsunshine/meanflow, which produced
 the paper's numbers): times from the pair sampler over logit-normal draws sigmoid(mu + sigma n)
@@ -42,49 +42,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from .. import path
-from ..seeding import RowDraws
 from ..validation import Float, OneOf
-from .base import Network, Objective, Progress, TargetNetworks, Targets, knob, redefault
-from .flow_matching import FlowRows
-from .forward_mode import network_jvp
-from .target_networks import TargetNetworkKnobs
+from .base import Objective
+from .batch import Batch, Progress, TargetNetworks, Targets
+from .knobs import knob
+from .labels import dropped_labels
+from .meanflow_identity import identity_target
+from .recipe import Recipe
 from .time_samplers import FLOW_ROW_TIMES, interval_times
 
 
 @dataclass(kw_only=True)
-class MeanFlow(TargetNetworkKnobs, FlowRows):
-    """MeanFlow: average velocities over intervals, targets from the MeanFlow identity.
+class MeanFlow(Objective):
+    """MeanFlow: the average velocity over intervals, its targets from the MeanFlow identity.
 
-    Args:
-        class_dropout: label dropout probability (the official code's 0.1).
-        interval_share: share of rows with d > 0 (the paper's best: 0.25); the rest have d = 0.
-        flow_row_time: the time of the rows with d = 0: the smaller of the row's two draws ("smaller",
-            the official code's) or the first draw ("first", this objective's before 2026-12).
-        target_network: the network whose derivative builds the target: "online" (the paper's) or "ema".
-        time_sampler, time_mu, time_sigma: logit-normal sigmoid(mu + sigma n) by default (t = 0 noise).
-        loss_weight, adaptive_power, adaptive_eps: the adaptive weight 1 / (loss + eps)^p by default
-            (the official code's p = 1, eps = 0.01; the paper's example eps is 1e-3, this objective's
-            default before 2026-12).
-        max_steps: M, the finest step count the sampler allows.
+    Its recipe: logit-normal times sigmoid(0.4 + n) (t = 0 noise), the adaptive weight 1 / (loss + eps)^p with
+    the official code's p = 1, eps = 0.01 (the paper's example eps is 1e-3, this objective's default before
+    2026-12), and the online network's derivative (the paper's). ``flow_row_time`` "first" is this
+    objective's time of the rows with d = 0 before 2026-12.
     """
-
-    interval_share: float = knob(0.25, Float(0.0, 1.0), "share of rows trained on an interval (d > 0)")
-    flow_row_time: str = knob(
-        "smaller", OneOf(FLOW_ROW_TIMES), "time of the rows with d = 0: the smaller of two draws, or the first"
-    )
-    class_dropout: float = redefault(FlowRows, "class_dropout", 0.1)
-    adaptive_eps: float = redefault(Objective, "adaptive_eps", 0.01)
-    time_sampler: str = redefault(Objective, "time_sampler", "logit-normal")
-    loss_weight: str = redefault(Objective, "loss_weight", "adaptive")
-    target_network: str = redefault(TargetNetworkKnobs, "target_network", "online")
 
     name = "meanflow"
     title = "MeanFlow"
     row_kinds = ("interval", "flow")
     step_input = "size"  # the interval d itself, continuous at d = 0, as the paper's network embeds t - r
+    ablations = {
+        "uniform times": ("time_sampler=uniform",),
+        "no adaptive weight": ("loss_weight=mse",),
+        "interval rows 50% (not 25%)": ("interval_share=0.5",),
+    }
+
+    recipe: Recipe = Recipe(
+        time_sampler="logit-normal", loss_weight="adaptive", adaptive_eps=0.01, target_network="online"
+    )
+    class_dropout: float = knob(0.1, Float(0.0, 1.0), "probability of the null label on flow-matching rows")
+    interval_share: float = knob(0.25, Float(0.0, 1.0), "share of rows trained on an interval (d > 0)")
+    flow_row_time: str = knob(
+        "smaller", OneOf(FLOW_ROW_TIMES), "time of the rows with d = 0: the smaller of two draws, or the first"
+    )
 
     def kind_rows(self, batch: int) -> tuple[int, ...]:
         """(rows with d > 0, which need the forward-mode product: round(B * interval_share); rows with d = 0)."""
@@ -96,50 +92,14 @@ class MeanFlow(TargetNetworkKnobs, FlowRows):
         then one forward and backward per row."""
         return 1 + 2 * self.kind_rows(batch)[0] / batch, 1.0
 
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
         """Draw order after the noise: two times per row, label dropout."""
-        n = len(draws.head(self.kind_rows(draws.total)[0]))  # this process's rows with d > 0
-        t, d, interval = interval_times(self, draws, n, self.max_steps, self.flow_row_time)
-        labels = self.dropped_labels(y, draws)
-        x_t, v = path.interpolate(x0, x1, t), path.velocity(x0, x1)
+        n = len(batch.kinds[0])  # the rows with d > 0
+        t, d, interval = interval_times(self.recipe, batch.draws, n, self.max_steps, self.flow_row_time)
+        labels = dropped_labels(batch.y, batch.draws, self.class_dropout, self.num_classes)
+        x_t, v = path.interpolate(batch.x0, batch.x1, t), path.velocity(batch.x0, batch.x1)
         target = v.clone()
         if n:
-            net = self.target_net(networks)
-            target[:n] = self.clamp_target(self.identity_target(net, x_t[:n], t[:n], d[:n], v[:n], labels[:n]))
+            net = self.recipe.target_net(networks)
+            target[:n] = self.recipe.clamp(identity_target(net, x_t[:n], t[:n], d[:n], v[:n], labels[:n]))
         return Targets(x_t, t, d, target, labels, (~interval).long())
-
-    def identity_target(
-        self, model: Network, x_t: torch.Tensor, t: torch.Tensor, d: torch.Tensor, v: torch.Tensor, y: torch.Tensor
-    ) -> torch.Tensor:
-        """v + d * D u: the MeanFlow target for given points, times, step sizes and path velocities."""
-        du = self.path_derivative(model, x_t, t, d, v, y)
-        return (v + path.expand_like(d, v) * du).detach()
-
-    def path_derivative(
-        self, model: Network, x_t: torch.Tensor, t: torch.Tensor, d: torch.Tensor, v: torch.Tensor, y: torch.Tensor
-    ) -> torch.Tensor:
-        """D u = du/dx . v + du/dt - du/dd at (x_t, t, d): one Jacobian-vector product (see module docstring)."""
-        return path_derivative(model, x_t, t, d, v, y)
-
-
-def path_derivative(
-    model: Network,
-    x_t: torch.Tensor,
-    t: torch.Tensor,
-    d: torch.Tensor,
-    v: torch.Tensor,
-    y: torch.Tensor,
-    **network_kwargs: torch.Tensor,
-) -> torch.Tensor:
-    """D u = du/dx . v + du/dt - du/dd of ``u = model(x, t, d, y, **network_kwargs)`` at (x_t, t, d), the end
-    t + d held fixed and the point moving with velocity ``v``: one Jacobian-vector product (:mod:`.forward_mode`).
-    MeanFlow moves with the path velocity, iMF with the predicted one (and passes its guidance input)."""
-    return network_jvp(model, (x_t, t, d, y), (v, torch.ones_like(t), -torch.ones_like(d)), **network_kwargs)

@@ -25,30 +25,37 @@ from dataclasses import dataclass
 import torch
 
 from .. import path
-from ..seeding import RowDraws
-from .base import Network, Progress, TargetNetworks, Targets
-from .distillation import FlowTeacherDistillation
+from ..validation import Float, Text
+from .base import Objective
+from .batch import Batch, Network, Progress, TargetNetworks, Targets
 from .fixed_conditioning import velocities_at
+from .knobs import knob
+from .labels import class_labels
+from .recipe import TARGET_NETWORKS, Recipe
 from .schedule import num_levels, section, two_half_steps
-from .target_networks import TARGET_NETWORKS
 from .time_samplers import start_times
 
 
 @dataclass(kw_only=True)
-class ProgressiveDistillation(FlowTeacherDistillation):
-    """Progressive distillation of a flow-matching teacher, K stages in one run.
+class ProgressiveDistillation(Objective):
+    """Progressive distillation: one step landing where two half steps of the stage's teacher land, K stages.
 
-    Args:
-        teacher: the flow-matching run (or checkpoint) that stage 0 distils; required for training.
-        target_network: each later stage's teacher is the student's EMA ("ema", authors) or online network.
-        max_steps: M; the first stage distils 2 teacher steps of 1/M into one of 2/M.
-        clip: bound on the teacher's midpoint (4).
+    Stage 0 distils the flow-matching run named by ``teacher``, which the trainer loads and hands over as
+    ``TargetNetworks.teacher``; each later stage distils the student as the stage began.
     """
 
     name = "progressive-distillation"
     title = "progressive distillation"
     row_kinds = ("distillation",)
     min_max_steps = 2
+    teacher_run = True
+    teacher_objective = "flow"
+    schedule_spans_run = True  # the stages are shares of the run
+
+    # grid times, mean squared error; each later stage's teacher takes the student's EMA weights (the authors')
+    recipe: Recipe = Recipe(target_network="ema")
+    teacher: str = knob("", Text("required for training"), "the flow-matching run or checkpoint to distil")
+    clip: float = knob(4.0, Float(0.0, low_open=True), "bound on the points the teacher steps to")
 
     def stage(self, progress: Progress) -> int:
         """Stage of the run at ``progress``: s = floor(step / (total / K))."""
@@ -63,22 +70,19 @@ class ProgressiveDistillation(FlowTeacherDistillation):
         (the role named by ``target_network``)."""
         if progress.step == 0 or self.stage(progress) == self.stage(Progress(progress.step - 1, progress.total)):
             return None
-        return TARGET_NETWORKS[self.target_network]
+        return TARGET_NETWORKS[self.recipe.target_network]
 
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
+    def passes_per_row(self, batch: int) -> tuple[float, float]:
+        """Two teacher forwards per row (two half steps), then one forward and backward."""
+        return 3.0, 1.0
+
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
         """Targets of the stage at ``progress`` from its teacher (``networks.teacher``). Draw order
         after the noise: times."""
         d = 2.0 ** -self.level(progress)
-        t = start_times(self, draws, d)
-        return self.build(networks.pick("teacher"), x0, x1, t, self.labels(y, x1.shape[0], x1.device), d)
+        t = start_times(self.recipe, batch.draws, d)
+        labels = class_labels(batch.y, len(batch.draws), self.num_classes, batch.device)
+        return self.build(networks.pick("teacher"), batch.x0, batch.x1, t, labels, d)
 
     def build(
         self, teacher: Network, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, y: torch.Tensor, d: float
@@ -86,5 +90,5 @@ class ProgressiveDistillation(FlowTeacherDistillation):
         """Targets for given noise, data, times, labels and step size ``d``."""
         d = torch.full_like(t, d)
         x_t = path.interpolate(x0, x1, t)
-        v = self.clamp_target(two_half_steps(velocities_at(teacher, y, x1.dtype), x_t, t, d, self.clip))
+        v = self.recipe.clamp(two_half_steps(velocities_at(teacher, y, x1.dtype), x_t, t, d, self.clip))
         return Targets(x_t, t, d, v, y, torch.zeros_like(t, dtype=torch.long))

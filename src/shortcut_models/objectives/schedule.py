@@ -26,6 +26,14 @@ def section(step: int, total_steps: int, sections: int) -> int:
     return min(sections - 1, (step * sections) // max(total_steps, 1))
 
 
+def warmup(step: int, steps: int) -> float:
+    """A factor that grows linearly from 0 at step 0 to 1 at step ``steps`` and stays there: min(1, step /
+    steps); 1 throughout when ``steps`` is 0 (ESC's and sCT's derivative warm-up)."""
+    if steps == 0:
+        return 1.0
+    return min(1.0, step / steps)
+
+
 def consistency_velocity(
     x_t: torch.Tensor, t: torch.Tensor, x_next: torch.Tensor, t_next: torch.Tensor, v_next: torch.Tensor
 ) -> torch.Tensor:

@@ -9,7 +9,7 @@ which for the average velocity is the MeanFlow identity on the interval [t, 1]:
     u(x_t, t, 1 - t) = v + (1 - t) D u,   D u = du/dx . v + du/dt - du/dd,
 
 with v = x1 - (1 - eps) x0 the path velocity and D u one forward-mode product of the target network
-(tangent (v, 1, -1), MeanFlow's, through :mod:`.forward_mode`), all without gradient. Each batch holds two kinds
+(tangent (v, 1, -1), as :mod:`.meanflow_identity`, through :mod:`.forward_mode`), all without gradient. Each batch holds two kinds
 of rows: on the leading ``round(B * interval_share)`` rows ("consistency") d = 1 - t and the target is
 the right-hand side above; on the rest ("flow") d = 0 and the target is v (flow matching, as ESC's rows
 with r = t). Times: ``time_draws`` draws of the time sampler per row, the earliest kept (ESC's port
@@ -39,74 +39,79 @@ from dataclasses import dataclass
 import torch
 
 from .. import path
-from ..seeding import RowDraws
 from ..validation import Float, Int
-from .base import Network, Objective, Progress, TargetNetworks, Targets, knob, redefault
-from .esc import ESC
-from .flow_matching import FlowRows
+from .base import Objective
+from .batch import Batch, Network, Progress, TargetNetworks, Targets
 from .forward_mode import network_jvp_with_output
-from .meanflow import MeanFlow
+from .knobs import knob
+from .labels import dropped_labels
+from .recipe import Recipe
+from .schedule import warmup
 from .time_samplers import times
 
 
 @dataclass(kw_only=True)
-class ContinuousConsistency(MeanFlow):
+class ContinuousConsistency(Objective):
     """sCT: the one-step jump u(x_t, t, 1 - t) trained by the continuous-time consistency target.
 
-    Args:
-        interval_share: share of consistency rows (d = 1 - t); the rest are flow rows (d = 0). ESC's
-            ``ratio_r_not_equal_t`` in their sCT run: 0.25.
-        time_draws: draws of the time sampler per row, the earliest kept (ESC's port: 2; the paper: 1).
-        time_sampler, time_mu, time_sigma: logit-normal with mu = 1.0, sigma = 1.4 (ESC's sCT run:
-            -1.0 and 1.4 in their reversed time).
-        derivative_warmup_steps: steps over which the derivative term grows linearly to full weight
-            (0: none; ESC's knob, here at the sCT default 10000).
-        tangent_norm: c of the tangent normalisation g / (rms(g) + c) (0: off, as ESC's linear port).
-        target_network: the network whose derivative builds the target: "online" (ESC's target
-            network follows the online weights exactly).
-        loss_weight: "mse" (ESC's "l2").
-        class_dropout: label dropout 0.1 (ESC's cfg-prob, their loss's label_dropout_prob).
+    Its recipe (ESC's sCT run): logit-normal times with mu = 1.0, sigma = 1.4 (their -1.0 and 1.4 in their
+    reversed time), the mean squared error (their "l2"; ``adaptive_eps`` 0.01 only matters for another
+    weight), and the online network's derivative (ESC's target network follows the online weights exactly).
     """
-
-    time_draws: int = knob(2, Int(1, 2), "time draws per row, the earliest kept (ESC's port: 2, the paper: 1)")
-    derivative_warmup_steps: int = redefault(ESC, "derivative_warmup_steps", 10000)
-    tangent_norm: float = knob(0.0, Float(0.0), "tangent normalisation c of g / (rms(g) + c) (0: off)")
-    class_dropout: float = redefault(FlowRows, "class_dropout", 0.1)
-    time_mu: float = redefault(Objective, "time_mu", 1.0)
-    time_sigma: float = redefault(Objective, "time_sigma", 1.4)
-    loss_weight: str = redefault(Objective, "loss_weight", "mse")
 
     name = "sct"
     title = "sCT (continuous-time consistency)"
     row_kinds = ("consistency", "flow")
-    # MeanFlow's time of its d = 0 rows: sCT draws its own times (``time_draws``), so it has no such choice
-    unused_knobs = ("flow_row_time",)
+    step_input = "size"  # the interval d itself, as MeanFlow's
+    schedule_knob = "derivative_warmup_steps"
+    ablations = {
+        "no derivative warm-up": ("derivative_warmup_steps=0",),
+        "MeanFlow's time sampler (0.4, 1.0)": ("time_mu=0.4", "time_sigma=1.0"),
+        "one time draw per row": ("time_draws=1",),
+    }
 
-    derivative_weight = ESC.derivative_weight  # min(1, step / derivative_warmup_steps); 1 without warm-up
+    recipe: Recipe = Recipe(
+        time_sampler="logit-normal", time_mu=1.0, time_sigma=1.4, adaptive_eps=0.01, target_network="online"
+    )
+    # label dropout 0.1: ESC's cfg-prob, their loss's label_dropout_prob
+    class_dropout: float = knob(0.1, Float(0.0, 1.0), "probability of the null label on flow-matching rows")
+    # ESC's ratio_r_not_equal_t in their sCT run: a quarter of the rows are consistency rows (d = 1 - t)
+    interval_share: float = knob(0.25, Float(0.0, 1.0), "share of rows trained on an interval (d > 0)")
+    time_draws: int = knob(2, Int(1, 2), "time draws per row, the earliest kept (ESC's port: 2, the paper: 1)")
+    # the tangent warm-up: ESC's knob and schedule, at the sCT default
+    derivative_warmup_steps: int = knob(10000, Int(0), "steps over which the derivative term grows to full (0: none)")
+    tangent_norm: float = knob(0.0, Float(0.0), "tangent normalisation c of g / (rms(g) + c) (0: off)")
 
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
+    def kind_rows(self, batch: int) -> tuple[int, ...]:
+        """(consistency rows, the leading round(B * interval_share), which need the product; flow rows)."""
+        n = round(batch * self.interval_share)
+        return n, batch - n
+
+    def passes_per_row(self, batch: int) -> tuple[float, float]:
+        """One Jacobian-vector product on the consistency share f (primal plus tangent: two forwards), then
+        one forward and backward per row."""
+        return 1 + 2 * self.kind_rows(batch)[0] / batch, 1.0
+
+    def derivative_weight(self, progress: Progress) -> float:
+        """The tangent warm-up: min(1, step / derivative_warmup_steps), 1 without warm-up."""
+        return warmup(progress.step, self.derivative_warmup_steps)
+
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
         """Draw order after the noise: ``time_draws`` times per row, label dropout."""
-        n = len(draws.head(self.kind_rows(draws.total)[0]))  # this process's consistency rows
-        t = times(self, draws, self.max_steps)
+        draws = batch.draws
+        n = len(batch.kinds[0])  # the consistency rows
+        t = times(self.recipe, draws, self.max_steps)
         for _ in range(self.time_draws - 1):
-            t = torch.minimum(t, times(self, draws, self.max_steps))
-        labels = self.dropped_labels(y, draws)
+            t = torch.minimum(t, times(self.recipe, draws, self.max_steps))
+        labels = dropped_labels(batch.y, draws, self.class_dropout, self.num_classes)
         consistency = torch.arange(len(draws), device=t.device) < n
         d = torch.where(consistency, 1 - t, torch.zeros_like(t))
-        x_t, v = path.interpolate(x0, x1, t), path.velocity(x0, x1)
+        x_t, v = path.interpolate(batch.x0, batch.x1, t), path.velocity(batch.x0, batch.x1)
         target = v.clone()
         if n:
-            net = self.target_net(networks)
+            net = self.recipe.target_net(networks)
             jump = self.consistency_target(net, x_t[:n], t[:n], v[:n], labels[:n], self.derivative_weight(progress))
-            target[:n] = self.clamp_target(jump)
+            target[:n] = self.recipe.clamp(jump)
         return Targets(x_t, t, d, target, labels, (~consistency).long())
 
     def consistency_target(

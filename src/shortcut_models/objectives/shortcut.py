@@ -1,7 +1,7 @@
 """The shortcut-model objective (Frans et al., ICLR 2025), as in the authors' code.
 
 A batch of B rows is split into ``B_b = B // bootstrap_every`` self-consistency rows (the first B_b
-rows, flagged in ``Targets.bootstrap``) and ``B - B_b`` flow-matching rows. Row i of the targets is
+rows, kind 0) and ``B - B_b`` flow-matching rows (kind 1). Row i of the targets is
 built from data row i (the authors reuse the first B_b images twice; we use disjoint rows).
 
 Self-consistency rows, with M = max_steps and K = log2 M:
@@ -18,15 +18,15 @@ Self-consistency rows, with M = max_steps and K = log2 M:
 4. Labels are the true labels (no dropout). With ``bootstrap_cfg``, rows at level K-1 (teacher at the
    flow level K) use guided teacher velocities v_u + w (v_c - v_u), w = ``cfg_scale``, in both calls.
 
-Flow rows are those of :class:`FlowMatching` (t from the time sampler, d = 1/M, label dropout).
+Flow rows are flow matching's (:func:`~.flow_matching.flow_rows`: t from the time sampler, d = 1/M,
+label dropout).
 The paper's text uses a quarter of the batch for self-consistency (bootstrap_every = 4); the
 authors' code uses an eighth (bootstrap_every = 8, the default here).
 
-Several processes: with ``rows`` (a :class:`~shortcut_models.seeding.RowShare`) x1 holds some rows
-of a global batch of B rows. B_b, the level strata and the small-batch rule are those of the global
-batch; every random draw is made per global row (:class:`~shortcut_models.seeding.RowDraws`), and
-each process runs the teacher on its own self-consistency rows only. The union of the processes'
-targets is the single-process batch.
+Several processes: each builds the rows it holds of the global batch, and runs the teacher on its own
+self-consistency rows only. B_b, the level strata and the small-batch rule are those of the global
+batch (the strata are dealt out by :meth:`~shortcut_models.seeding.RowDraws.from_whole`); every random
+draw is made per global row, so the union of the processes' targets is the single-process batch.
 """
 
 from __future__ import annotations
@@ -41,11 +41,14 @@ from .. import path
 from ..runtime import to_device
 from ..seeding import RowDraws
 from ..validation import Flag, Float, Int
-from .base import Network, Progress, TargetNetworks, Targets, knob, leading_rows, redefault
+from .base import Objective, leading_rows
+from .batch import Batch, Network, Progress, TargetNetworks, Targets
 from .fixed_conditioning import Call, calls_at, velocities_at
-from .flow_matching import FlowRows
+from .flow_matching import flow_rows
+from .knobs import knob
+from .labels import class_labels, null_labels
+from .recipe import LOGIT_NORMAL_TIMES, Recipe
 from .schedule import num_levels, two_half_steps
-from .target_networks import TargetNetworkKnobs
 from .time_samplers import start_times
 
 
@@ -67,32 +70,30 @@ def level_strata(n_rows: int, num_levels: int, dt_bias: bool = False) -> torch.T
 
 
 @dataclass(kw_only=True)
-class Shortcut(TargetNetworkKnobs, FlowRows):
-    """Shortcut objective: flow matching plus self-consistency across step sizes.
+class Shortcut(Objective):
+    """Shortcut models: flow matching plus the self-consistency of two half steps, across step sizes.
 
-    Args:
-        class_dropout: label dropout probability on flow rows only.
-        bootstrap_every: one self-consistency row per this many rows (8 = authors' code, 4 = paper).
-        target_network: the network that builds self-consistency targets: "ema" (default) or "online".
-        target_clamp: bound on the self-consistency target (4).
-        bootstrap_cfg: guided teacher at level K-1 with weight ``cfg_scale`` (ImageNet setting).
-        cfg_scale: guidance weight used by ``bootstrap_cfg``.
-        dt_bias: the authors' biased level schedule (more rows at large steps).
-        max_steps: M = 128, the finest step count; levels run from 0 (d = 1) to K = log2 M.
-        clip: bound applied to the teacher's intermediate state (4).
+    See the module docstring for the maths and the authors' settings.
     """
-
-    bootstrap_every: int = knob(8, Int(1), "one self-consistency row in this many (authors' code 8, paper 4)")
-    bootstrap_cfg: bool = knob(False, Flag(), "guided teacher at the finest self-consistency level")
-    cfg_scale: float = knob(1.0, Float(), "guidance weight of bootstrap_cfg")
-    dt_bias: bool = knob(False, Flag(), "the authors' level schedule with more rows at large steps")
-    clip: float = knob(4.0, Float(0.0, low_open=True), "bound on the teacher's midpoint")
-    target_clamp: float = redefault(TargetNetworkKnobs, "target_clamp", 4.0)
 
     name = "shortcut"
     title = "shortcut"
     row_kinds = ("self_consistency", "flow")
     min_max_steps = 2
+    ablations = {
+        "no target clamp": ("target_clamp=0",),
+        "logit-normal times": LOGIT_NORMAL_TIMES,
+        "one self-consistency row in 4": ("bootstrap_every=4",),
+    }
+
+    # grid times, mean squared error; the EMA network builds the self-consistency targets, clamped to 4
+    recipe: Recipe = Recipe(target_network="ema", target_clamp=4.0)
+    class_dropout: float = knob(0.0, Float(0.0, 1.0), "probability of the null label on flow-matching rows")
+    bootstrap_every: int = knob(8, Int(1), "one self-consistency row in this many (authors' code 8, paper 4)")
+    bootstrap_cfg: bool = knob(False, Flag(), "guided teacher at the finest self-consistency level")
+    cfg_scale: float = knob(1.0, Float(), "guidance weight of bootstrap_cfg")
+    dt_bias: bool = knob(False, Flag(), "the authors' level schedule with more rows at large steps")
+    clip: float = knob(4.0, Float(0.0, low_open=True), "bound on the teacher's midpoint")
 
     def kind_rows(self, batch: int) -> tuple[int, ...]:
         """(self-consistency rows B_b = B // bootstrap_every, flow rows B - B_b)."""
@@ -104,36 +105,25 @@ class Shortcut(TargetNetworkKnobs, FlowRows):
         return 1 + 2 * self.kind_rows(batch)[0] / batch, 1.0
 
     def levels(self, draws: RowDraws) -> torch.Tensor:
-        """Levels of the self-consistency rows ``draws`` (a batch of B_b rows): the strata, or
-        uniform draws when B_b < K.
+        """Levels of the self-consistency rows ``draws``: the strata over the batch's B_b rows, or one
+        uniform draw per row when B_b < K.
 
         The strata are deterministic and returned on the CPU (the caller moves them without a host
         sync and reads the guided rows from them); uniform draws are made on the draws' device.
         """
         k = num_levels(self.max_steps)
-        if draws.total < k:
-            return draws.integers(k)
-        return draws.local(level_strata(draws.total, k, self.dt_bias))
 
-    def build_targets(
-        self,
-        networks: TargetNetworks,
-        x0: torch.Tensor,
-        x1: torch.Tensor,
-        y: torch.Tensor | None,
-        draws: RowDraws,
-        progress: Progress,
-    ) -> Targets:
-        """Flow rows, then the first B // bootstrap_every global rows become self-consistency rows.
+        def over_the_batch(rows: RowDraws) -> torch.Tensor:
+            return rows.integers(k) if len(rows) < k else level_strata(len(rows), k, self.dt_bias)
 
-        ``draws`` names the global rows x1 holds; the self-consistency rows among them are its first
-        ones. Draw order after the noise: flow times, label dropout, levels (small batches only),
-        self-consistency times.
-        """
-        device = x1.device
-        boot = draws.head(self.kind_rows(draws.total)[0])
-        nb = len(boot)
-        tg = self.flow_rows(x0, x1, y, draws, kind=1)
+        return draws.from_whole(over_the_batch)
+
+    def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
+        """Flow rows, then the first B // bootstrap_every rows become self-consistency rows. Draw order after
+        the noise: flow times, label dropout, levels (small batches only), self-consistency times."""
+        boot = batch.kinds[0]
+        nb, device = len(boot), batch.device
+        tg = flow_rows(batch, self.recipe, self.max_steps, self.class_dropout, self.num_classes, kind=1)
         if nb == 0:
             return tg
         levels = self.levels(boot)
@@ -142,10 +132,10 @@ class Shortcut(TargetNetworkKnobs, FlowRows):
         guided = to_device(guided, device) if guided is not None and guided.numel() else None
         levels = to_device(levels, device)
         d = torch.pow(2.0, -levels.float())
-        t = start_times(self, boot, d)
-        x_t = path.interpolate(x0[:nb], x1[:nb], t)
-        labels = self.labels(None if y is None else y[:nb], nb, device)
-        v = self.teacher_target(self.target_net(networks), x_t, t, d, labels, guided)
+        t = start_times(self.recipe, boot, d)
+        x_t = path.interpolate(batch.x0[:nb], batch.x1[:nb], t)
+        labels = class_labels(None if batch.y is None else batch.y[:nb], nb, self.num_classes, device)
+        v = self.teacher_target(self.recipe.target_net(networks), x_t, t, d, labels, guided)
         tg.x_t[:nb], tg.t[:nb], tg.d[:nb], tg.v[:nb], tg.y[:nb], tg.kind[:nb] = x_t, t, d, v, labels, 0
         return tg
 
@@ -166,7 +156,7 @@ class Shortcut(TargetNetworkKnobs, FlowRows):
             velocities = velocities_at(teacher, y, x_t.dtype)
         else:
             velocities = partial(self._guided_velocities, teacher, y, guided)
-        return self.clamp_target(two_half_steps(velocities, x_t, t, d, self.clip))
+        return self.recipe.clamp(two_half_steps(velocities, x_t, t, d, self.clip))
 
     def _guided_velocities(
         self,
@@ -177,7 +167,7 @@ class Shortcut(TargetNetworkKnobs, FlowRows):
     ) -> list[Call]:
         """:func:`.fixed_conditioning.velocities_at` with rows ``guided`` guided: their unguided twins (null
         labels) ride in the same calls, after the batch's rows."""
-        null = self.labels(None, guided.numel(), y.device)
+        null = null_labels(guided.numel(), self.num_classes, y.device)
         twins = [
             (torch.cat([s, s[guided]]), torch.cat([h, h[guided]]), torch.cat([y, null])) for s, h in times_and_sizes
         ]

@@ -2,7 +2,8 @@
 
 A sampler draws one time per row, through :class:`~shortcut_models.seeding.RowDraws` (so several
 processes draw as one), given ``cells``: the grid of the row's step, 1/d (an int for the whole
-batch, or a tensor per row):
+batch, or a tensor per row), and ``knobs``, the method's recipe (:class:`~.recipe.Recipe`: its
+``time_sampler``, ``time_mu``, ``time_sigma``):
 
 - ``grid``: t = i / cells with i uniform in {0, ..., cells - 1} (the authors' flow matching, shortcut
   and Table-1 baselines; flow-matching rows use cells = M = 128);
@@ -87,7 +88,7 @@ def interval_times(
     knobs: Any, draws: RowDraws, interval_rows: int, cells: int, flow_time: str = "smaller"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(t, d, interval) of the pair sampler: two draws a, c per row (``cells``: the grid sampler's);
-    on this process's first ``interval_rows`` rows the interval runs from the smaller to the larger
+    on the first ``interval_rows`` rows of the draws the interval runs from the smaller to the larger
     (t = min(a, c), d = |a - c|, ``interval`` True), on the rest d = 0 and t is the smaller draw
     (``flow_time`` "smaller", as MeanFlow's official code) or the first one ("first")."""
     a = times(knobs, draws, cells)
