@@ -127,7 +127,7 @@ def cleanup(synchronize: bool = True) -> None:
     caller resumes, and that needs the interpreter lock; once a DistributedDataParallel wrapper was
     built, the group outlives ``destroy_process_group`` and its threads run until the process
     exits, so a late release that falls into interpreter shutdown aborts the process ("terminate
-    called without an active exception", about 1 run in 8 of tests/distributed_driver.py on 2
+    called without an active exception", about 1 run in 8 of tests/distributed/distributed_driver.py on 2
     cores). The barrier's wait (which releases the lock) and a full garbage collection give those
     threads the time to finish while Python is alive. After an error the barrier is skipped: the
     other processes may never reach it.

@@ -1,6 +1,6 @@
-"""Scenarios for tests/test_distributed.py, run by ``torchrun --nproc_per_node=2`` in one launch.
+"""Scenarios for tests/distributed/test_distributed.py, run by ``torchrun --nproc_per_node=2`` in one launch.
 
-Usage: python -m torch.distributed.run --standalone --nproc_per_node=2 tests/distributed_driver.py WORK SETTINGS_JSON
+Usage: python -m torch.distributed.run --standalone --nproc_per_node=2 tests/distributed/distributed_driver.py WORK SETTINGS_JSON
 
 The process group is joined once here; each ``shortcut`` command below finds it and keeps it (as
 it would under a launcher that set it up). Every rank writes WORK/report_RANK.json.

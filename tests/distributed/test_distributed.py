@@ -1,7 +1,7 @@
 """Several processes (torchrun, gloo on CPU): results do not depend on the number of processes.
 
 Single-process checks of the row assignment come first; then two launches of 2 processes: the
-`shortcut train` command itself, and tests/distributed_driver.py, which runs the other scenarios
+`shortcut train` command itself, and tests/distributed/distributed_driver.py, which runs the other scenarios
 (flow training, resume, a change of process count at resume, eval, sample, a signal and a NaN on one
 rank) in one launch to keep the start-up cost (~8 s per launch on 2 cores) down.
 """
@@ -43,7 +43,7 @@ TINY = [
     "ckpt_every=100",
 ]
 NUM = 37  # eval/sample count: not a multiple of 2 processes x batch 8, so the last block is padded
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Elementwise(nn.Module):
@@ -341,7 +341,7 @@ def digits_ckpt(work):
 def driver(work, digits_ckpt):
     single(work / "drv", "mixed", "steps=2")  # the driver resumes it with 2 processes
     settings = {"tiny": TINY, "digits_ckpt": str(digits_ckpt), "num": NUM}
-    torchrun(ROOT / "tests" / "distributed_driver.py", work / "drv", json.dumps(settings))
+    torchrun(ROOT / "tests" / "distributed" / "distributed_driver.py", work / "drv", json.dumps(settings))
     reports = [json.loads((work / "drv" / f"report_{k}.json").read_text()) for k in range(2)]
     assert [r["world"] for r in reports] == [2, 2]
     return work / "drv", reports
