@@ -1,6 +1,6 @@
 """Latent cache: autoencoders, image folders, encode_folder (resume, errors) and LatentSource.
 
-The VAE tests use a tiny randomly initialised diffusers AutoencoderKL (conftest.vae_dir) and are skipped
+The VAE tests use a tiny randomly initialised diffusers AutoencoderKL (vae_dir, tests/fixtures/images.py) and are skipped
 without diffusers.
 """
 
@@ -20,7 +20,7 @@ from shortcut_models.data.folder import UnreadableImage, load_image, scan_folder
 from shortcut_models.data.latents import LatentSource, encode_folder
 from shortcut_models.errors import UserError
 
-RES = 32  # the image size of the tiny VAE (conftest.vae_dir) and of every image here
+RES = 32  # the image size of the tiny VAE (vae_dir, tests/fixtures/images.py) and of every image here
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def latent_run(tmp_path_factory, vae_dir, png):
     """(run, exported folder) of an unconditional shortcut run on the 4x16x16 latents of the tiny local VAE
-    (tests/conftest.py's vae_dir), exported with its VAE."""
+    (tests/fixtures/images.py's vae_dir), exported with its VAE."""
     from shortcut_models.autoencoders import StableDiffusionVAE
     from shortcut_models.data.latents import encode_folder
 

@@ -1,6 +1,6 @@
 """Every objective added with issue 22 trains on a latent cache and samples in one step through the VAE.
 
-A tiny latent run (four 32x32 images encoded by the tiny random VAE of tests/conftest.py): two training
+A tiny latent run (four 32x32 images encoded by the tiny random VAE of tests/fixtures/images.py): two training
 steps, then ``shortcut sample --steps 1`` decodes images (uint8 pixels). Each image must vary and two
 seeds must give different images, so a run that silently produced a constant image fails.
 """

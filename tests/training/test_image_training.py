@@ -14,7 +14,7 @@ from shortcut_models import checkpoints as ckpt
 from shortcut_models.cli import main
 from shortcut_models.training import Trainer
 
-SHEETS = "sample_steps=[1,2]"  # sample sheets after 1 and 2 steps, on top of conftest's NANO
+SHEETS = "sample_steps=[1,2]"  # sample sheets after 1 and 2 steps, on top of NANO (tests/fixtures/runs.py)
 
 
 @pytest.fixture

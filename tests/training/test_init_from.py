@@ -30,8 +30,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def config(nano_config):
-    """``config(kind="dit", *extra, objective="shortcut")``: the tiny digits DiT-Nano run ("dit", conftest's
-    NANO) or a tiny checkerboard MLP run ("mlp", TOY)."""
+    """``config(kind="dit", *extra, objective="shortcut")``: the tiny digits DiT-Nano run ("dit", NANO of
+    tests/fixtures/runs.py) or a tiny checkerboard MLP run ("mlp", TOY)."""
 
     def build(kind="dit", *extra, objective="shortcut"):
         if kind == "dit":
