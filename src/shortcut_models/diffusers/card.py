@@ -123,10 +123,30 @@ def model_card(
 ) -> str:
     """README.md of the exported folder: metadata, what the model is, how to use it, how it was trained, its
     scores at 1/2/4/128 steps and the sample grid (the file ``grid`` beside it)."""
-    spec, title = loaded.spec, _title(loaded.spec.objective)
-    conditional = spec.num_classes > 0
-    params = sum(p.numel() for p in loaded.model.parameters())
-    metadata = {
+    lines = [
+        "---",
+        *_yaml(_metadata(loaded, license, dataset)),
+        "---",
+        "",
+        *_introduction(loaded, dataset),
+        *_use_it(loaded, repo_id),
+        "## Training",
+        "",
+        *_training_table(loaded),
+        "",
+        "## Scores",
+        "",
+        *_score_lines(scores, loaded.step),
+        "",
+        *_samples(grid, grid_steps, grid_labels),
+    ]
+    return "\n".join(lines)
+
+
+def _metadata(loaded: LoadedModel, license: str, dataset: str) -> dict:
+    """The card's YAML header: what the Hub indexes the model by."""
+    spec = loaded.spec
+    return {
         "library_name": "diffusers",
         "pipeline_tag": "unconditional-image-generation",
         "license": license,
@@ -136,18 +156,19 @@ def model_card(
             "shortcut-models",
             spec.objective,
             "few-step-generation",
-            "class-conditional" if conditional else "unconditional",
+            "class-conditional" if spec.num_classes > 0 else "unconditional",
         ],
     }
+
+
+def _introduction(loaded: LoadedModel, dataset: str) -> list[str]:
+    """The title and one paragraph: the network, its objective, its data and its step range."""
+    spec, title = loaded.spec, _title(loaded.spec.objective)
+    params = sum(p.numel() for p in loaded.model.parameters())
     c, h, w = spec.data_shape
-    what = f"{spec.num_classes} classes" if conditional else "unconditional"
+    what = f"{spec.num_classes} classes" if spec.num_classes > 0 else "unconditional"
     space = f"in the {'x'.join(map(str, spec.sample_shape))} latent space of a VAE" if spec.autoencoder else "in pixels"
-    labels = "class_labels=[0, 1, 2, 3], " if conditional else "batch_size=4, "
-    lines = [
-        "---",
-        *_yaml(metadata),
-        "---",
-        "",
+    return [
         f"# {title} on {dataset}: {h}x{w} images in 1 to {spec.max_steps} steps",
         "",
         f"A {spec.network['class']} velocity network ({params / 1e6:.2f}M parameters) trained with the **{title}** "
@@ -155,6 +176,13 @@ def model_card(
         f"generated {space}). It generates in any number of steps from 1 to {spec.max_steps}; exported from "
         f"checkpoint step {loaded.step}.",
         "",
+    ]
+
+
+def _use_it(loaded: LoadedModel, repo_id: str) -> list[str]:
+    """How to install and call the pipeline, and what its seeds and files mean."""
+    labels = "class_labels=[0, 1, 2, 3], " if loaded.spec.num_classes > 0 else "batch_size=4, "
+    return [
         "## Use it",
         "",
         "```bash",
@@ -175,23 +203,21 @@ def model_card(
         "`model_index.json` names classes of the installed `shortcut_models` and `diffusers` packages, and the "
         "weights are safetensors.",
         "",
-        "## Training",
-        "",
-        *_training_table(loaded),
-        "",
-        "## Scores",
-        "",
-        *_score_lines(scores, loaded.step),
-        "",
+    ]
+
+
+def _samples(grid: str, grid_steps: list[int], grid_labels: list[int] | None) -> list[str]:
+    """The sample grid and what its panels show."""
+    steps = ", ".join(map(str, grid_steps))
+    return [
         "## Samples",
         "",
-        f"![samples at {', '.join(map(str, grid_steps))} steps]({grid})",
+        f"![samples at {steps} steps]({grid})",
         "",
-        f"The same noise (`seed=0`) at {', '.join(map(str, grid_steps))} step(s), one panel each"
+        f"The same noise (`seed=0`) at {steps} step(s), one panel each"
         + (f"; classes {', '.join(map(str, grid_labels))}, row by row." if grid_labels else "."),
         "",
     ]
-    return "\n".join(lines)
 
 
 def _title(objective: str) -> str:
