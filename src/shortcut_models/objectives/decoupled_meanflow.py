@@ -152,5 +152,4 @@ class DecoupledMeanFlow(Objective):
         both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([zero, zero]), torch.cat([labels, null]))
         v_c, v_u = both.to(v.dtype).chunk(2)
         on = (labels != self.num_classes) & (t >= self.guidance_lo) & (t <= self.guidance_hi)
-        scale = torch.where(on, self.guidance_omega, 0.0).to(v.dtype)
-        return v + path.expand_like(scale, v) * (v_c - v_u)
+        return v + self.guidance_omega * path.expand_like(on.to(v.dtype), v) * (v_c - v_u)
