@@ -130,7 +130,7 @@ def check_time_split(time_split: object, low: int, high: int, network: str) -> i
     if isinstance(time_split, bool) or not isinstance(time_split, int) or not low <= time_split <= high:
         raise ValueError(
             f"time_split of this {network} must be an integer in [{low}, {high}] (the layers fed the start "
-            f"time; the rest are fed the end time), got {time_split!r}"
+            f"time, the rest the end time; decoupled-meanflow's decoupled_depth), got {time_split!r}"
         )
     return time_split
 
