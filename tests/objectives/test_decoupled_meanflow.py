@@ -1,13 +1,15 @@
 """Decoupled MeanFlow: its targets are the paper's equations (the official loss's, written in its own reversed time)
 for fixed noise and a closed-form network; its times follow the official proposal; a flow-matching run loaded by
-``init_from`` gives the flow model's velocity when both times are equal, before any fine-tuning step; the run then
-trains and samples in one step; its cost model.
+``init_from`` (ours on digits, and the authors' converted DiT) gives the source's velocity when both times are
+equal, before any fine-tuning step; the run then trains and samples in one step; its cost model.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -15,7 +17,8 @@ from torch import nn
 
 from shortcut_models import checkpoints as ckpt
 from shortcut_models import path
-from shortcut_models.config import build_config
+from shortcut_models.config import TrainConfig, build_config
+from shortcut_models.convert import AuthorsArchitecture, authors_parameter_shapes, convert_jax_checkpoint, nest
 from shortcut_models.inference import load_model
 from shortcut_models.models import build_network
 from shortcut_models.objectives import DecoupledMeanFlow, build_objective
@@ -163,22 +166,51 @@ def test_init_from_a_flow_matching_run_gives_its_velocity_at_equal_times_then_tr
     trainer = Trainer(cfg, tmp_path / "dmf", progress=False)
     assert trainer.model.config["time_split"] == 1 and trainer.model.config["split_step"] == 1 / 128
 
-    g = torch.Generator().manual_seed(6)
-    x, t = torch.randn(6, 1, 8, 8, generator=g), torch.rand(6, generator=g)
-    y = torch.tensor([0, 3, 9, 10, 1, 10])
-    for role, file in ((trainer.model, ckpt.ONLINE_WEIGHTS), (trainer.ema.module, ckpt.EMA_WEIGHTS)):
-        flow = build_network(ckpt.read_config(source)["network"])
-        flow.load_state_dict(ckpt.read_weights(source / file))
-        with torch.no_grad():
-            expected = flow.eval()(x, t, torch.full_like(t, 1 / 128), y)
-            got = role(x, t, torch.zeros_like(t), y)
-            later = role(x, t, 1 - t, y)
-        assert expected.abs().max() > 0.1
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-        assert (later - expected).abs().max() > 1e-2  # d > 0 reaches the late layers
+    check_equal_at_equal_times(trainer, source, (1, 8, 8), torch.tensor([0, 3, 9, 10, 1, 10]))
 
     trainer.run()
     loaded = load_model(tmp_path / "dmf", "cpu")
     assert loaded.spec.objective == "decoupled-meanflow" and loaded.model.config["time_split"] == 1
     x = loaded.generate(4, 1, seed=0, labels=torch.arange(4))
     assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()
+
+
+def check_equal_at_equal_times(trainer: Trainer, source, shape: tuple[int, ...], labels: torch.Tensor) -> None:
+    """The trainer's online and EMA networks at d = 0 give the source checkpoint's at d = 1/128, and differ at d > 0."""
+    g = torch.Generator().manual_seed(8)
+    x, t = torch.randn(len(labels), *shape, generator=g), torch.rand(len(labels), generator=g)
+    for role, file in ((trainer.model, ckpt.ONLINE_WEIGHTS), (trainer.ema.module, ckpt.EMA_WEIGHTS)):
+        flow = build_network(ckpt.read_config(source)["network"])
+        flow.load_state_dict(ckpt.read_weights(source / file))
+        with torch.no_grad():
+            expected = flow.eval()(x, t, torch.full_like(t, 1 / 128), labels)
+            got = role(x, t, torch.zeros_like(t), labels)
+            later = role(x, t, 1 - t, labels)
+        assert expected.abs().max() > 0.01
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+        assert (later - expected).abs().max() > 1e-3
+
+
+def test_a_converted_authors_checkpoint_is_fine_tuned_the_same_way(tmp_path):
+    """The authors' JAX DiT converted by `shortcut convert` (random values in their layout; their network feeds
+    -log2 d and was trained at d = 1/128) starts a Decoupled MeanFlow run with its own velocity at equal times."""
+    rng = np.random.default_rng(0)
+    arch = AuthorsArchitecture(32, 2, 2, 4, 4.0, 2, 3)  # hidden, depth, patch, channels, mlp ratio, classes, rows
+
+    def tree():
+        return nest({k: rng.normal(0, 0.1, v).astype(np.float32) for k, v in authors_parameter_shapes(arch).items()})
+
+    state = {"params": tree(), "params_ema": tree(), "opt_state": (), "step": 7}
+    (tmp_path / "ckpt.pkl").write_bytes(pickle.dumps({"train_state": state, "_timestamp": 0.0}))
+    run = convert_jax_checkpoint(
+        tmp_path / "ckpt.pkl", tmp_path / "run", num_heads=2, data_shape="4x8x8", vae="none", data="synthetic:4x8x8:2"
+    )
+    source = run.checkpoint
+    values = ckpt.training_config(ckpt.read_config(source))
+    values.update(objective="decoupled-meanflow", objective_args={}, init_from=str(tmp_path / "run"), steps=1)
+    values.update(batch_size=8, eval_every=0, logger="none", sample_steps=[1], precision="fp32")
+    trainer = Trainer(TrainConfig.from_dict(values), tmp_path / "dmf", progress=False)
+    assert trainer.model.config["step_input"] == "level" and trainer.model.config["time_split"] == 1
+    assert run.model == trainer.cfg.model and run.architecture.num_classes == 2
+    check_equal_at_equal_times(trainer, source, (4, 8, 8), torch.tensor([0, 1, 2, 1]))
+    trainer.run()
