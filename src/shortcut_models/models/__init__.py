@@ -4,7 +4,8 @@ Every network keeps its constructor arguments in ``.config``, so ``network_spec(
 in a checkpoint and ``build_network(spec)`` rebuilds it from a fixed table of classes (no class is ever
 looked up by a name read from a file beyond this table). Both networks take ``step_input``, what their
 step-size embedder sees (:data:`STEP_INPUTS`: the level -log2 d, the default, or d itself; see
-:mod:`.embeddings`).
+:mod:`.embeddings`), and ``time_split``, the split of their conditioning between the start time and the end time
+(Decoupled MeanFlow; :func:`with_time_split`).
 """
 
 from __future__ import annotations
