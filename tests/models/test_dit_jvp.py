@@ -1,4 +1,6 @@
-"""The DiT's own tangent-carrying pass equals ``torch.func.jvp`` of its forward (float64, random weights)."""
+"""The DiT's own tangent-carrying pass equals ``torch.func.jvp`` of its forward (float64, random weights), for every
+block option: both step inputs, the authors' quirks, labels or none, and the conditioning split between the start
+time and the end time (Decoupled MeanFlow's ``time_split``)."""
 
 import pytest
 import torch
@@ -11,10 +13,12 @@ from shortcut_models.objectives.forward_mode import network_jvp
 from shortcut_models.objectives.meanflow_identity import identity_target
 
 
-def random_dit(quirks: bool, num_classes: int = 10, step_input: str = "level") -> DiT:
+def random_dit(quirks: bool, num_classes: int = 10, step_input: str = "level", time_split: int | None = None) -> DiT:
     """DiT-Nano on 8x8x2 inputs with every weight random (the zero-initialised layers would hide errors)."""
     torch.manual_seed(0)
-    model = DiT.from_preset("DiT-Nano", 8, 2, num_classes, authors_quirks=quirks, step_input=step_input).double()
+    model = DiT.from_preset(
+        "DiT-Nano", 8, 2, num_classes, authors_quirks=quirks, step_input=step_input, time_split=time_split
+    ).double()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.2)
     return model
@@ -36,11 +40,13 @@ def generic_jvp(model, primals, tangents):
         return jvp(lambda a, b, c: model(a, b, c, y), (x, t, d), tangents)
 
 
+@pytest.mark.parametrize("time_split", [None, 1])
 @pytest.mark.parametrize("num_classes", [0, 10])
 @pytest.mark.parametrize("step_input", STEP_INPUTS)
 @pytest.mark.parametrize("quirks", [False, True])
-def test_own_product_equals_forward_mode_autodiff(quirks, step_input, num_classes):
-    model, (primals, tangents) = random_dit(quirks, num_classes, step_input), point(num_classes=num_classes)
+def test_own_product_equals_forward_mode_autodiff(quirks, step_input, num_classes, time_split):
+    model = random_dit(quirks, num_classes, step_input, time_split)
+    primals, tangents = point(num_classes=num_classes)
     out, tangent = model.jvp(primals, tangents)
     ref_out, ref_tangent = generic_jvp(model, primals, tangents)
     assert ref_tangent.abs().max() > 1  # a real derivative, not the zero of an initialised head
@@ -50,12 +56,13 @@ def test_own_product_equals_forward_mode_autodiff(quirks, step_input, num_classe
     torch.testing.assert_close(tangent, ref_tangent, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("time_split", [None, 2])
 @pytest.mark.parametrize("step_input", STEP_INPUTS)
 @pytest.mark.parametrize("which", [0, 1, 2])
-def test_each_input_direction_alone(which, step_input):
+def test_each_input_direction_alone(which, step_input, time_split):
     """Tangent along x, t or d alone: each enters through its own layers (patches, time, step size, the
-    latter as -log2 d or as d itself)."""
-    model, (primals, tangents) = random_dit(False, step_input=step_input), point()
+    latter as -log2 d or as d itself; split, d moves the end time of the late layers)."""
+    model, (primals, tangents) = random_dit(False, step_input=step_input, time_split=time_split), point()
     only = tuple(tg if i == which else torch.zeros_like(tg) for i, tg in enumerate(tangents))
     tangent = model.jvp(primals, only)[1]
     assert tangent.abs().max() > 1e-3

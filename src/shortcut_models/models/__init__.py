@@ -4,7 +4,8 @@ Every network keeps its constructor arguments in ``.config``, so ``network_spec(
 in a checkpoint and ``build_network(spec)`` rebuilds it from a fixed table of classes (no class is ever
 looked up by a name read from a file beyond this table). Both networks take ``step_input``, what their
 step-size embedder sees (:data:`STEP_INPUTS`: the level -log2 d, the default, or d itself; see
-:mod:`.embeddings`).
+:mod:`.embeddings`), and ``time_split``, the split of their conditioning between the start time and the end time
+(Decoupled MeanFlow; :func:`with_time_split`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from torch import nn
 
 from ..errors import UserError
 from .dit import DIT_PRESETS, DiT
-from .embeddings import DEFAULT_STEP_INPUT, STEP_INPUTS, check_step_input
+from .embeddings import DEFAULT_STEP_INPUT, SPLIT_STEP, STEP_INPUTS, check_step_input, default_time_split
+from .mlp import DEFAULT_DEPTH as MLP_DEPTH
 from .mlp import MLP
 
 # The network classes a checkpoint may name.
@@ -45,6 +47,18 @@ def build_model(name: str, shape: tuple[int, ...], num_classes: int, model_args:
         raise UserError(str(exc)) from None
 
 
+def with_time_split(name: str, model_args: dict[str, Any], time_split: int, split_step: float) -> dict[str, Any]:
+    """``model_args`` of network ``name`` with its conditioning split (Decoupled MeanFlow; see models/dit.py and
+    models/mlp.py): ``time_split`` layers fed the start time (-1: the default for the network's depth,
+    :func:`~.embeddings.default_time_split`), the step-size embedder held at ``split_step``."""
+    if time_split == -1:
+        if name == "mlp":
+            time_split = default_time_split(int(model_args.get("depth", MLP_DEPTH)), low=0)
+        elif name in DIT_PRESETS:
+            time_split = default_time_split(int({**DIT_PRESETS[name], **model_args}["depth"]), low=1)
+    return {**model_args, "time_split": time_split, "split_step": split_step}
+
+
 def network_spec(model: nn.Module) -> dict[str, Any]:
     """``{"class": ..., "args": ...}``: what :func:`build_network` needs to rebuild ``model``."""
     for name, cls in NETWORKS.items():
@@ -68,6 +82,7 @@ def build_network(spec: dict[str, Any]) -> nn.Module:
 __all__ = [
     "DEFAULT_STEP_INPUT",
     "DIT_PRESETS",
+    "SPLIT_STEP",
     "MLP",
     "MODEL_NAMES",
     "NETWORKS",
@@ -77,4 +92,5 @@ __all__ = [
     "build_network",
     "check_step_input",
     "network_spec",
+    "with_time_split",
 ]

@@ -13,6 +13,12 @@ Architecture: patchify (Conv2d, kernel = stride = patch), a fixed 2-D sin-cos po
 Every layer is written once, against the operations ``ops`` of :mod:`.primitives`: on tensors it is the
 forward pass (``forward``, and ``forward_modulated`` at a conditioning computed ahead by ``modulation``),
 on (primal, tangent) pairs the Jacobian-vector product (``jvp``).
+
+Split conditioning (``time_split=k``, Decoupled MeanFlow): the first k blocks are conditioned on the start
+time t, the other blocks and the final layer on the end time t + d, both through the one time embedder (no
+new weights), the step-size embedder held at ``split_step``. At d = 0 such a network computes exactly what
+the ordinary network with the same weights computes at (t, split_step): a flow-matching DiT (whose d is
+1/M) loaded into it gives its own velocity when both times are equal.
 """
 
 from __future__ import annotations
@@ -24,7 +30,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .embeddings import DEFAULT_STEP_INPUT, Conditioning, check_step_input, guidance_config
+from .embeddings import (
+    DEFAULT_STEP_INPUT,
+    SPLIT_STEP,
+    Conditioning,
+    check_step_input,
+    check_time_split,
+    guidance_config,
+    split_config,
+)
 from .primitives import PAIRS, TENSORS, Ops, Value
 
 _FAMILY = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
@@ -193,6 +207,9 @@ class DiT(nn.Module):
     (d itself, continuous at d = 0); see :mod:`.embeddings`.
     ``guidance_input=True`` adds the guidance input ``model(x, t, d, y, guidance=g)`` (see
     :mod:`.embeddings`); ``config`` names it only when True, so other networks' checkpoints are unchanged.
+    ``time_split`` (None: off; else an int in [1, depth]) splits the conditioning between the start time
+    (blocks before it) and the end time t + d (the rest), the step-size embedder held at ``split_step``
+    (see the module docstring); ``config`` names them only when split.
     """
 
     def __init__(
@@ -208,9 +225,12 @@ class DiT(nn.Module):
         authors_quirks: bool = False,
         step_input: str = DEFAULT_STEP_INPUT,
         guidance_input: bool = False,
+        time_split: int | None = None,
+        split_step: float = SPLIT_STEP,
     ) -> None:
         super().__init__()
         check_step_input(step_input)
+        self.time_split = check_time_split(time_split, 1, depth, "DiT")
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} must be divisible by patch_size {patch_size}")
         self.config = {
@@ -225,7 +245,9 @@ class DiT(nn.Module):
             "authors_quirks": authors_quirks,
             "step_input": step_input,
             **guidance_config(guidance_input),
+            **split_config(time_split, split_step),
         }  # rebuilds this network: DiT(**config)
+        self.split_step = float(split_step)
         self.input_size = input_size
         self.in_channels = in_channels
         self.out_channels = in_channels
@@ -299,16 +321,16 @@ class DiT(nn.Module):
         (no tangent): the layers of forward on (primal, tangent) pairs (:mod:`.primitives`), one pass;
         equals ``torch.func.jvp`` of forward."""
         (x, t, d, y), (dx, dt, dd) = primals, tangents
-        c = self.conditioning((t, dt), (d, dd), y, guidance, PAIRS)
-        return self.run_layers((x, dx), lambda i, layer: layer.modulation(c, PAIRS), PAIRS)
+        c = self.layer_conditioning((t, dt), (d, dd), y, guidance, PAIRS)
+        return self.run_layers((x, dx), lambda i, layer: layer.modulation(c(i), PAIRS), PAIRS)
 
     def modulation(
         self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
     ) -> Modulation:
         """The conditioning of (t, d, y, guidance) as every layer uses it: ``forward(x, t, d, y, guidance)``
         equals ``forward_modulated(x, modulation(t, d, y, guidance))``."""
-        c = self.conditioning(t, d, y, guidance)
-        return Modulation(tuple(layer.modulation(c) for layer in (*self.blocks, self.final_layer)))
+        c = self.layer_conditioning(t, d, y, guidance)
+        return Modulation(tuple(layer.modulation(c(i)) for i, layer in enumerate((*self.blocks, self.final_layer))))
 
     def forward_modulated(self, x: torch.Tensor, modulation: Modulation) -> torch.Tensor:
         """The network on x [B, C, H, W] at a conditioning computed ahead (:meth:`modulation`)."""
@@ -317,8 +339,19 @@ class DiT(nn.Module):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None
     ) -> torch.Tensor:
-        c = self.conditioning(t, d, y, guidance)
-        return self.run_layers(x, lambda i, layer: layer.modulation(c))
+        c = self.layer_conditioning(t, d, y, guidance)
+        return self.run_layers(x, lambda i, layer: layer.modulation(c(i)))
+
+    def layer_conditioning(
+        self, t: Value, d: Value, y: torch.Tensor, guidance: torch.Tensor | None, ops: Ops = TENSORS
+    ) -> Callable[[int], Value]:
+        """The conditioning c of layer i (the blocks, then the final layer): one c for every layer, or, split,
+        the start time's before ``time_split`` and the end time's from it (:meth:`.Conditioning.split`)."""
+        if self.time_split is None:
+            c = self.conditioning(t, d, y, guidance, ops)
+            return lambda i: c
+        start, end = self.conditioning.split(t, d, y, guidance, self.split_step, ops)
+        return lambda i: start if i < self.time_split else end
 
     def run_layers(
         self, x: Value, modulation_of: Callable[[int, nn.Module], LayerModulation], ops: Ops = TENSORS

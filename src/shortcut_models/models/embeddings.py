@@ -119,6 +119,33 @@ class LabelEmbedder(nn.Module):
         return self.table(y)
 
 
+SPLIT_STEP = 1.0 / 128  # the step size a split network's step-size embedder is held at: flow matching's 1/M, M = 128
+SPLIT_SHARE = 0.7  # the default share of the depth fed the start time (Decoupled MeanFlow's 20 of 28 DiT-XL blocks)
+
+
+def check_time_split(time_split: object, low: int, high: int, network: str) -> int | None:
+    """``time_split`` (None: the network is not split) if it is an int in [low, high]; ValueError otherwise."""
+    if time_split is None:
+        return None
+    if isinstance(time_split, bool) or not isinstance(time_split, int) or not low <= time_split <= high:
+        raise ValueError(
+            f"time_split of this {network} must be an integer in [{low}, {high}] (the layers fed the start "
+            f"time, the rest the end time; decoupled-meanflow's decoupled_depth), got {time_split!r}"
+        )
+    return time_split
+
+
+def default_time_split(depth: int, low: int) -> int:
+    """The default split of ``depth`` blocks: round(0.7 depth) (the authors' 20 of 28), kept in [low, depth - 1]
+    so that the start time and the end time each condition at least one layer's worth of blocks."""
+    return max(low, min(round(SPLIT_SHARE * depth), depth - 1))
+
+
+def split_config(time_split: int | None, split_step: float) -> dict[str, int | float]:
+    """The ``config`` entries of a split network (none for an ordinary one, so its checkpoints are unchanged)."""
+    return {} if time_split is None else {"time_split": time_split, "split_step": split_step}
+
+
 def guidance_config(guidance_input: bool) -> dict[str, bool]:
     """The ``config`` entry of a network's guidance input: ``{"guidance_input": True}`` only when it has one,
     so the configs (and checkpoints) of networks without it are those of the versions before it."""
@@ -169,6 +196,21 @@ class Conditioning(nn.Module):
         step = ops.apply(step_level, step_level_tangent, d) if self.step_input == "level" else d
         c = ops.add_constant(ops.add(self.t_embedder(t, ops), self.d_embedder(step, ops)), self.y_embedder(y))
         return self.with_guidance(c, guidance, ops)
+
+    def split(
+        self,
+        t: Value,
+        d: Value,
+        y: torch.Tensor,
+        guidance: torch.Tensor | None,
+        split_step: float,
+        ops: Ops = TENSORS,
+    ) -> tuple[Value, Value]:
+        """(c_start, c_end) of a split network (Decoupled MeanFlow): the conditioning at the start time t and at
+        the end time t + d, both through this one time embedder, with the step-size embedder held at
+        ``split_step`` (no tangent). At d = 0 both are the conditioning of an ordinary network at (t, split_step)."""
+        held = ops.add_constant(ops.map(torch.zeros_like, d), torch.full_like(ops.primal(d), split_step))
+        return self(t, held, y, guidance, ops), self(ops.add(t, d), held, y, guidance, ops)
 
     def with_guidance(self, c: Value, guidance: torch.Tensor | None, ops: Ops = TENSORS) -> Value:
         """``c`` plus the guidance embedding (none given: w = 1 on [0, 1]); ValueError when this conditioning

@@ -19,6 +19,7 @@ from .base import Objective, kind_counts, log_weights
 from .batch import Batch, Progress, TargetNetworks, Targets
 from .consistency_distillation import ConsistencyDistillation
 from .consistency_training import ConsistencyTraining
+from .decoupled_meanflow import DecoupledMeanFlow
 from .esc import ESC
 from .flow_matching import FlowMatching
 from .imf import ImprovedMeanFlow
@@ -44,6 +45,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     ImprovedMeanFlow.name: ImprovedMeanFlow,
     IMM.name: IMM,
     ContinuousConsistency.name: ContinuousConsistency,
+    DecoupledMeanFlow.name: DecoupledMeanFlow,
 }
 
 
@@ -96,6 +98,7 @@ __all__ = [
     "ConsistencyTraining",
     "Batch",
     "ContinuousConsistency",
+    "DecoupledMeanFlow",
     "ESC",
     "FlowMatching",
     "ImprovedMeanFlow",

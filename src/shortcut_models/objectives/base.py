@@ -55,6 +55,8 @@ class Objective(ABC):
     - ``teacher_run``, ``teacher_objective``: the targets need a trained network, the run named by the
       knob ``teacher``, trained with objective ``teacher_objective``; the trainer loads it (objectives never
       read checkpoints: ``shortcut_models.training.teacher``) and hands it over as ``TargetNetworks.teacher``;
+    - ``starts_from``: the objective of the runs the method is meant to fine-tune (``init_from``; Decoupled
+      MeanFlow: flow matching), where it can also train from scratch (None: from scratch);
 
     and what the study (``shortcut_models.experiments``) needs to know of it:
 
@@ -77,6 +79,7 @@ class Objective(ABC):
     guidance_input: ClassVar[bool] = False
     teacher_run: ClassVar[bool] = False
     teacher_objective: ClassVar[str | None] = None
+    starts_from: ClassVar[str | None] = None
     schedule_knob: ClassVar[str | None] = None
     schedule_spans_run: ClassVar[bool] = False
     ablations: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -169,6 +172,12 @@ class Objective(ABC):
         """Predicted step time relative to flow matching, a backward pass counted as two forwards."""
         forward, backward = self.passes_per_row(batch)
         return (forward + 2 * backward) / 3
+
+    def time_split(self) -> tuple[int, float] | None:
+        """The split of its network's conditioning the method trains (Decoupled MeanFlow; the network option
+        ``time_split``): (layers fed the start time, -1 for the network's default; the step size the step-size
+        embedder is held at). None: an ordinary network (the default)."""
+        return None
 
     def teacher_refresh(self, progress: Progress) -> str | None:
         """The role ("online" or "ema") whose weights the trainer copies into ``TargetNetworks.teacher``

@@ -30,7 +30,7 @@ from ..checkpoints import ModelSpec
 from ..config import STEP_INPUT, TrainConfig
 from ..data import DataSource
 from ..errors import UserError
-from ..models import build_model, network_spec
+from ..models import build_model, network_spec, with_time_split
 from ..objectives import Objective
 from .ema import EMA
 from .teacher import frozen_copy
@@ -83,9 +83,11 @@ def build_networks(
     device: torch.device,
     teacher: bool,
     guidance_input: bool = False,
+    time_split: tuple[int, float] | None = None,
 ) -> Networks:
     """The network of ``cfg`` on ``device`` (seeded), its EMA and, with ``teacher``, a frozen copy;
-    ``guidance_input``: with the guidance input (UserError when ``model_args`` turn it off)."""
+    ``guidance_input``: with the guidance input (UserError when ``model_args`` turn it off); ``time_split``:
+    with its conditioning split so (``Objective.time_split``, Decoupled MeanFlow; the weights are the same)."""
     torch.manual_seed(seeding.derive_seed(cfg.seed, INIT_STREAM))
     args = dict(cfg.model_args)
     if guidance_input:
@@ -95,6 +97,8 @@ def build_networks(
                 "remove guidance_input=false from model_args"
             )
         args["guidance_input"] = True
+    if time_split is not None:
+        args = with_time_split(cfg.model, args, *time_split)
     model = build_model(cfg.model, sample_shape, num_classes, args).to(device)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
     return Networks(model, ema, frozen_copy(model) if teacher else None)

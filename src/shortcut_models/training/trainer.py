@@ -120,6 +120,7 @@ class Trainer:
             self.device,
             self.objective.teacher_run,
             guidance_input=self.objective.guidance_input,
+            time_split=self.objective.time_split(),
         )
         self.model, self.ema = nets.model, nets.ema
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
