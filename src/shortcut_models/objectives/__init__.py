@@ -30,6 +30,7 @@ from .progressive_distillation import ProgressiveDistillation
 from .recipe import TARGET_NETWORKS, Recipe
 from .sct import ContinuousConsistency
 from .shortcut import Shortcut, level_strata
+from .soflow import SoFlow
 from .time_samplers import TIME_SAMPLERS
 
 OBJECTIVES: dict[str, type[Objective]] = {
@@ -44,6 +45,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     ImprovedMeanFlow.name: ImprovedMeanFlow,
     IMM.name: IMM,
     ContinuousConsistency.name: ContinuousConsistency,
+    SoFlow.name: SoFlow,
 }
 
 
@@ -107,6 +109,7 @@ __all__ = [
     "Progress",
     "Recipe",
     "Shortcut",
+    "SoFlow",
     "TargetNetworks",
     "Targets",
     "all_knobs",
