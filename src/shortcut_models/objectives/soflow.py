@@ -102,11 +102,9 @@ class ScaledTargets(Targets):
 
     def split(self, chunks: int) -> list[ScaledTargets]:
         """``chunks`` equal row blocks (gradient accumulation), each with its rows' scales."""
-        parts = super().split(chunks)
-        names = [f.name for f in dataclasses.fields(Targets)]
-        return [
-            ScaledTargets(*(getattr(p, n) for n in names), scale=s) for p, s in zip(parts, self.scale.chunk(chunks))
-        ]
+        names = [f.name for f in dataclasses.fields(self)]
+        parts = [[None] * chunks if (v := getattr(self, n)) is None else v.chunk(chunks) for n in names]
+        return [ScaledTargets(*(p[i] for p in parts)) for i in range(chunks)]
 
 
 @dataclass(kw_only=True)
