@@ -219,6 +219,7 @@ def test_defaults_are_each_methods_own_recipe():
             "imm": ("uniform", "mse"),
             "imf": ("logit-normal", "adaptive"),
             "sct": ("logit-normal", "mse"),
+            "soflow": ("logit-normal", "adaptive"),
         }
         want = want.get(name, ("grid", "mse"))
         assert (obj.recipe.time_sampler, obj.recipe.loss_weight) == want, name
@@ -234,6 +235,7 @@ def test_defaults_are_each_methods_own_recipe():
         "imm": "online",
         "imf": "online",
         "sct": "online",
+        "soflow": "online",
     }
     assert Shortcut().recipe.target_clamp == 4.0 and MeanFlow().recipe.target_clamp == 0.0
     assert "target_network" not in FlowMatching.knobs()  # no network builds flow matching's targets

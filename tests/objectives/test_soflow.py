@@ -35,40 +35,46 @@ def no_path_eps(monkeypatch):
 
 
 def test_flow_rows_without_guidance_are_flow_matching_at_d_zero():
-    """Unconditional: the leading 75% of rows regress the path velocity at d = 0, at logit-normal times
+    """Unconditional: the trailing 75% of rows regress the path velocity at d = 0, at logit-normal times
     sigmoid(0.2 + n), with error scale 1; the network is never asked for them."""
     x0, x1, y, gen = batch()
     objective = SoFlow()
     tg = objective.targets(linear_net, x1, y, gen, Progress(0, 10), x0=x0)
-    nf = objective.kind_rows(B)[0]
-    assert nf == 12 and tg.kind.tolist() == [0] * 12 + [1] * 4
-    n = torch.randn(nf, generator=torch.Generator().manual_seed(1)).double()  # the generator after the given noise
-    torch.testing.assert_close(tg.t[:nf], torch.sigmoid(0.2 + n).float(), rtol=1e-6, atol=1e-7)
-    assert (tg.d[:nf] == 0).all() and (tg.scale[:nf] == 1).all()
-    torch.testing.assert_close(tg.v[:nf], path.velocity(x0, x1)[:nf], rtol=1e-12, atol=1e-12)
+    nc = objective.kind_rows(B)[0]
+    assert nc == 4 and tg.kind.tolist() == [0] * 4 + [1] * 12  # the consistency rows lead
+    g = torch.Generator().manual_seed(1)  # after the given noise: the consistency rows' two times, then these
+    torch.randn(4, generator=g), torch.randn(4, generator=g)
+    n = torch.randn(12, generator=g).double()
+    torch.testing.assert_close(tg.t[nc:], torch.sigmoid(0.2 + n).float(), rtol=1e-6, atol=1e-7)
+    assert (tg.d[nc:] == 0).all() and (tg.scale[nc:] == 1).all()
+    torch.testing.assert_close(tg.v[nc:], path.velocity(x0, x1)[nc:], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(tg.x_t, path.interpolate(x0, x1, tg.t), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.usefixtures("no_path_eps")
 def test_consistency_target_of_a_known_network():
-    """Consistency rows: a start t, an end t + d (d >= 1e-4), and the target r V + (1 - r) u(x_t + r d V, t + r d, (1 - r) d)
-    with V = v (unguided), r the schedule's share at this step, the error scale 1 / r; written out for a linear
-    network."""
+    """Consistency rows: a start t, an end t + d (d >= 1e-4), the middle point a share r of the way (its gap at
+    least 1e-4: r_l = max(r d, 1e-4) / d), and the target r_l V + (1 - r_l) u(x_t + r_l d V, t + r_l d, (1 - r_l) d)
+    with V = v (unguided), r the schedule's share at this step, the error scale 1 / r_l; written out for a linear
+    network (seed 2 holds a row whose gap is the smallest, 1e-4, beside rows where it is r d)."""
     x0, x1, y, gen = batch(2)
     objective = SoFlow()
     progress = Progress(4, 10)
     tg = objective.targets(linear_net, x1, y, gen, progress, x0=x0)
-    nf = objective.kind_rows(B)[0]
+    nc = objective.kind_rows(B)[0]
     r = 0.1 * (0.002 / 0.1) ** 0.4
-    t, d = tg.t[nf:].double(), tg.d[nf:].double()
-    assert (d >= 1e-4 - 1e-7).all() and (t + d <= 1 + 1e-6).all() and (d * r > 1e-4).all()
-    v = path.velocity(x0, x1)[nf:]
-    x_l = tg.x_t[nf:] + (r * d)[:, None] * v
-    u_l = 0.5 * x_l + (0.3 * (t + r * d) - 0.7 * (1 - r) * d + 0.1 * 0)[:, None]
-    torch.testing.assert_close(tg.v[nf:], r * v + (1 - r) * u_l, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(tg.scale[nf:], torch.full_like(d, 1 / r), rtol=1e-12, atol=0)
+    t, d = tg.t[:nc].double(), tg.d[:nc].double()
+    assert (d >= 1e-4 - 1e-7).all() and (t + d <= 1 + 1e-6).all()
+    assert (d * r < 1e-4).any() and (d * r > 1e-4).any()
+    share = torch.clamp(r * d, min=1e-4) / d
+    v = path.velocity(x0, x1)[:nc]
+    x_l = tg.x_t[:nc] + (share * d)[:, None] * v
+    u_l = 0.5 * x_l + (0.3 * (t + share * d) - 0.7 * ((1 - share) * d).clamp(min=0) + 0.1 * 0)[:, None]
+    want = share[:, None] * v + (1 - share)[:, None] * u_l
+    torch.testing.assert_close(tg.v[:nc], want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(tg.scale[:nc], 1 / share, rtol=1e-12, atol=0)
     # not the plain velocity: the network's own solution from the middle point carries most of the target
-    assert (tg.v[nf:] - v).abs().max() > 0.1
+    assert (tg.v[:nc] - v).abs().max() > 0.1
 
 
 @pytest.mark.usefixtures("no_path_eps")
@@ -93,9 +99,9 @@ def test_the_whole_interval_as_middle_point_gives_the_path_velocity():
     x0, x1, y, gen = batch(4)
     objective = SoFlow.from_knobs(ratio_schedule="constant", ratio_end=1.0)
     tg = objective.targets(linear_net, x1, y, gen, Progress(0, 1), x0=x0)
-    nf = objective.kind_rows(B)[0]
-    torch.testing.assert_close(tg.v[nf:], path.velocity(x0, x1)[nf:], rtol=1e-12, atol=1e-12)
-    assert (tg.scale[nf:] == 1).all()
+    nc = objective.kind_rows(B)[0]
+    torch.testing.assert_close(tg.v[:nc], path.velocity(x0, x1)[:nc], rtol=1e-12, atol=1e-12)
+    assert (tg.scale[:nc] == 1).all()
 
 
 def test_guided_targets_in_closed_form():
@@ -107,9 +113,9 @@ def test_guided_targets_in_closed_form():
     objective = SoFlow(num_classes=classes, class_dropout=0.3)
     progress = Progress(0, 10)
     tg = objective.targets(linear_net, x1, y, gen, progress, x0=x0)
-    nf = objective.kind_rows(B)[0]
+    nc = objective.kind_rows(B)[0]
     kept = tg.y != classes
-    assert kept[:nf].any() and (~kept[:nf]).any() and kept[nf:].any()
+    assert kept[nc:].any() and (~kept[nc:]).any() and kept[:nc].any()
     v = path.velocity(x0, x1)
     zero = torch.zeros_like(tg.t)  # the network gets the float32 times of the targets, as in the objective
     v_u = linear_net(tg.x_t, tg.t, zero, torch.full_like(tg.y, classes))
@@ -117,15 +123,15 @@ def test_guided_targets_in_closed_form():
     t = tg.t.double()
     guided = v + (guidance_decay(t, 0.2) * 2.0)[:, None] * (v - v_u)
     want = torch.where(kept[:, None], guided, v)
-    torch.testing.assert_close(tg.v[:nf], want[:nf], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(tg.scale[:nf], torch.where(kept[:nf], 0.25, 1.0).double())
-    mixed = torch.where(kept[:, None], 0.25 * guided + 0.75 * v_c, v)[nf:]
-    d = tg.d[nf:].double()
+    torch.testing.assert_close(tg.v[nc:], want[nc:], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(tg.scale[nc:], torch.where(kept[nc:], 0.25, 1.0).double())
+    mixed = torch.where(kept[:, None], 0.25 * guided + 0.75 * v_c, v)[:nc]
+    d = tg.d[:nc].double()
     gap = torch.clamp(0.1 * d, min=1e-4)
-    x_l = tg.x_t[nf:] + gap[:, None] * mixed
-    u_l = linear_net(x_l, t[nf:] + gap, d - gap, tg.y[nf:])
+    x_l = tg.x_t[:nc] + gap[:, None] * mixed
+    u_l = linear_net(x_l, t[:nc] + gap, d - gap, tg.y[:nc])
     share = (gap / d)[:, None]
-    torch.testing.assert_close(tg.v[nf:], share * mixed + (1 - share) * u_l, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(tg.v[:nc], share * mixed + (1 - share) * u_l, rtol=1e-12, atol=1e-12)
 
 
 def test_ratio_schedules_and_guidance_decay():
@@ -151,7 +157,7 @@ def test_loss_of_known_errors():
     pred = linear_net(tg.x_t, tg.t, tg.d, tg.y)
     m = (pred - tg.v).pow(2).mean(1)
     a = tg.scale
-    flow = tg.kind == 0
+    flow = tg.kind == 1
     for knobs, per_row in (
         ({"loss_weight": "mse"}, torch.where(flow, a * m, a * m / 2)),
         ({}, a * a * m / (a * a * m + 0.01) / torch.where(flow, a, 2 * a)),

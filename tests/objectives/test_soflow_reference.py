@@ -135,13 +135,14 @@ def theirs(module, objective: SoFlow, net: Net, values, targets, progress: Progr
     """The reference's loss on the same rows, as train.py combines its two parts: (d loss / d NN on every row,
     weight gradients, the middle points' inputs (x_l, l, s) of its second pass)."""
     x0, x1, y, _ = values
-    nf = objective.kind_rows(B)[0]
+    nc = objective.kind_rows(B)[0]  # our consistency rows lead; the reference's flow rows do (its velocity part first)
+    flow, pair = slice(nc, B), slice(0, nc)
     null = objective.num_classes
     model = module.Soflow(data_channels=SHAPE[0], data_size=SHAPE[1], num_classes=null, model_type="DiT-B-4")
     adapter = Adapter(net, null)
     model.network = adapter
     dropped = targets.y == null if y is not None else torch.zeros(B, dtype=torch.bool)
-    noise = [x0[:nf], x0[nf:]]
+    noise = [x0[flow], x0[pair]]
     monkeypatch.setattr(torch, "randn_like", lambda like, **kw: noise.pop(0).clone())
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *a, **k: None)
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda *a, **k: None)
@@ -158,29 +159,30 @@ def theirs(module, objective: SoFlow, net: Net, values, targets, progress: Progr
     labels = (lambda rows: None) if y is None else (lambda rows: y[rows])
     net.zero_grad()
     net.live.clear()
-    t = t_ref[:nf].view(-1, 1, 1, 1)
+    t = t_ref[flow].view(-1, 1, 1, 1)
     velocity_loss, *_ = model(
-        get_velocity_loss=True, samples=x1[:nf], t=t, labels=labels(slice(0, nf)), cfg_mask=dropped[:nf], **common
+        get_velocity_loss=True, samples=x1[flow], t=t, labels=labels(flow), cfg_mask=dropped[flow], **common
     )
-    t, s = t_ref[nf:].view(-1, 1, 1, 1), s_ref[nf:].view(-1, 1, 1, 1)
+    t, s = t_ref[pair].view(-1, 1, 1, 1), s_ref[pair].view(-1, 1, 1, 1)
     step, total = progress.step, progress.total
     method = SCHEDULES[objective.ratio_schedule]
     l = model.get_middle_time(t, s, step, total, objective.ratio_start, objective.ratio_end, method)  # noqa: E741
     l = torch.min(l, t - 1e-4)  # noqa: E741 - train.py's clamp
     consistency_loss, *_ = model(
         get_velocity_loss=False,
-        samples=x1[nf:],
+        samples=x1[pair],
         t=t,
         l=l,
         s=s,
-        labels=labels(slice(nf, B)),
-        cfg_mask=dropped[nf:],
+        labels=labels(pair),
+        cfg_mask=dropped[pair],
         **common,
     )
     assert not noise  # both noise draws were taken
-    loss = velocity_loss * (nf / B) + consistency_loss * ((B - nf) / B)
+    loss = velocity_loss * ((B - nc) / B) + consistency_loss * (nc / B)
     loss.backward()
-    out_grad = torch.cat([o.grad for o in net.live])  # the live calls: flow rows, then consistency rows
+    flow_out, pair_out = net.live  # the calls with gradient: flow rows, then consistency rows
+    out_grad = torch.cat([pair_out.grad, flow_out.grad])  # in our row order
     return out_grad, [p.grad.clone() for p in net.parameters()], adapter.quiet[-1]
 
 
@@ -190,9 +192,9 @@ def compare(module, objective: SoFlow, values, progress: Progress, monkeypatch) 
     targets, out_grad, grads = ours(objective, net, values, progress)
     with monkeypatch.context() as m:
         ref_out, ref_grads, (x_l, middle, s) = theirs(module, objective, net, values, targets, progress, m)
-    nf = objective.kind_rows(B)[0]
+    nc = objective.kind_rows(B)[0]
     r = soflow_module.ratio_at(objective.ratio_schedule, objective.ratio_start, objective.ratio_end, progress)
-    t, d = targets.t[nf:].double(), targets.d[nf:].double()
+    t, d = targets.t[:nc].double(), targets.d[:nc].double()
     gap = torch.clamp(d * r, min=1e-4)
     scale = ref_out.abs().max()
     return {
@@ -208,14 +210,14 @@ def compare(module, objective: SoFlow, values, progress: Progress, monkeypatch) 
 def x_l_ours(objective: SoFlow, net, targets, values, gap):
     """Our middle point x_t + gap V of the consistency rows, V the (mixed) guided velocity our objective builds."""
     x0, x1, y, _ = values
-    nf = objective.kind_rows(B)[0]
+    nc = objective.kind_rows(B)[0]
     v = path.velocity(x0, x1)
     velocity = v
     if objective.guided and y is not None:
         kept = targets.y != objective.num_classes
         with torch.no_grad():
-            velocity, _ = objective.guided_velocities(net, targets.x_t, targets.t, v, targets.y, kept, nf)
-    return targets.x_t[nf:] + path.expand_like(gap, v) * velocity[nf:]
+            velocity, _ = objective.guided_velocities(net, targets.x_t, targets.t, v, targets.y, kept, nc)
+    return targets.x_t[:nc] + path.expand_like(gap, v) * velocity[:nc]
 
 
 @pytest.fixture
@@ -259,7 +261,7 @@ def test_gradients_and_middle_points_equal_the_authors_code(reference, monkeypat
 def test_the_cases_cover_dropped_labels_and_clamped_gaps():
     """The draws above hold rows whose label is dropped among both kinds (seeds 0 and 1), and rows whose middle
     gap is clamped to 1e-4 beside rows where it is not (the clamped case), so the comparison covers those branches."""
-    nf = SoFlow().kind_rows(B)[0]
+    nc = SoFlow().kind_rows(B)[0]
     dropped = []
     for seed in (0, 1):
         x0, x1, y, gen = draws(seed, True)
@@ -267,12 +269,12 @@ def test_the_cases_cover_dropped_labels_and_clamped_gaps():
             SoFlow(num_classes=CLASSES).targets(Net(CLASSES), x1, y, gen, Progress(3, 10), x0=x0).y == CLASSES
         )
     dropped = torch.stack(dropped)
-    assert dropped[:, :nf].any() and dropped[:, nf:].any()
+    assert dropped[:, :nc].any() and dropped[:, nc:].any()
     knobs, _, progress = CASES["tiny middle share (clamped gaps), linear"]
     x0, x1, y, gen = draws(0, True)
     targets = SoFlow.from_knobs(num_classes=CLASSES, **knobs).targets(Net(CLASSES), x1, y, gen, progress, x0=x0)
     r = soflow_module.ratio_at("linear", knobs["ratio_start"], knobs["ratio_end"], progress)
-    assert (targets.d[nf:] * r < 1e-4).any() and (targets.d[nf:] * r > 1e-4).any()
+    assert (targets.d[:nc] * r < 1e-4).any() and (targets.d[:nc] * r > 1e-4).any()
 
 
 CHANGED = {
@@ -315,9 +317,9 @@ def test_the_comparison_fails_when_the_consistency_target_is_changed(reference, 
         targets, out_grad, _ = ours(objective, net, values, progress)
     with monkeypatch.context() as m:
         ref_out, _, _ = theirs(reference, objective, net, values, targets, progress, m)
-    nf = objective.kind_rows(B)[0]
-    assert float((out_grad - ref_out)[:nf].abs().max()) < 1e-10 * float(ref_out.abs().max())  # flow rows agree
-    assert float((out_grad - ref_out)[nf:].abs().max() / ref_out.abs().max()) > 1e-3
+    nc = objective.kind_rows(B)[0]
+    assert float((out_grad - ref_out)[nc:].abs().max()) < 1e-10 * float(ref_out.abs().max())  # flow rows agree
+    assert float((out_grad - ref_out)[:nc].abs().max() / ref_out.abs().max()) > 1e-3
 
 
 def test_our_defaults_are_the_authors_imagenet_configuration():

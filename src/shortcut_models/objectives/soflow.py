@@ -7,14 +7,14 @@ The network u(x_t, t, d) gives the solution map of the flow in Euler form, f(x_t
 NN(x, t_theirs, s_theirs) = -u(x, 1 - t_theirs, t_theirs - s_theirs): their DiT embeds t_theirs and the
 gap t_theirs - s_theirs, which is our d). At d = 0 it is the velocity. Two kinds of rows:
 
-- **flow** (the leading ``int(B * flow_share)`` rows, 75%): flow matching at d = 0, t logit-normal from the
+- **flow** (the trailing ``int(B * flow_share)`` rows, 75%; the authors' leading rows): flow matching at d = 0, t logit-normal from the
   recipe (sigmoid(0.2 + n): the authors' sigmoid(-0.2 + n) in their time). The target is the *guided*
   velocity V = v + g(t) (w - 1) (v - v_u), v = x1 - (1 - eps) x0 the path velocity, v_u the network's
   velocity with the null label, w = ``cfg_scale``, g(t) a smooth decay of the guidance to 0 near the noise
   (below t = ``cfg_decay_below``, as the authors' ``get_cfg_decay_scale``). The authors regress onto
   mix V + (1 - mix) sg(u) (mix = ``mix_ratio``); its gradient is mix times that of regressing onto V, so the
   target here is V and the row's error carries the scale a = mix (below).
-- **consistency** (the rest): a start t and an end t + d, d > 0, from two logit-normal draws (the authors'
+- **consistency** (the leading rows, the rest; kind 0 as every method's rows built by the network): a start t and an end t + d, d > 0, from two logit-normal draws (the authors'
   ``time_mean``/``time_std``, ``start_mu``/``end_mu`` here in our time), and a point a share r of the way:
   t_l = t + max(r d, 1e-4). The guided velocity at x_t (here mixed: mix V + (1 - mix) v_c, v_c the
   network's velocity with the row's label) moves x_t to x_l = x_t + (t_l - t) V, and the network's own
@@ -116,13 +116,13 @@ class SoFlow(Objective):
 
     name = "soflow"
     title = "SoFlow"
-    row_kinds = ("flow", "consistency")
+    row_kinds = ("consistency", "flow")
     step_input = "size"  # the gap d itself, continuous at d = 0, as the authors' DiT embeds t - s
     schedule_spans_run = True  # the middle point's share r decays over the run
     ablations = {
         "uniform times": ("time_sampler=uniform",),
         "no adaptive weight": ("loss_weight=mse",),
-        "constant middle point (r = 0.002)": ("ratio_schedule=constant",),
+        "constant middle share": ("ratio_schedule=constant",),
         "flow rows 50% (not 75%)": ("flow_share=0.5",),
     }
 
@@ -154,9 +154,9 @@ class SoFlow(Objective):
     ratio_end: float = knob(0.002, Float(0.0, 1.0, low_open=True), "share r at the last step (authors' l_end_ratio)")
 
     def kind_rows(self, batch: int) -> tuple[int, ...]:
-        """(flow rows int(B * flow_share), as the authors' code; consistency rows, the rest)."""
+        """(consistency rows, the rest; flow rows int(B * flow_share), as the authors' code)."""
         n = int(batch * self.flow_share)
-        return n, batch - n
+        return batch - n, n
 
     @property
     def guided(self) -> bool:
@@ -166,26 +166,26 @@ class SoFlow(Objective):
     def passes_per_row(self, batch: int) -> tuple[float, float]:
         """The null-label velocity on every row and the labelled one on the consistency share c when guided
         (c only with mix_ratio < 1), the network at the middle point on c, then one forward and backward per row."""
-        c = self.kind_rows(batch)[1] / batch
+        c = self.kind_rows(batch)[0] / batch
         guidance = (1 + (c if self.mix_ratio < 1 else 0)) if self.guided else 0
         return 1 + guidance + c, 1.0
 
     def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
-        """Draw order after the noise: flow rows' times; consistency rows' start and end times; label dropout."""
-        flow_draws, pair_draws = batch.kinds
-        nf, nc, device = len(flow_draws), len(pair_draws), batch.device
+        """Draw order after the noise: consistency rows' start and end times; flow rows' times; label dropout."""
+        pair_draws, flow_draws = batch.kinds
+        nc, nf, device = len(pair_draws), len(flow_draws), batch.device
         x0, x1 = batch.x0, batch.x1
-        t_flow = times(self.recipe, flow_draws, self.max_steps)
         start = dataclasses.replace(self.recipe, time_mu=self.start_mu, time_sigma=self.start_sigma)
         end = dataclasses.replace(self.recipe, time_mu=self.end_mu, time_sigma=self.end_sigma)
         start, end = times(start, pair_draws, self.max_steps), times(end, pair_draws, self.max_steps)
         t_pair = start.clamp(max=1.0 - MIN_GAP)  # the authors' t = max(t, 1e-4), s = min(s, t - 1e-4) in their time
         d_pair = torch.maximum(end, t_pair + MIN_GAP) - t_pair
-        t = torch.cat([t_flow, t_pair])
-        d = torch.cat([torch.zeros_like(t_flow), d_pair])
+        t_flow = times(self.recipe, flow_draws, self.max_steps)
+        t = torch.cat([t_pair, t_flow])
+        d = torch.cat([d_pair, torch.zeros_like(t_flow)])
         labels = dropped_labels(batch.y, batch.draws, self.class_dropout, self.num_classes)
         x_t, v = path.interpolate(x0, x1, t), path.velocity(x0, x1)
-        kind = (torch.arange(nf + nc, device=device) >= nf).long()
+        kind = (torch.arange(nc + nf, device=device) >= nc).long()
         scale = torch.ones(nf + nc, dtype=x_t.dtype, device=device)
         if nf + nc == 0:
             return ScaledTargets(x_t, t, d, v, labels, kind, scale=scale)
@@ -195,11 +195,11 @@ class SoFlow(Objective):
         kept = labels != self.num_classes  # a dropped row (or one without a label) is unguided
         target = v
         if guided:
-            target, scale = self.guided_velocities(net, x_t, t, v, labels, kept, nf)
+            target, scale = self.guided_velocities(net, x_t, t, v, labels, kept, nc)
         if nc:
             target = target.clone()
-            target[nf:], scale[nf:] = self.consistency_target(
-                net, x_t[nf:], t_pair, d_pair, target[nf:], labels[nf:], progress
+            target[:nc], scale[:nc] = self.consistency_target(
+                net, x_t[:nc], t_pair, d_pair, target[:nc], labels[:nc], progress
             )
         return ScaledTargets(x_t, t, d, target, labels, kind, scale=scale)
 
@@ -211,16 +211,16 @@ class SoFlow(Objective):
         v: torch.Tensor,
         labels: torch.Tensor,
         kept: torch.Tensor,
-        nf: int,
+        nc: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(V, a): the guided velocity of every row, V = v + g(t) (w - 1) (v - v_u), mixed on the consistency rows
-        (the rows from ``nf`` on) with the labelled velocity v_c as mix V + (1 - mix) v_c; v itself on rows
+        (the first ``nc`` rows) with the labelled velocity v_c as mix V + (1 - mix) v_c; v itself on rows
         whose label was dropped. a: the flow rows' error scale, mix where guided, else 1 (1 on consistency rows).
         One batched call: the null label on every row, the row's label on the consistency rows (mix < 1)."""
         n = x_t.shape[0]
         null = null_labels(n, self.num_classes, x_t.device)
         mixed = self.mix_ratio < 1.0
-        rows = slice(nf, n) if mixed else slice(0, 0)
+        rows = slice(0, nc) if mixed else slice(0, 0)
         calls = torch.cat([t, t[rows]])
         out = net(torch.cat([x_t, x_t[rows]]), calls, torch.zeros_like(calls), torch.cat([null, labels[rows]])).to(
             v.dtype
@@ -229,10 +229,10 @@ class SoFlow(Objective):
         strength = guidance_decay(t.to(v.dtype), self.cfg_decay_below) * (self.cfg_scale - 1.0)
         guided = v + path.expand_like(strength, v) * (v - v_u)
         if mixed:
-            guided[nf:] = self.mix_ratio * guided[nf:] + (1.0 - self.mix_ratio) * v_c
+            guided[:nc] = self.mix_ratio * guided[:nc] + (1.0 - self.mix_ratio) * v_c
         keep = path.expand_like(kept, v).bool()
         target = torch.where(keep, guided, v)
-        flow = torch.arange(n, device=x_t.device) < nf
+        flow = torch.arange(n, device=x_t.device) >= nc
         scale = torch.where(kept & flow, self.mix_ratio, 1.0).to(v.dtype)
         return target, scale
 
@@ -271,7 +271,7 @@ class SoFlow(Objective):
             per_row = LOSS_WEIGHTS["adaptive"](scaled / sq.shape[1], self.recipe)
         else:
             per_row = LOSS_WEIGHTS[self.recipe.loss_weight](scaled, self.recipe)
-        divisor = torch.where(targets.kind == 0, a, 2 * a)
+        divisor = torch.where(targets.kind == 0, 2 * a, a)
         loss = (per_row / divisor).mean()
         mse = sq.detach().mean(dim=1)
         with torch.no_grad():
