@@ -7,18 +7,12 @@ The network u(x_t, t, d) gives the solution map of the flow in Euler form, f(x_t
 NN(x, t_theirs, s_theirs) = -u(x, 1 - t_theirs, t_theirs - s_theirs): their DiT embeds t_theirs and the
 gap t_theirs - s_theirs, which is our d). At d = 0 it is the velocity. Two kinds of rows:
 
-- **flow** (the trailing ``int(B * flow_share)`` rows, 75%; the authors' leading rows): flow matching at d = 0, t logit-normal from the
-  recipe (sigmoid(0.2 + n): the authors' sigmoid(-0.2 + n) in their time). The target is the *guided*
-  velocity V = v + g(t) (w - 1) (v - v_u), v = x1 - (1 - eps) x0 the path velocity, v_u the network's
-  velocity with the null label, w = ``cfg_scale``, g(t) a smooth decay of the guidance to 0 near the noise
-  (below t = ``cfg_decay_below``, as the authors' ``get_cfg_decay_scale``). The authors regress onto
-  mix V + (1 - mix) sg(u) (mix = ``mix_ratio``); its gradient is mix times that of regressing onto V, so the
-  target here is V and the row's error carries the scale a = mix (below).
-- **consistency** (the leading rows, the rest; kind 0 as every method's rows built by the network): a start t and an end t + d, d > 0, from two logit-normal draws (the authors'
-  ``time_mean``/``time_std``, ``start_mu``/``end_mu`` here in our time), and a point a share r of the way:
-  t_l = t + max(r d, 1e-4). The guided velocity at x_t (here mixed: mix V + (1 - mix) v_c, v_c the
-  network's velocity with the row's label) moves x_t to x_l = x_t + (t_l - t) V, and the network's own
-  solution from there, f(x_l, t_l, t + d), without gradient, is the target of f(x_t, t, t + d):
+- **consistency** (the leading rows, 25%; kind 0, as every method's rows that the network builds): a start
+  t and an end t + d, d >= 1e-4, from two logit-normal draws (the authors' ``time_mean``/``time_std``:
+  ``start_mu``/``end_mu`` here, in our time), and a point a share r of the way: t_l = t + max(r d, 1e-4).
+  The guided velocity V at x_t (mixed here: mix V + (1 - mix) v_c, v_c the network's velocity with the
+  row's label, mix = ``mix_ratio``) moves x_t to x_l = x_t + (t_l - t) V, and the network's own solution
+  from there, f(x_l, t_l, t + d), without gradient, is the target of f(x_t, t, t + d):
 
       target(u) = (f(x_l, t_l, t + d) - x_t) / d = r_l V + (1 - r_l) u(x_l, t_l, (1 - r_l) d),
 
@@ -27,6 +21,13 @@ gap t_theirs - s_theirs, which is our d). At d = 0 it is the velocity. Two kinds
   r_l / 2 (their "stabler implementation"); here its gradient exactly. r follows the authors' schedule
   over the run: ``ratio_start`` * (``ratio_end`` / ``ratio_start``)^(step / steps) (exponential), or
   linear, cosine or constant (``ratio_end``).
+- **flow** (the trailing ``int(B * flow_share)`` rows, 75%; the authors' leading rows): flow matching at
+  d = 0, t logit-normal from the recipe (sigmoid(0.2 + n): the authors' sigmoid(-0.2 + n) in their time).
+  The target is the *guided* velocity V = v + g(t) (w - 1) (v - v_u), v = x1 - (1 - eps) x0 the path
+  velocity, v_u the network's velocity with the null label at d = 0, w = ``cfg_scale``, g(t) a smooth decay
+  of the guidance to 0 near the noise (below t = ``cfg_decay_below``, as the authors'
+  ``get_cfg_decay_scale``). The authors regress onto mix V + (1 - mix) sg(u); its gradient is mix times
+  that of regressing onto V, so the target here is V and the row's error carries the scale a = mix (below).
 
 Loss: each row's mean squared error m of u against the target, scaled by its a (flow rows: mix where the
 row is guided, else 1; consistency rows: 1 / r_l): the loss weight sees the squares of a (u - target)
