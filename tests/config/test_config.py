@@ -191,6 +191,16 @@ def test_objective_knobs_are_defined_once():
         # sCT's
         "time_draws",
         "tangent_norm",
+        # SoFlow's
+        "mix_ratio",
+        "cfg_decay_below",
+        "start_mu",
+        "start_sigma",
+        "end_mu",
+        "end_sigma",
+        "ratio_schedule",
+        "ratio_start",
+        "ratio_end",
     }
 
 

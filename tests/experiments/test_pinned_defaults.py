@@ -3,8 +3,8 @@
 Every study objective (the demo's two among them) trains 10 steps at the study's settings (the
 digits-uncond preset; the distillation methods from a 10-step flow-matching run). Pinned to the
 values the code computed before the recipe parts existed (MeanFlow's: since its defaults follow its
-official code, tests/objectives/test_meanflow_reference.py; ESC's, iMF's, IMM's, sCT's and Decoupled
-MeanFlow's: as they were added; 7 significant digits): at the first and
+official code, tests/objectives/test_meanflow_reference.py; ESC's, iMF's, IMM's, sCT's, Decoupled
+MeanFlow's and SoFlow's: as they were added; 7 significant digits): at the first and
 the last step, the sums of |x_t|, |t|, |d| and |v| of the targets (draws, time sampler, curriculum,
 target network) and the loss and gradient norm; after the last step, the sum of |weights|
 (optimiser, schedule). MeanFlow's values after its first step are those of its network fed the step
@@ -216,6 +216,20 @@ PINNED = {
         1.745508,
         1.136733,
         42897.05,
+    "soflow": (
+        2382.832,
+        31.63023,
+        4.702224,
+        3448.361,
+        1.328893,
+        1.013152,
+        2423.155,
+        30.75822,
+        6.049278,
+        3339.836,
+        1.308852,
+        1.006909,
+        42894.48,
     ),
 }
 STEPS = 10

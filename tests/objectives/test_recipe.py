@@ -220,6 +220,7 @@ def test_defaults_are_each_methods_own_recipe():
             "imf": ("logit-normal", "adaptive"),
             "sct": ("logit-normal", "mse"),
             "decoupled-meanflow": ("logit-normal", "adaptive"),
+            "soflow": ("logit-normal", "adaptive"),
         }
         want = want.get(name, ("grid", "mse"))
         assert (obj.recipe.time_sampler, obj.recipe.loss_weight) == want, name
@@ -236,6 +237,7 @@ def test_defaults_are_each_methods_own_recipe():
         "imf": "online",
         "sct": "online",
         "decoupled-meanflow": "online",
+        "soflow": "online",
     }
     assert Shortcut().recipe.target_clamp == 4.0 and MeanFlow().recipe.target_clamp == 0.0
     assert "target_network" not in FlowMatching.knobs()  # no network builds flow matching's targets

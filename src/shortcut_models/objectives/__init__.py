@@ -31,6 +31,7 @@ from .progressive_distillation import ProgressiveDistillation
 from .recipe import TARGET_NETWORKS, Recipe
 from .sct import ContinuousConsistency
 from .shortcut import Shortcut, level_strata
+from .soflow import SoFlow
 from .time_samplers import TIME_SAMPLERS
 
 OBJECTIVES: dict[str, type[Objective]] = {
@@ -46,6 +47,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     IMM.name: IMM,
     ContinuousConsistency.name: ContinuousConsistency,
     DecoupledMeanFlow.name: DecoupledMeanFlow,
+    SoFlow.name: SoFlow,
 }
 
 
@@ -110,6 +112,7 @@ __all__ = [
     "Progress",
     "Recipe",
     "Shortcut",
+    "SoFlow",
     "TargetNetworks",
     "Targets",
     "all_knobs",
