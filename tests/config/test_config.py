@@ -201,6 +201,13 @@ def test_objective_knobs_are_defined_once():
         "ratio_schedule",
         "ratio_start",
         "ratio_end",
+        # Decoupled MeanFlow's
+        "interval_mu_start",
+        "interval_mu_end",
+        "guidance_omega",
+        "guidance_lo",
+        "guidance_hi",
+        "decoupled_depth",
     }
 
 
