@@ -191,6 +191,15 @@ def test_objective_knobs_are_defined_once():
         # sCT's
         "time_draws",
         "tangent_norm",
+        # α-Flow's
+        "alpha_schedule",
+        "alpha_initial",
+        "alpha_final",
+        "alpha_begin",
+        "alpha_end",
+        "alpha_gamma",
+        "alpha_clamp",
+        "adaptive_per_element",
     }
 
 

@@ -133,6 +133,7 @@ def test_the_study_facts_are_declared_on_the_methods():
     assert [m for m in METHODS if OBJECTIVES[m].schedule_spans_run] == [
         "consistency-training",
         "progressive-distillation",
+        "alpha-flow",
     ]
     assert [m for m in METHODS if OBJECTIVES[m].teacher_run] == ["consistency-distillation", "progressive-distillation"]
     for m in METHODS:  # each ablation sets knobs of its own method

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .alpha_flow import AlphaFlow
 from .base import Objective, kind_counts, log_weights
 from .batch import Batch, Progress, TargetNetworks, Targets
 from .consistency_distillation import ConsistencyDistillation
@@ -44,6 +45,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     ImprovedMeanFlow.name: ImprovedMeanFlow,
     IMM.name: IMM,
     ContinuousConsistency.name: ContinuousConsistency,
+    AlphaFlow.name: AlphaFlow,
 }
 
 
@@ -89,6 +91,7 @@ def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = N
 
 __all__ = [
     "LOSS_WEIGHTS",
+    "AlphaFlow",
     "OBJECTIVES",
     "TARGET_NETWORKS",
     "TIME_SAMPLERS",
