@@ -152,7 +152,7 @@ class AlphaFlow(Objective):
         if self.alpha_schedule in ("sigmoid", "linear") and not self.alpha_end > self.alpha_begin:
             raise ValueError(
                 f"alpha_end must be larger than alpha_begin for the {self.alpha_schedule} schedule, "
-                f"got {self.alpha_begin} and {self.alpha_end}"
+                f"got alpha_begin={self.alpha_begin}, alpha_end={self.alpha_end}"
             )
 
     # ------------------------------------------------------------ rows, α, cost
