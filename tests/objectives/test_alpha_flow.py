@@ -6,11 +6,13 @@ from a flow-matching run that samples in one step."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from shortcut_models import path
+from shortcut_models.cli import main
 from shortcut_models.inference import load_model
 from shortcut_models.objectives import AlphaFlow, FlowMatching, MeanFlow, Progress, build_objective
 from shortcut_models.objectives.alpha_flow import WeightedTargets, renoising_sample
@@ -302,3 +304,22 @@ def test_fine_tunes_from_a_flow_matching_run_and_samples_in_one_step(tmp_path, n
     loaded = load_model(tmp_path / "af", "cpu")
     x = loaded.generate(4, 1, seed=0, labels=torch.arange(4) % max(loaded.num_classes, 1))
     assert torch.isfinite(x).all()
+
+
+@pytest.mark.slow
+def test_trains_on_latents_and_samples_in_one_step(tiny_latents, tmp_path, capsys):
+    """A tiny latent run (the tiny random VAE of tests/conftest.py) trains through all three phases of α
+    (three steps: α = 1, then between, then 0) and ``shortcut sample --steps 1`` decodes varied images."""
+    _, cache = tiny_latents
+    run = tmp_path / "run"
+    args = [f"data=latents:{cache}", "model=DiT-Nano", "batch_size=8", "steps=3", "sample_steps=[1]"]
+    args += ["eval_every=0", "logger=none", "class_conditional=false"]
+    schedule = {"alpha_schedule": "linear", "alpha_begin": 0.1, "alpha_end": 0.5}
+    alphas = [build_objective("alpha-flow", 0, schedule).alpha(Progress(i, 3)) for i in range(3)]
+    assert alphas[0] == 1.0 and 0 < alphas[1] < 1 and alphas[2] == 0.0
+    args += [f"{k}={v}" for k, v in schedule.items()]
+    assert main(["train", "--objective", "alpha-flow", "--out", str(run), "--quiet", *args]) == 0
+    out = tmp_path / "s.npz"
+    assert main(["sample", "--ckpt", str(run), "--steps", "1", "--num", "2", "--seed", "1", "--out", str(out)]) == 0
+    images = np.load(out)["arr_0"]
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8 and all(img.std() > 1 for img in images)
