@@ -146,6 +146,47 @@ def test_small_alpha_moves_the_target_towards_the_meanflow_identity():
     assert errors[1] < 2e-2 and errors[1] < errors[0] / 5, errors  # first order in alpha
 
 
+class TheirTime:
+    """The authors' view of a network u of ours: time t_a = 1 - t (noise at 1), net_a(z, r_a, t_a) =
+    -u(z, 1 - t_a, t_a - r_a), the average velocity from t_a down to r_a."""
+
+    def __init__(self, net, y):
+        self.net, self.y = net, y
+
+    def __call__(self, z, r_a, t_a):
+        return -self.net(z, 1 - t_a, t_a - r_a, self.y)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.4, 1.0])
+def test_target_is_the_authors_formulation_in_their_reversed_time(alpha):
+    """Their discrete target (dt V_a + (t_a - dt - r_a) u_next) / (t_a - r_a), clamped, and their JVP target
+    V_a - (t_a - r_a) du/dt_a along (V_a, 0, 1), written in their time with their velocity V_a = e - x, are
+    minus ours, with guidance in training (their XL/2 omega, kappa) on every row."""
+    omega, kappa, clamp = 0.2, 0.92, 1.5
+    net = CurvedField()
+    objective = at_alpha(alpha, cfg_omega=omega, cfg_kappa=kappa, class_dropout=0.0, target_clamp=clamp)
+    tg, x0, x1 = targets(objective, net)
+    n = ROWS // 2
+    theirs = TheirTime(net, tg.y)
+    t_a, r_a = 1 - tg.t.double(), 1 - (tg.t + tg.d).double()
+    z = tg.x_t
+    v_a = (1 - 1e-5) * x0 - x1  # their e - x (with our path's eps)
+    null = TheirTime(net, torch.full_like(tg.y, CLASSES))
+    v_a = omega * v_a + kappa * theirs(z, t_a, t_a) + (1 - omega - kappa) * null(z, t_a, t_a)
+    assert torch.allclose(tg.v[n:], -v_a[n:], atol=1e-6)
+    z, t_a, r_a, v_a = z[:n], t_a[:n], r_a[:n], v_a[:n]
+    theirs = TheirTime(net, tg.y[:n])
+    gap = (t_a - r_a)[:, None]
+    if alpha > 0:
+        dt = alpha * gap
+        u_next = theirs(z - dt * v_a, r_a, t_a - dt[:, 0]) if alpha < 1 else torch.zeros_like(z)
+        target_a = ((dt * v_a + (gap - dt) * u_next) / gap).clamp(-clamp, clamp)
+    else:
+        _, dudt = torch.func.jvp(theirs, (z, r_a, t_a), (v_a, torch.zeros_like(r_a), torch.ones_like(t_a)))
+        target_a = v_a - gap * dudt
+    assert torch.allclose(tg.v[:n], -target_a, atol=1e-6)
+
+
 # ------------------------------------------------------------ the schedule
 
 
