@@ -195,21 +195,31 @@ class AlphaFlow(Objective):
         t, _, _ = interval_times(self.recipe, draws, interval_rows, self.max_steps, self.flow_row_time)
         return ((t >= self.cfg_t_min) & (t <= self.cfg_t_max)).double().mean().item()
 
-    def passes_at(self, alpha: float, batch: int) -> tuple[float, float]:
-        """(forward, backward) passes per row at a given α: on the share f of rows with an interval none at
-        α = 1, one forward (no gradient) for 0 < α < 1, one Jacobian-vector product (two forwards) at α = 0;
-        the guided velocity's forwards at d = 0 (one per label branch with a nonzero weight) on the rows in
-        the window; then one forward and backward per row."""
-        f = self.kind_rows(batch)[0] / batch
-        extra = 0.0 if alpha == 1.0 else (2.0 if alpha == 0.0 else 1.0)
+    @staticmethod
+    def interval_passes(alpha: float) -> float:
+        """Forwards per row with an interval to build its target: none at α = 1, one (no gradient) for
+        0 < α < 1, a Jacobian-vector product (two forwards) at α = 0."""
+        return 0.0 if alpha == 1.0 else (2.0 if alpha == 0.0 else 1.0)
+
+    def guidance_passes(self, batch: int) -> float:
+        """Forwards per row of the guided velocity at d = 0: one per label branch with a nonzero weight, on
+        the share of rows in the window (0 without guidance in training)."""
+        if not self.guides:
+            return 0.0
         branches = (self.cfg_kappa != 0.0) + (1.0 - self.cfg_omega - self.cfg_kappa != 0.0)
-        guided = branches * self.window_share(batch) if self.guides else 0.0
-        return 1.0 + f * extra + guided, 1.0
+        return branches * self.window_share(batch)
+
+    def passes_at(self, alpha: float, batch: int) -> tuple[float, float]:
+        """(forward, backward) passes per row at a given α: :meth:`interval_passes` on the share f of rows
+        with an interval, :meth:`guidance_passes`, then one forward and backward per row."""
+        f = self.kind_rows(batch)[0] / batch
+        return 1.0 + f * self.interval_passes(alpha) + self.guidance_passes(batch), 1.0
 
     def passes_per_row(self, batch: int) -> tuple[float, float]:
         """The passes of :meth:`passes_at`, averaged over the run's α schedule (evenly spaced points)."""
-        points = [self.passes_at(self.alpha_at(i / SCHEDULE_POINTS), batch)[0] for i in range(SCHEDULE_POINTS)]
-        return sum(points) / SCHEDULE_POINTS, 1.0
+        f = self.kind_rows(batch)[0] / batch
+        mean = sum(self.interval_passes(self.alpha_at(i / SCHEDULE_POINTS)) for i in range(SCHEDULE_POINTS))
+        return 1.0 + f * mean / SCHEDULE_POINTS + self.guidance_passes(batch), 1.0
 
     # ------------------------------------------------------------ targets
     def build_targets(self, networks: TargetNetworks, batch: Batch, progress: Progress) -> Targets:
