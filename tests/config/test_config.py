@@ -208,6 +208,15 @@ def test_objective_knobs_are_defined_once():
         "guidance_lo",
         "guidance_hi",
         "decoupled_depth",
+        # α-Flow's
+        "alpha_schedule",
+        "alpha_initial",
+        "alpha_final",
+        "alpha_begin",
+        "alpha_end",
+        "alpha_gamma",
+        "alpha_clamp",
+        "adaptive_per_element",
     }
 
 

@@ -4,7 +4,7 @@ Every study objective (the demo's two among them) trains 10 steps at the study's
 digits-uncond preset; the distillation methods from a 10-step flow-matching run). Pinned to the
 values the code computed before the recipe parts existed (MeanFlow's: since its defaults follow its
 official code, tests/objectives/test_meanflow_reference.py; ESC's, iMF's, IMM's, sCT's, Decoupled
-MeanFlow's and SoFlow's: as they were added; 7 significant digits): at the first and
+MeanFlow's, SoFlow's and α-Flow's: as they were added; 7 significant digits): at the first and
 the last step, the sums of |x_t|, |t|, |d| and |v| of the targets (draws, time sampler, curriculum,
 target network) and the loss and gradient norm; after the last step, the sum of |weights|
 (optimiser, schedule). MeanFlow's values after its first step are those of its network fed the step
@@ -231,6 +231,21 @@ PINNED = {
         1.308852,
         1.006909,
         42894.48,
+    ),
+    "alpha-flow": (
+        2416.024,
+        32.65708,
+        7.922101,
+        4337.941,
+        1.703463,
+        1.185684,
+        2419.81,
+        33.01874,
+        7.568044,
+        4425.901,
+        1.745265,
+        1.152356,
+        42894.75,
     ),
 }
 STEPS = 10

@@ -134,6 +134,7 @@ def test_the_study_facts_are_declared_on_the_methods():
         "consistency-training",
         "progressive-distillation",
         "soflow",
+        "alpha-flow",
     ]
     assert [m for m in METHODS if OBJECTIVES[m].teacher_run] == ["consistency-distillation", "progressive-distillation"]
     for m in METHODS:  # each ablation sets knobs of its own method

@@ -170,7 +170,8 @@ def test_the_target_network_knob_picks_the_network_that_builds_targets(name, mak
     for choice in TARGET_NETWORKS:
         online, ema, teacher = Recorder(1.0), Recorder(2.0), Recorder(3.0)
         objective = build_objective(name, 0, {"target_network": choice})
-        objective.targets(TargetNetworks(online, ema, teacher), x1, None, g, Progress(0, 10), x0=x0)
+        step = 5 if name == "alpha-flow" else 0  # α-Flow calls no network at the start of its schedule (α = 1)
+        objective.targets(TargetNetworks(online, ema, teacher), x1, None, g, Progress(step, 10), x0=x0)
         used = {"online": online.calls, "ema": ema.calls}
         assert (teacher.calls > 0) == OBJECTIVES[name].teacher_run  # the frozen teacher run, where there is one
         if name == "progressive-distillation":  # the stage's teacher builds every target; at a new stage
@@ -221,6 +222,7 @@ def test_defaults_are_each_methods_own_recipe():
             "sct": ("logit-normal", "mse"),
             "decoupled-meanflow": ("logit-normal", "adaptive"),
             "soflow": ("logit-normal", "adaptive"),
+            "alpha-flow": ("logit-normal", "adaptive"),
         }
         want = want.get(name, ("grid", "mse"))
         assert (obj.recipe.time_sampler, obj.recipe.loss_weight) == want, name
@@ -238,6 +240,7 @@ def test_defaults_are_each_methods_own_recipe():
         "sct": "online",
         "decoupled-meanflow": "online",
         "soflow": "online",
+        "alpha-flow": "online",
     }
     assert Shortcut().recipe.target_clamp == 4.0 and MeanFlow().recipe.target_clamp == 0.0
     assert "target_network" not in FlowMatching.knobs()  # no network builds flow matching's targets

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .alpha_flow import AlphaFlow
 from .base import Objective, kind_counts, log_weights
 from .batch import Batch, Progress, TargetNetworks, Targets
 from .consistency_distillation import ConsistencyDistillation
@@ -48,6 +49,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     ContinuousConsistency.name: ContinuousConsistency,
     DecoupledMeanFlow.name: DecoupledMeanFlow,
     SoFlow.name: SoFlow,
+    AlphaFlow.name: AlphaFlow,
 }
 
 
@@ -93,6 +95,7 @@ def build_objective(name: str, num_classes: int, args: dict[str, Any] | None = N
 
 __all__ = [
     "LOSS_WEIGHTS",
+    "AlphaFlow",
     "OBJECTIVES",
     "TARGET_NETWORKS",
     "TIME_SAMPLERS",
