@@ -1,13 +1,15 @@
-"""Which checkpoint a run continues from, and whether it is the same run.
+"""Which checkpoint a run continues, and whether it is the same run.
 
 Rank 0 locks the run directory (:mod:`shortcut_models.runlock`), tidies what crashed writers left
-and loads the newest intact checkpoint; a damaged newer one is renamed ``damaged-step_N`` (kept, with
-a warning), while a checkpoint of another format (another release's) stops the run as it is
-(``checkpoints.OtherFormat``). The other processes then load the checkpoint of the step rank 0 chose.
-A checkpoint resumes only a run with the same settings: keys marked ``resumable`` (``steps``,
-``device``, ``logger``...) may differ, any other difference is refused naming the first differing key.
-Objective knobs are compared as the checkpoint records them (every knob, defaults included), so a knob
-whose default changed since the run was saved is refused too, naming both values.
+and reads the newest intact checkpoint (:func:`read_checkpoint`: its config.json once, then its weights
+and training state, loaded into the run once it is built); a damaged newer one is renamed
+``damaged-step_N`` (kept, with a warning), while a checkpoint of another format (another release's)
+stops the run as it is (``checkpoints.OtherFormat``). The other processes then read the checkpoint of
+the step rank 0 chose. A checkpoint resumes only a run with the same settings (:func:`as_resumed`, also
+the study's check of a cached run): keys marked ``resumable`` (``steps``, ``device``, ``logger``...) may
+differ, any other difference is refused naming the first differing key. Objective knobs are compared as
+the checkpoint records them (every knob, defaults included), so a knob whose default changed since the
+run was saved is refused too, naming both values.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ targets with a trained network, of a run trained with the objective its class na
 ``teacher_objective`` (flow matching for both). The trainer (this layer; objectives never read
 checkpoints) reads the teacher run's latest checkpoint (or the checkpoint named) when it resolves the run
 (:func:`read_teacher`), builds a frozen copy of the run's network, loads the teacher's EMA weights into
-it and binds it to the objective. A fresh
-run without ``init_from`` starts its student from the same checkpoint (the authors' recipe).
+it and binds it to the objective. A fresh run without ``init_from`` starts its student from the same
+checkpoint (the authors' recipe).
 
 Every checkpoint of such a run also holds the teacher's weights (its training state, key
 ``teacher``): progressive distillation replaces its teacher by the student at each stage, and a

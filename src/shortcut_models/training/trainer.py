@@ -1,4 +1,4 @@
-"""The training loop: data -> objective targets (teacher = EMA) -> loss -> optimizer -> EMA.
+"""The training loop: data -> targets (from the online, EMA or teacher network) -> loss -> optimizer -> EMA.
 
 Each step is a pure function of (state, step): the data batch and the objective's random draws
 come from generators keyed by the step (see :mod:`shortcut_models.seeding`), so a run stopped and
@@ -7,12 +7,13 @@ a step is a pure function of the step and the config (:mod:`shortcut_models.opti
 Checkpoints are written every ``ckpt_every`` steps, at the end, and on SIGINT/SIGTERM; a NaN or
 infinite loss, gradient or weight stops the run before anything non-finite is saved.
 
-:class:`Trainer` assembles a run from parts built by named functions, each in its own module:
-the batch split (``batches.py``), the networks (``networks.py``), the optimizer (``shortcut_models.optim``),
-their DDP and compiled views (``wrapping.py``), the checkpointed state (``state.py``) and the resume
-(``resume.py``: one writer per run directory, locked from the trainer's construction to the end of
-:meth:`Trainer.run`; the newest intact checkpoint is loaded, a damaged newer one renamed
-``damaged-step_N`` with a warning).
+:class:`Trainer` first resolves the run (``resolve.py``: the config as it trains, the checkpoint it
+continues or none, the teacher run and initial weights it starts from, each file read once; rank 0 locks
+the run directory from then to the end of :meth:`Trainer.run`, the newest intact checkpoint is chosen, a
+damaged newer one renamed ``damaged-step_N`` with a warning), then builds every part once from it, each
+by a named function in its own module: the batch split (``batches.py``), the networks (``networks.py``),
+the optimizer (``shortcut_models.optim``), their DDP and compiled views (``wrapping.py``) and the
+checkpointed state (``state.py``), into which it loads what the run starts from.
 
 Under torchrun (see :mod:`shortcut_models.distributed` and docs/distributed.md) ``batch_size`` is the global batch:
 process k of W computes global rows k, k + W, ... of each step (data, noise, times and levels of a
