@@ -10,7 +10,8 @@ Two lower bounds, both measured rather than guessed:
   storage counted once, under the run's autocast), times the rows of a micro-batch.
 
 A batch is refused when these alone exceed the device's total memory (RAM, within a cgroup limit,
-for the CPU). The check is conservative: a batch it passes may still run out of memory, but a batch
+for the CPU): the step's data before the run is resolved (:func:`check_data_fits`), the micro-batch once
+its network is built (:func:`check_batch_fits`). The check is conservative: a batch it passes may still run out of memory, but a batch
 it refuses could never run.
 """
 
