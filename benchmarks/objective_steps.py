@@ -69,7 +69,7 @@ def forward_flops(run: Trainer) -> float:
     model, shape = run.model, run.spec.sample_shape
     x = torch.zeros((1, *shape), device=run.device)
     t, d = torch.zeros(1, device=run.device), torch.ones(1, device=run.device)
-    y = torch.full((1,), run.num_classes, dtype=torch.long, device=run.device)
+    y = torch.full((1,), run.spec.num_classes, dtype=torch.long, device=run.device)
     with FlopCounterMode(display=False) as counter, sdpa_kernel([SDPBackend.MATH]), torch.no_grad():
         model(x, t, d, y)
     return float(counter.get_total_flops())

@@ -66,9 +66,9 @@ class TheirSignature(nn.Module):
 
 def their_step(loss_fn, trainer: Trainer, images: torch.Tensor, labelled: bool):
     """One step of ESC's loss on the trainer's network: loss, backward, AdamW (no EMA, no logs)."""
-    model = TheirSignature(trainer.model, trainer.num_classes)
+    model = TheirSignature(trainer.model, trainer.spec.num_classes)
     optimizer = torch.optim.AdamW(trainer.model.parameters(), lr=trainer.cfg.lr)
-    kwargs = {"y": torch.full((images.shape[0],), trainer.num_classes, dtype=torch.long)} if labelled else {}
+    kwargs = {"y": torch.full((images.shape[0],), trainer.spec.num_classes, dtype=torch.long)} if labelled else {}
 
     def step(_round: int) -> float:
         t0 = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -60,7 +62,7 @@ def test_the_trainer_refuses_a_batch_before_touching_the_run(nano_config, tmp_pa
 
 def test_running_out_of_gpu_memory_is_one_line(monkeypatch, tmp_path, capsys):
     class Trainer:
-        is_main, rows_per_rank, grad_accum = True, 512, 2
+        is_main, plan = True, SimpleNamespace(rows_per_rank=512, grad_accum=2)
 
         def run(self):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

@@ -13,8 +13,15 @@ from shortcut_models.objectives import build_objective
 from shortcut_models.optim import build_optimizer
 from shortcut_models.training.batches import plan_batches
 from shortcut_models.training.networks import build_networks, build_spec
-from shortcut_models.training.resume import comparable, newest_intact, open_run, saved_config, schedule_note
-from shortcut_models.training.state import RunState
+from shortcut_models.training.resume import (
+    as_resumed,
+    comparable,
+    newest_intact,
+    open_run,
+    read_checkpoint,
+    schedule_note,
+)
+from shortcut_models.training.state import RunState, read_state
 from shortcut_models.training.wrapping import wrap_for_training
 
 CPU = torch.device("cpu")
@@ -82,7 +89,8 @@ def _save(run_dir, cfg, state, step):
     source = build_source(cfg.data)
     objective = build_objective(cfg.objective, 0, cfg.objective_args)
     spec = build_spec(state.model, source, 0, objective, cfg.data)
-    config = ckpt.checkpoint_config(spec, step, cfg.to_dict())
+    trained = cfg if "step_input" in cfg.model_args else cfg.with_step_input("level")  # as a trainer records it
+    config = ckpt.checkpoint_config(spec, step, trained.to_dict())
     ckpt.save_checkpoint(run_dir, step, config, state.model, state.ema.module, state.to_save(), 5)
     return ckpt.checkpoint_dir(run_dir, step)
 
@@ -92,7 +100,7 @@ def test_run_state_saves_and_loads_back_every_tensor(tmp_path):
     saved = _stepped_state(cfg)
     path = _save(tmp_path, cfg, saved, 7)
     fresh = _stepped_state(toy("seed=5"))
-    assert fresh.load(path) == 7
+    assert fresh.restore(read_state(path, teacher=False)) == 7
     for a, b in zip(saved.model.parameters(), fresh.model.parameters()):
         assert torch.equal(a, b)
     for a, b in zip(saved.ema.module.parameters(), fresh.ema.module.parameters()):
@@ -101,16 +109,44 @@ def test_run_state_saves_and_loads_back_every_tensor(tmp_path):
     moments = [s["exp_avg"] for s in fresh.optimizer.state.values()]
     assert all(torch.equal(a, b) for a, b in zip(moments, [s["exp_avg"] for s in saved.optimizer.state.values()]))
     with pytest.raises(UserError, match="holds no teacher weights"):  # a teacher-less checkpoint for a distiller
-        _stepped_state(cfg, teacher=True).load(path)
+        read_state(path, teacher=True)
 
 
-def test_saved_config_accepts_resumable_changes_and_refuses_others(tmp_path):
+def _objective(cfg):
+    return build_objective(cfg.objective, 0, cfg.objective_args)
+
+
+def test_as_resumed_accepts_resumable_changes_and_refuses_others(tmp_path):
     cfg = toy("steps=10")
     path = _save(tmp_path, cfg, _stepped_state(cfg), 3)
-    assert saved_config(path, toy("steps=20", "log_every=3"), tmp_path).steps == 10
-    with pytest.raises(UserError, match="different config .lr_schedule"):
-        saved_config(path, toy("steps=10", "lr_schedule=cosine"), tmp_path)
+    longer = toy("steps=20", "log_every=3")
+    trained, saved = as_resumed(longer, _objective(longer), path, ckpt.read_config(path))
+    assert (trained.steps, saved.steps) == (20, 10) and trained.model_args["step_input"] == "level"
+    with pytest.raises(UserError, match=f"{tmp_path} holds a run with a different config .lr_schedule"):
+        as_resumed(toy("lr_schedule=cosine"), _objective(cfg), path, ckpt.read_config(path))
     assert "steps" not in comparable(cfg) and "optimizer" in comparable(cfg)
+
+
+def test_as_resumed_compares_the_teacher_and_initial_weights_only_when_asked(tmp_path):
+    cfg = toy("init_from=/runs/a")
+    path = _save(tmp_path, cfg, _stepped_state(cfg), 3)
+    moved = toy("init_from=/moved/a")
+    with pytest.raises(UserError, match="different config .init_from"):
+        as_resumed(moved, _objective(moved), path, ckpt.read_config(path))
+    trained, _ = as_resumed(moved, _objective(moved), path, ckpt.read_config(path), sources=False)
+    assert trained.init_from == "/runs/a"
+
+
+def test_read_checkpoint_reads_its_config_once(tmp_path, monkeypatch):
+    cfg = toy("steps=10", "lr_schedule=cosine", "warmup_steps=0")
+    path = _save(tmp_path, cfg, _stepped_state(cfg), 3)
+    reads = []
+    real = ckpt.read_config
+    monkeypatch.setattr(ckpt, "read_config", lambda p: reads.append(p) or real(p))
+    longer = toy("steps=20", "lr_schedule=cosine", "warmup_steps=0")
+    resume = read_checkpoint(path, longer, _objective(longer))
+    assert reads == [path] and resume.saved.step == 3 and resume.cfg.steps == 20
+    assert "steps changed from 10 to 20" in resume.note
 
 
 def test_schedule_note_when_a_longer_run_changes_the_learning_rate():
@@ -129,25 +165,29 @@ def test_newest_intact_falls_back_and_sets_damaged_ones_aside(tmp_path, capsys):
         _save(tmp_path, cfg, _stepped_state(cfg), step)
     tried = []
 
-    def load(path):
+    def read(path):
         tried.append(ckpt.step_of(path))
         if ckpt.step_of(path) == 6:
             raise ckpt.DamagedCheckpoint("garbled")
-        return ckpt.step_of(path)
+        return read_checkpoint(path, cfg, _objective(cfg))
 
-    assert newest_intact(tmp_path, load) == 4
+    assert newest_intact(tmp_path, read).saved.step == 4
     assert tried == [6, 4]
     assert "warning: resuming from step_00000004: garbled" in capsys.readouterr().err
     assert [ckpt.step_of(p) for p in ckpt.list_checkpoints(tmp_path)] == [2, 4]
-    assert newest_intact(tmp_path / "empty", load) == -1
+    assert newest_intact(tmp_path / "empty", read) is None
+
+
+def _read(path):
+    return read_checkpoint(path, toy(), _objective(toy()))
 
 
 def test_open_run_locks_the_directory_and_releases_it_on_failure(tmp_path, monkeypatch):
     taken = []
     real = runlock.acquire
     monkeypatch.setattr(runlock, "acquire", lambda run_dir: taken.append(real(run_dir)) or taken[-1])
-    lock = open_run(tmp_path, True, lambda path: 0)
-    assert lock is taken[0] and lock.held
+    lock, resume = open_run(tmp_path, True, _read)
+    assert lock is taken[0] and lock.held and resume is None
     lock.release()
     _save(tmp_path, toy(), _stepped_state(toy()), 2)
 
@@ -157,7 +197,7 @@ def test_open_run_locks_the_directory_and_releases_it_on_failure(tmp_path, monke
     with pytest.raises(UserError, match="another run"):
         open_run(tmp_path, True, refuse)
     assert len(taken) == 2 and not taken[1].held
-    assert open_run(tmp_path / "other", False, refuse) is None  # not rank 0: no lock, nothing to load
+    assert open_run(tmp_path / "other", False, refuse) == (None, None)  # not rank 0: no lock, nothing to read
 
 
 def test_open_run_makes_the_same_collective_calls_on_every_process(tmp_path, monkeypatch):
@@ -166,9 +206,12 @@ def test_open_run_makes_the_same_collective_calls_on_every_process(tmp_path, mon
 
     calls = []
     monkeypatch.setattr(distributed, "any_true", lambda flag: calls.append("any_true") or False)
-    monkeypatch.setattr(distributed, "max_int", lambda value: calls.append("max_int") or value)
+    # rank 0 resumes at step 2; the other process takes that step from the all-reduce
+    monkeypatch.setattr(distributed, "max_int", lambda value: calls.append("max_int") or max(value, 2))
     _save(tmp_path, toy(), _stepped_state(toy()), 2)
-    open_run(tmp_path, True, lambda path: 2).release()
+    lock, resume = open_run(tmp_path, True, _read)
+    lock.release()
     first, calls[:] = list(calls), []
-    assert open_run(tmp_path, False, lambda path: 2) is None
+    lock, followed = open_run(tmp_path, False, _read)
+    assert lock is None and followed.saved.step == resume.saved.step == 2
     assert calls == first == ["any_true", "max_int", "any_true"]

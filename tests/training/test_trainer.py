@@ -105,6 +105,17 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     Trainer(tiny_config("steps=4"), tmp_path, progress=False)  # a longer run is fine
 
 
+def test_a_resume_reads_its_checkpoint_config_once(tmp_path, monkeypatch):
+    """The run is resolved before it is built: one read of config.json decides the step input, the check
+    against the run asked for and the learning-rate note."""
+    Trainer(tiny_config("steps=2"), tmp_path, progress=False).run()
+    reads = []
+    real = ckpt.read_config
+    monkeypatch.setattr(ckpt, "read_config", lambda path: reads.append(path) or real(path))
+    resumed = Trainer(tiny_config("steps=4"), tmp_path, progress=False)
+    assert resumed.step == 2 and reads == [resumed.last_checkpoint]
+
+
 def test_trainer_uses_ema_as_teacher(tmp_path):
     trainer = Trainer(tiny_config("steps=1"), tmp_path, progress=False)
     seen = []

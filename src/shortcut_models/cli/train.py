@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     with distributed.session(cfg.device):
         trainer = build_trainer(cfg, out, progress=not args.quiet)
         if trainer.is_main:
-            where = f", {world} processes, {trainer.rows_per_rank} rows each" if world > 1 else ""
+            where = f", {world} processes, {trainer.plan.rows_per_rank} rows each" if world > 1 else ""
             print(
                 f"training {cfg.objective} on {cfg.data} ({cfg.model}, {cfg.steps} steps, batch {cfg.batch_size}{where}) -> {out}",
                 file=sys.stderr,
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             final = trainer.run()
         except torch.cuda.OutOfMemoryError:
-            rows = trainer.rows_per_rank // trainer.grad_accum
+            rows = trainer.plan.rows_per_rank // trainer.plan.grad_accum
             raise UserError(
                 f"out of GPU memory with micro-batches of {rows} rows per process; set batch_per_gpu to fewer "
                 f"rows (or raise grad_accum)"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,13 @@ import torch
 from .. import checkpoints as ckpt
 from ..config import build_config
 from ..config.train_config import TrainConfig
+from ..data import build_source
 from ..data.digits import load_digits
 from ..evaluation import ImageMetric, build_metric, evaluate_images, evaluate_points
 from ..inference import load_model
 from ..metrics import precision_recall
 from ..metrics.digits_net import load_digits_feature_net
-from ..objectives import OBJECTIVES
+from ..objectives import OBJECTIVES, build_objective
 from ..outputs import write_json
 from ..training import Trainer, resume
 from .study_plan import PRESETS, Run, StudyPlan, teacher_of
@@ -98,23 +99,21 @@ def cached_scores(out: Path, plan: StudyPlan, run: Run, budget: int) -> list[dic
 
 def refuse_another_run(out: Path, plan: StudyPlan, run: Run, budget: int) -> None:
     """UserError naming the first differing setting when the checkpoint in ``run``'s directory was trained
-    with other settings than the plan's (as resuming it would be refused). Where the teacher and the
-    initial weights lie is not compared, so a study directory can be moved or runs copied between
-    studies; a run without a readable checkpoint is not checked (its scores stand)."""
-    folder = run_dir(out, run)
-    checkpoint = ckpt.latest_checkpoint(folder)
+    with other settings than the plan's: the check a trainer resuming it makes (``resume.as_resumed``), except
+    that where the teacher and the initial weights lie is not compared, so a study directory can be moved or
+    runs copied between studies; a run without a readable checkpoint is not checked (its scores stand)."""
+    checkpoint = ckpt.latest_checkpoint(run_dir(out, run))
     if checkpoint is None:
         return
+    asked = run_config(out, plan, run, budget)
+    classes = asked.network_classes(build_source(asked.data).num_classes)
     try:
-        recorded = ckpt.training_config(ckpt.read_config(checkpoint))
+        config = ckpt.read_config(checkpoint)
+        resume.as_resumed(
+            asked, build_objective(asked.objective, classes, asked.objective_args), checkpoint, config, sources=False
+        )
     except ckpt.DamagedCheckpoint:
         return
-    asked = run_config(out, plan, run, budget)
-    args = dict(asked.objective_args)
-    if "teacher" in args:
-        args["teacher"] = recorded.get("objective_args", {}).get("teacher", args["teacher"])
-    init_from = recorded.get("init_from", asked.init_from)
-    resume.refuse_another_run(replace(asked, objective_args=args, init_from=init_from), folder)
 
 
 @cache

@@ -2,7 +2,8 @@
 
 ``init_from`` (config key; ``shortcut train --init-from CKPT``) names a checkpoint directory or a run
 directory (its latest checkpoint). When a run starts fresh, i.e. its own run directory holds no
-checkpoint yet, :func:`load_initial_weights` copies
+checkpoint yet, the run's resolution reads the source's config (:func:`read_source`) and checks it
+(:func:`check_compatible`), and once the networks are built :func:`load_initial_weights` copies
 
 - the source's online weights (``model.safetensors``) into the new online network, and
 - the source's EMA weights (``ema.safetensors``) into the new EMA module (the teacher of the
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,6 +55,30 @@ COMPATIBLE_KEYS = ("data", "class_conditional", "model", "model_args")
 D_EMBEDDER = "d_embedder"
 # ... and of the guidance input's embedder (three scalar embedders: scale, lo, hi).
 GUIDANCE_EMBEDDER = "guidance_embedder"
+
+
+@dataclass(frozen=True)
+class SourceCheckpoint:
+    """A checkpoint whose weights a fresh run starts from (its ``init_from`` or its teacher run) and its
+    config.json, read once."""
+
+    path: Path
+    config: dict[str, Any]
+
+    @property
+    def training(self) -> dict[str, Any]:
+        """The training config the source was trained with."""
+        return ckpt.training_config(self.config)
+
+
+def read_source(name: str, key: str) -> SourceCheckpoint:
+    """The checkpoint ``name`` (a checkpoint or run directory, or a hub id) and its config; UserError,
+    prefixed with the config ``key`` that named it, when it is missing."""
+    try:
+        path = ckpt.resolve_checkpoint(name)
+    except UserError as exc:
+        raise UserError(f"{key}: {exc}") from None
+    return SourceCheckpoint(path, ckpt.read_config(path))
 
 
 @dataclass(frozen=True)
@@ -138,39 +164,32 @@ def load_network(module: nn.Module, file: Path) -> tuple[tuple[str, ...], tuple[
     return added, added_guidance
 
 
-def _load(model: nn.Module, ema_module: nn.Module, cfg: TrainConfig) -> InitSource:
-    try:
-        path = ckpt.resolve_checkpoint(cfg.init_from)
-    except UserError as exc:
-        raise UserError(f"init_from: {exc}") from None
-    config = ckpt.read_config(path)
-    source = ckpt.training_config(config)
-    check_compatible(source, cfg, path)
+def _load(model: nn.Module, ema_module: nn.Module, source: SourceCheckpoint) -> InitSource:
+    path = source.path
     added, guided = load_network(model, path / ckpt.ONLINE_WEIGHTS)
     added_ema, guided_ema = load_network(ema_module, path / ckpt.EMA_WEIGHTS)
-    step = config.get("step", ckpt.step_of(path))
     return InitSource(
         path,
-        step,
-        str(source.get("objective", "?")),
+        source.config.get("step", ckpt.step_of(path)),
+        str(source.training.get("objective", "?")),
         tuple(sorted(set(added) | set(added_ema))),
         tuple(sorted(set(guided) | set(guided_ema))),
     )
 
 
-def load_initial_weights(model: nn.Module, ema_module: nn.Module, cfg: TrainConfig) -> InitSource:
-    """Copy the weights of checkpoint ``cfg.init_from`` into ``model`` (online) and ``ema_module`` (EMA).
+def load_initial_weights(model: nn.Module, ema_module: nn.Module, source: SourceCheckpoint) -> InitSource:
+    """Copy the weights of ``source`` (read and checked by the run's resolution) into ``model`` (online)
+    and ``ema_module`` (EMA).
 
-    Both modules must already be built from ``cfg`` (wrappers such as DDP or torch.compile are looked
-    through). Raises UserError on a missing or unreadable checkpoint, a source trained on other data or
-    with another network, or weights that do not fit. Collective under torchrun: call it on every
-    process; if any process fails, every process raises.
+    Both modules must already be built from the run's config (wrappers such as DDP or torch.compile are
+    looked through). Raises UserError on weights that are unreadable or do not fit. Collective under
+    torchrun: call it on every process; if any process fails, every process raises.
     """
     error: UserError | None = None
     try:
-        info = _load(model, ema_module, cfg)
+        info = _load(model, ema_module, source)
     except UserError as exc:
         error = exc
     if distributed.any_true(error is not None):
-        raise error or UserError(f"another process could not load init_from {cfg.init_from}")
+        raise error or UserError(f"another process could not load init_from {source.path}")
     return info

@@ -10,7 +10,8 @@ Two lower bounds, both measured rather than guessed:
   storage counted once, under the run's autocast), times the rows of a micro-batch.
 
 A batch is refused when these alone exceed the device's total memory (RAM, within a cgroup limit,
-for the CPU). The check is conservative: a batch it passes may still run out of memory, but a batch
+for the CPU): the step's data before the run is resolved (:func:`check_data_fits`), the micro-batch once
+its network is built (:func:`check_batch_fits`). The check is conservative: a batch it passes may still run out of memory, but a batch
 it refuses could never run.
 """
 
@@ -68,6 +69,23 @@ def activation_bytes_per_row(
     return max(two - one, 0)
 
 
+def check_data_fits(sample_shape: tuple[int, ...], rows_per_process: int, device: torch.device) -> int:
+    """UserError naming ``batch_size`` when one step's data alone cannot fit on ``device`` (checked before
+    anything is built or read); returns the bytes of the step's data."""
+    memory = device_memory(device)
+    data = 3 * rows_per_process * 4 * int(torch.Size(sample_shape).numel())
+    if data > memory:
+        raise UserError(
+            f"batch_size: {rows_per_process} rows per process need at least {data / _GB:.1f} GB for one step's "
+            f"data on {_where(device, memory)}, whatever grad_accum is; use a smaller batch_size"
+        )
+    return data
+
+
+def _where(device: torch.device, memory: int) -> str:
+    return f"{device.type} ({memory / _GB:.1f} GB)"
+
+
 def check_batch_fits(
     model: nn.Module,
     sample_shape: tuple[int, ...],
@@ -78,20 +96,14 @@ def check_batch_fits(
     amp_dtype: torch.dtype | None,
 ) -> None:
     """UserError naming ``batch_size``, ``batch_per_gpu`` and ``grad_accum`` when a step cannot fit."""
+    data = check_data_fits(sample_shape, rows_per_process, device)
     memory = device_memory(device)
-    row = 4 * int(torch.Size(sample_shape).numel())
-    data = 3 * rows_per_process * row
-    where = f"{device.type} ({memory / _GB:.1f} GB)"
-    if data > memory:
-        raise UserError(
-            f"batch_size: {rows_per_process} rows per process need at least {data / _GB:.1f} GB for one step's "
-            f"data on {where}, whatever grad_accum is; use a smaller batch_size"
-        )
     per_row = activation_bytes_per_row(model, sample_shape, num_classes, device, amp_dtype)
     micro = rows_per_process // grad_accum
     if data + micro * per_row > memory:
         fits = max(1, (memory - data) // max(per_row, 1))
         raise UserError(
             f"batch_size: micro-batches of {micro} rows need at least {(data + micro * per_row) / _GB:.1f} GB on "
-            f"{where}; set batch_per_gpu to at most {fits} rows (or raise grad_accum) so each micro-batch fits"
+            f"{_where(device, memory)}; set batch_per_gpu to at most {fits} rows (or raise grad_accum) so each "
+            "micro-batch fits"
         )

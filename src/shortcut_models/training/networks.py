@@ -8,8 +8,8 @@ run (``teacher_run``) get a frozen copy as well, whose weights the trainer loads
 teacher run, or from this run's checkpoint when it resumes).
 
 What the network's step-size embedder sees (``model_args.step_input``: "level", -log2 d, or "size",
-d itself) is spelled out in the run's config before the network is built (:func:`resolve_step_input`):
-the user's setting; else, when the run directory holds checkpoints (a resumed run), what they recorded;
+d itself) is spelled out in the run's config when the run is resolved, before the network is built
+(:func:`with_step_input`): the user's setting; else, when the run resumes a checkpoint, what it recorded;
 else, when the run starts from another run's weights (``init_from``, the distillation students' teacher
 run), the source's; else the objective's own choice (``Objective.step_input``). The weights of a run
 only mean something with the input they were trained on, so a run keeps it for life and an objective's
@@ -19,12 +19,11 @@ choice applies to new networks only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .. import checkpoints as ckpt
 from .. import seeding
 from ..checkpoints import ModelSpec
 from ..config import STEP_INPUT, TrainConfig
@@ -47,33 +46,20 @@ class Networks:
     teacher: nn.Module | None
 
 
-def recorded_step_input(checkpoint: Path) -> str | None:
-    """The step input the run of ``checkpoint`` trained with; None when its config cannot be read or
-    does not say (whoever loads it reports why)."""
-    try:
-        model_args = ckpt.training_config(ckpt.read_config(checkpoint)).get("model_args")
-    except UserError:
-        return None
+def recorded_step_input(training: dict[str, Any]) -> str | None:
+    """The step input a run was trained with, as its checkpoint's training config ``training`` records it
+    (None when it does not say)."""
+    model_args = training.get("model_args")
     return model_args.get(STEP_INPUT) if isinstance(model_args, dict) else None
 
 
-def resolve_step_input(cfg: TrainConfig, objective: Objective, run_dir: Path) -> TrainConfig:
-    """``cfg`` with ``model_args.step_input`` spelled out (see the module docstring): the user's; the
-    checkpoints' of ``run_dir`` when it holds any; the ``init_from`` source's; else ``objective``'s."""
+def with_step_input(cfg: TrainConfig, objective: Objective, recorded: str | None) -> TrainConfig:
+    """``cfg`` with ``model_args.step_input`` spelled out (see the module docstring): the user's; else
+    ``recorded``, what the checkpoint the run resumes, or else its ``init_from`` source, trained with;
+    else ``objective``'s."""
     if STEP_INPUT in cfg.model_args:
         return cfg
-    for path in reversed(ckpt.list_checkpoints(run_dir)):  # every checkpoint of a run records the same
-        found = recorded_step_input(path)
-        if found is not None:
-            return cfg.with_step_input(found)
-    if cfg.init_from:
-        try:
-            found = recorded_step_input(ckpt.resolve_checkpoint(cfg.init_from))
-        except UserError:  # loading the source reports it
-            found = None
-        if found is not None:
-            return cfg.with_step_input(found)
-    return cfg.with_step_input(objective.step_input)
+    return cfg.with_step_input(recorded if recorded is not None else objective.step_input)
 
 
 def build_networks(

@@ -2,7 +2,8 @@
 
 ``model.safetensors`` and ``ema.safetensors`` hold the online and EMA weights; ``state.pt`` holds the
 optimizer state, the EMA counters, the CPU (and CUDA) random state, the step and, for distillation
-runs, the bound teacher's weights. Loading all of them back makes a resumed run compute exactly what
+runs, the bound teacher's weights. A resumed run reads them first (:func:`read_state`, before any network
+is built) and loads them into the built run (:meth:`RunState.restore`), so that it computes exactly what
 an uninterrupted run computes.
 """
 
@@ -18,6 +19,32 @@ from torch import nn
 from .. import checkpoints as ckpt
 from ..errors import UserError, first_line
 from .ema import EMA
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """The weights and training state of checkpoint ``path``, read and checked, not yet loaded."""
+
+    path: Path
+    step: int
+    online: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    state: dict[str, Any]  # the contents of state.pt
+
+
+def read_state(path: Path, teacher: bool) -> SavedState:
+    """Read the weights and ``state.pt`` of checkpoint ``path``. DamagedCheckpoint when a file is
+    unreadable; UserError when a distillation run (``teacher``) reads a checkpoint without a teacher."""
+    online = ckpt.read_weights(path / ckpt.ONLINE_WEIGHTS)
+    ema = ckpt.read_weights(path / ckpt.EMA_WEIGHTS)
+    state = ckpt.load_state(path)
+    if teacher and "teacher" not in state:
+        raise UserError(f"{path} holds no teacher weights; it was not saved by a distillation run")
+    try:
+        step = int(state["step"])
+    except (ValueError, TypeError) as exc:
+        raise ckpt.DamagedCheckpoint(f"{path / ckpt.STATE} holds no step ({first_line(exc)})") from None
+    return SavedState(path, step, online, ema, state)
 
 
 @dataclass
@@ -43,28 +70,20 @@ class RunState:
             state["teacher"] = self.teacher.state_dict()
         return state
 
-    def load(self, path: Path) -> int:
-        """Load checkpoint ``path`` (weights, then ``state.pt``) and return its step.
-
-        DamagedCheckpoint when a file is unreadable or does not fit this run; UserError when a
-        distillation run's checkpoint holds no teacher.
-        """
-        online = ckpt.read_weights(path / ckpt.ONLINE_WEIGHTS)
-        ema = ckpt.read_weights(path / ckpt.EMA_WEIGHTS)
-        state = ckpt.load_state(path)
-        ckpt.load_tensors(self.model, online, path / ckpt.ONLINE_WEIGHTS)
-        ckpt.load_tensors(self.ema.module, ema, path / ckpt.EMA_WEIGHTS)
+    def restore(self, saved: SavedState) -> int:
+        """Load ``saved`` (weights, then the rest of ``state.pt``) and return its step; DamagedCheckpoint
+        when it does not fit this run."""
+        path, state = saved.path, saved.state
+        ckpt.load_tensors(self.model, saved.online, path / ckpt.ONLINE_WEIGHTS)
+        ckpt.load_tensors(self.ema.module, saved.ema, path / ckpt.EMA_WEIGHTS)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.ema.load_state_dict(state["ema"])
             torch.set_rng_state(state["rng_cpu"])
             if self.device.type == "cuda" and state.get("rng_cuda") is not None:
                 torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-            step = int(state["step"])
             if self.teacher is not None:
-                if "teacher" not in state:
-                    raise UserError(f"{path} holds no teacher weights; it was not saved by a distillation run")
                 self.teacher.load_state_dict(state["teacher"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise ckpt.DamagedCheckpoint(f"{path / ckpt.STATE} does not fit this run ({first_line(exc)})") from None
-        return step
+        return saved.step

@@ -3,9 +3,10 @@
 An objective whose class sets ``teacher_run`` (consistency and progressive distillation) builds its
 targets with a trained network, of a run trained with the objective its class names in
 ``teacher_objective`` (flow matching for both). The trainer (this layer; objectives never read
-checkpoints) builds a copy of the run's network, loads the EMA weights of the teacher run's latest
-checkpoint (or of the checkpoint named) into it, freezes it and binds it to the objective. A fresh
-run without ``init_from`` starts its student from the same checkpoint (the authors' recipe).
+checkpoints) reads the teacher run's latest checkpoint (or the checkpoint named) when it resolves the run
+(:func:`read_teacher`), builds a frozen copy of the run's network, loads the teacher's EMA weights into
+it and binds it to the objective. A fresh run without ``init_from`` starts its student from the same
+checkpoint (the authors' recipe).
 
 Every checkpoint of such a run also holds the teacher's weights (its training state, key
 ``teacher``): progressive distillation replaces its teacher by the student at each stage, and a
@@ -15,7 +16,6 @@ resumed run takes the teacher back from its own checkpoint, never from the teach
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 from torch import nn
 
@@ -23,30 +23,26 @@ from .. import checkpoints as ckpt
 from ..config import TrainConfig
 from ..errors import UserError
 from ..objectives import OBJECTIVES
-from .init_from import check_compatible, load_network
+from .init_from import SourceCheckpoint, load_network, read_source
 
 
-def teacher_checkpoint(cfg: TrainConfig, run: str) -> Path:
-    """The checkpoint of teacher run ``run``; UserError when it is missing, was trained with another objective
-    than the one ``cfg``'s objective distils (its ``teacher_objective``), or on other data or with another
-    network."""
+def read_teacher(cfg: TrainConfig, run: str) -> SourceCheckpoint:
+    """The checkpoint of teacher run ``run`` and its config; UserError when none is named, it is missing, or
+    it was trained with another objective than the one ``cfg``'s objective distils (its ``teacher_objective``).
+    Whether it has the run's data and network is checked once the run's config is resolved
+    (:func:`.init_from.check_compatible`)."""
     wanted = OBJECTIVES[cfg.objective].teacher_objective
     if not run:
         raise UserError(
             f"objective {cfg.objective} needs teacher=RUN (a {OBJECTIVES[wanted].title} run or checkpoint directory)"
         )
-    try:
-        path = ckpt.resolve_checkpoint(run)
-    except UserError as exc:
-        raise UserError(f"teacher: {exc}") from None
-    source = ckpt.training_config(ckpt.read_config(path))
-    if source.get("objective") != wanted:
+    teacher = read_source(run, "teacher")
+    trained = teacher.training.get("objective")
+    if trained != wanted:
         raise UserError(
-            f"teacher {path} was trained with objective {source.get('objective')!r}; "
-            f"it must be {OBJECTIVES[wanted].title}"
+            f"teacher {teacher.path} was trained with objective {trained!r}; it must be {OBJECTIVES[wanted].title}"
         )
-    check_compatible(source, cfg, path)
-    return path
+    return teacher
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -54,6 +50,6 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(ckpt.unwrap(model)).eval().requires_grad_(False)
 
 
-def load_teacher(teacher: nn.Module, path: Path) -> None:
-    """Load the EMA weights of checkpoint ``path`` into ``teacher``."""
-    load_network(teacher, path / ckpt.EMA_WEIGHTS)
+def load_teacher(teacher: nn.Module, source: SourceCheckpoint) -> None:
+    """Load the EMA weights of ``source`` into ``teacher``."""
+    load_network(teacher, source.path / ckpt.EMA_WEIGHTS)

@@ -1,4 +1,4 @@
-"""The training loop: data -> objective targets (teacher = EMA) -> loss -> optimizer -> EMA.
+"""The training loop: data -> targets (from the online, EMA or teacher network) -> loss -> optimizer -> EMA.
 
 Each step is a pure function of (state, step): the data batch and the objective's random draws
 come from generators keyed by the step (see :mod:`shortcut_models.seeding`), so a run stopped and
@@ -7,12 +7,13 @@ a step is a pure function of the step and the config (:mod:`shortcut_models.opti
 Checkpoints are written every ``ckpt_every`` steps, at the end, and on SIGINT/SIGTERM; a NaN or
 infinite loss, gradient or weight stops the run before anything non-finite is saved.
 
-:class:`Trainer` assembles a run from parts built by named functions, each in its own module:
-the batch split (``batches.py``), the networks (``networks.py``), the optimizer (``shortcut_models.optim``),
-their DDP and compiled views (``wrapping.py``), the checkpointed state (``state.py``) and the resume
-(``resume.py``: one writer per run directory, locked from the trainer's construction to the end of
-:meth:`Trainer.run`; the newest intact checkpoint is loaded, a damaged newer one renamed
-``damaged-step_N`` with a warning).
+:class:`Trainer` first resolves the run (``resolve.py``: the config as it trains, the checkpoint it
+continues or none, the teacher run and initial weights it starts from, each file read once; rank 0 locks
+the run directory from then to the end of :meth:`Trainer.run`, the newest intact checkpoint is chosen, a
+damaged newer one renamed ``damaged-step_N`` with a warning), then builds every part once from it, each
+by a named function in its own module: the batch split (``batches.py``), the networks (``networks.py``),
+the optimizer (``shortcut_models.optim``), their DDP and compiled views (``wrapping.py``) and the
+checkpointed state (``state.py``), into which it loads what the run starts from.
 
 Under torchrun (see :mod:`shortcut_models.distributed` and docs/distributed.md) ``batch_size`` is the global batch:
 process k of W computes global rows k, k + W, ... of each step (data, noise, times and levels of a
@@ -37,22 +38,22 @@ from tqdm.auto import tqdm
 from .. import checkpoints as ckpt
 from .. import distributed, runlock, seeding
 from ..autoencoders import Autoencoder
-from ..config import TrainConfig, validate
-from ..data import build_source, take_rows
-from ..errors import TrainingDiverged, UserError, WriteFailed
+from ..config import TrainConfig
+from ..data import take_rows
+from ..errors import TrainingDiverged, WriteFailed
 from ..inference import LoadedModel, load_autoencoder, write_sample_sheets
 from ..loggers import RunLogger, parse_backends
-from ..objectives import Progress, TargetNetworks, Targets, build_objective, kind_counts, log_weights
+from ..objectives import Progress, TargetNetworks, Targets, kind_counts, log_weights
 from ..optim import build_optimizer, learning_rate
 from ..runtime import autocast_dtype, to_device
-from .batches import plan_batches
 from .init_from import InitSource, load_initial_weights
 from .interval_means import IntervalMeans
 from .memory import check_batch_fits
 from .networks import build_networks, build_spec
-from .resume import as_trained, comparable, open_run, saved_config, schedule_note
+from .resolve import ResolvedRun, on_every_process, resolve_run
+from .resume import comparable
 from .state import RunState
-from .teacher import load_teacher, teacher_checkpoint
+from .teacher import load_teacher
 from .wrapping import wrap_for_training
 
 # errno values of a write that cannot succeed: disk full, quota, file-size limit, read-only file system
@@ -83,106 +84,66 @@ class Evaluator(Protocol):
         """One line for the end of a run that made evaluations: what they cost of ``wall_seconds`` of training."""
 
 
+def _start(run: ResolvedRun, state: RunState) -> tuple[int, InitSource | None]:
+    """Load what ``run`` starts from into its built ``state``: the checkpoint it continues (weights,
+    optimizer, EMA counters, random state, teacher), else the teacher run's EMA weights into the bound
+    teacher and the initial weights (``init_from``); returns the step and where initial weights came from."""
+    if run.resume is not None:
+        return on_every_process(lambda: state.restore(run.resume.saved)), None
+    if run.teacher is not None:
+        on_every_process(lambda: load_teacher(state.teacher, run.teacher))
+    if run.init is None:
+        return 0, None
+    init = load_initial_weights(state.model, state.ema.module, run.init)
+    if run.is_main:
+        print(init.describe(), file=sys.stderr)
+    return 0, init
+
+
 class Trainer:
     """Owns the model, EMA, optimizer and run directory of one training run.
 
     ``evaluator``: evaluation during training (see :class:`Evaluator`); None evaluates nothing.
     ``progress``: progress bars and progress lines on stderr (rank 0 only).
+    The run is resolved first (:func:`.resolve.resolve_run`), then every part is built once from it.
     """
+
+    last_checkpoint: Path | None  # the checkpoint the run resumed from or last wrote
+    samples_dir: Path | None = None  # the sample sheets a completed run() wrote
+    _autoencoder: Autoencoder | None = None  # the decoder of a latent run, loaded on first use
+    _stop_signal: int | None = None  # SIGINT/SIGTERM caught during run()
 
     def __init__(
         self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True, evaluator: Evaluator | None = None
     ) -> None:
-        validate(cfg)  # a config built in Python gets the checks of the command line
-        self.evaluator = evaluator
-        self.run_dir = Path(run_dir)
-        self.world, self.rank = distributed.world_size(), distributed.rank()
-        self.is_main = self.rank == 0
-        self.progress = progress and self.is_main
-        plan = plan_batches(cfg, self.rank, self.world)
-        self.rows_per_rank, self.grad_accum, self.share = plan.rows_per_rank, plan.grad_accum, plan.share
-        self.device = distributed.resolve_device(cfg.device)
-        self.source = build_source(cfg.data)
-        self.num_classes = cfg.network_classes(self.source.num_classes)
-        self.objective = build_objective(cfg.objective, self.num_classes, cfg.objective_args)
-        try:  # e.g. IMM's groups of particles must not be cut by the processes or the micro-batches
-            self.objective.check_micro_batch(self.rows_per_rank // self.grad_accum)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        # a student starts from its teacher run; the network's step-size input is written into the run's
-        # config (a resumed run keeps its own)
-        cfg = as_trained(cfg, self.objective, self.run_dir)
-        self.cfg = cfg
-        nets = build_networks(
-            cfg,
-            self.source.shape,
-            self.num_classes,
-            self.device,
-            self.objective.teacher_run,
-            guidance_input=self.objective.guidance_input,
-            time_split=self.objective.time_split(),
-        )
-        self.model, self.ema = nets.model, nets.ema
-        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
-        check_batch_fits(  # a batch too large for the device is refused before anything else happens
-            self.model,
-            self.source.shape,
-            self.num_classes,
-            self.rows_per_rank,
-            self.grad_accum,
-            self.device,
-            self.amp_dtype,
-        )
-        self.spec = build_spec(self.model, self.source, self.num_classes, self.objective, cfg.data)
-        kinds = self.objective.row_kinds
-        self.log_weights = log_weights(kinds, kind_counts(self.objective.kind_rows(cfg.batch_size), self.share))
-        views = wrap_for_training(self.model, self.ema.module, cfg.compile, self.device, self.world)
-        self.ddp, self.train_model = views.ddp, views.train_model
-        self.teacher_ema, self.teacher_online = views.teacher_ema, views.teacher_online
-        self.optimizer = build_optimizer(cfg, self.model.parameters(), self.device)
-        # the frozen teacher of a teacher_run objective (TargetNetworks.teacher): its weights come from the
-        # teacher run (fresh) or from this run's checkpoint (resumed)
-        self.teacher = nets.teacher
-        self._state = RunState(self.model, self.ema, self.optimizer, self.teacher, self.device)
-        self.step = 0
-        self.last_checkpoint: Path | None = None
-        self._finite = torch.ones((), dtype=torch.bool, device=self.device)
-        self._stop_signal: int | None = None
-        self.samples_dir: Path | None = None
-        self.init_source: InitSource | None = None
-        self._autoencoder: Autoencoder | None = None
-        self._lock: runlock.RunLock | None = open_run(self.run_dir, self.is_main, self._load)  # until run() ends
+        run = resolve_run(cfg, Path(run_dir))  # the run as it trains and what it starts from, before any building
+        cfg, objective, device, plan = run.cfg, run.objective, run.device, run.plan
+        shape, classes = run.source.shape, run.num_classes
+        self.cfg, self.objective, self.source, self.run_dir = cfg, objective, run.source, run.run_dir
+        self.device, self.plan, self.is_main, self.evaluator = device, plan, run.is_main, evaluator
+        self.progress, self._lock = progress and run.is_main, run.lock  # the lock is held until run() ends
         try:
-            self._start_fresh()
+            nets = build_networks(
+                cfg, shape, classes, device, objective.teacher_run, objective.guidance_input, objective.time_split()
+            )
+            self.model, self.ema, self.teacher = nets.model, nets.ema, nets.teacher
+            self.amp_dtype = autocast_dtype(cfg.precision, device)
+            check_batch_fits(self.model, shape, classes, plan.rows_per_rank, plan.grad_accum, device, self.amp_dtype)
+            self.spec = build_spec(self.model, run.source, classes, objective, cfg.data)
+            self.log_weights = log_weights(
+                objective.row_kinds, kind_counts(objective.kind_rows(cfg.batch_size), plan.share)
+            )
+            self.views = wrap_for_training(self.model, self.ema.module, cfg.compile, device, run.world)
+            self.optimizer = build_optimizer(cfg, self.model.parameters(), device)
+            self._state = RunState(self.model, self.ema, self.optimizer, self.teacher, device)
+            self.step, self.init_source = _start(run, self._state)  # the checkpoint's step, or 0
         except BaseException:
             self._release()
             raise
+        self.last_checkpoint = run.resume.saved.path if run.resume is not None else None
+        self._finite = torch.ones((), dtype=torch.bool, device=device)  # no NaN/inf seen since the last check
 
     # ----------------------------------------------------------------- state
-    def _start_fresh(self) -> None:
-        """A fresh run (no checkpoint) takes the teacher run's weights into the bound teacher and, when
-        fine-tuning, its initial weights (see training/teacher.py and training/init_from.py)."""
-        if self.last_checkpoint is not None:
-            return
-        if self.teacher is not None:
-            load_teacher(self.teacher, teacher_checkpoint(self.cfg, self.objective.teacher))
-        if self.cfg.init_from:
-            self.init_source = load_initial_weights(self.model, self.ema.module, self.cfg)
-            if self.is_main:
-                print(self.init_source.describe(), file=sys.stderr)
-
-    def _load(self, path: Path) -> int:
-        """Load checkpoint ``path`` into the model, EMA, optimizer and random state; returns its step.
-        DamagedCheckpoint when a file is unreadable, OtherFormat when another release wrote it, UserError
-        when it holds a run with a different config."""
-        saved = saved_config(path, self.cfg, self.run_dir)
-        self.step = self._state.load(path)
-        self.last_checkpoint = path
-        note = schedule_note(saved, self.cfg, self.step)
-        if note is not None and self.is_main:
-            print(f"note: {note}", file=sys.stderr)
-        return self.step
-
     def save(self) -> Path:
         """Checkpoint the current step (refuses if a non-finite loss, gradient or weight was seen since
         the last one). Rank 0 writes; every process waits until the checkpoint is complete.
@@ -235,23 +196,24 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step on the batch of ``step``; returns detached log tensors."""
         cfg = self.cfg
-        x1, y = take_rows(self.source, step, cfg.batch_size, cfg.seed, self.share)
+        x1, y = take_rows(self.source, step, cfg.batch_size, cfg.seed, self.plan.share)
         x1 = to_device(x1, self.device)  # pinned + non_blocking on CUDA: no host sync
-        y = to_device(y, self.device) if self.num_classes > 0 else None
+        y = to_device(y, self.device) if self.spec.num_classes > 0 else None
         gen = seeding.generator(cfg.seed, seeding.STREAMS["targets"], step, device=self.device)
         progress = Progress(step, cfg.steps)
         refresh_from = self.objective.teacher_refresh(progress)  # e.g. progressive distillation's next stage
         if refresh_from is not None and self.teacher is not None:
             source = {"online": self.model, "ema": self.ema.module}[refresh_from]
             self.teacher.load_state_dict(ckpt.unwrap(source).state_dict())
-        networks = TargetNetworks(online=self.teacher_online, ema=self.teacher_ema, teacher=self.teacher)
+        views = self.views
+        networks = TargetNetworks(online=views.teacher_online, ema=views.teacher_ema, teacher=self.teacher)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            targets = self.objective.targets(networks, x1, y, gen, progress, rows=self.share)
-        if self.grad_accum == 1:
+            targets = self.objective.targets(networks, x1, y, gen, progress, rows=self.plan.share)
+        if self.plan.grad_accum == 1:
             with self.autocast():
-                loss, logs = self.objective.loss(self.train_model, targets)
+                loss, logs = self.objective.loss(views.train_model, targets)
             loss.backward()
         else:
             logs = self._accumulate(targets)
@@ -274,13 +236,14 @@ class Trainer:
         total = targets.t.shape[0]
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, torch.Tensor] = {}
-        chunks = targets.split(self.grad_accum)
+        chunks = targets.split(self.plan.grad_accum)
         for i, chunk in enumerate(chunks):
             rows = chunk.t.shape[0]
-            hold = self.ddp is not None and i < len(chunks) - 1
-            with self.ddp.no_sync() if hold else contextlib.nullcontext():
+            ddp = self.views.ddp
+            hold = ddp is not None and i < len(chunks) - 1
+            with ddp.no_sync() if hold else contextlib.nullcontext():
                 with self.autocast():
-                    loss, logs = self.objective.loss(self.train_model, chunk)
+                    loss, logs = self.objective.loss(self.views.train_model, chunk)
                 (loss * (rows / total)).backward()
             kinds = self.objective.row_kinds
             weights = log_weights(kinds, tuple((chunk.kind == i).sum() for i in range(len(kinds))))  # no host sync
