@@ -6,8 +6,8 @@ import json
 import pytest
 
 from shortcut_models.cli import main
-from shortcut_models.experiments.study_figures import budget_figure, training_minutes
 from shortcut_models.experiments.goals import goals
+from shortcut_models.experiments.study_figures import budget_figure, training_minutes
 from shortcut_models.experiments.study_plan import StudyPlan
 from shortcut_models.experiments.study_report import (
     budget_section,
