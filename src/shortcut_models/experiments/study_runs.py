@@ -99,8 +99,9 @@ def cached_scores(out: Path, plan: StudyPlan, run: Run, budget: int) -> list[dic
 
 
 def refuse_scores_of_another_run(out: Path, plan: StudyPlan, run: Run, budget: int) -> None:
-    """UserError naming the first differing setting when the checkpoint in ``run``'s directory was trained
-    with other settings than the plan's (as resuming it would be refused). Where the teacher and the
+    """Refuse cached scores of ``run`` at ``budget`` whose run directory holds another run: UserError naming
+    the first differing setting when the checkpoint there was trained with other settings than the plan's
+    (the check resuming it makes, :func:`shortcut_models.training.resume.refuse_another_run`). Where the teacher and the
     initial weights lie is not compared, so a study directory can be moved or runs copied between
     studies; a run without a readable checkpoint is not checked (its scores stand)."""
     folder = run_dir(out, run)
