@@ -98,6 +98,7 @@ def finetune_question(scores: Scores, plan: StudyPlan, winner: str | None) -> li
         "| model | " + " | ".join(steps_label(n) for n in steps) + " |",
         "|---|" + "---|" * len(steps),
     ]
+    lines.append(f"| flow matching (the start) | {_fd_cells(scores, plan, steps, TEACHER, plan.steps, 0.0)} |")
     for m in methods:
         lines += _finetune_rows(scores, plan, m, shares, steps)
     cheapest = _cheapest_match(scores, plan, methods, shares)
@@ -105,24 +106,28 @@ def finetune_question(scores: Scores, plan: StudyPlan, winner: str | None) -> li
 
 
 def _finetune_rows(scores: Scores, plan: StudyPlan, m: str, shares: list[float], steps: list[int]) -> list[str]:
-    """Rows of :func:`finetune_question` for method ``m``: the start, each share (with verdict), scratch."""
-    b = plan.steps
-
-    def cells(method: str, budget: int, init: float, against: str | None = None) -> str:
-        out = []
-        for n in steps:
-            values = scores.values("fd_digits", "digits", method, "own", budget, n, init=init)
-            scratch = scores.values("fd_digits", "digits", against, "own", b, n) if against else None
-            tail = f" ({verdict(values, scratch)[0]})" if values and scratch else ""
-            out.append(f"{seed_mean(values).text()}{tail}" if values else "")
-        return " | ".join(out)
-
-    lines = [f"| flow matching (the start) | {cells(TEACHER, b, 0.0)} |"]
+    """Rows of :func:`finetune_question` for method ``m``: each share (with its verdicts), then from scratch."""
+    lines = []
     for share in shares:
-        steps_share = max(1, round(b * share))
-        label = f"{method_title(m)} fine-tuned {share:.0%} ({steps_label(steps_share)})"
-        lines.append(f"| {label} | {cells(m, steps_share, share, against=m)} |")
-    return [*lines, f"| {method_title(m)} from scratch ({b} steps) | {cells(m, b, 0.0)} |"]
+        budget = max(1, round(plan.steps * share))
+        cells = _fd_cells(scores, plan, steps, m, budget, share, against=m)
+        lines.append(f"| {method_title(m)} fine-tuned {share:.0%} ({steps_label(budget)}) | {cells} |")
+    scratch = _fd_cells(scores, plan, steps, m, plan.steps, 0.0)
+    return [*lines, f"| {method_title(m)} from scratch ({steps_label(plan.steps)}) | {scratch} |"]
+
+
+def _fd_cells(
+    scores: Scores, plan: StudyPlan, steps: list[int], m: str, budget: int, init: float, against: str | None = None
+) -> str:
+    """FD of ``m`` at ``budget`` (``init``: its fine-tuning share) per step count, each with its verdict
+    against ``against`` trained from scratch when given."""
+    cells = []
+    for n in steps:
+        values = scores.values("fd_digits", "digits", m, "own", budget, n, init=init)
+        scratch = scores.values("fd_digits", "digits", against, "own", plan.steps, n) if against else []
+        tail = f" ({verdict(values, scratch)[0]})" if values and scratch else ""
+        cells.append(f"{seed_mean(values).text()}{tail}" if values else "")
+    return " | ".join(cells)
 
 
 def _cheapest_match(scores: Scores, plan: StudyPlan, methods: list[str], shares: list[float]) -> list[str]:

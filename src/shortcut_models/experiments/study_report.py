@@ -229,13 +229,6 @@ def study_setup(results: StudyResults) -> list[str]:
         "seeds gives p < 0.05, otherwise it is a tie. The sampling noise is the same for every run.",
         *digits_setup(results),
     ]
-    distilled = [m for m in plan.methods if OBJECTIVES[m].teacher_run]
-    if distilled and results.config is not None:
-        lines.append(
-            f"- The distillation methods ({', '.join(method_title(m) for m in distilled)}) start from the "
-            f"flow-matching run of the same seed and recipe ({plan.steps} steps), so their total budget is twice "
-            "the others'."
-        )
     if "checkerboard" in plan.domains:
         lines.append(
             f"- Checkerboard: the 2-D toy (an MLP), each method under its own recipe, {plan.toy_steps} training "
@@ -251,11 +244,20 @@ def digits_setup(results: StudyResults) -> list[str]:
     if config is None:
         return []
     second = ", and the 1-NN two-sample accuracy in pixel space (0.5: indistinguishable from the data)"
+    distilled = ", ".join(method_title(m) for m in plan.methods if OBJECTIVES[m].teacher_run)
     return [
         "- Digits: scikit-learn digits, 8x8, train split (1,497 images), unconditional. Network: "
         f"{config.model} ({results.params / 1e6:.2f}M parameters), the same for every method. Training: "
         f"{plan.steps} steps at batch {config.batch_size}, {optimiser_text(config)}, EMA {config.ema_decay} with "
         "warm-up.",
+        *(
+            [
+                f"- The distillation methods ({distilled}) start from the flow-matching run of the same seed and "
+                f"recipe ({plan.steps} steps), so their total budget is twice the others'."
+            ]
+            if distilled
+            else []
+        ),
         f"- Digits scores: {plan.eval_num} samples per run and step count; Fréchet distance in the digits-CNN "
         "features against the train split (shipped weights), improved precision and recall "
         f"(k = {plan.pr_k}) in the same features{second if _has_second(results.scores) else ''}; data floor = "
