@@ -28,6 +28,7 @@ from .report import (
     mean_table,
     optimiser_text,
     reproduce_section,
+    steps_label,
     write_report,
 )
 from .study import run_plan
@@ -95,19 +96,20 @@ def conditional_section(plan: DemoPlan, out: Path, progress: bool) -> dict[str, 
 
 
 def conditional_lines(out: Path, conditional: dict[str, Any] | None) -> list[str]:
-    """FD and class accuracy of the class-conditional checkpoint by guidance and step count."""
+    """The section of the class-conditional checkpoint: FD and class accuracy by guidance and step count."""
     if conditional is None:
         return []
     rows = conditional["rows"]
     lines = [
-        "| guidance | " + " | ".join(f"{r['steps']} steps" for r in rows[1.0]) + " |",
+        "| guidance | " + " | ".join(steps_label(r["steps"]) for r in rows[1.0]) + " |",
         "|---|" + "---|" * len(rows[1.0]),
     ]
     for w, rs in rows.items():
         cells = " | ".join(f"{r['fd_digits']:.2f} / {100 * r['class_accuracy']:.1f}%" for r in rs)
         lines.append(f"| w = {w:g}: FD / class accuracy | {cells} |")
     rel = Path(conditional["sheet"]).relative_to(out)
-    return [*lines, "", f"Guided samples (w = 1.5), one class per row: ![conditional]({rel})"]
+    lines += ["", f"Guided samples (w = 1.5), one class per row: ![conditional]({rel})"]
+    return titled(f"Class-conditional checkpoint ({conditional['label']})", lines)
 
 
 def demo_header(results: StudyResults, command: str) -> list[str]:
@@ -178,10 +180,7 @@ def write_demo_report(results: StudyResults, plan: DemoPlan, conditional: dict[s
             titled("Training cost", cost_section(study, results.costs, results.config.batch_size)),
             titled("First question: does shortcut training help at many steps?", many_steps_question(scores, study)),
             goals_section(results),
-            titled(
-                f"Class-conditional checkpoint ({(conditional or {}).get('label')})",
-                conditional_lines(out, conditional),
-            ),
+            conditional_lines(out, conditional),
             titled(
                 "Second question: can flow matching be fine-tuned into a shortcut model?",
                 finetune_question(scores, study, results.winner),
