@@ -1,10 +1,25 @@
-"""`shortcut demo --quick`: every stage runs and the report holds every section (numbers meaningless)."""
+"""`shortcut demo --quick`: every stage runs through the study's pipeline, the report holds every section
+(numbers meaningless), and a rerun redoes nothing."""
 
 import json
 
 import pytest
 
 from shortcut_models.cli import main
+from shortcut_models.experiments.demo import DemoPlan, demo_study
+from shortcut_models.experiments.study_plan import main_runs, second_stage_runs
+
+
+def test_the_demo_is_a_two_method_one_seed_study_at_the_demos_budget():
+    plan = demo_study(DemoPlan(overrides=["steps=300", "lr=0.01"], finetune_fractions=(0.5,), seed=3))
+    assert (plan.methods, plan.seeds, plan.domains, plan.recipes) == (("flow", "shortcut"), (0,), ("digits",), ("own",))
+    assert plan.steps == 300 and plan.overrides == ["lr=0.01"]  # the budget is the plan's, not an override
+    assert plan.sample_seed == 3 and plan.eval_steps == DemoPlan().eval_steps
+    assert [r.name for r in main_runs(plan)] == ["digits/flow-own-seed0", "digits/shortcut-own-seed0"]
+    assert [(r.name, r.steps) for r in second_stage_runs(plan, "shortcut")] == [
+        ("digits/shortcut-own-from-flow-50pct-seed0", 150)
+    ]
+    assert "eval_every=2000" in plan.tracking and "eval_metric=fd-digits" in plan.tracking
 
 
 @pytest.mark.slow  # every stage of the demo, at a tiny budget
@@ -19,20 +34,22 @@ def test_quick_demo_writes_the_whole_report(tmp_path):
         "## Samples from the same noise",
         "## Training cost",
         "## First question",
-        "## Quality goals",
+        "## Goals",
         "## Second question",
     ):
         assert heading in report, heading
-    for image in ("eval/metric_vs_steps.png", "fd_vs_training_step.png", "grids.png"):
+    for image in ("fd_vs_steps.png", "fd_vs_training_step.png", "grids.png"):
         assert (out / image).read_bytes()[:4] == b"\x89PNG"
-    rows = json.loads((out / "eval" / "metrics.json").read_text())["rows"]
-    assert {(r["objective"], r["steps"]) for r in rows} == {
-        (o, n) for o in ("flow", "shortcut") for n in (1, 2, 4, 128)
-    }
-    assert (out / "flow" / "eval.csv").read_text().startswith("step,steps,nfe,num,cfg_scale,fd_digits,fd_digits_floor")
-    assert (out / "shortcut" / "eval.png").read_bytes()[:4] == b"\x89PNG"
-    assert "flow matching + 1 shortcut steps (25% of scratch)" in report or "25%" in report
+    for method in ("flow", "shortcut"):
+        rows = json.loads((out / "scores" / "digits" / f"{method}-own-seed0" / "4.json").read_text())["rows"]
+        assert [r["steps"] for r in rows] == [1, 2, 4, 128]
+    runs = out / "runs" / "digits"
+    header = "step,steps,nfe,num,cfg_scale,fd_digits,fd_digits_floor"
+    assert (runs / "flow-own-seed0" / "eval.csv").read_text().startswith(header)
+    assert (runs / "shortcut-own-seed0" / "eval.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (runs / "shortcut-own-from-flow-25pct-seed0" / "eval.csv").exists()  # fine-tuning: no tracking
+    assert "| shortcut fine-tuned 25% (1 step) |" in report
     # a rerun skips every finished stage and rewrites the same tables
-    before = (out / "eval" / "metrics.json").read_text()
+    before = {f: f.read_text() for f in (out / "scores").rglob("*.json")}
     assert main(["demo", "--quick", "--finetune", "--quiet", "--out", str(out)]) == 0
-    assert (out / "eval" / "metrics.json").read_text() == before
+    assert before == {f: f.read_text() for f in before}

@@ -6,11 +6,11 @@ import json
 import pytest
 
 from shortcut_models.cli import main
+from shortcut_models.experiments.goals import goals
 from shortcut_models.experiments.study_figures import budget_figure, training_minutes
 from shortcut_models.experiments.study_plan import StudyPlan
 from shortcut_models.experiments.study_report import (
     budget_section,
-    goals,
     ranking_text,
     recipe_section,
     short_answer,
@@ -121,12 +121,12 @@ def test_quick_study_writes_the_whole_report_and_resumes(tmp_path, capsys):
         "## Rankings",
         "## Method against recipe",
         "## Checkerboard: sliced Wasserstein distance, own recipes",
-        "## The two questions",
         "## Training cost per step",
         "## Samples from the same noise",
         "## Goals",
     ):
         assert heading in report, heading
+    assert "## The two questions" not in report  # both compare shortcut, not among these methods: no empty section
     plan = json.loads((out / "plan.json").read_text())
     for domain in ("digits", "checkerboard"):
         for m in plan["methods"]:

@@ -1,44 +1,48 @@
 """The main job: the study of shortcut models against flow matching in miniature, on embedded data.
 
-``shortcut demo`` trains a flow-matching model and a shortcut model on unconditional digits with the
-same budget, tracks the digits Fréchet distance at 1 and 128 steps during training on a fixed noise
-set, evaluates both at 1..128 steps over thousands of samples, renders side-by-side grids from the same
-noise, measures the training-cost ratio side by side, and writes ``OUT/report.md``. Every stage is
-resumable: a rerun skips the training and evaluations already done.
+``shortcut demo`` is a small study (:func:`demo_study`): flow matching and shortcut on unconditional
+digits, one seed, the same budget, run by the study's runner (:func:`~.study.run_plan`). Each run is
+evaluated during training (the digits Fréchet distance at 1 and 128 steps on a fixed noise set), both are
+scored at 1..128 steps over thousands of samples, drawn side by side from the same noise and timed side
+by side, and ``OUT/report.md`` is written from the study's report sections. Every stage is resumable: a
+rerun skips the training and evaluations already done.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from matplotlib.figure import Figure
-
 from ..config import build_config
-from ..evaluation import digits_metric, evaluate_images, write_results
-from ..evaluation.during_training import FILE as EVAL_FILE
-from ..images import save_sheet
-from ..inference import LoadedModel, load_model, write_sample_sheets
-from ..outputs import save_figure, write_json
-from ..training import Trainer
-from .report import NAMES, write_report
-from .timing import interleaved_step_times, median_ratio
-from .train import build_trainer
+from ..evaluation import digits_metric, evaluate_images
+from ..inference import load_model, write_sample_sheets
+from ..outputs import write_json
+from .report import (
+    cost_section,
+    finetune_question,
+    fmt_minutes,
+    goals_section,
+    grids_section,
+    many_steps_question,
+    mean_table,
+    optimiser_text,
+    reproduce_section,
+    steps_label,
+    write_report,
+)
+from .study import run_plan
+from .study_plan import PRESETS, StudyPlan, method_title
+from .study_report import titled
+from .study_scores import StudyResults
 
-OBJECTIVES = ("flow", "shortcut")  # the two objectives the study compares (names in the objective registry)
+OBJECTIVES = ("flow", "shortcut")  # the two objectives the demo compares (names in the objective registry)
 
 
 @dataclass
 class DemoPlan:
     """Budget of the demo (defaults: the README's `make demo`, 7-18 minutes on 2 CPU cores)."""
 
-    preset: str = "digits-uncond"
     overrides: list[str] = field(default_factory=list)
     track_every: int = 2000
     track_num: int = 2000
@@ -49,210 +53,146 @@ class DemoPlan:
     timing_repeats: int = 20
     conditional_ckpt: str | None = None
     finetune_fractions: tuple[float, ...] = ()  # e.g. (0.1, 0.25, 0.5): fine-tune flow matching into shortcut
-    finetune_steps: tuple[int, ...] = (1, 2, 4, 128)
-    seed: int = 0
+    seed: int = 0  # the sampling noise of the scores and grids
 
 
-def tracking_overrides(plan: DemoPlan) -> list[str]:
-    """Evaluation during training (RUN/eval.csv) at the plan's tracking budget, then the plan's overrides."""
+def demo_study(plan: DemoPlan) -> StudyPlan:
+    """The study the demo runs: flow matching and shortcut on digits under their own recipes, the training
+    seed and budget of the config (a ``steps=`` override sets the budget), each run from scratch evaluated
+    during training at the plan's tracking budget, and the fine-tuning runs when asked."""
+    cfg = build_config(PRESETS["digits"], "shortcut", None, plan.overrides)
     steps = ",".join(str(n) for n in plan.track_steps)
-    return [
-        f"eval_every={plan.track_every}",
-        f"eval_num={plan.track_num}",
-        f"eval_steps=[{steps}]",
-        "eval_metric=fd-digits",
-        *plan.overrides,
-    ]
+    tracking = (f"eval_every={plan.track_every}", f"eval_num={plan.track_num}", f"eval_steps=[{steps}]")
+    return StudyPlan(
+        steps=cfg.steps,
+        seeds=(cfg.seed,),
+        methods=OBJECTIVES,
+        domains=("digits",),
+        recipes=("own",),
+        finetune=plan.finetune_fractions,
+        eval_num=plan.eval_num,
+        eval_steps=plan.eval_steps,
+        grid_steps=plan.grid_steps,
+        timing_repeats=plan.timing_repeats,
+        sample_seed=plan.seed,
+        overrides=[o for o in plan.overrides if not o.startswith("steps=")],
+        tracking=(*tracking, "eval_metric=fd-digits"),
+    )
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def train_both(out: Path, plan: DemoPlan, progress: bool) -> dict[str, float]:
-    """Train flow matching then shortcut (resumable), each evaluated during training; returns the wall
-    seconds spent training each in this call and, under "evaluating", their evaluations' share."""
-    seconds, evaluating = {}, 0.0
-    for objective in OBJECTIVES:
-        cfg = build_config(plan.preset, objective, None, tracking_overrides(plan))
-        trainer = build_trainer(cfg, out / objective, progress=progress)
-        t0 = time.perf_counter()
-        trainer.run()
-        if trainer.stopped_by_signal:  # checkpoint saved; rerunning the demo resumes here
-            raise KeyboardInterrupt
-        seconds[objective] = time.perf_counter() - t0
-        evaluating += trainer.evaluator.seconds if trainer.evaluator is not None else 0.0
-    return {**seconds, "evaluating": evaluating}
-
-
-def evaluate_both(out: Path, plan: DemoPlan, models: dict[str, LoadedModel], metric, progress: bool) -> list[dict]:
-    """Final evaluation at every step count (cached in OUT/eval/metrics.json when settings match)."""
-    eval_dir = out / "eval"
-    key = {"num": plan.eval_num, "steps": list(plan.eval_steps), "checkpoints": [str(m.path) for m in models.values()]}
-    cached = eval_dir / "metrics.json"
-    if cached.exists():
-        saved = json.loads(cached.read_text())
-        if saved.get("settings") == key:
-            return saved["rows"]
-    rows = []
-    for model in models.values():
-        rows += evaluate_images(model, list(plan.eval_steps), plan.eval_num, metric, seed=plan.seed, progress=progress)
-    write_results(rows, eval_dir, "fd-digits")
-    write_json(cached, {"metric": "fd-digits", "settings": key, "rows": rows})
-    return rows
-
-
-def comparison_grids(out: Path, plan: DemoPlan, models: dict[str, LoadedModel]) -> Path:
-    """One panel per (model, step count) from the same 64 noise vectors; flow matching above shortcut."""
-    matrix = []
-    for objective, model in models.items():
-        matrix.append(
-            [
-                (
-                    f"{NAMES[objective]}, {n} step{'s' if n > 1 else ''}",
-                    model.generate(64, n, seed=plan.seed + 2).clamp(-1, 1),
-                )
-                for n in plan.grid_steps
-            ]
-        )
-    path = out / "grids.png"
-    save_sheet(matrix, path, rows=8)
-    return path
-
-
-def plot_tracking(out: Path, plan: DemoPlan) -> Path:
-    """Fréchet distance against training step, 1 and 128 steps, both models."""
-    fig = Figure(figsize=(6, 4), dpi=120)
-    ax = fig.subplots()
-    for objective in OBJECTIVES:
-        rows = read_csv(out / objective / EVAL_FILE)
-        for n in plan.track_steps:
-            sel = sorted((int(r["step"]), float(r["fd_digits"])) for r in rows if int(r["steps"]) == n)
-            if sel:
-                style = "-" if objective == "shortcut" else "--"
-                ax.plot(*zip(*sel), style, marker="o", label=f"{NAMES[objective]}, {n} step{'s' if n > 1 else ''}")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"FD (digits features, {plan.track_num} samples)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "fd_vs_training_step.png"
-    save_figure(fig, path)
-    return path
-
-
-def measure_cost_ratio(plan: DemoPlan) -> dict[str, float]:
-    """Shortcut over flow-matching training-step time, same model and batch, interleaved."""
-    with tempfile.TemporaryDirectory() as tmp:
-        trainers = {
-            obj: Trainer(
-                build_config(plan.preset, obj, None, [*plan.overrides, "logger=none", "eval_every=0"]),
-                f"{tmp}/{obj}",
-                progress=False,
-            )
-            for obj in OBJECTIVES
-        }
-        times = interleaved_step_times(trainers, plan.timing_repeats)
-        shortcut = trainers["shortcut"]
-    return {
-        "ratio": median_ratio(times["shortcut"], times["flow"]),
-        "cost_model": shortcut.objective.step_cost(shortcut.cfg.batch_size),
-        "flow_ms": 1e3 * sorted(times["flow"])[len(times["flow"]) // 2],
-        "shortcut_ms": 1e3 * sorted(times["shortcut"])[len(times["shortcut"]) // 2],
-    }
-
-
-def conditional_section(plan: DemoPlan, metric, out: Path, progress: bool) -> dict[str, Any] | None:
+def conditional_section(plan: DemoPlan, out: Path, progress: bool) -> dict[str, Any] | None:
     """Class accuracy by step count and guided sample sheets of a class-conditional checkpoint."""
     if not plan.conditional_ckpt:
         return None
-    model = load_model(plan.conditional_ckpt, "cpu")
+    model, metric = load_model(plan.conditional_ckpt, "cpu"), digits_metric()
     rows = {}
     for w in (1.0, 1.5):
+        num = min(plan.eval_num, 2000)
         rows[w] = evaluate_images(
-            model,
-            list(plan.grid_steps),
-            min(plan.eval_num, 2000),
-            metric,
-            seed=plan.seed,
-            cfg_scale=w,
-            progress=progress,
+            model, list(plan.grid_steps), num, metric, seed=plan.seed, cfg_scale=w, progress=progress
         )
     sheet = write_sample_sheets(model, out / "conditional", plan.grid_steps, cfg_scale=1.5)
     return {"label": model.label, "rows": rows, "sheet": sheet}
 
 
-def finetune_section(out: Path, plan: DemoPlan, eval_rows: list[dict], metric, progress: bool) -> list[dict] | None:
-    """Flow matching fine-tuned into shortcut for fractions of the from-scratch budget, evaluated like the rest.
+def conditional_lines(out: Path, conditional: dict[str, Any] | None) -> list[str]:
+    """The section of the class-conditional checkpoint: FD and class accuracy by guidance and step count."""
+    if conditional is None:
+        return []
+    rows = conditional["rows"]
+    lines = [
+        "| guidance | " + " | ".join(steps_label(r["steps"]) for r in rows[1.0]) + " |",
+        "|---|" + "---|" * len(rows[1.0]),
+    ]
+    for w, rs in rows.items():
+        cells = " | ".join(f"{r['fd_digits']:.2f} / {100 * r['class_accuracy']:.1f}%" for r in rs)
+        lines.append(f"| w = {w:g}: FD / class accuracy | {cells} |")
+    rel = Path(conditional["sheet"]).relative_to(out)
+    lines += ["", f"Guided samples (w = 1.5), one class per row: ![conditional]({rel})"]
+    return titled(f"Class-conditional checkpoint ({conditional['label']})", lines)
 
-    Each run starts from the flow-matching run's weights (``init_from``), trains ``fraction * steps``
-    shortcut steps, and is evaluated with the same samples count and noise as the main evaluation.
-    """
-    if not plan.finetune_fractions:
-        return None
-    scratch = build_config(plan.preset, "shortcut", None, plan.overrides)
-    rows = [r for r in eval_rows if int(r["steps"]) in plan.finetune_steps]
-    for r in rows:
-        r["budget_fraction"] = 0.0 if r["objective"] == "flow" else 1.0
-    for fraction in plan.finetune_fractions:
-        steps = max(1, round(scratch.steps * fraction))
-        run_dir = out / f"finetune-{round(fraction * 100)}pct"
-        cfg = build_config(plan.preset, "shortcut", None, [*plan.overrides, f"steps={steps}", "eval_every=0"])
-        cfg.init_from = str(out / "flow")
-        trainer = Trainer(cfg, run_dir, progress=progress)
-        trainer.run()
-        if trainer.stopped_by_signal:
-            raise KeyboardInterrupt
-        cached = run_dir / "eval.json"
-        if cached.exists() and json.loads(cached.read_text()).get("num") == plan.eval_num:
-            new = json.loads(cached.read_text())["rows"]
-        else:
-            new = evaluate_images(
-                load_model(run_dir, "cpu"),
-                list(plan.finetune_steps),
-                plan.eval_num,
-                metric,
-                seed=plan.seed,
-                progress=progress,
-            )
-            for r in new:
-                r["objective"], r["budget_fraction"] = "finetune", fraction
-            write_json(cached, {"num": plan.eval_num, "rows": new})
-        rows += new
-    return rows
+
+def demo_header(results: StudyResults, command: str) -> list[str]:
+    return [
+        "# Shortcut models vs flow matching on unconditional digits",
+        "",
+        f"Generated by `{command}`; this call took {fmt_minutes(results.seconds['this call'])} "
+        f"(CPU, {results.machine['threads']} threads; stages already done are skipped on a rerun).",
+        "",
+    ]
+
+
+def demo_setup(results: StudyResults, plan: DemoPlan) -> list[str]:
+    """Data, network, budget, the shortcut knobs, the training time and the metric."""
+    config, study = results.config, results.plan
+    knobs = build_config(PRESETS["digits"], "shortcut", None, study.overrides).resolved_objective_args()
+    return [
+        "## Setup",
+        "- Data: scikit-learn digits, 8x8, train split (1,497 images), unconditional (null label everywhere).",
+        f"- Network: {config.model} ({results.params / 1e6:.2f}M parameters), the same for both objectives.",
+        f"- Budget per model: {study.steps} steps at batch {config.batch_size}, {optimiser_text(config)}, "
+        f"EMA {config.ema_decay} with warm-up; shortcut: one self-consistency row in {knobs['bootstrap_every']}, "
+        f"targets from the {'EMA' if knobs['target_network'] == 'ema' else 'online'} network.",
+        f"- {training_time(results)}",
+        f"- Metric: Fréchet distance in the features of the digits CNN (`fd-digits`), {plan.eval_num} samples per "
+        "step count against the train split; floor = test split vs train split.",
+        "",
+    ]
+
+
+def training_time(results: StudyResults) -> str:
+    """Each model's training wall time (over every call that trained it) and the evaluations' share."""
+    last = {}
+    for r in results.scores.rows:
+        if not r.get("init"):
+            last[r["method"]] = (float(r["train_seconds"]), float(r.get("eval_seconds", 0.0)))
+    total, evaluating = sum(t for t, _ in last.values()), sum(e for _, e in last.values())
+    each = ", ".join(f"{method_title(m)} {fmt_minutes(t)}" for m, (t, _) in last.items())
+    share = 100 * evaluating / total if total else 0.0
+    return f"Training wall time: {each}, of which evaluation during training {fmt_minutes(evaluating)} ({share:.1f}%)."
+
+
+def tracking_lines(plan: DemoPlan, figure: Path | None) -> list[str]:
+    steps = ", ".join(map(str, plan.track_steps))
+    return [
+        f"FD at {steps} steps every {plan.track_every} training steps and at the end, {plan.track_num} samples from "
+        "the same noise each time (so the curve does not oscillate as an FID of one fresh batch per evaluation "
+        "does): the evaluation during training of every run (`eval_every`, RUN/eval.csv).",
+        *(["", f"![FD against training step]({figure.name})"] if figure is not None else []),
+    ]
+
+
+def write_demo_report(results: StudyResults, plan: DemoPlan, conditional: dict[str, Any] | None) -> Path:
+    """OUT/report.md of the demo, from the study's sections and the demo's own (setup, tracking, conditional)."""
+    out, study, scores, figures = results.out, results.plan, results.scores, results.figures
+    command = f"shortcut demo --out {out}{' --finetune' if plan.finetune_fractions else ''}"
+    fd = mean_table(scores, "fd_digits", "digits", list(study.methods), "own", study.steps, study.eval_steps)
+    if figures.get("fd") is not None:
+        fd += ["", f"![FD against sampling steps]({figures['fd'].name})"]
+    return write_report(
+        out,
+        [
+            demo_header(results, command),
+            demo_setup(results, plan),
+            titled("Fréchet distance by number of sampling steps", fd),
+            titled("During training (fixed noise set)", tracking_lines(plan, figures.get("tracking"))),
+            grids_section(study, figures.get("grids")),
+            titled("Training cost", cost_section(study, results.costs, results.config.batch_size)),
+            titled("First question: does shortcut training help at many steps?", many_steps_question(scores, study)),
+            goals_section(results),
+            conditional_lines(out, conditional),
+            titled(
+                "Second question: can flow matching be fine-tuned into a shortcut model?",
+                finetune_question(scores, study, results.winner),
+            ),
+            reproduce_section(command),
+        ],
+    )
 
 
 def run_demo(out: Path, plan: DemoPlan, progress: bool = True) -> Path:
     """Run every stage (skipping those already done) and write OUT/report.md; returns its path."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "plan.json", asdict(plan))
-    t_start = time.perf_counter()
-    train_seconds = train_both(out, plan, progress)
-    metric = digits_metric()
-    models = {obj: load_model(out / obj, "cpu") for obj in OBJECTIVES}
-    rows = evaluate_both(out, plan, models, metric, progress)
-    grids = comparison_grids(out, plan, models)
-    tracking = plot_tracking(out, plan)
-    cost = measure_cost_ratio(plan)
-    conditional = conditional_section(plan, metric, out, progress)
-    finetune = finetune_section(out, plan, rows, metric, progress)
-    params = sum(p.numel() for p in models["shortcut"].model.parameters())
-    return write_report(
-        out,
-        plan,
-        rows,
-        cost,
-        train_seconds,
-        time.perf_counter() - t_start,
-        params,
-        build_config(plan.preset, "shortcut", None, plan.overrides),
-        grids,
-        tracking,
-        conditional,
-        torch.get_num_threads(),
-        finetune,
-    )
+    results = run_plan(out, demo_study(plan), progress)
+    return write_demo_report(results, plan, conditional_section(plan, out, progress))

@@ -15,7 +15,7 @@ import os
 import signal
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -42,26 +42,39 @@ def run_jobs(
     jobs count as done); returns {key: result}. ``work`` must be a module-level function when
     ``workers`` > 1. The first failure, Ctrl-C or SIGTERM sends SIGINT to the running jobs (a training run
     saves a checkpoint and stops), waits for them and is raised."""
-    keys = {key(j) for j in jobs}
-    pending = list(jobs)
-    results: dict[Hashable, Any] = {}
-
-    def ready(job: J) -> bool:
-        return all(k in results or k not in keys for k in needs(job))
-
+    queue = _Queue(jobs, key, needs, on_done or (lambda job, result: None))
     if workers <= 1:
-        while pending:
-            job = next((j for j in pending if ready(j)), None)
+        while queue.pending:
+            job = next((j for j in queue.pending if queue.ready(j)), None)
             if job is None:
                 raise ValueError("jobs depend on each other in a circle")
-            pending.remove(job)
-            results[key(job)] = work(job)
-            if on_done is not None:
-                on_done(job, results[key(job)])
-        return results
+            queue.pending.remove(job)
+            queue.done(job, work(job))
+        return queue.results
+    _run_in_workers(queue, work, workers, threads)
+    return queue.results
 
+
+class _Queue(Generic[J]):
+    """The jobs not started yet, the results so far, and when a job may start."""
+
+    def __init__(self, jobs: Sequence[J], key, needs, on_done) -> None:
+        self.key, self.needs, self.on_done = key, needs, on_done
+        self.keys = {key(j) for j in jobs}
+        self.pending = list(jobs)
+        self.results: dict[Hashable, Any] = {}
+
+    def ready(self, job: J) -> bool:
+        return all(k in self.results or k not in self.keys for k in self.needs(job))
+
+    def done(self, job: J, result: Any) -> None:
+        self.results[self.key(job)] = result
+        self.on_done(job, result)
+
+
+def _run_in_workers(queue: _Queue, work: Callable[[Any], Any], workers: int, threads: int) -> None:
+    """Run the queue's jobs in ``workers`` spawned processes, each job once the jobs it needs are done."""
     context = multiprocessing.get_context("spawn")
-    running: dict[Future, J] = {}
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a stop request reaches the workers (below)
     # A process started in the background by a shell has SIGINT ignored, and its spawned workers inherit that
     # until their set-up runs: a stop request sent while a worker starts would be lost and the worker would go
@@ -71,20 +84,7 @@ def run_jobs(
         signal.signal(signal.SIGINT, signal.default_int_handler)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads,)) as pool:
         try:
-            while pending or running:
-                for job in [j for j in pending if ready(j)][: workers - len(running)]:
-                    pending.remove(job)
-                    running[pool.submit(work, job)] = job
-                if not running:
-                    raise ValueError("jobs depend on each other in a circle")
-                # a timeout, so a stop signal is acted on within a second even when another thread of this
-                # process (e.g. a library's) received it
-                done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in done:
-                    job = running.pop(future)
-                    results[key(job)] = future.result()
-                    if on_done is not None:
-                        on_done(job, results[key(job)])
+            _drain(queue, pool, work, workers)
         except BaseException:
             # Interrupted or failed: ask the running jobs to stop as a stop signal does (a training run saves a
             # checkpoint first), wait for them, and leave nothing running.
@@ -96,7 +96,22 @@ def run_jobs(
         finally:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
-    return results
+
+
+def _drain(queue: _Queue, pool: ProcessPoolExecutor, work: Callable[[Any], Any], workers: int) -> None:
+    """Submit each job once it is ready and a worker is free, until every job has finished."""
+    running: dict[Future, Any] = {}
+    while queue.pending or running:
+        for job in [j for j in queue.pending if queue.ready(j)][: workers - len(running)]:
+            queue.pending.remove(job)
+            running[pool.submit(work, job)] = job
+        if not running:
+            raise ValueError("jobs depend on each other in a circle")
+        # a timeout, so a stop signal is acted on within a second even when another thread of this
+        # process (e.g. a library's) received it
+        done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+        for future in done:
+            queue.done(running.pop(future), future.result())
 
 
 def _interrupt(signum, frame) -> None:  # noqa: ARG001

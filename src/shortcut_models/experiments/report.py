@@ -1,60 +1,18 @@
-"""The demo's report: tables, figures and plain answers, as Markdown (OUT/report.md)."""
+"""Report sections the demo's and the study's Markdown reports share: the score tables, the two questions,
+the cost per step, the samples, the goals; each a function returning its lines."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from ..objectives import OBJECTIVES, Shortcut
+from ..metrics.seed_intervals import compare, seed_mean
 from ..outputs import write_text
+from .goals import goals
+from .study_plan import TEACHER, StudyPlan, method_title
+from .study_scores import Scores, StudyResults
 
-NAMES = {name: cls.title for name, cls in OBJECTIVES.items()}
-
-
-def fd_by_steps(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
-    """{objective: {steps: fd}} from evaluation rows."""
-    out: dict[str, dict[int, float]] = {}
-    for r in rows:
-        out.setdefault(r["objective"], {})[int(r["steps"])] = float(r["fd_digits"])
-    return out
-
-
-def compare_at(fd: dict[str, dict[int, float]], steps: int, tolerance: float = 0.05) -> str:
-    """'better', 'equal' (within tolerance, relative) or 'worse': shortcut against flow matching."""
-    s, f = fd["shortcut"][steps], fd["flow"][steps]
-    if abs(s - f) <= tolerance * f:
-        return "equal"
-    return "better" if s < f else "worse"
-
-
-def goals(fd: dict[str, dict[int, float]]) -> list[tuple[str, bool, str]]:
-    """The study's quality goals, each with whether it is met and the numbers behind it."""
-    s, f = fd["shortcut"], fd["flow"]
-    out = [
-        (
-            "shortcut at 1 step within 2x of flow matching at 128 steps",
-            s[1] <= 2 * f[128],
-            f"{s[1]:.2f} vs 2 x {f[128]:.2f} = {2 * f[128]:.2f}",
-        )
-    ]
-    few = [n for n in (1, 2, 4) if n in s and n in f]
-    out.append(
-        (
-            "shortcut better than flow matching at 1, 2 and 4 steps",
-            all(s[n] < f[n] for n in few),
-            ", ".join(f"{n}: {s[n]:.2f} vs {f[n]:.2f}" for n in few),
-        )
-    )
-    out.append(
-        (
-            "shortcut at 128 steps within 1.25x of flow matching at 128 steps",
-            s[128] <= 1.25 * f[128],
-            f"{s[128]:.2f} vs 1.25 x {f[128]:.2f} = {1.25 * f[128]:.2f}",
-        )
-    )
-    return out
-
-
+TOLERANCE = 0.05  # with one seed, a relative gap up to 5% is a tie
+FINETUNE_STEPS = (1, 2, 4, 128)  # the step counts of the fine-tuning table
 OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
 
 
@@ -69,179 +27,178 @@ def fmt_minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def _share(train_seconds: dict[str, float]) -> str:
-    """'X min (Y%)': the evaluations' part of the training time (key "evaluating")."""
-    total = sum(v for k, v in train_seconds.items() if k in NAMES)
-    evaluating = train_seconds.get("evaluating", 0.0)
-    return f"{fmt_minutes(evaluating)} ({100 * evaluating / total if total else 0:.1f}%)"
+def steps_label(n: int) -> str:
+    return f"{n} step{'s' if n > 1 else ''}"
 
 
-def finetune_lines(rows: list[dict[str, Any]], scratch_steps: int) -> list[str]:
-    """The fine-tuning comparison: a table and a plain statement of which is better at what cost."""
-    steps = sorted({int(r["steps"]) for r in rows})
-    groups: dict[tuple[str, float], dict[int, float]] = {}
-    for r in rows:
-        groups.setdefault((r["objective"], float(r["budget_fraction"])), {})[int(r["steps"])] = float(r["fd_digits"])
-    order = sorted(groups, key=lambda k: (k[0] != "flow", k[0] == "shortcut", k[1]))
+def verdict(a: list[float], b: list[float]) -> tuple[str, str]:
+    """'better', 'worse' or 'tie' of ``a`` against ``b`` (lower is better) and the rule used: Welch's t-test
+    over seeds (p < 0.05), or with one seed a side, a relative gap of more than 5% of ``b``."""
+    if len(a) > 1 and len(b) > 1:
+        return compare(a, b), rule(2)
+    x, y = seed_mean(a).mean, seed_mean(b).mean
+    return ("tie" if abs(x - y) <= TOLERANCE * y else ("better" if x < y else "worse")), rule(1)
 
-    def name(key):
-        obj, frac = key
-        if obj == "flow":
-            return "flow matching (the starting point)"
-        if obj == "shortcut":
-            return f"shortcut from scratch ({scratch_steps} steps)"
-        return f"flow matching + {round(frac * scratch_steps)} shortcut steps ({frac:.0%} of scratch)"
 
-    lines = [
-        "| model | extra shortcut steps | " + " | ".join(f"{n} step{'s' if n > 1 else ''}" for n in steps) + " |",
-        "|---|---|" + "---|" * len(steps),
-    ]
-    for key in order:
-        extra = 0 if key[0] == "flow" else round(key[1] * scratch_steps)
-        lines.append(
-            f"| {name(key)} | {extra} | " + " | ".join(f"{groups[key].get(n, float('nan')):.2f}" for n in steps) + " |"
-        )
-    scratch = groups[("shortcut", 1.0)]
-    tuned = sorted(k for k in groups if k[0] == "finetune")
-    best = min(tuned, key=lambda k: groups[k][1])
-    cheapest_match = next((k for k in tuned if groups[k][1] <= scratch[1]), None)
-    lines += [
-        "",
-        f"At 1 step the best fine-tuned model ({name(best)}) reaches FD {groups[best][1]:.2f} against "
-        f"{scratch[1]:.2f} for the shortcut model trained from scratch and "
-        f"{groups[('flow', 0.0)][1]:.2f} for the flow-matching model it started from.",
-    ]
-    if cheapest_match is not None:
-        lines.append(
-            f"Fine-tuning matches or beats training from scratch at 1 step already with {cheapest_match[1]:.0%} "
-            f"of the from-scratch budget (on top of the flow-matching run itself)."
-        )
-    else:
-        lines.append("No fine-tuning budget tried here matches the from-scratch shortcut model at 1 step.")
-    lines.append(
-        f"At 128 steps: fine-tuned {', '.join(f'{groups[k][128]:.2f}' for k in tuned)} vs scratch {scratch[128]:.2f} "
-        f"and flow matching {groups[('flow', 0.0)][128]:.2f}."
-    )
+def rule(seeds: int) -> str:
+    """How :func:`verdict` decides with ``seeds`` seeds a side."""
+    return "Welch's t-test over seeds, p < 0.05" if seeds > 1 else "one seed: a tie means within 5%"
+
+
+def mean_table(scores: Scores, key: str, domain: str, methods, recipe: str, budget: int, steps) -> list[str]:
+    """Mean ± 95% half-width over seeds per (method, step count); the best mean in bold."""
+    steps = [n for n in steps if any(scores.has(domain, m, recipe, budget, n) for m in methods)]
+    lines = ["| method | " + " | ".join(steps_label(n) for n in steps) + " |", "|---|" + "---|" * len(steps)]
+    have = [m for m in methods if scores.has(domain, m, recipe, budget, steps[0])]
+    best = {n: min(scores.mean(key, domain, m, recipe, budget, n).mean for m in have) for n in steps}
+    for m in have:
+        cells = []
+        for n in steps:
+            s = scores.mean(key, domain, m, recipe, budget, n)
+            cells.append(f"**{s.text()}**" if s.mean == best[n] else s.text())
+        lines.append(f"| {method_title(m)} | " + " | ".join(cells) + " |")
+    floor = scores.floor(key, domain)
+    if floor is not None:
+        lines.append("| data floor | " + " | ".join(f"{floor:.2f}" for _ in steps) + " |")
     return lines
 
 
-def write_report(
-    out: Path,
-    plan,
-    rows,
-    cost,
-    train_seconds,
-    total_seconds,
-    params,
-    config,
-    grids: Path,
-    tracking: Path,
-    conditional,
-    threads: int,
-    finetune=None,
-) -> Path:
-    fd = fd_by_steps(rows)
-    knobs = {**Shortcut().args(), **config.objective_args}
-    floor = next(float(r["fd_digits_floor"]) for r in rows)
-    steps = sorted({int(r["steps"]) for r in rows})
+def many_steps_question(scores: Scores, plan: StudyPlan) -> list[str]:
+    """Does shortcut training help many-step sampling: shortcut against flow matching at 128 steps under
+    one recipe (the common one where both ran under it)."""
+    b = plan.steps
+    recipe = "common" if all(scores.has("digits", m, "common", b, 128) for m in ("shortcut", TEACHER)) else "own"
+    if not all(scores.has("digits", m, recipe, b, 128) for m in ("shortcut", TEACHER)):
+        return []
+    s = scores.values("fd_digits", "digits", "shortcut", recipe, b, 128)
+    f = scores.values("fd_digits", "digits", TEACHER, recipe, b, 128)
+    word, how = verdict(s, f)
+    gap = (seed_mean(s).mean / seed_mean(f).mean - 1) * 100
+    return [
+        f"1. **Does shortcut training help many-step sampling?** Under the same ({recipe}) recipe, shortcut at "
+        f"128 steps: FD {seed_mean(s).text()}, flow matching {seed_mean(f).text()} ({gap:+.1f}%): shortcut is "
+        f"**{ {'better': 'better than', 'worse': 'worse than', 'tie': 'tied with'}[word] }** flow matching ({how})."
+    ]
+
+
+def finetune_question(scores: Scores, plan: StudyPlan, winner: str | None) -> list[str]:
+    """Can flow matching be fine-tuned into a few-step model: per fine-tuned method, FD of the flow-matching
+    start, each fine-tuning share and training from scratch, with each share's verdict against scratch."""
+    shares = sorted({float(r["init"]) for r in scores.rows if r.get("init")})
+    methods = [m for m in dict.fromkeys(("shortcut", winner)) if m and scores.has("digits", m, "own", plan.steps, 1)]
+    if not shares or not methods:
+        return []
+    steps = [n for n in FINETUNE_STEPS if scores.has("digits", methods[0], "own", plan.steps, n)]
     lines = [
-        "# Shortcut models vs flow matching on unconditional digits",
+        "2. **Can flow matching be fine-tuned into a few-step model?** Each fine-tuning run starts from the "
+        f"flow-matching run of its seed ({plan.steps} steps: online and EMA weights, a fresh optimiser) and trains "
+        "a share of that budget; FD from the same noise as the main table, each fine-tuned model against the "
+        "same method trained from scratch for the whole budget:",
         "",
-        f"Generated by `shortcut demo --out {out}{' --finetune' if plan.finetune_fractions else ''}` in {fmt_minutes(total_seconds)} this run "
-        f"(CPU, {threads} threads; stages already done are skipped on a rerun).",
-        "",
-        "## Setup",
-        "- Data: scikit-learn digits, 8x8, train split (1,497 images), unconditional (null label everywhere).",
-        f"- Network: {config.model} ({params / 1e6:.2f}M parameters), the same for both objectives.",
-        f"- Budget per model: {config.steps} steps at batch {config.batch_size}, {optimiser_text(config)}, "
-        f"EMA {config.ema_decay} with warm-up; "
-        f"shortcut: one self-consistency row in {knobs['bootstrap_every']}, targets from the "
-        f"{'EMA' if knobs['target_network'] == 'ema' else 'online'} network.",
-        "- Training wall time this run: "
-        + ", ".join(f"{NAMES[k]} {fmt_minutes(v)}" for k, v in train_seconds.items() if k in NAMES)
-        + " (0 when resumed from a finished run), of which evaluation during training "
-        + _share(train_seconds)
-        + ".",
-        f"- Metric: Fréchet distance in the features of the digits CNN (`fd-digits`), {plan.eval_num} samples per "
-        "step count against the train split; floor = test split vs train split.",
-        "",
-        "## Fréchet distance by number of sampling steps",
-        "",
-        "| steps | " + " | ".join(str(n) for n in steps) + " |",
+        "| model | " + " | ".join(steps_label(n) for n in steps) + " |",
         "|---|" + "---|" * len(steps),
     ]
-    for objective in ("flow", "shortcut"):
-        lines.append(f"| {NAMES[objective]} | " + " | ".join(f"{fd[objective][n]:.2f}" for n in steps) + " |")
-    lines += [
-        "| data floor | " + " | ".join(f"{floor:.2f}" for _ in steps) + " |",
-        "",
-        "![FD against sampling steps](eval/metric_vs_steps.png)",
-        "",
-        "## During training (fixed noise set)",
-        "",
-        f"FD at {', '.join(map(str, plan.track_steps))} steps every {plan.track_every} training steps and at the end, "
-        f"{plan.track_num} samples from the same noise each time (so the curve does not oscillate as an "
-        "FID of one fresh batch per evaluation does): the evaluation during training of every run "
-        "(`eval_every`, RUN/eval.csv).",
-        "",
-        f"![FD against training step]({tracking.name})",
-        "",
-        "## Samples from the same noise",
-        "",
-        "Top row flow matching, bottom row shortcut; 1, 2, 4 and 128 steps.",
-        "",
-        f"![grids]({grids.name})",
-        "",
-        "## Training cost",
-        "",
-        f"Shortcut over flow matching, same model and batch, steps alternated ({plan.timing_repeats} each): "
-        f"**{cost['ratio']:.3f}** ({cost['shortcut_ms']:.1f} ms vs {cost['flow_ms']:.1f} ms per step); "
-        f"the FLOP cost model 1 + 2f/3 gives {cost['cost_model']:.3f}. On a CPU, small networks cost "
-        "mostly per-operation overhead, so the teacher's passes on few rows cost more than their share "
+    lines.append(f"| flow matching (the start) | {_fd_cells(scores, plan, steps, TEACHER, plan.steps, 0.0)} |")
+    for m in methods:
+        lines += _finetune_rows(scores, plan, m, shares, steps)
+    cheapest = _cheapest_match(scores, plan, methods, shares)
+    return [*lines, "", *cheapest, "", f"(Verdicts against from scratch: {rule(len(plan.seeds))}.)"]
+
+
+def _finetune_rows(scores: Scores, plan: StudyPlan, m: str, shares: list[float], steps: list[int]) -> list[str]:
+    """Rows of :func:`finetune_question` for method ``m``: each share (with its verdicts), then from scratch."""
+    lines = []
+    for share in shares:
+        budget = max(1, round(plan.steps * share))
+        cells = _fd_cells(scores, plan, steps, m, budget, share, against=m)
+        lines.append(f"| {method_title(m)} fine-tuned {share:.0%} ({steps_label(budget)}) | {cells} |")
+    scratch = _fd_cells(scores, plan, steps, m, plan.steps, 0.0)
+    return [*lines, f"| {method_title(m)} from scratch ({steps_label(plan.steps)}) | {scratch} |"]
+
+
+def _fd_cells(
+    scores: Scores, plan: StudyPlan, steps: list[int], m: str, budget: int, init: float, against: str | None = None
+) -> str:
+    """FD of ``m`` at ``budget`` (``init``: its fine-tuning share) per step count, each with its verdict
+    against ``against`` trained from scratch when given."""
+    cells = []
+    for n in steps:
+        values = scores.values("fd_digits", "digits", m, "own", budget, n, init=init)
+        scratch = scores.values("fd_digits", "digits", against, "own", plan.steps, n) if against else []
+        tail = f" ({verdict(values, scratch)[0]})" if values and scratch else ""
+        cells.append(f"{seed_mean(values).text()}{tail}" if values else "")
+    return " | ".join(cells)
+
+
+def _cheapest_match(scores: Scores, plan: StudyPlan, methods: list[str], shares: list[float]) -> list[str]:
+    """Per method, the smallest fine-tuning share whose mean FD at 1 step matches training from scratch."""
+    lines = []
+    for m in methods:
+        scratch = scores.mean("fd_digits", "digits", m, "own", plan.steps, 1).mean
+        tuned = {
+            s: scores.values("fd_digits", "digits", m, "own", max(1, round(plan.steps * s)), 1, init=s) for s in shares
+        }
+        match = next((s for s in shares if tuned[s] and seed_mean(tuned[s]).mean <= scratch), None)
+        lines.append(
+            f"- {method_title(m)}: fine-tuning matches or beats training from scratch at 1 step with {match:.0%} "
+            "of the budget (on top of the flow-matching run)."
+            if match is not None
+            else f"- {method_title(m)}: no fine-tuning share tried here matches training from scratch at 1 step."
+        )
+    return lines
+
+
+def cost_section(plan: StudyPlan, costs: dict[str, dict[str, float]], batch: int) -> list[str]:
+    """Each method's measured step time against flow matching's, next to its cost model."""
+    lines = [
+        f"Every method's training step against flow matching's on digits, same network and batch ({batch}), "
+        f"steps alternated in one process ({plan.timing_repeats} each, median of per-round ratios). Cost model: "
+        "forward and backward passes of the network per row (teacher passes included; a Jacobian-vector product "
+        "counts as two forwards), a backward counted as two forwards, relative to flow matching's 1 + 1. On a "
+        "CPU, small networks cost mostly per-operation overhead, so passes on few rows cost more than their share "
         "(see benchmarks/RESULTS.md).",
         "",
-        "## First question: does shortcut training help at many steps?",
+        "| method | forward / backward passes per row | predicted | measured | measured / predicted | ms per step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in plan.methods:
+        c = costs[m]
+        lines.append(
+            f"| {method_title(m)} | {c['forward']:.3g} / {c['backward']:.3g} | {c['model']:.3f} | {c['ratio']:.3f} | "
+            f"{c['ratio'] / c['model']:.2f} | {c['ms']:.1f} |"
+        )
+    return lines
+
+
+def grids_section(plan: StudyPlan, figure: Path | None) -> list[str]:
+    """The sample grids: one row per method, from the same noise."""
+    if figure is None:
+        return []
+    columns = ", ".join(str(n) for n in plan.grid_steps)
+    return [
+        "## Samples from the same noise",
+        "",
+        f"One row per method (first seed, own recipe), columns {columns} steps.",
+        "",
+        f"![grids]({figure.name})",
         "",
     ]
-    verdict = compare_at(fd, 128)
-    s128, f128 = fd["shortcut"][128], fd["flow"][128]
-    lines.append(
-        f"At 128 steps the shortcut model is **{verdict}** compared with flow matching here: "
-        f"FD {s128:.2f} vs {f128:.2f} ({(s128 / f128 - 1) * 100:+.1f}%; 'equal' means within 5%), "
-        f"with the data floor at {floor:.2f}. At 1 step: {fd['shortcut'][1]:.2f} vs {fd['flow'][1]:.2f}."
-    )
-    lines += ["", "## Quality goals", ""]
-    for text, met, numbers in goals(fd):
+
+
+def goals_section(results: StudyResults) -> list[str]:
+    """Every goal checked, ticked when met, with its numbers."""
+    lines = ["## Goals", ""]
+    for text, met, numbers in goals(results.scores, results.plan, results.costs):
         lines.append(f"- [{'x' if met else ' '}] {text}: {numbers}")
-    if conditional is not None:
-        lines += [
-            "",
-            f"## Class-conditional checkpoint ({conditional['label']})",
-            "",
-            "| guidance | " + " | ".join(f"{r['steps']} steps" for r in conditional["rows"][1.0]) + " |",
-            "|---|" + "---|" * len(conditional["rows"][1.0]),
-        ]
-        for w, rs in conditional["rows"].items():
-            lines.append(
-                f"| w = {w:g}: FD / class accuracy | "
-                + " | ".join(f"{r['fd_digits']:.2f} / {100 * r['class_accuracy']:.1f}%" for r in rs)
-                + " |"
-            )
-        rel = Path(conditional["sheet"]).relative_to(out)
-        lines += ["", f"Guided samples (w = 1.5), one class per row: ![conditional]({rel})"]
-    if finetune:
-        lines += [
-            "",
-            "## Second question: can flow matching be fine-tuned into a shortcut model?",
-            "",
-            "Each fine-tuned model starts from the flow-matching model above (online and EMA weights, fresh "
-            "optimizer) and trains with the shortcut objective for a fraction of the from-scratch budget; "
-            f"FD over {plan.eval_num} samples from the same noise as the main table.",
-            "",
-        ]
-        lines += finetune_lines(finetune, config.steps)
-    flags = " --finetune" if finetune else ""
-    lines += ["", "## Reproduce", "", f"```bash\nshortcut demo --out {out}{flags}\n```", ""]
+    return [*lines, ""]
+
+
+def reproduce_section(command: str) -> list[str]:
+    return ["## Reproduce", "", f"```bash\n{command}\n```", ""]
+
+
+def write_report(out: Path, sections: list[list[str]]) -> Path:
+    """OUT/report.md from its sections, in order; returns its path."""
     path = out / "report.md"
-    write_text(path, "\n".join(lines))
+    write_text(path, "\n".join(line for section in sections for line in section))
     return path

@@ -30,28 +30,29 @@ from typing import Any
 
 import torch
 
-from ..inference import LoadedModel, load_model
+from ..inference import load_model
 from ..objectives import OBJECTIVES
 from ..outputs import write_json
 from ..training import Trainer
 from .jobs import run_jobs
-from .study_figures import budget_figure, fd_figure, study_grids
+from .study_figures import draw_figures
 from .study_plan import (
     TEACHER,
     Run,
     StudyPlan,
     best_without_teacher,
     full_plan,
+    main_run,
     main_runs,
     second_stage_runs,
     teacher_of,
 )
 from .study_report import write_study_report
 from .study_runs import RunJob, run_config, run_dir, train_and_score
-from .study_scores import Scores
+from .study_scores import Scores, StudyResults
 from .timing import interleaved_step_times, median_ratio
 
-__all__ = ["StudyPlan", "full_plan", "run_study"]
+__all__ = ["StudyPlan", "StudyResults", "full_plan", "run_plan", "run_study"]
 
 
 def execute(out: Path, plan: StudyPlan, runs: list[Run], progress: bool, jobs: int) -> list[dict[str, Any]]:
@@ -96,9 +97,10 @@ def measure_costs(out: Path, plan: StudyPlan) -> dict[str, dict[str, float]]:
         return json.loads(file.read_text())["costs"]
     t0 = time.perf_counter()
     runs = {m: main_run(plan, m) for m in plan.methods}
+    extra = ("logger=none", "eval_every=0")
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
-            m: Trainer(run_config(out, plan, run, plan.steps, ("logger=none",)), f"{tmp}/{m}", progress=False)
+            m: Trainer(run_config(out, plan, run, plan.steps, extra), f"{tmp}/{m}", progress=False)
             for m, run in runs.items()
         }
         times = interleaved_step_times(trainers, plan.timing_repeats)
@@ -112,14 +114,38 @@ def measure_costs(out: Path, plan: StudyPlan) -> dict[str, dict[str, float]]:
             "backward": backward,
             "ms": 1e3 * sorted(times[m])[len(times[m]) // 2],
         }
-    seconds = time.perf_counter() - t0
-    write_json(file, {"settings": key, "costs": costs, "seconds": seconds})
+    write_json(file, {"settings": key, "costs": costs, "seconds": time.perf_counter() - t0})
     return costs
 
 
-def main_run(plan: StudyPlan, method: str) -> Run:
-    """The digits run of ``method`` under its own recipe with the first seed."""
-    return next(r for r in main_runs(plan) if r.domain == "digits" and r.method == method and r.recipe == "own")
+def run_plan(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) -> StudyResults:
+    """Every stage of ``plan`` into ``out`` (skipping those already done): the runs and their scores, the
+    second stage (ablation, fine-tuning), the step costs and the figures; what the reports read."""
+    t_start = time.perf_counter()
+    scores = Scores(execute(out, plan, main_runs(plan), progress, jobs))
+    digits = "digits" in plan.domains
+    winner = None
+    if digits and (plan.ablation or plan.finetune):
+        at_1 = {m: scores.mean("fd_digits", "digits", m, "own", plan.steps, 1).mean for m in plan.methods}
+        winner = best_without_teacher(at_1)
+        scores.rows += execute(out, plan, second_stage_runs(plan, winner), progress, jobs)
+    costs = measure_costs(out, plan) if digits else {}
+    models = {m: load_model(run_dir(out, main_run(plan, m)), "cpu") for m in plan.methods} if digits else {}
+    return StudyResults(
+        out=out,
+        plan=plan,
+        scores=scores,
+        costs=costs,
+        winner=winner,
+        figures=draw_figures(out, plan, scores, costs, models),
+        params=sum(p.numel() for p in next(iter(models.values())).model.parameters()) if models else 0,
+        config=run_config(out, plan, main_run(plan, TEACHER), plan.steps) if models else None,
+        seconds={
+            "timing": json.loads((out / "timing.json").read_text()).get("seconds", 0.0) if costs else 0.0,
+            "this call": time.perf_counter() - t_start,
+        },
+        machine={"threads": torch.get_num_threads(), "jobs": jobs},
+    )
 
 
 def run_study(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) -> Path:
@@ -129,34 +155,4 @@ def run_study(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) 
         raise ValueError(f"methods must include {TEACHER!r} and be registered objectives; unknown: {unknown}")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "plan.json", asdict(plan))
-    t_start = time.perf_counter()
-    rows = execute(out, plan, main_runs(plan), progress, jobs)
-    scores = Scores(rows)
-    winner = None
-    if "digits" in plan.domains and (plan.ablation or plan.finetune):
-        at_1 = {m: scores.mean("fd_digits", "digits", m, "own", plan.steps, 1).mean for m in plan.methods}
-        winner = best_without_teacher(at_1)
-        scores.rows += execute(out, plan, second_stage_runs(plan, winner), progress, jobs)
-    costs = measure_costs(out, plan) if "digits" in plan.domains else {}
-    models: dict[str, LoadedModel] = {}
-    if "digits" in plan.domains:
-        models = {m: load_model(run_dir(out, main_run(plan, m)), "cpu") for m in plan.methods}
-    figures = {
-        "fd": fd_figure(out / "fd_vs_steps.png", scores, plan),
-        "budget": budget_figure(out / "fd_vs_budget.png", scores, plan, costs) if plan.budgets else None,
-        "grids": study_grids(out / "grids.png", plan, models) if models else None,
-    }
-    params = sum(p.numel() for p in next(iter(models.values())).model.parameters()) if models else 0
-    timing = json.loads((out / "timing.json").read_text()).get("seconds", 0.0) if costs else 0.0
-    return write_study_report(
-        out,
-        plan,
-        scores,
-        costs,
-        winner,
-        {"timing": timing, "this call": time.perf_counter() - t_start},
-        params,
-        run_config(out, plan, main_run(plan, TEACHER), plan.steps) if models else None,
-        figures,
-        {"threads": torch.get_num_threads(), "jobs": jobs},
-    )
+    return write_study_report(run_plan(out, plan, progress, jobs))

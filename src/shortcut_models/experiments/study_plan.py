@@ -116,6 +116,9 @@ class StudyPlan:
     toy_steps: int = 1000  # checkerboard runs (own recipes only): the least at which flow matching learns the board
     toy_num: int = 2000
     overrides: list[str] = field(default_factory=list)  # config overrides for every digits run
+    tracking: tuple[
+        str, ...
+    ] = ()  # config keys of an evaluation during training (eval_every=...) of digits runs from scratch
 
     def all_budgets(self) -> tuple[int, ...]:
         return tuple(sorted({*self.budgets, self.steps}))
@@ -221,3 +224,8 @@ def teacher_of(run: Run, plan: StudyPlan) -> Run | None:
     recipe = "own" if run.init or run.recipe.startswith("ablation:") else run.recipe
     budgets = plan.all_budgets() if (run.domain == "digits" and recipe == "own") else (plan.domain_steps(run.domain),)
     return Run(run.domain, TEACHER, recipe, run.seed, budgets, method_overrides(plan, TEACHER, recipe, run.domain))
+
+
+def main_run(plan: StudyPlan, method: str) -> Run:
+    """The digits run of ``method`` under its own recipe with the first seed."""
+    return next(r for r in main_runs(plan) if r.domain == "digits" and r.method == method and r.recipe == "own")

@@ -8,23 +8,29 @@ from pathlib import Path
 
 from ..metrics.seed_intervals import compare
 from ..objectives import OBJECTIVES
-from ..outputs import write_text
-from .report import fmt_minutes, optimiser_text
+from .goals import FEW
+from .report import (
+    cost_section,
+    finetune_question,
+    fmt_minutes,
+    goals_section,
+    grids_section,
+    many_steps_question,
+    mean_table,
+    optimiser_text,
+    reproduce_section,
+    steps_label,
+    write_report,
+)
 from .study_plan import MEANFLOW_RECIPE_METHODS, RECIPE_TEXT, TEACHER, StudyPlan, ablations, method_title
-from .study_scores import Scores, leaders, ordered, reversals
+from .study_scores import Scores, StudyResults, leaders, ordered, reversals
 
-FEW = (1, 2, 4)  # the budgets the study ranks
-COST_TOLERANCE = 1.15  # a step may cost up to 15% more than its cost model predicts
 SECOND = "nn1_accuracy"  # the second digits metric (1-NN two-sample accuracy; 0.5 = indistinguishable)
 METRIC_TEXT = {
     "fd_digits": "FD (digits-CNN features)",
     SECOND: "1-NN two-sample accuracy (pixels)",
     "swd": "sliced Wasserstein distance",
 }
-
-
-def _steps_label(n: int) -> str:
-    return f"{n} step{'s' if n > 1 else ''}"
 
 
 def ranking_text(scores: Scores, key: str, domain: str, methods, recipe: str, budget: int, n: int) -> str:
@@ -61,7 +67,7 @@ def short_answer(scores: Scores, plan: StudyPlan) -> list[str]:
         teacher = " (needs a flow-matching run first)" if OBJECTIVES[best[0]].teacher_run else ""
         sure = "sure" if len(best) == 1 and all(c.startswith("also") for c in checks) else "uncertain"
         lines.append(
-            f"- **{_steps_label(n)}: {method_title(best[0])}**{teacher}{tied}; without a teacher run: "
+            f"- **{steps_label(n)}: {method_title(best[0])}**{teacher}{tied}; without a teacher run: "
             f"**{method_title(best_own[0])}**"
             + (f" (or {', '.join(method_title(m) for m in best_own[1:])})" if len(best_own) > 1 else "")
             + f". {'; '.join(checks).capitalize()}{'.' if checks else ''} How sure: {sure}."
@@ -72,24 +78,6 @@ def short_answer(scores: Scores, plan: StudyPlan) -> list[str]:
         "p < 0.05) and it is also among the best under the second metric and on the checkerboard; otherwise "
         "the answer is written as uncertain.",
     ]
-    return lines
-
-
-def mean_table(scores: Scores, key: str, domain: str, methods, recipe: str, budget: int, steps) -> list[str]:
-    """Mean ± 95% half-width over seeds per (method, step count); the best mean in bold."""
-    steps = [n for n in steps if any(scores.has(domain, m, recipe, budget, n) for m in methods)]
-    lines = ["| method | " + " | ".join(_steps_label(n) for n in steps) + " |", "|---|" + "---|" * len(steps)]
-    have = [m for m in methods if scores.has(domain, m, recipe, budget, steps[0])]
-    best = {n: min(scores.mean(key, domain, m, recipe, budget, n).mean for m in have) for n in steps}
-    for m in have:
-        cells = []
-        for n in steps:
-            s = scores.mean(key, domain, m, recipe, budget, n)
-            cells.append(f"**{s.text()}**" if s.mean == best[n] else s.text())
-        lines.append(f"| {method_title(m)} | " + " | ".join(cells) + " |")
-    floor = scores.floor(key, domain)
-    if floor is not None:
-        lines.append("| data floor | " + " | ".join(f"{floor:.2f}" for _ in steps) + " |")
     return lines
 
 
@@ -148,41 +136,31 @@ def budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list
     lines.append("")
     if figure is not None:
         lines += [f"![FD against budget]({figure.name})", ""]
-    big, bigger = budgets[-2], budgets[-1]
-    lines.append(
+    return lines + ranking_change_lines(scores, plan)
+
+
+def ranking_change_lines(scores: Scores, plan: StudyPlan) -> list[str]:
+    """The leaders at the two largest budgets at 1, 2 and 4 steps, and the pairs that swap places."""
+    big, bigger = plan.all_budgets()[-2:]
+    lines = [
         f"The ranking at {big} and at {bigger} steps (the two largest budgets); a change counts when two methods "
         "swap places beyond seed noise (each significantly ahead at one budget, Welch's t-test over seeds, "
-        "p < 0.05):"
-    )
-    lines.append("")
+        "p < 0.05):",
+        "",
+    ]
     for n in FEW:
         a = leaders(scores, "fd_digits", "digits", plan.methods, "own", big, n)
         c = leaders(scores, "fd_digits", "digits", plan.methods, "own", bigger, n)
         swapped = reversals(scores, "fd_digits", "digits", plan.methods, "own", (big, bigger), n)
-        changes = (
-            "; swapped: "
-            + ", ".join(
-                f"{method_title(x)} ahead of {method_title(y)} at {big}, behind at {bigger}" for x, y in swapped
-            )
-            if swapped
-            else "; no two methods swap places"
+        pairs = ", ".join(
+            f"{method_title(x)} ahead of {method_title(y)} at {big}, behind at {bigger}" for x, y in swapped
         )
+        changes = f"; swapped: {pairs}" if swapped else "; no two methods swap places"
         lines.append(
-            f"- {_steps_label(n)}: best at {big} steps {', '.join(method_title(m) for m in a)}; at {bigger} steps "
+            f"- {steps_label(n)}: best at {big} steps {', '.join(method_title(m) for m in a)}; at {bigger} steps "
             f"{', '.join(method_title(m) for m in c)} (methods listed together are within seed noise){changes}."
         )
     return lines
-
-
-def ranking_holds(scores: Scores, plan: StudyPlan) -> tuple[bool, str]:
-    """Whether no two methods swap places beyond seed noise between the two largest budgets at 1, 2 and 4
-    steps, with the swaps counted per step count."""
-    big, bigger = plan.all_budgets()[-2:]
-    counts = {n: len(reversals(scores, "fd_digits", "digits", plan.methods, "own", (big, bigger), n)) for n in FEW}
-    text = f"{big} vs {bigger} steps: " + ", ".join(
-        f"{_steps_label(n)} {c} swap{'s' if c != 1 else ''}" for n, c in counts.items()
-    )
-    return not any(counts.values()), text
 
 
 def ablation_section(scores: Scores, plan: StudyPlan, winner: str) -> list[str]:
@@ -212,114 +190,6 @@ def ablation_section(scores: Scores, plan: StudyPlan, winner: str) -> list[str]:
     return lines
 
 
-def questions_section(scores: Scores, plan: StudyPlan, winner: str | None) -> list[str]:
-    """The seed's two questions: does shortcut training help many-step sampling (same recipe), and can
-    flow matching be fine-tuned into a few-step model."""
-    b, lines = plan.steps, []
-    if scores.has("digits", "shortcut", "common", b, 128) and scores.has("digits", "flow", "common", b, 128):
-        s = scores.values("fd_digits", "digits", "shortcut", "common", b, 128)
-        f = scores.values("fd_digits", "digits", "flow", "common", b, 128)
-        verdict = {"better": "better than", "worse": "worse than", "tie": "tied with"}[compare(s, f)]
-        lines.append(
-            f"1. **Does shortcut training help many-step sampling?** Under the same (common) recipe, shortcut at "
-            f"128 steps: FD {scores.mean('fd_digits', 'digits', 'shortcut', 'common', b, 128).text()}, flow matching "
-            f"{scores.mean('fd_digits', 'digits', 'flow', 'common', b, 128).text()}: shortcut is **{verdict}** flow "
-            "matching (Welch's t-test over seeds, p < 0.05)."
-        )
-    shares = sorted({float(r["init"]) for r in scores.rows if r.get("init")})
-    if shares:
-        lines += [
-            "2. **Can flow matching be fine-tuned into a few-step model?** Each fine-tuning run starts from the "
-            f"flow-matching run of its seed ({b} steps) and trains a share of the budget; FD at 1 step against the "
-            "same method trained from scratch for the whole budget:",
-            "",
-            "| method | from scratch | " + " | ".join(f"fine-tuned {s:.0%}" for s in shares) + " |",
-            "|---|---|" + "---|" * len(shares),
-        ]
-        for m in dict.fromkeys(("shortcut", winner)):
-            if m is None or not scores.has("digits", m, "own", b, 1):
-                continue
-            scratch = scores.values("fd_digits", "digits", m, "own", b, 1)
-            cells = []
-            for share in shares:
-                steps = max(1, round(b * share))
-                tuned = scores.values("fd_digits", "digits", m, "own", steps, 1, init=share)
-                if tuned:
-                    cells.append(
-                        f"{scores.mean('fd_digits', 'digits', m, 'own', steps, 1, init=share).text()} ({compare(tuned, scratch)})"
-                    )
-                else:
-                    cells.append("")
-            lines.append(
-                f"| {method_title(m)} | {scores.mean('fd_digits', 'digits', m, 'own', b, 1).text()} | "
-                + " | ".join(cells)
-                + " |"
-            )
-        lines += ["", "('better' / 'worse' / 'tie': against from scratch, Welch's t-test over seeds.)"]
-    return lines
-
-
-def cost_section(plan: StudyPlan, costs: dict[str, dict[str, float]], batch: int) -> list[str]:
-    lines = [
-        f"Every method's training step against flow matching's on digits, same network and batch ({batch}), "
-        f"steps alternated in one process ({plan.timing_repeats} each, median of per-round ratios). Cost model: "
-        "forward and backward passes of the network per row (teacher passes included; a Jacobian-vector product "
-        "counts as two forwards), a backward counted as two forwards, relative to flow matching's 1 + 1.",
-        "",
-        "| method | forward / backward passes per row | predicted | measured | measured / predicted | ms per step |",
-        "|---|---|---|---|---|---|",
-    ]
-    for m in plan.methods:
-        c = costs[m]
-        lines.append(
-            f"| {method_title(m)} | {c['forward']:.3g} / {c['backward']:.3g} | {c['model']:.3f} | {c['ratio']:.3f} | "
-            f"{c['ratio'] / c['model']:.2f} | {c['ms']:.1f} |"
-        )
-    return lines
-
-
-def goals(scores: Scores, plan: StudyPlan, costs: dict[str, dict[str, float]]) -> list[tuple[str, bool, str]]:
-    """The issue's goals, each with whether it is met and the numbers behind it."""
-    b, out = plan.steps, []
-    flow_own = scores.mean("fd_digits", "digits", "flow", "own", b, 128)
-    if scores.has("digits", "flow", "common", b, 128):
-        flow_common = scores.mean("fd_digits", "digits", "flow", "common", b, 128)
-        out.append(
-            (
-                "the recipe effect measured for flow matching at 128 steps",
-                True,
-                f"common recipe {flow_common.text()} vs own {flow_own.text()}",
-            )
-        )
-    # the same recipe on both sides: the common one where flow matching ran under it
-    recipe = "common" if scores.has("digits", "flow", "common", b, 128) else "own"
-    candidates = [m for m in plan.methods if not OBJECTIVES[m].teacher_run and scores.has("digits", m, recipe, b, 1)]
-    best = min(candidates, key=lambda m: scores.mean("fd_digits", "digits", m, recipe, b, 1).mean)
-    ref = scores.mean("fd_digits", "digits", "flow", recipe, b, 128)
-    one = scores.mean("fd_digits", "digits", best, recipe, b, 1)
-    out.append(
-        (
-            "the best one-step model without a teacher within 2x of flow matching at 128 steps, both under the "
-            f"{recipe} recipe",
-            one.mean <= 2 * ref.mean,
-            f"{method_title(best)} {one.text()} vs 2 x {ref.mean:.2f} = {2 * ref.mean:.2f}",
-        )
-    )
-    if len(plan.all_budgets()) > 1:
-        holds, text = ranking_holds(scores, plan)
-        out.append(("the ranking at 1, 2 and 4 steps is the same at the two largest budgets", holds, text))
-    if costs:
-        over = {m: c["ratio"] / c["model"] for m, c in costs.items()}
-        out.append(
-            (
-                f"every objective's step costs at most {COST_TOLERANCE:.2f}x its cost model",
-                all(v <= COST_TOLERANCE for v in over.values()),
-                ", ".join(f"{method_title(m)} {v:.2f}x" for m, v in over.items()),
-            )
-        )
-    return out
-
-
 def training_seconds(scores: Scores) -> float:
     """Training wall time summed over runs (a run scored at several budgets counts once, at its last)."""
     last: dict[tuple, float] = {}
@@ -331,110 +201,128 @@ def training_seconds(scores: Scores) -> float:
     return sum(last.values())
 
 
-def write_study_report(
-    out: Path,
-    plan: StudyPlan,
-    scores: Scores,
-    costs: dict[str, dict[str, float]],
-    winner: str | None,
-    seconds: dict[str, float],
-    params: int,
-    config,
-    figures: dict[str, Path | None],
-    machine: dict[str, int],
-) -> Path:
-    b, methods = plan.steps, list(plan.methods)
-    train_seconds = training_seconds(scores)
-    distilled = [m for m in methods if OBJECTIVES[m].teacher_run]
-    lines = [
+def titled(title: str, lines: list[str]) -> list[str]:
+    """A section: its heading, its lines, a blank line; nothing when it has no lines."""
+    return ["## " + title, "", *lines, ""] if lines else []
+
+
+def study_header(results: StudyResults) -> list[str]:
+    """Title, the command, the machine and the time it took."""
+    plan, machine = results.plan, results.machine
+    return [
         "# Few-step generators on one network: which to use, and how sure we are",
         "",
-        f"Generated by `shortcut study --out {out}{' --full' if plan.ablation else ''}` on a CPU "
+        f"Generated by `shortcut study --out {results.out}{' --full' if plan.ablation else ''}` on a CPU "
         f"({machine['jobs']} run(s) at a time, {machine['threads']} thread(s)). Training time summed over runs: "
-        f"{fmt_minutes(train_seconds)}; cost timing {fmt_minutes(seconds['timing'])}; this call took "
-        f"{fmt_minutes(seconds['this call'])} (stages already done are skipped on a rerun).",
+        f"{fmt_minutes(training_seconds(results.scores))}; cost timing {fmt_minutes(results.seconds['timing'])}; "
+        f"this call took {fmt_minutes(results.seconds['this call'])} (stages already done are skipped on a rerun).",
         "",
-        "## Short answer",
-        "",
-        *short_answer(scores, plan),
-        "",
-        "## Setup",
+    ]
+
+
+def study_setup(results: StudyResults) -> list[str]:
+    """Seeds and intervals, the digits runs and their scores, the checkerboard."""
+    plan = results.plan
+    lines = [
         f"- Seeds: {len(plan.seeds)} training seeds per (method, recipe); scores are means with 95% Student-t "
         "intervals over seeds (mean ± t(0.975, n-1) s / sqrt(n)); a gap is significant when Welch's t-test over "
         "seeds gives p < 0.05, otherwise it is a tie. The sampling noise is the same for every run.",
+        *digits_setup(results),
     ]
-    if config is not None:
-        lines += [
-            "- Digits: scikit-learn digits, 8x8, train split (1,497 images), unconditional. Network: "
-            f"{config.model} ({params / 1e6:.2f}M parameters), the same for every method. Training: {b} steps at "
-            f"batch {config.batch_size}, {optimiser_text(config)}, EMA {config.ema_decay} with warm-up.",
-            f"- The distillation methods ({', '.join(method_title(m) for m in distilled)}) start from the flow-matching "
-            f"run of the same seed and recipe ({b} steps), so their total budget is twice the others'.",
-            f"- Digits scores: {plan.eval_num} samples per run and step count; Fréchet distance in the digits-CNN "
-            "features against the train split (shipped weights), improved precision and recall "
-            f"(k = {plan.pr_k}) in the same features"
-            + (
-                ", and the 1-NN two-sample accuracy in pixel space (0.5: indistinguishable from the data)"
-                if _has_second(scores)
-                else ""
-            )
-            + "; data floor = test split against train split.",
-        ]
     if "checkerboard" in plan.domains:
         lines.append(
-            f"- Checkerboard: the 2-D toy (an MLP), each method under its own recipe, {plan.toy_steps} training steps, {plan.toy_num} samples per run "
-            "and step count, sliced Wasserstein distance to as many fresh draws of the density (floor: two fresh "
-            "draws against each other), and the share of samples on the board."
+            f"- Checkerboard: the 2-D toy (an MLP), each method under its own recipe, {plan.toy_steps} training "
+            f"steps, {plan.toy_num} samples per run and step count, sliced Wasserstein distance to as many fresh "
+            "draws of the density (floor: two fresh draws against each other), and the share of samples on the board."
         )
-    lines += ["", f"## Digits: Fréchet distance, own recipes, {b} training steps", ""]
-    lines += mean_table(scores, "fd_digits", "digits", methods, "own", b, plan.eval_steps)
-    if figures.get("fd") is not None:
-        lines += ["", f"![FD against sampling steps]({figures['fd'].name})"]
+    return lines
+
+
+def digits_setup(results: StudyResults) -> list[str]:
+    """The digits data, network, training budget and scores (none without digits runs)."""
+    plan, config = results.plan, results.config
+    if config is None:
+        return []
+    second = ", and the 1-NN two-sample accuracy in pixel space (0.5: indistinguishable from the data)"
+    distilled = ", ".join(method_title(m) for m in plan.methods if OBJECTIVES[m].teacher_run)
+    return [
+        "- Digits: scikit-learn digits, 8x8, train split (1,497 images), unconditional. Network: "
+        f"{config.model} ({results.params / 1e6:.2f}M parameters), the same for every method. Training: "
+        f"{plan.steps} steps at batch {config.batch_size}, {optimiser_text(config)}, EMA {config.ema_decay} with "
+        "warm-up.",
+        *(
+            [
+                f"- The distillation methods ({distilled}) start from the flow-matching run of the same seed and "
+                f"recipe ({plan.steps} steps), so their total budget is twice the others'."
+            ]
+            if distilled
+            else []
+        ),
+        f"- Digits scores: {plan.eval_num} samples per run and step count; Fréchet distance in the digits-CNN "
+        "features against the train split (shipped weights), improved precision and recall "
+        f"(k = {plan.pr_k}) in the same features{second if _has_second(results.scores) else ''}; data floor = "
+        "test split against train split.",
+    ]
+
+
+def digits_tables(results: StudyResults) -> list[str]:
+    """FD by step count under the own recipes (and its figure), then the second metric's table."""
+    scores, plan, figure = results.scores, results.plan, results.figures.get("fd")
+    methods = list(plan.methods)
+    lines = titled(
+        f"Digits: Fréchet distance, own recipes, {plan.steps} training steps",
+        mean_table(scores, "fd_digits", "digits", methods, "own", plan.steps, plan.eval_steps),
+    )
+    if figure is not None:
+        lines += [f"![FD against sampling steps]({figure.name})", ""]
     if _has_second(scores):
-        lines += ["", f"## Digits: the second metric ({METRIC_TEXT[SECOND]})", ""]
-        lines += mean_table(scores, SECOND, "digits", methods, "own", b, plan.eval_steps)
-    lines += ["", "## Rankings", "", "'>': a significant gap to the next method; '≈': a tie with it.", ""]
+        table = mean_table(scores, SECOND, "digits", methods, "own", plan.steps, plan.eval_steps)
+        lines += titled(f"Digits: the second metric ({METRIC_TEXT[SECOND]})", table)
+    return lines
+
+
+def rankings_section(scores: Scores, plan: StudyPlan) -> list[str]:
+    """The methods ranked at 1, 2 and 4 steps by FD, the second metric and on the checkerboard."""
+    methods, b = list(plan.methods), plan.steps
+    lines = ["'>': a significant gap to the next method; '≈': a tie with it.", ""]
     for n in FEW:
-        lines.append(f"- {_steps_label(n)}, FD: " + ranking_text(scores, "fd_digits", "digits", methods, "own", b, n))
+        lines.append(f"- {steps_label(n)}, FD: " + ranking_text(scores, "fd_digits", "digits", methods, "own", b, n))
         if _has_second(scores):
             lines.append("  - second metric: " + ranking_text(scores, SECOND, "digits", methods, "own", b, n))
         if "checkerboard" in plan.domains:
-            lines.append(
-                "  - checkerboard: " + ranking_text(scores, "swd", "checkerboard", methods, "own", plan.toy_steps, n)
-            )
-    if "common" in plan.recipes:
-        lines += ["", "## Method against recipe", "", *recipe_section(scores, plan)]
-    if "checkerboard" in plan.domains:
-        lines += ["", "## Checkerboard: sliced Wasserstein distance, own recipes", ""]
-        lines += mean_table(scores, "swd", "checkerboard", methods, "own", plan.toy_steps, plan.eval_steps)
-    if plan.budgets:
-        lines += ["", "## Budgets", "", *budget_section(scores, plan, figures.get("budget"))]
-    if winner is not None and plan.ablation:
-        lines += ["", "## Ablation", "", *ablation_section(scores, plan, winner)]
-    lines += ["", "## The two questions", "", *questions_section(scores, plan, winner)]
-    if costs and config is not None:
-        lines += ["", "## Training cost per step", "", *cost_section(plan, costs, config.batch_size)]
-    if figures.get("grids") is not None:
-        lines += [
-            "",
-            "## Samples from the same noise",
-            "",
-            "One row per method (first seed, own recipe), columns "
-            + ", ".join(str(n) for n in plan.grid_steps)
-            + " steps.",
-            "",
-            f"![grids]({figures['grids'].name})",
-        ]
-    lines += ["", "## Goals", ""]
-    for text, met, numbers in goals(scores, plan, costs):
-        lines.append(f"- [{'x' if met else ' '}] {text}: {numbers}")
-    lines += [
-        "",
-        "## Reproduce",
-        "",
-        f"```bash\nshortcut study --out {out}{' --full' if plan.ablation else ''}\n```",
-        "",
-    ]
-    path = out / "report.md"
-    write_text(path, "\n".join(lines))
-    return path
+            toy = ranking_text(scores, "swd", "checkerboard", methods, "own", plan.toy_steps, n)
+            lines.append("  - checkerboard: " + toy)
+    return lines
+
+
+def checkerboard_table(scores: Scores, plan: StudyPlan) -> list[str]:
+    if "checkerboard" not in plan.domains:
+        return []
+    return mean_table(scores, "swd", "checkerboard", list(plan.methods), "own", plan.toy_steps, plan.eval_steps)
+
+
+def write_study_report(results: StudyResults) -> Path:
+    """OUT/report.md of the study: the short answer first, then every section the plan has scores for."""
+    plan, scores, config = results.plan, results.scores, results.config
+    ablation = ablation_section(scores, plan, results.winner) if results.winner and plan.ablation else []
+    costs = cost_section(plan, results.costs, config.batch_size) if results.costs and config else []
+    questions = [*many_steps_question(scores, plan), *finetune_question(scores, plan, results.winner)]
+    return write_report(
+        results.out,
+        [
+            study_header(results),
+            titled("Short answer", short_answer(scores, plan)),
+            ["## Setup", *study_setup(results), ""],
+            digits_tables(results),
+            titled("Rankings", rankings_section(scores, plan)),
+            titled("Method against recipe", recipe_section(scores, plan) if "common" in plan.recipes else []),
+            titled("Checkerboard: sliced Wasserstein distance, own recipes", checkerboard_table(scores, plan)),
+            titled("Budgets", budget_section(scores, plan, results.figures.get("budget")) if plan.budgets else []),
+            titled("Ablation", ablation),
+            titled("The two questions", questions),
+            titled("Training cost per step", costs),
+            grids_section(plan, results.figures.get("grids")),
+            goals_section(results),
+            reproduce_section(f"shortcut study --out {results.out}{' --full' if plan.ablation else ''}"),
+        ],
+    )

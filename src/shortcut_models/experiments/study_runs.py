@@ -33,8 +33,9 @@ from ..metrics import precision_recall
 from ..metrics.digits_net import load_digits_feature_net
 from ..objectives import OBJECTIVES, build_objective
 from ..outputs import write_json
-from ..training import Trainer, resume
+from ..training import resume
 from .study_plan import PRESETS, Run, StudyPlan, teacher_of
+from .train import build_trainer
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,15 @@ def score_file(out: Path, run: Run, budget: int) -> Path:
 
 def run_config(out: Path, plan: StudyPlan, run: Run, steps: int, extra: tuple[str, ...] = ()) -> TrainConfig:
     """The training config of ``run`` trained to ``steps``: its domain's preset and method, no evaluation
-    during training, one checkpoint kept, a one-step sample sheet only (the study draws its own), its seed, the teacher run (distillation), the plan's overrides
-    (digits), the run's recipe, then ``extra``."""
+    during training, one checkpoint kept, a one-step sample sheet only (the study draws its own), its seed,
+    the teacher run (distillation), on digits the plan's evaluation during training (runs from scratch) and
+    overrides, the run's recipe, then ``extra``."""
     teacher = teacher_of(run, plan)
     keys = [f"steps={steps}", "eval_every=0", "keep_checkpoints=1", "sample_steps=[1]", f"seed={run.seed}"]
     if teacher is not None and OBJECTIVES[run.method].teacher_run:
         keys.append(f"teacher={run_dir(out, teacher)}")
     if run.domain == "digits":
-        keys += plan.overrides
+        keys += [*(() if run.init else plan.tracking), *plan.overrides]
     cfg = build_config(PRESETS[run.domain], run.method, None, [*keys, *run.overrides, *extra])
     if run.init:
         cfg.init_from = str(run_dir(out, teacher))
@@ -93,15 +95,16 @@ def cached_scores(out: Path, plan: StudyPlan, run: Run, budget: int) -> list[dic
     saved = json.loads(file.read_text())
     if saved.get("settings") != score_settings(plan, run, budget):
         return None
-    refuse_another_run(out, plan, run, budget)
+    refuse_scores_of_another_run(out, plan, run, budget)
     return saved["rows"]
 
 
-def refuse_another_run(out: Path, plan: StudyPlan, run: Run, budget: int) -> None:
-    """UserError naming the first differing setting when the checkpoint in ``run``'s directory was trained
-    with other settings than the plan's: the check a trainer resuming it makes (``resume.as_resumed``), except
-    that where the teacher and the initial weights lie is not compared, so a study directory can be moved or
-    runs copied between studies; a run without a readable checkpoint is not checked (its scores stand)."""
+def refuse_scores_of_another_run(out: Path, plan: StudyPlan, run: Run, budget: int) -> None:
+    """Refuse cached scores of ``run`` at ``budget`` whose run directory holds another run: UserError naming
+    the first differing setting when the checkpoint there was trained with other settings than the plan's
+    (the check a trainer resuming it makes, ``resume.as_resumed``), except that where the teacher and the
+    initial weights lie is not compared, so a study directory can be moved or runs copied between studies;
+    a run without a readable checkpoint is not checked (its scores stand)."""
     checkpoint = ckpt.latest_checkpoint(run_dir(out, run))
     if checkpoint is None:
         return
@@ -161,38 +164,51 @@ SCORERS = {"digits": score_digits, "checkerboard": score_points}
 def train_and_score(job: RunJob) -> list[dict[str, Any]]:
     """Train ``job.run`` through its budgets, scoring each before training past it; returns every row
     (cached budgets are read, not redone)."""
-    out, plan, run = job.out, job.plan, job.run
     rows: list[dict[str, Any]] = []
+    for budget in job.run.budgets:
+        cached = cached_scores(job.out, job.plan, job.run, budget)
+        rows += cached if cached is not None else score_budget(job, budget, train_to(job, budget))
+    return rows
+
+
+def train_to(job: RunJob, budget: int) -> dict[str, float]:
+    """Train ``job.run`` to ``budget`` steps (resuming), with the evaluation during training its config asks
+    for; returns its training seconds so far, the evaluations' among them (``evaluating``), kept on disk."""
+    out, run = job.out, job.run
     seconds_file = out / "scores" / run.name / "train_seconds.json"
-    for budget in run.budgets:
-        cached = cached_scores(out, plan, run, budget)
-        if cached is not None:
-            rows += cached
-            continue
-        trainer = Trainer(run_config(out, plan, run, budget), run_dir(out, run), progress=job.progress)
-        if trainer.step > budget:
-            raise RuntimeError(f"{run_dir(out, run)} has trained past {budget} steps before its scores were written")
-        seconds = json.loads(seconds_file.read_text()) if seconds_file.exists() else {}
-        t0 = time.perf_counter()
-        trainer.run()
-        if trainer.stopped_by_signal:  # checkpoint saved; rerunning the study resumes here
-            raise KeyboardInterrupt
-        spent = seconds.get("total", 0.0) + time.perf_counter() - t0
-        seconds_file.parent.mkdir(parents=True, exist_ok=True)
-        write_json(seconds_file, {"total": spent})
-        settings = score_settings(plan, run, budget)
-        new = SCORERS[run.domain](plan, run_dir(out, run), settings, job.progress)
-        for row in new:
-            row.update(
-                domain=run.domain,
-                method=run.method,
-                recipe=run.recipe,
-                seed=run.seed,
-                budget=budget,
-                init=run.init,
-                train_seconds=spent,
-            )
-        file = score_file(out, run, budget)
-        write_json(file, {"settings": settings, "rows": new})
-        rows += new
+    trainer = build_trainer(run_config(out, job.plan, run, budget), run_dir(out, run), progress=job.progress)
+    if trainer.step > budget:
+        raise RuntimeError(f"{run_dir(out, run)} has trained past {budget} steps before its scores were written")
+    seconds = json.loads(seconds_file.read_text()) if seconds_file.exists() else {}
+    t0 = time.perf_counter()
+    trainer.run()
+    if trainer.stopped_by_signal:  # checkpoint saved; rerunning the study resumes here
+        raise KeyboardInterrupt
+    evaluating = trainer.evaluator.seconds if trainer.evaluator is not None else 0.0
+    spent = {
+        "total": seconds.get("total", 0.0) + time.perf_counter() - t0,
+        "evaluating": seconds.get("evaluating", 0.0) + evaluating,
+    }
+    seconds_file.parent.mkdir(parents=True, exist_ok=True)
+    write_json(seconds_file, spent)
+    return spent
+
+
+def score_budget(job: RunJob, budget: int, seconds: dict[str, float]) -> list[dict[str, Any]]:
+    """Score ``job.run`` at ``budget`` (its checkpoint now) and write OUT/scores/NAME/BUDGET.json."""
+    out, plan, run = job.out, job.plan, job.run
+    settings = score_settings(plan, run, budget)
+    rows = SCORERS[run.domain](plan, run_dir(out, run), settings, job.progress)
+    for row in rows:
+        row.update(
+            domain=run.domain,
+            method=run.method,
+            recipe=run.recipe,
+            seed=run.seed,
+            budget=budget,
+            init=run.init,
+            train_seconds=seconds["total"],
+            eval_seconds=seconds["evaluating"],
+        )
+    write_json(score_file(out, run, budget), {"settings": settings, "rows": rows})
     return rows

@@ -1,4 +1,5 @@
-"""The study's scores as a table of rows, queried by (domain, method, recipe, budget, step count).
+"""The study's scores as a table of rows, queried by (domain, method, recipe, budget, step count), and
+everything its reports read (:class:`StudyResults`).
 
 Every row is one (run, budget, sampling step count): its domain, method, recipe, seed, budget, init (the
 share of the budget a fine-tuning run trained; 0 from scratch), steps, the metrics (digits: ``fd_digits``,
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ..config.train_config import TrainConfig
 from ..metrics.seed_intervals import SeedMean, compare, seed_mean
+from .study_plan import StudyPlan
 
 # The headline metric of each domain and its lower-is-better direction.
 HEADLINE = {"digits": "fd_digits", "checkerboard": "swd"}
@@ -124,3 +128,22 @@ def reversals(
         for y in have
         if x != y and verdict(x, y, first) == "better" and verdict(x, y, second) == "worse"
     ]
+
+
+@dataclass
+class StudyResults:
+    """What a report reads once every stage has run: the plan, the scores, each method's step cost against
+    flow matching (``costs``, empty without digits), the best one-step method without a teacher (``winner``,
+    when the second stage ran), the figures, the network's size and the first flow-matching run's config
+    (None without digits), wall seconds (``timing``, ``this call``) and the machine (``threads``, ``jobs``)."""
+
+    out: Path
+    plan: StudyPlan
+    scores: Scores
+    costs: dict[str, dict[str, float]]
+    winner: str | None
+    figures: dict[str, Path | None]
+    params: int
+    config: TrainConfig | None
+    seconds: dict[str, float]
+    machine: dict[str, int]
