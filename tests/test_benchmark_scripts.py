@@ -44,9 +44,8 @@ def test_forward_flops_count_every_product_of_dit_b2():
         sys.path.remove(str(BENCHMARKS))
     with torch.device("meta"):
         model = DiT.from_preset("DiT-B/2", input_size=32, in_channels=4, num_classes=1000)
-    run = types.SimpleNamespace(
-        model=model, spec=types.SimpleNamespace(sample_shape=(4, 32, 32)), device=torch.device("meta"), num_classes=1000
-    )
+    spec = types.SimpleNamespace(sample_shape=(4, 32, 32), num_classes=1000)
+    run = types.SimpleNamespace(model=model, spec=spec, device=torch.device("meta"))
     assert forward_flops(run) == dit_b2_flops() == 46_005_485_568  # "about 46 GFLOP per forward"
 
 
