@@ -296,13 +296,7 @@ class AlphaFlow(Objective):
         per_row = LOSS_WEIGHTS[self.recipe.loss_weight](sq / sq.shape[1] if per_element else sq, self.recipe)
         weight = getattr(targets, "weight", None)
         loss = (per_row if weight is None else per_row * weight.to(per_row.dtype)).mean()
-        with torch.no_grad():
-            mse = sq.mean(dim=1)
-            logs = {"loss": mse.mean()}
-            for i, kind in enumerate(self.row_kinds):
-                mask = (targets.kind == i).to(mse.dtype)
-                logs[f"loss_{kind}"] = (mse * mask).sum() / mask.sum()
-        return loss, logs
+        return loss, self.loss_logs(sq.detach().mean(dim=1), targets.kind)
 
 
 @torch.inference_mode()

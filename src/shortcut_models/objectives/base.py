@@ -136,12 +136,17 @@ class Objective(ABC):
         sq = (pred.float() - targets.v.float()).pow(2).flatten(1)
         per_row, mse = per_row_loss(self.recipe.loss_weight, sq, self.recipe)
         loss = per_row.mean()
-        with torch.no_grad():
-            logs = {"loss": mse.mean()}
-            for i, kind in enumerate(self.row_kinds):
-                mask = (targets.kind == i).to(mse.dtype)
-                logs[f"loss_{kind}"] = (mse * mask).sum() / mask.sum()
-        return loss, logs
+        return loss, self.loss_logs(mse, targets.kind)
+
+    @torch.no_grad()
+    def loss_logs(self, mse: torch.Tensor, kind: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a step logs of its loss: the mean of each row's squared error ``mse`` over the batch, and
+        over the rows of each kind (``kind`` indexes :attr:`row_kinds`)."""
+        logs = {"loss": mse.mean()}
+        for i, name in enumerate(self.row_kinds):
+            mask = (kind == i).to(mse.dtype)
+            logs[f"loss_{name}"] = (mse * mask).sum() / mask.sum()
+        return logs
 
     # ------------------------------------------------------------ rows, sampling, cost
     def kind_rows(self, batch: int) -> tuple[int, ...]:

@@ -275,9 +275,4 @@ class SoFlow(Objective):
         divisor = torch.where(targets.kind == 0, 2 * a, a)
         loss = (per_row / divisor).mean()
         mse = sq.detach().mean(dim=1)
-        with torch.no_grad():
-            logs = {"loss": mse.mean()}
-            for i, kind in enumerate(self.row_kinds):
-                mask = (targets.kind == i).to(mse.dtype)
-                logs[f"loss_{kind}"] = (mse * mask).sum() / mask.sum()
-        return loss, logs
+        return loss, self.loss_logs(mse, targets.kind)
