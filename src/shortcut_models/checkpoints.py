@@ -215,7 +215,8 @@ def save_checkpoint(
         save_file(_tensors(model), str(tmp / ONLINE_WEIGHTS))
         save_file(_tensors(ema), str(tmp / EMA_WEIGHTS))
         if state is not None:
-            torch.save({"step": step, **state}, tmp / STATE)
+            with open(tmp / STATE, "wb") as fh:  # through a Python file: a full disk raises OSError (ENOSPC)
+                torch.save({"step": step, **state}, fh)
         mode = 0o666 & ~_umask()
         for f in tmp.iterdir():
             os.chmod(f, mode)  # safetensors creates its files 0600; every file gets the mode the umask gives
