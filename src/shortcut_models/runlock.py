@@ -16,6 +16,7 @@ support (or without ``fcntl``: not a POSIX system) the run goes on unlocked, wit
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -109,7 +110,8 @@ def acquire(run_dir: str | Path, use: str = "training run") -> RunLock:
         fh.write(json.dumps(info) + "\n")
         fh.flush()
     except OSError as exc:  # a full disk, a quota, a file-size limit: the one line of a failed write, exit 1
-        _close(fh)
+        with contextlib.suppress(OSError):  # closing flushes again, and fails again on a full disk
+            fh.close()
         raise failure(path, exc) from None
     _held[key] = [fh, 1]
     return RunLock(key)
@@ -130,14 +132,6 @@ def _drop(key: str) -> None:
     except OSError:
         pass
     fh.close()  # closing drops the flock
-
-
-def _close(fh) -> None:
-    """Close ``fh`` after a failed write (closing flushes again, and fails again on a full disk)."""
-    try:
-        fh.close()
-    except OSError:
-        pass
 
 
 def _read(fh) -> dict:

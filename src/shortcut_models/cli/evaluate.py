@@ -68,7 +68,11 @@ def register(sub: Subcommands) -> None:
         metavar="FILE",
         help="the official DINOv2 weights file (dinov2_vitl14_pretrain.pth) for --metric fd-dinov2; never downloaded",
     )
-    p.add_argument("--save-samples", action="store_true", help="keep OUT/samples/*.npz (uint8 NHWC arr_0, labels; image models only)")
+    p.add_argument(
+        "--save-samples",
+        action="store_true",
+        help="keep OUT/samples/*.npz (uint8 NHWC arr_0, labels; image models only)",
+    )
     p.add_argument("--batch-size", type=ints(1), default=500)
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", type=DEVICE, default="auto")

@@ -101,7 +101,9 @@ def downloaded_weights() -> Path:
             download_weights(url, target)
         except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, timeouts, proxies: all one reason
             reason = getattr(exc, "reason", None) or exc
-            raise WeightsUnavailable(f"the download of {url} failed: {str(reason).strip() or type(exc).__name__}") from None
+            raise WeightsUnavailable(
+                f"the download of {url} failed: {str(reason).strip() or type(exc).__name__}"
+            ) from None
     return target
 
 
