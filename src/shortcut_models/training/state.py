@@ -1,14 +1,15 @@
 """What a checkpoint holds of a run besides its config: weights, optimizer, EMA counters, random state.
 
 ``model.safetensors`` and ``ema.safetensors`` hold the online and EMA weights; ``state.pt`` holds the
-optimizer state, the EMA counters, the CPU (and CUDA) random state, the step and, for distillation
-runs, the bound teacher's weights. Loading all of them back makes a resumed run compute exactly what
-an uninterrupted run computes.
+optimizer state, the EMA counters, the CPU (and CUDA) random state, the step, the open logging
+interval (the sums that the next row of metrics.csv averages) and, for distillation runs, the bound
+teacher's weights. Loading all of them back makes a resumed run compute, and log, exactly what an
+uninterrupted run does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ import torch
 from torch import nn
 
 from .. import checkpoints as ckpt
+from .. import distributed
 from ..errors import UserError, first_line
 from .ema import EMA
+from .interval_means import IntervalMeans
 
 
 @dataclass
@@ -29,9 +32,15 @@ class RunState:
     optimizer: torch.optim.Optimizer
     teacher: nn.Module | None
     device: torch.device
+    log_window: IntervalMeans = field(default_factory=IntervalMeans)  # the logging interval under way
 
-    def to_save(self) -> dict[str, Any]:
-        """The contents of ``state.pt`` (the step is added by the checkpoint writer)."""
+    def log_window_state(self) -> dict[str, Any]:
+        """The open logging interval summed over processes: call it on every process (one collective)."""
+        return self.log_window.state(distributed.all_reduce)
+
+    def to_save(self, log_window: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The contents of ``state.pt`` (the step is added by the checkpoint writer); ``log_window``: from
+        :meth:`log_window_state`."""
         cuda = self.device.type == "cuda"
         state = {
             "optimizer": self.optimizer.state_dict(),
@@ -39,6 +48,8 @@ class RunState:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
         }
+        if log_window is not None:
+            state["log_window"] = log_window
         if self.teacher is not None:
             state["teacher"] = self.teacher.state_dict()
         return state
@@ -61,6 +72,8 @@ class RunState:
             if self.device.type == "cuda" and state.get("rng_cuda") is not None:
                 torch.cuda.set_rng_state(state["rng_cuda"], self.device)
             step = int(state["step"])
+            # the first process holds the interval's sums over every process; the others start it empty
+            self.log_window.load_state(state.get("log_window") if distributed.rank() == 0 else None, self.device)
             if self.teacher is not None:
                 if "teacher" not in state:
                     raise UserError(f"{path} holds no teacher weights; it was not saved by a distillation run")
