@@ -48,9 +48,11 @@ class IntervalMeans:
         total = reduce(torch.cat([sums, weights])).cpu()
         return {"keys": keys, "sums": total[: len(keys)].clone(), "weights": total[len(keys) :].tolist()}
 
-    def load_state(self, state: dict[str, Any] | None, device: torch.device) -> None:
+    def load_state(self, state: dict[str, Any] | None, device: torch.device, values: bool = True) -> None:
         """Open the interval with a checkpoint's :meth:`state` (None: an empty one, as a checkpoint written
-        without it gives). ValueError when ``state`` is malformed."""
+        without it gives). ``values=False`` takes its keys with zero sums and weights: the processes but
+        one, so that every process holds the same keys (each :meth:`state` is then one collective on all)
+        and the sums over processes are the saved ones. ValueError when ``state`` is malformed."""
         self.__init__()
         if state is None:
             return
@@ -58,8 +60,8 @@ class IntervalMeans:
         if not (isinstance(sums, torch.Tensor) and sums.ndim == 1 and len(keys) == len(sums) == len(weights)):
             raise ValueError("the logging interval's state is malformed")
         for i, key in enumerate(keys):
-            self._sums[str(key)] = sums[i].to(device)
-            self._weights[str(key)] = float(weights[i])
+            self._sums[str(key)] = (sums[i] if values else torch.zeros_like(sums[i])).to(device)
+            self._weights[str(key)] = float(weights[i]) if values else 0.0
 
     def means(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
         """Means per key (keys in the order first added); resets the interval."""

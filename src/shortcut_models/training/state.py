@@ -72,8 +72,8 @@ class RunState:
             if self.device.type == "cuda" and state.get("rng_cuda") is not None:
                 torch.cuda.set_rng_state(state["rng_cuda"], self.device)
             step = int(state["step"])
-            # the first process holds the interval's sums over every process; the others start it empty
-            self.log_window.load_state(state.get("log_window") if distributed.rank() == 0 else None, self.device)
+            # the first process holds the interval's sums over every process; the others its keys, at zero
+            self.log_window.load_state(state.get("log_window"), self.device, values=distributed.rank() == 0)
             if self.teacher is not None:
                 if "teacher" not in state:
                     raise UserError(f"{path} holds no teacher weights; it was not saved by a distillation run")
