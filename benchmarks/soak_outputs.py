@@ -10,7 +10,8 @@ times, then lets the last start run to its end; trials go on until ``--target`` 
 every kill, every file left in ``--out`` (temporary files of the killed write aside) must open with its
 reader. ``--aim`` (a share of the kills) waits, after the drawn moment, for the next file write of the
 process to begin (its temporary file ``.NAME.PID.tmp`` to appear) and kills it inside that write: for
-``encode`` a shard write, for ``sample`` its one write, the short window between the last batch and the
+``encode-shards`` (``encode`` with shards of 3 MB, whose writes last milliseconds) a shard write, for
+``sample`` its one write, the short window between the last batch and the
 rename (``sample`` takes no lock: its kills are drawn from its start, and always aimed). A trial passes
 when every start exits 0 or was killed and the outputs equal the reference's:
 
@@ -27,7 +28,7 @@ Finally no temporary file may be left.
 
     python benchmarks/soak_outputs.py --target 30 --seed 1            # the three commands, one line a trial
     python benchmarks/soak_outputs.py --command study --target 5 --json out.json
-    python benchmarks/soak_outputs.py --command sample --command encode --target 20 --aim 1 --seed 1
+    python benchmarks/soak_outputs.py --command sample --command encode-shards --target 20 --aim 1 --seed 1
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ def prepare(work: Path) -> dict[str, Job]:
         Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(path)
     subprocess.run(shortcut("train", "--out", str(run), "--quiet", *RUN), env=environment(), check=True)
     encode = ["encode", "--data", str(images), "--vae", "identity", "--resolution", "32", "--shard-size", "8"]
+    # shards of 3 MB (64 images at 64x64): each write lasts milliseconds, long enough to aim kills inside
+    encode_shards = ["encode", "--data", str(images), "--vae", "identity", "--resolution", "64", "--shard-size", "64"]
     evaluate = ["eval", "--ckpt", str(run), "--steps", "1,2,4,8,16", "--num", "1024", "--batch-size", "128"]
     return {
         "encode": Job("encode", lambda out: shortcut(*encode, "--quiet", "--out", str(out)), compare_encode),
@@ -214,6 +217,9 @@ def prepare(work: Path) -> dict[str, Job]:
             "eval", lambda out: shortcut(*evaluate, "--save-samples", "--quiet", "--out", str(out)), compare_eval
         ),
         "study": Job("study", lambda out: shortcut("study", "--quick", "--quiet", "--out", str(out)), compare_study),
+        "encode-shards": Job(
+            "encode-shards", lambda out: shortcut(*encode_shards, "--quiet", "--out", str(out)), compare_encode
+        ),
         "sample": Job(
             "sample",
             lambda out: shortcut(
@@ -338,7 +344,10 @@ def soak(job: Job, work: Path, target: int, kills: int, aim: float, rng: random.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--command", choices=["encode", "eval", "study", "sample"], action="append", help="default: all four"
+        "--command",
+        choices=["encode", "encode-shards", "eval", "study", "sample"],
+        action="append",
+        help="default: all five",
     )
     parser.add_argument("--target", type=int, default=30, help="kills per command, at least")
     parser.add_argument("--kills", type=int, default=3, help="kills per trial at most")
@@ -350,7 +359,7 @@ def main() -> None:
     totals = []
     with tempfile.TemporaryDirectory(prefix="soak-outputs-") as tmp:
         jobs = prepare(Path(tmp))
-        for name in args.command or ["encode", "eval", "study", "sample"]:
+        for name in args.command or ["encode", "encode-shards", "eval", "study", "sample"]:
             totals.append(soak(jobs[name], Path(tmp), args.target, args.kills, args.aim, rng))
             print(json.dumps({k: v for k, v in totals[-1].items() if k != "trial_results"}), flush=True)
             if args.json:
