@@ -8,11 +8,11 @@ unkilled: the machine may have been busier during the reference). Then trials: e
 with SIGKILL at a moment drawn uniformly over that window after it takes the lock, up to ``--kills``
 times, then lets the last start run to its end; trials go on until ``--target`` kills were made. After
 every kill, every file left in ``--out`` (temporary files of the killed write aside) must open with its
-reader. ``--aim`` (a share of the kills) waits, after the drawn moment, for the next file write of the
-process to begin (its temporary file ``.NAME.PID.tmp`` to appear) and kills it inside that write: for
+reader. ``--aim`` (a share of the kills) waits instead for one of the process's first file writes, drawn
+uniformly, to begin (its temporary file ``.NAME.PID.tmp`` to appear) and kills it inside that write: for
 ``encode-shards`` (``encode`` with shards of 3 MB, whose writes last milliseconds) a shard write, for
-``sample`` its one write, the short window between the last batch and the
-rename (``sample`` takes no lock: its kills are drawn from its start, and always aimed). A trial passes
+``sample`` its one write, the short window between the last batch and the rename (``sample`` takes no
+lock: its kills are always aimed). A trial passes
 when every start exits 0 or was killed and the outputs equal the reference's:
 
 - encode: every file of the cache byte for byte (shards, manifest, file list);
@@ -194,6 +194,7 @@ class Job:
     argv: Callable[[Path], list[str]]  # the command for an --out
     compare: Callable[[Path, Path], list[str]]
     locks: bool = True  # holds --out's lock while it works (sample writes one file and takes none)
+    writes: int = 1  # aimed kills land in one of its first ``writes`` file writes, drawn uniformly
 
 
 def prepare(work: Path) -> dict[str, Job]:
@@ -218,7 +219,10 @@ def prepare(work: Path) -> dict[str, Job]:
         ),
         "study": Job("study", lambda out: shortcut("study", "--quick", "--quiet", "--out", str(out)), compare_study),
         "encode-shards": Job(
-            "encode-shards", lambda out: shortcut(*encode_shards, "--quiet", "--out", str(out)), compare_encode
+            "encode-shards",
+            lambda out: shortcut(*encode_shards, "--quiet", "--out", str(out)),
+            compare_encode,
+            writes=10,  # the file list, the manifest, 8 shards
         ),
         "sample": Job(
             "sample",
@@ -246,17 +250,19 @@ def wait_for_lock(out: Path, proc: subprocess.Popen, timeout: float = 300.0) -> 
     return False
 
 
-def wait_for_temporary(out: Path, proc: subprocess.Popen, timeout: float = 300.0) -> bool:
-    """Return as soon as a file write of ``proc`` is under way in ``out`` (its ``.NAME.PID.tmp`` exists; polled
-    every 0.2 ms: a write lasts milliseconds); False if the process ended first."""
-    suffix, end = f".{proc.pid}.tmp", time.monotonic() + timeout
+def wait_for_temporary(out: Path, proc: subprocess.Popen, skip: int = 0, timeout: float = 300.0) -> bool:
+    """Return as soon as the ``skip + 1``-th file write of ``proc`` is under way in ``out`` (its
+    ``.NAME.PID.tmp`` exists; polled every 0.2 ms: a write lasts milliseconds); False if the process ended
+    first."""
+    suffix, end, seen = f".{proc.pid}.tmp", time.monotonic() + timeout, set()
     while time.monotonic() < end and proc.poll() is None:
         try:
             with os.scandir(out) as entries:
-                if any(e.name.endswith(suffix) for e in entries):
-                    return True
+                seen.update(e.name for e in entries if e.name.endswith(suffix))
         except OSError:
             pass
+        if len(seen) > skip:
+            return True
         time.sleep(0.0002)
     return False
 
@@ -286,11 +292,11 @@ def trial(job: Job, ref: Path, out: Path, window: float, kills: int, aim: float,
         last, locked = attempt == kills, None
         if not last and started(job, out, proc):
             locked = time.monotonic()
-            aimed = not job.locks or rng.random() < aim
-            if job.locks:  # a command without a lock writes once, at its end: aimed at that write
+            if not job.locks or rng.random() < aim:  # inside a write: the first to the job's writes-th one
+                if wait_for_temporary(out, proc, skip=rng.randrange(job.writes)):
+                    result["aimed"] += 1
+            else:
                 time.sleep(rng.uniform(0.0, window))
-            if aimed and wait_for_temporary(out, proc):
-                result["aimed"] += 1
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 result["kills"] += 1
