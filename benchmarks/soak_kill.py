@@ -9,7 +9,8 @@ the run's lock) or, for a share ``--aim`` of the kills, at the first checkpoint 
 to the end. A trial
 passes when every start exits 0 or was killed, the final checkpoint's weights, EMA weights and
 optimizer state equal those of the uninterrupted reference bit for bit, metrics.csv holds each
-logged step once, and no partial checkpoint directory is left.
+logged step once and equals the reference's row by row (``samples_per_sec``, a measure of the
+machine, aside), and no partial checkpoint directory is left.
 
     python benchmarks/soak_kill.py --trials 100            # prints one line per trial, then the totals
     python benchmarks/soak_kill.py --trials 3 --json out.json
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import os
 import random
@@ -53,6 +55,7 @@ CONFIG = [
     "logger=none",
 ]
 PARTIAL = (".tmp-", ".old-", ".del-")
+MACHINE_COLUMNS = ("samples_per_sec", "max_memory_gb")
 
 
 def command(run: Path) -> list[str]:
@@ -78,6 +81,12 @@ def final_state(run: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def log_rows(run: Path) -> list[dict[str, str]]:
+    """metrics.csv without the columns that measure the machine (throughput, memory)."""
+    with open(run / "metrics.csv", newline="") as fh:
+        return [{k: v for k, v in r.items() if k not in MACHINE_COLUMNS} for r in csv.DictReader(fh)]
+
+
 def wait_for_lock(run: Path, proc: subprocess.Popen, timeout: float = 120.0) -> bool:
     """Wait until the process holds the run's lock (training is about to start); False if it ended."""
     lock, end = run / ".lock", time.monotonic() + timeout
@@ -100,11 +109,18 @@ def wait_for_partial(run: Path, proc: subprocess.Popen, timeout: float = 10.0) -
 
 
 def trial(
-    work: Path, reference: dict[str, torch.Tensor], train_seconds: float, kills: int, aim: float, rng: random.Random
+    work: Path,
+    reference: dict[str, torch.Tensor],
+    reference_rows: list[dict[str, str]],
+    train_seconds: float,
+    kills: int,
+    aim: float,
+    rng: random.Random,
 ) -> dict:
     run = work / "run"
     shutil.rmtree(run, ignore_errors=True)
-    result = {"kills": 0, "starts": 0, "resumes": 0, "partial_left": 0, "identical": False, "problems": []}
+    result = {"kills": 0, "starts": 0, "resumes": 0, "partial_left": 0, "identical": False, "same_logs": False}
+    result["problems"] = []
     env = environment()
     for attempt in range(kills + 1):
         found = [p.name for p in (run / "checkpoints").iterdir()] if (run / "checkpoints").is_dir() else []
@@ -136,6 +152,11 @@ def trial(
     steps = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     if len(steps) != len(set(steps)):
         result["problems"].append(f"metrics.csv repeats steps: {steps}")
+    rows = log_rows(run)
+    result["same_logs"] = rows == reference_rows
+    if not result["same_logs"]:
+        differ = [a["step"] for a, b in zip(reference_rows, rows) if a != b]
+        result["problems"].append(f"metrics.csv differs from the uninterrupted run's (rows of steps {differ})")
     return result
 
 
@@ -147,6 +168,7 @@ def summary(results: list[dict]) -> dict[str, int]:
         "resumes": sum(r["resumes"] for r in results),
         "kills_inside_a_checkpoint_write": sum(r["partial_left"] for r in results),
         "bit_identical": sum(r["identical"] for r in results),
+        "same_logs": sum(r["same_logs"] for r in results),
         "failed": sum(bool(r["problems"]) for r in results),
     }
 
@@ -172,14 +194,14 @@ def main() -> None:
         train_seconds = time.monotonic() - t_lock  # from taking the lock to the final checkpoint
         if proc.wait() != 0:
             sys.exit(f"the reference run failed: {proc.stderr.read().decode()[-500:]}")
-        reference = final_state(ref_run)
+        reference, reference_rows = final_state(ref_run), log_rows(ref_run)
         print(
             f"reference run: {time.monotonic() - t0:.1f} s, {train_seconds:.1f} s from taking the lock to the final checkpoint"
         )
         results: list[dict] = []
         totals = summary(results)
         for i in range(args.trials):
-            r = trial(work, reference, train_seconds, args.kills, args.aim, rng)
+            r = trial(work, reference, reference_rows, train_seconds, args.kills, args.aim, rng)
             results.append(r)
             status = "ok" if r["identical"] and not r["problems"] else "FAIL " + "; ".join(r["problems"])
             print(

@@ -1,6 +1,6 @@
-"""Soak test of the commands besides ``train``: ``kill -9`` ``shortcut encode``, ``shortcut eval`` and
-``shortcut study --quick`` at random moments, start them again, and check that the last start ends with
-the outputs of a run that was never interrupted.
+"""Soak test of the commands besides ``train``: ``kill -9`` ``shortcut encode``, ``shortcut eval``,
+``shortcut study --quick`` and ``shortcut sample`` at random moments, start them again, and check that the
+last start ends with the outputs of a run that was never interrupted.
 
 For each command a reference run goes uninterrupted first (its time from taking the ``--out`` lock to
 its end sets the kill window, shortened to the time of a trial's first start that ran to its end
@@ -8,13 +8,19 @@ unkilled: the machine may have been busier during the reference). Then trials: e
 with SIGKILL at a moment drawn uniformly over that window after it takes the lock, up to ``--kills``
 times, then lets the last start run to its end; trials go on until ``--target`` kills were made. After
 every kill, every file left in ``--out`` (temporary files of the killed write aside) must open with its
-reader. A trial passes when every start exits 0 or was killed and the outputs equal the reference's:
+reader. ``--aim`` (a share of the kills) waits instead for one of the process's first file writes, drawn
+uniformly, to begin (its temporary file ``.NAME.PID.tmp`` to appear) and kills it inside that write: for
+``encode-shards`` (``encode`` with shards of 3 MB, whose writes last milliseconds) a shard write, for
+``sample`` its one write, the short window between the last batch and the rename (``sample`` takes no
+lock: its kills are always aimed). A trial passes
+when every start exits 0 or was killed and the outputs equal the reference's:
 
 - encode: every file of the cache byte for byte (shards, manifest, file list);
 - eval: metrics.json and metrics.csv without the ``seconds`` column, the plot and the saved samples byte
   for byte;
 - study: every checkpoint's tensors and the evaluation of every method (OUT/eval/*.json without the
-  ``seconds`` fields); timing and report figures measure this machine's speed and are not compared.
+  ``seconds`` fields); timing and report figures measure this machine's speed and are not compared;
+- sample: the arrays of the ``.npz`` (samples and labels; the zip's timestamps aside).
 
 Paths inside the files (a row's checkpoint, its samples file) are compared relative to ``--out``.
 
@@ -22,6 +28,7 @@ Finally no temporary file may be left.
 
     python benchmarks/soak_outputs.py --target 30 --seed 1            # the three commands, one line a trial
     python benchmarks/soak_outputs.py --command study --target 5 --json out.json
+    python benchmarks/soak_outputs.py --command sample --command encode-shards --target 20 --aim 1 --seed 1
 """
 
 from __future__ import annotations
@@ -167,7 +174,18 @@ def compare_study(ref: Path, out: Path) -> list[str]:
     return problems
 
 
+def compare_sample(ref: Path, out: Path) -> list[str]:
+    if not (out / SAMPLES).is_file():
+        return [f"no {SAMPLES}"]
+    with np.load(ref / SAMPLES) as a, np.load(out / SAMPLES) as b:
+        if a.files != b.files or any(not np.array_equal(a[k], b[k]) for k in a.files):
+            return [f"{SAMPLES} differs"]
+    return []
+
+
 # ------------------------------------------------------------------------------------------ the jobs
+
+SAMPLES = "s.npz"  # sample's output file in its --out directory
 
 
 @dataclass
@@ -175,6 +193,8 @@ class Job:
     name: str
     argv: Callable[[Path], list[str]]  # the command for an --out
     compare: Callable[[Path, Path], list[str]]
+    locks: bool = True  # holds --out's lock while it works (sample writes one file and takes none)
+    writes: int = 1  # aimed kills land in one of its first ``writes`` file writes, drawn uniformly
 
 
 def prepare(work: Path) -> dict[str, Job]:
@@ -189,6 +209,8 @@ def prepare(work: Path) -> dict[str, Job]:
         Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(path)
     subprocess.run(shortcut("train", "--out", str(run), "--quiet", *RUN), env=environment(), check=True)
     encode = ["encode", "--data", str(images), "--vae", "identity", "--resolution", "32", "--shard-size", "8"]
+    # shards of 3 MB (64 images at 64x64): each write lasts milliseconds, long enough to aim kills inside
+    encode_shards = ["encode", "--data", str(images), "--vae", "identity", "--resolution", "64", "--shard-size", "64"]
     evaluate = ["eval", "--ckpt", str(run), "--steps", "1,2,4,8,16", "--num", "1024", "--batch-size", "128"]
     return {
         "encode": Job("encode", lambda out: shortcut(*encode, "--quiet", "--out", str(out)), compare_encode),
@@ -196,6 +218,20 @@ def prepare(work: Path) -> dict[str, Job]:
             "eval", lambda out: shortcut(*evaluate, "--save-samples", "--quiet", "--out", str(out)), compare_eval
         ),
         "study": Job("study", lambda out: shortcut("study", "--quick", "--quiet", "--out", str(out)), compare_study),
+        "encode-shards": Job(
+            "encode-shards",
+            lambda out: shortcut(*encode_shards, "--quiet", "--out", str(out)),
+            compare_encode,
+            writes=10,  # the file list, the manifest, 8 shards
+        ),
+        "sample": Job(
+            "sample",
+            lambda out: shortcut(
+                "sample", "--ckpt", str(run), "--steps", "1", "--num", "60000", "--out", str(out / SAMPLES)
+            ),
+            compare_sample,
+            locks=False,
+        ),
     }
 
 
@@ -214,10 +250,32 @@ def wait_for_lock(out: Path, proc: subprocess.Popen, timeout: float = 300.0) -> 
     return False
 
 
+def wait_for_temporary(out: Path, proc: subprocess.Popen, skip: int = 0, timeout: float = 300.0) -> bool:
+    """Return as soon as the ``skip + 1``-th file write of ``proc`` is under way in ``out`` (its
+    ``.NAME.PID.tmp`` exists; polled every 0.2 ms: a write lasts milliseconds); False if the process ended
+    first."""
+    suffix, end, seen = f".{proc.pid}.tmp", time.monotonic() + timeout, set()
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            with os.scandir(out) as entries:
+                seen.update(e.name for e in entries if e.name.endswith(suffix))
+        except OSError:
+            pass
+        if len(seen) > skip:
+            return True
+        time.sleep(0.0002)
+    return False
+
+
+def started(job: Job, out: Path, proc: subprocess.Popen) -> bool:
+    """Wait until the job works on ``out`` (holds its lock; a job that takes none: at once)."""
+    return wait_for_lock(out, proc) if job.locks else proc.poll() is None
+
+
 def reference(job: Job, out: Path) -> float:
-    """Run ``job`` uninterrupted into ``out``; returns its seconds from taking the lock to its end."""
+    """Run ``job`` uninterrupted into ``out``; returns its seconds from taking the lock (or from its start) to its end."""
     proc = subprocess.Popen(job.argv(out), env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for_lock(out, proc)
+    started(job, out, proc)
     t0 = time.monotonic()
     _, err = proc.communicate()
     if proc.returncode != 0:
@@ -225,16 +283,20 @@ def reference(job: Job, out: Path) -> float:
     return time.monotonic() - t0
 
 
-def trial(job: Job, ref: Path, out: Path, window: float, kills: int, rng: random.Random) -> dict:
+def trial(job: Job, ref: Path, out: Path, window: float, kills: int, aim: float, rng: random.Random) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    result = {"kills": 0, "starts": 0, "temporary_after_kill": 0, "full_run": None, "problems": []}
+    result = {"kills": 0, "aimed": 0, "starts": 0, "temporary_after_kill": 0, "full_run": None, "problems": []}
     for attempt in range(kills + 1):
         proc = subprocess.Popen(job.argv(out), env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         result["starts"] += 1
         last, locked = attempt == kills, None
-        if not last and wait_for_lock(out, proc):
+        if not last and started(job, out, proc):
             locked = time.monotonic()
-            time.sleep(rng.uniform(0.0, window))
+            if not job.locks or rng.random() < aim:  # inside a write: the first to the job's writes-th one
+                if wait_for_temporary(out, proc, skip=rng.randrange(job.writes)):
+                    result["aimed"] += 1
+            else:
+                time.sleep(rng.uniform(0.0, window))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 result["kills"] += 1
@@ -254,23 +316,28 @@ def trial(job: Job, ref: Path, out: Path, window: float, kills: int, rng: random
     return result
 
 
-def soak(job: Job, work: Path, target: int, kills: int, rng: random.Random) -> dict:
+def soak(job: Job, work: Path, target: int, kills: int, aim: float, rng: random.Random) -> dict:
     ref = work / f"{job.name}-reference"
     t0 = time.monotonic()
     window = reference(job, ref)
     print(f"{job.name}: reference run {time.monotonic() - t0:.1f} s, {window:.1f} s holding the lock", flush=True)
     results = []
     while sum(r["kills"] for r in results) < target:
-        r = trial(job, ref, work / f"{job.name}-trial", window, kills, rng)
+        r = trial(job, ref, work / f"{job.name}-trial", window, kills, aim, rng)
         results.append(r)
         if r["full_run"] is not None:  # the reference ran on a busier machine: kills aimed past the end
             window = min(window, r["full_run"])
         status = "ok" if not r["problems"] else "FAIL " + "; ".join(r["problems"])
-        print(f"{job.name} trial {len(results)}: {r['kills']} kill(s), {r['starts']} start(s): {status}", flush=True)
+        print(
+            f"{job.name} trial {len(results)}: {r['kills']} kill(s) ({r['aimed']} aimed inside a write, "
+            f"{r['temporary_after_kill']} left a temporary file), {r['starts']} start(s): {status}",
+            flush=True,
+        )
     return {
         "command": job.name,
         "trials": len(results),
         "kills": sum(r["kills"] for r in results),
+        "kills_aimed_inside_a_write": sum(r["aimed"] for r in results),
         "starts": sum(r["starts"] for r in results),
         "kills_leaving_a_temporary_file": sum(r["temporary_after_kill"] for r in results),
         "equal_to_reference": sum(not r["problems"] for r in results),
@@ -282,9 +349,15 @@ def soak(job: Job, work: Path, target: int, kills: int, rng: random.Random) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--command", choices=["encode", "eval", "study"], action="append", help="default: all three")
+    parser.add_argument(
+        "--command",
+        choices=["encode", "encode-shards", "eval", "study", "sample"],
+        action="append",
+        help="default: all five",
+    )
     parser.add_argument("--target", type=int, default=30, help="kills per command, at least")
     parser.add_argument("--kills", type=int, default=3, help="kills per trial at most")
+    parser.add_argument("--aim", type=float, default=0.0, help="share of kills aimed inside a file write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the totals and every trial's result here")
     args = parser.parse_args()
@@ -292,8 +365,8 @@ def main() -> None:
     totals = []
     with tempfile.TemporaryDirectory(prefix="soak-outputs-") as tmp:
         jobs = prepare(Path(tmp))
-        for name in args.command or ["encode", "eval", "study"]:
-            totals.append(soak(jobs[name], Path(tmp), args.target, args.kills, rng))
+        for name in args.command or ["encode", "encode-shards", "eval", "study", "sample"]:
+            totals.append(soak(jobs[name], Path(tmp), args.target, args.kills, args.aim, rng))
             print(json.dumps({k: v for k, v in totals[-1].items() if k != "trial_results"}), flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps(totals, indent=2) + "\n")

@@ -113,6 +113,15 @@ class ModelSpec:
             raise ValueError("sample_shape, data_shape and num_classes must be integers") from None
         if not isinstance(spec["network"], dict) or not isinstance(spec["objective_args"], dict):
             raise ValueError("network and objective_args must be JSON objects")
+        autoencoder = spec.get("autoencoder")
+        if autoencoder is not None and not isinstance(autoencoder, str):
+            raise ValueError("autoencoder must be a VAE's name or path, or null")
+        if autoencoder and autoencoder.strip() != "identity" and len(spec["sample_shape"]) != 3:
+            # refused from the file: no VAE is looked for (on the disk or the hub) for data it cannot decode
+            raise ValueError(
+                f"autoencoder {autoencoder!r} with samples of shape {list(spec['sample_shape'])}: a VAE decodes "
+                "image latents [C, H, W]; vector data has no autoencoder (null)"
+            )
         return cls(**spec)
 
 
@@ -215,7 +224,8 @@ def save_checkpoint(
         save_file(_tensors(model), str(tmp / ONLINE_WEIGHTS))
         save_file(_tensors(ema), str(tmp / EMA_WEIGHTS))
         if state is not None:
-            torch.save({"step": step, **state}, tmp / STATE)
+            with open(tmp / STATE, "wb") as fh:  # through a Python file: a full disk raises OSError (ENOSPC)
+                torch.save({"step": step, **state}, fh)
         mode = 0o666 & ~_umask()
         for f in tmp.iterdir():
             os.chmod(f, mode)  # safetensors creates its files 0600; every file gets the mode the umask gives

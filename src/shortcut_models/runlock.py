@@ -16,6 +16,7 @@ support (or without ``fcntl``: not a POSIX system) the run goes on unlocked, wit
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -26,6 +27,7 @@ import weakref
 from pathlib import Path
 
 from .errors import UserError
+from .outputs import failure
 
 try:
     import fcntl
@@ -33,6 +35,7 @@ except ImportError:  # not a POSIX system: runs go unlocked, with a warning
     fcntl = None
 
 LOCK_FILE = ".lock"
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # the disk cannot take the file
 
 # realpath of a run directory -> [open lock file, number of live handles in this process]
 _held: dict[str, list] = {}
@@ -68,6 +71,8 @@ def acquire(run_dir: str | Path, use: str = "training run") -> RunLock:
         run_dir.mkdir(parents=True, exist_ok=True)
         fh = open(path, "a+")  # noqa: SIM115 - kept open while the lock is held
     except OSError as exc:
+        if exc.errno in _NO_ROOM:  # the disk, not the path: a failed write (exit 1), as for every other file
+            raise failure(path, exc) from None
         raise UserError(f"cannot use {run_dir} as a run directory: {exc.strerror or exc}") from None
     locked = True
     try:
@@ -99,10 +104,15 @@ def acquire(run_dir: str | Path, use: str = "training run") -> RunLock:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "use": use,
     }
-    fh.seek(0)
-    fh.truncate()
-    fh.write(json.dumps(info) + "\n")
-    fh.flush()
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(info) + "\n")
+        fh.flush()
+    except OSError as exc:  # a full disk, a quota, a file-size limit: the one line of a failed write, exit 1
+        with contextlib.suppress(OSError):  # closing flushes again, and fails again on a full disk
+            fh.close()
+        raise failure(path, exc) from None
     _held[key] = [fh, 1]
     return RunLock(key)
 

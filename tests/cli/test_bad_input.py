@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from shortcut_models import cli
+from shortcut_models.evaluation.image_metrics import fid_extractor as REAL_FID_EXTRACTOR  # before no_work
+from shortcut_models.inference import load_model as REAL_LOAD_MODEL
 
 TRAIN = [  # key=value overrides of `shortcut train` -> the key the error must name
     (["ema_decay=abc"], "ema_decay"),
@@ -48,14 +50,19 @@ TRAIN = [  # key=value overrides of `shortcut train` -> the key the error must n
     (["batch_size=100000000"], "grad_accum"),  # measured memory: refused before the first step, naming the remedy
     (["max_steps=3", "--quiet"], "max_steps"),  # an override after an option is an override
     (["no_such_key=3"], "unknown config key"),
+    (["model_args.width=abc"], "model_args"),  # the network's own settings: checked before any work too
+    (["model_args.nosuch=3"], "nosuch"),
+    (["--preset", "checkerboard", "model_args.width=abc"], "model_args"),
 ]
+TRAIN_ONLY = {"batch_size=100000000", "--quiet"}  # a measured memory limit; an option `config` does not take
 
 
 @pytest.fixture(autouse=True)
 def no_work(monkeypatch):
-    """Fail the test if a command gets as far as loading a model, an autoencoder or Inception."""
+    """Fail the test if a command gets as far as loading a model, an autoencoder or Inception, or training."""
     from shortcut_models.cli import encode, evaluate, ref_stats, sample
     from shortcut_models.evaluation import image_metrics
+    from shortcut_models.training import Trainer
 
     def work(*args, **kwargs):
         raise AssertionError("the command started working on bad input")
@@ -68,6 +75,7 @@ def no_work(monkeypatch):
         (ref_stats, "load_digits"),
         (image_metrics, "fid_extractor"),
         (image_metrics, "dinov2_extractor"),
+        (Trainer, "run"),
     ]:
         monkeypatch.setattr(module, name, work)
 
@@ -84,6 +92,18 @@ def test_bad_training_values(overrides, key, tmp_path, capsys):
     assert cli.main(["train", "--out", str(run), *overrides]) == 2
     _one_line_naming(capsys, key)
     assert not (run / "checkpoints").exists() and not (run / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [(o, k) for o, k in TRAIN if not TRAIN_ONLY & set(o)],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_config_refuses_what_train_refuses(overrides, key, capsys):
+    """`shortcut config` makes the checks of `shortcut train` (one function for both): no config printed."""
+    assert cli.main(["config", *overrides]) == 2
+    _one_line_naming(capsys, key)
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("content", [b"[1, 2]", b'"a string"', bytes(range(256))], ids=["list", "string", "binary"])
@@ -122,6 +142,12 @@ OPTIONS = [  # argv (OUT: a fresh path) -> the option the error must name
     ([*REF_STATS, "--out", ""], "--out"),
     (["demo", "--out", ""], "--out"),
     (["study", "--out", ""], "--out"),
+    ([*REF_STATS, "--out", "OUT.txt"], "--out must end in .npz"),  # the file is a .npz whatever its name
+    (["demo", "--quick", "--out", "OUT", "nosuch=3"], "nosuch"),  # refused before plan.json and .lock
+    (["study", "--quick", "--out", "OUT", "nosuch=3"], "nosuch"),
+    (["study", "--quick", "--out", "OUT", "model_args.nosuch=3"], "nosuch"),
+    (["demo", "--quick", "--out", "OUT", "model_args.width=abc"], "model_args"),
+    (["demo", "--quick", "--conditional-ckpt", "RUN", "--out", "OUT"], "--conditional-ckpt"),  # before training
 ]
 
 
@@ -224,3 +250,70 @@ def test_a_gpu_index_beyond_the_machine(monkeypatch):
     assert distributed.resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(UserError, match="'cuda:2' requested but this machine has 2 GPU"):
         distributed.resolve_device("cuda:2")
+
+
+def test_fid_without_the_network_is_one_line_naming_the_weights_option(monkeypatch, tmp_path, capsys):
+    """No internet (the download made to raise as urllib does offline): one line naming --inception-weights,
+    exit 2, before the images are loaded (load_digits still fails the test)."""
+    import urllib.error
+
+    from shortcut_models.cli import ref_stats
+    from shortcut_models.evaluation import image_metrics
+    from shortcut_models.metrics import inception
+
+    def offline(url, target):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(inception, "download_weights", offline)
+    monkeypatch.setattr(inception, "inception_weights_cache", lambda: tmp_path / "cache" / "weights.pth")
+    monkeypatch.setattr(ref_stats, "feature_extractor", image_metrics.feature_extractor)  # the real ones
+    monkeypatch.setattr(image_metrics, "fid_extractor", REAL_FID_EXTRACTOR)
+    argv = ["ref-stats", "--data", "digits", "--metric", "fid", "--out", str(tmp_path / "new" / "r.npz")]
+    assert cli.main(argv) == 2
+    err = _one_line_naming(capsys, "--inception-weights")
+    assert "Temporary failure in name resolution" in err and "eval_inception_weights" in err
+    assert not (tmp_path / "new").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> Path:
+    """A tiny trained 2-D run (checkerboard), and a copy of its checkpoint whose config.json names a VAE."""
+    import json
+    import shutil
+
+    root = tmp_path_factory.mktemp("toy")
+    tiny = ["steps=2", "model_args.width=16", "model_args.depth=1", "batch_size=16", "logger=none", "eval_every=0"]
+    assert cli.main(["train", "--preset", "checkerboard", "--out", str(root / "run"), "--quiet", *tiny]) == 0
+    shutil.copytree(next((root / "run" / "checkpoints").iterdir()), root / "with-vae")
+    config = json.loads((root / "with-vae" / "config.json").read_text())
+    (root / "with-vae" / "config.json").write_text(json.dumps({**config, "autoencoder": "os.system"}))
+    return root
+
+
+WITH_A_RUN = [  # argv (TOY: a trained 2-D run, TOY_VAE: its checkpoint naming a VAE; OUT: a fresh path) -> key
+    (["eval", "--ckpt", "TOY", "--save-samples", "--out", "OUT"], "--save-samples keeps image samples"),
+    (["demo", "--quick", "--conditional-ckpt", "TOY", "--out", "OUT"], "not a class-conditional digits checkpoint"),
+    (["sample", "--ckpt", "TOY_VAE", "--steps", "1", "--out", "OUT.npz"], "a VAE decodes image latents"),
+    (["eval", "--ckpt", "TOY_VAE", "--out", "OUT"], "a VAE decodes image latents"),
+]
+
+
+@pytest.mark.parametrize("argv, key", WITH_A_RUN, ids=[" ".join(a) for a, _ in WITH_A_RUN])
+def test_inputs_that_do_not_fit_the_checkpoint(argv, key, toy_run, tmp_path, monkeypatch, capsys):
+    """Refused once the checkpoint is read, before any sampling, training or look-up of a VAE (on the disk
+    or the Hugging Face hub)."""
+    from shortcut_models import autoencoders
+    from shortcut_models.cli import evaluate, sample
+
+    monkeypatch.setattr(sample, "load_model", REAL_LOAD_MODEL)
+    monkeypatch.setattr(evaluate, "load_model", REAL_LOAD_MODEL)
+
+    def hub(*args, **kwargs):
+        raise AssertionError("a VAE was looked for")
+
+    monkeypatch.setattr(autoencoders.StableDiffusionVAE, "_load", hub)
+    names = {"TOY": str(toy_run / "run"), "TOY_VAE": str(toy_run / "with-vae")}
+    argv = [names.get(a, str(tmp_path / "new" / a) if a.startswith("OUT") else a) for a in argv]
+    assert cli.main(argv) == 2
+    _one_line_naming(capsys, key)
+    assert not (tmp_path / "new").exists() or not any((tmp_path / "new").iterdir())  # nothing written

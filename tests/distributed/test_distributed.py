@@ -200,6 +200,36 @@ def test_interval_means_weigh_parts_by_their_rows():
     assert means.means() == {"loss": 2.0, "loss_consistency": 2.0}
 
 
+def test_an_interval_resumed_under_two_processes_averages_the_same_rows():
+    """Two processes' intervals, checkpointed (summed over both) mid-interval and resumed: the first process
+    holds the saved sums, the other the same keys at zero, so the next row is the uninterrupted one's."""
+    steps = [({"loss": torch.tensor(v), "part": torch.tensor(v / 2)}, {"loss": 4, "part": w}) for v, w in
+             [(1.0, 2), (3.0, 0), (5.0, 1), (7.0, 3)]]  # fmt: skip
+    ranks = [IntervalMeans(), IntervalMeans()]
+    for r, means in enumerate(ranks):
+        for logs, weights in steps[r::2][:1]:  # one step each before the checkpoint
+            means.add(logs, weights)
+
+    saved = dict(ranks[0].state())
+    other = ranks[1].state()
+    saved["sums"] = saved["sums"] + other["sums"]  # what the collective gives
+    saved["weights"] = [a + b for a, b in zip(saved["weights"], other["weights"])]
+    resumed = [IntervalMeans(), IntervalMeans()]
+    resumed[0].load_state(saved, torch.device("cpu"))
+    resumed[1].load_state(saved, torch.device("cpu"), values=False)
+    assert list(resumed[1].state()["keys"]) == ["loss", "part"] and resumed[1].state()["weights"] == [0.0, 0.0]
+    for group in (ranks, resumed):
+        for r, means in enumerate(group):
+            means.add(*steps[2 + r])
+    totals = []
+    for group in (ranks, resumed):
+        parts = [m.state() for m in group]
+        sums = sum(p["sums"] for p in parts)
+        weights = torch.tensor([sum(p["weights"][i] for p in parts) for i in range(2)])
+        totals.append((sums / weights).tolist())
+    assert totals[0] == pytest.approx(totals[1], rel=1e-6) and totals[0] == pytest.approx([4.0, 7 / 3])
+
+
 @pytest.mark.parametrize("fails", [False, True])
 def test_session_meets_the_other_processes_before_leaving_unless_it_failed(monkeypatch, fails):
     """A normal end waits at a barrier, collects garbage, then destroys the group (so gloo's threads

@@ -336,3 +336,75 @@ def test_each_cause_is_named_in_words(error, words, tmp_path):
     ):
         raise error
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ a full disk (a small tmpfs)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``fill(free)``: a 3 MB file system (tmpfs) mounted in ``tmp_path``, filled up to ``free`` bytes (0:
+    every write fails with ENOSPC). Skipped where this process may not mount one (not root, a container)."""
+    import shutil
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small file system needs root and mount(8)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"this machine does not allow mounting a tmpfs: {done.stderr.strip()[:200]}")
+
+    def fill(free: int = 0) -> Path:
+        block = b"\0" * 4096
+        with open(disk / "filler", "wb") as fh:
+            try:
+                while os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize > free:
+                    fh.write(block)
+                    fh.flush()
+            except OSError:  # full
+                pass
+        return disk
+
+    try:
+        yield fill
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+# every command that locks its --out: argv up to --out (placeholders as COMMANDS)
+LOCKING = {
+    "train": ["train", "--preset", "checkerboard", *TINY[2:], "--quiet"],
+    "eval": ["eval", "--ckpt", "RUN", "--steps", "1", "--num", "20", "--quiet"],
+    "encode": ["encode", "--data", "IMAGES", "--vae", "identity", "--resolution", "32", "--quiet"],
+    "demo": ["demo", "--quick", "--quiet"],
+    "study": ["study", "--quick", "--quiet"],
+}
+
+
+@pytest.mark.parametrize("command", list(LOCKING))
+def test_a_full_disk_at_the_lock_is_one_line_and_exit_1(command, inputs, small_disk, capsys):
+    disk = small_disk(0)
+    out = disk / "out"
+    assert cli.main([*_argv(LOCKING[command], inputs, out), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err == f"error: cannot write {out / runlock.LOCK_FILE}: no space left on the disk"
+
+
+def test_a_checkpoint_that_fills_the_disk_says_so(small_disk):
+    """The weights fit, state.pt does not: the cause is named as for every other file (torch's own
+    message for a stream that fails is '[enforce fail at inline_container.cc] unexpected pos ...')."""
+    from shortcut_models import checkpoints as ckpt
+
+    disk = small_disk(256 * 1024)
+    net = torch.nn.Linear(2, 2)
+    state = {"optimizer": {"moments": torch.zeros(400_000)}}  # 1.6 MB
+    with pytest.raises(WriteFailed) as caught:
+        ckpt.save_checkpoint(disk / "run", 1, {}, net, net, state)
+    message = str(caught.value)
+    assert (
+        message == f"cannot write checkpoint step_00000001 in {disk / 'run' / 'checkpoints'}: no space left on the disk"
+    )
+    assert list((disk / "run" / "checkpoints").iterdir()) == []  # the partial directory is removed

@@ -151,3 +151,55 @@ def test_trainer_runs_on_synthetic_latent_shaped_data(tmp_path):
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     losses = [float(trainer.train_step(step)["loss"]) for step in range(3)]
     assert all(loss == loss and loss > 0 for loss in losses)
+
+
+def _rows(run) -> list[dict[str, str]]:
+    """metrics.csv as rows, without the columns that measure this machine (throughput, memory)."""
+    import csv
+
+    with open(run / "metrics.csv", newline="") as fh:
+        return [
+            {k: v for k, v in r.items() if k not in ("samples_per_sec", "max_memory_gb")} for r in csv.DictReader(fh)
+        ]
+
+
+class _Killed(BaseException):
+    """What kill -9 leaves on the disk: the rows and checkpoints written so far, nothing after."""
+
+
+@pytest.mark.parametrize("how", ["killed", "stopped by SIGTERM"])
+def test_a_resumed_run_logs_the_rows_of_the_uninterrupted_one(tmp_path, how):
+    """Interrupted inside a logging interval (rows every 4 steps, a checkpoint at 10; killed at step 14, after
+    the row of step 12, or stopped by a signal at step 11), the resumed run's metrics.csv equals the
+    uninterrupted run's row by row: the checkpoint keeps the open interval's sums, so the row of step 12
+    averages steps 9-12 in both. Same process, same computations: the values are equal exactly."""
+    import signal as signals
+
+    config = tiny_config("steps=20", "ckpt_every=10", "log_every=4")
+    Trainer(config, tmp_path / "straight", progress=False).run()
+    first = Trainer(config, tmp_path / "resumed", progress=False)
+    real_step = first.train_step
+
+    def interrupted(step):
+        if how == "killed" and step == 14:
+            raise _Killed
+        logs = real_step(step)
+        if how != "killed" and step == 10:  # the 11th step: the signal arrives during it
+            first._on_signal(signals.SIGTERM, None)
+        return logs
+
+    first.train_step = interrupted
+    if how == "killed":
+        with pytest.raises(_Killed):
+            first.run()
+        assert [r["step"] for r in _rows(tmp_path / "resumed")] == ["4", "8", "12"]
+    else:
+        first.run()
+        assert first.step == 11 and [r["step"] for r in _rows(tmp_path / "resumed")] == ["4", "8"]
+    resumed = Trainer(config, tmp_path / "resumed", progress=False)
+    assert resumed.step == (10 if how == "killed" else 11)
+    resumed.run()
+    straight, again = _rows(tmp_path / "straight"), _rows(tmp_path / "resumed")
+    assert [r["step"] for r in straight] == ["4", "8", "12", "16", "20"]
+    for a, b in zip(straight, again, strict=True):
+        assert a == b

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..experiments import DemoPlan, run_demo
+from ..config import build_config
+from ..data.digits import IMAGE_SHAPE, NUM_CLASSES
+from ..errors import UserError
+from ..experiments import DemoPlan, check_config, run_demo
+from ..inference import load_model
 from .arguments import OUT_DIR, Subcommands
 from .quick import QUICK_EVAL_NUM, QUICK_STEPS, quick_budget
 from .writer_lock import one_writer
@@ -36,7 +40,27 @@ def run(args: argparse.Namespace) -> int:
         plan = DemoPlan(**budget, **common, track_every=2, track_num=QUICK_EVAL_NUM, eval_steps=(1, 2, 4, 128))
     else:
         plan = DemoPlan(overrides=list(args.overrides), **common)
+    check_inputs(plan)
     with one_writer(args.out, "demo"):
         report = run_demo(Path(args.out), plan, progress=not args.quiet)
     print(f"report: {report}")
     return 0
+
+
+def check_inputs(plan: DemoPlan) -> None:
+    """Refuse what the demo would refuse later, before it writes or trains anything (UserError, exit 2): the
+    overrides, as `shortcut train` checks them for both models, and ``--conditional-ckpt``, which must load
+    and be a class-conditional digits model."""
+    for objective in ("flow", "shortcut"):
+        check_config(build_config(plan.preset, objective, None, list(plan.overrides)))
+    if plan.conditional_ckpt:
+        try:
+            model = load_model(plan.conditional_ckpt, "cpu")
+        except UserError as exc:
+            raise UserError(f"--conditional-ckpt: {exc}") from None
+        if tuple(model.data_shape) != IMAGE_SHAPE or model.num_classes != NUM_CLASSES:
+            raise UserError(
+                f"--conditional-ckpt {plan.conditional_ckpt}: not a class-conditional digits checkpoint (it draws "
+                f"samples of shape {list(model.data_shape)} with {model.num_classes} classes; one of "
+                f"`shortcut train --preset digits` is needed)"
+            )

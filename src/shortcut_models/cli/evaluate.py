@@ -68,7 +68,11 @@ def register(sub: Subcommands) -> None:
         metavar="FILE",
         help="the official DINOv2 weights file (dinov2_vitl14_pretrain.pth) for --metric fd-dinov2; never downloaded",
     )
-    p.add_argument("--save-samples", action="store_true", help="keep OUT/samples/*.npz (uint8 NHWC arr_0, labels)")
+    p.add_argument(
+        "--save-samples",
+        action="store_true",
+        help="keep OUT/samples/*.npz (uint8 NHWC arr_0, labels; image models only)",
+    )
     p.add_argument("--batch-size", type=ints(1), default=500)
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", type=DEVICE, default="auto")
@@ -126,6 +130,11 @@ def _eval_one(
     """Evaluate the checkpoint ``path`` into ``rows`` with metric ``primary`` and the set measures
     ``extras``; returns the metric's name."""
     loaded = load_model(path, args.device)
+    if args.save_samples and not loaded.is_image:
+        raise UserError(
+            f"--save-samples keeps image samples; {path} draws 2-D points: write them with "
+            f"`shortcut sample --ckpt {path} --out FILE.npz` (float32 [N, 2])"
+        )
     use_cfg_interval(loaded, args.cfg_interval)
     _check_room(args, loaded)
     with distributed.main_first():  # rank 0 fills caches and downloads first

@@ -63,6 +63,8 @@ def register(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if Path(args.out).suffix != ".npz":  # the file is always a .npz: a name saying otherwise misleads its reader
+        raise UserError(f"--out must end in .npz (ref-stats writes a .npz file), got {Path(args.out).name!r}")
     if (args.data is None) == (args.convert is None):
         raise UserError("give --data (compute statistics) or --convert FILE.npz (take another tool's), not both")
     return _convert(args) if args.convert is not None else _compute(args)

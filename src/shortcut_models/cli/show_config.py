@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import PRESETS, build_config, describe_config
+from ..experiments import check_config
 from ..objectives import OBJECTIVES
 from .arguments import Subcommands
 
@@ -24,5 +25,7 @@ def register(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(describe_config(build_config(args.preset, args.objective, args.config, args.overrides)), end="")
+    cfg = build_config(args.preset, args.objective, args.config, args.overrides)
+    check_config(cfg)  # what `shortcut train` refuses is refused here too
+    print(describe_config(cfg), end="")
     return 0

@@ -11,7 +11,7 @@ import torch
 from .. import distributed
 from ..config import PRESETS, build_config
 from ..errors import UserError
-from ..experiments import build_trainer
+from ..experiments import build_trainer, check_config
 from ..objectives import OBJECTIVES
 from ..validation import check_output
 from .arguments import Subcommands
@@ -55,6 +55,7 @@ def _checked_out(path: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args.preset, args.objective, args.config, args.overrides)
+    check_config(cfg)  # the checks `shortcut config` makes: one set for both
     if args.init_from is not None:
         cfg.init_from = args.init_from
     out = _checked_out(f"runs/{cfg.preset}-{cfg.objective}" if args.out is None else args.out)

@@ -54,7 +54,7 @@ from ..errors import UserError, first_line
 from ..metrics.digits_net import load_digits_feature_net
 from ..metrics.dinov2 import OFFICIAL_WEIGHTS, DinoV2Features
 from ..metrics.frechet import FeatureStats, ReferenceStats, frechet_distance_from_stats
-from ..metrics.inception import InceptionFeatures
+from ..metrics.inception import InceptionFeatures, WeightsUnavailable, inception_weights_cache
 from ..metrics.one_nn import one_nn_accuracies, one_nn_accuracy
 
 METRICS = EVAL_METRICS  # the names --metric and eval_metric accept
@@ -160,6 +160,12 @@ def fid_extractor(weights: str | None, device: str | torch.device = "cpu"):
     """Inception-v3 features; a missing weights file or package is a UserError (one line)."""
     try:
         return InceptionFeatures(weights=weights or "download", device=device)
+    except WeightsUnavailable as exc:
+        raise UserError(
+            f"fid needs the Inception weights, and {exc}: pass --inception-weights FILE "
+            f"(eval_inception_weights=FILE in training), the file {inception_weights_cache().name} fetched by hand "
+            "(docs/pretrained.md)"
+        ) from None
     except (FileNotFoundError, ImportError) as exc:
         raise UserError(first_line(exc)) from None
     except (pickle.UnpicklingError, ValueError, RuntimeError) as exc:  # weights_only refusal, damaged file

@@ -5,12 +5,13 @@ one network, ranked), their Markdown reports, and side-by-side step timing."""
 from .demo import DemoPlan, run_demo
 from .study import StudyPlan, full_plan, run_study
 from .timing import interleaved_step_times, interleaved_times, median_ratio, time_train_step
-from .train import build_trainer, train
+from .train import build_trainer, check_config, train
 
 __all__ = [
     "DemoPlan",
     "StudyPlan",
     "build_trainer",
+    "check_config",
     "full_plan",
     "train",
     "interleaved_step_times",

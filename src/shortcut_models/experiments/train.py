@@ -6,9 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import distributed
-from ..config import TrainConfig
+from ..config import TrainConfig, validate
 from ..evaluation import TrainingEvaluator
-from ..training import Trainer
+from ..training import Trainer, check_network
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """The checks of a config that ``shortcut train`` makes before any work, and ``shortcut config``,
+    ``demo`` and ``study`` make the same way: every key's value, then the network's settings (``model``,
+    ``model_args``), with no memory allocated and no data read. UserError (one line) naming the key."""
+    validate(cfg)
+    check_network(cfg)
 
 
 def build_trainer(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Trainer:

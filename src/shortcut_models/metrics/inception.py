@@ -75,6 +75,38 @@ def _inception_network_class() -> type:
     return _InceptionNetwork
 
 
+class WeightsUnavailable(OSError):
+    """The Inception weights were asked to be downloaded and could not be (no network, a proxy, a firewall)."""
+
+
+def inception_weights_cache() -> Path:
+    """Where torch-fidelity's Inception weights are kept once downloaded: ``$TORCH_HOME/hub/checkpoints``."""
+    url = torch_fidelity_module("feature_extractor_inceptionv3").URL_INCEPTION_V3
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def download_weights(url: str, target: Path) -> None:
+    """Fetch ``url`` into ``target`` (torch's downloader: a temporary file, renamed when complete)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(url, str(target), progress=False)
+
+
+def downloaded_weights() -> Path:
+    """torch-fidelity's Inception weights file: the cached copy, else downloaded once into the cache.
+    :class:`WeightsUnavailable` (one line: the reason) when the download fails."""
+    target = inception_weights_cache()
+    if not target.is_file():
+        url = torch_fidelity_module("feature_extractor_inceptionv3").URL_INCEPTION_V3
+        try:
+            download_weights(url, target)
+        except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, timeouts, proxies: all one reason
+            reason = getattr(exc, "reason", None) or exc
+            raise WeightsUnavailable(
+                f"the download of {url} failed: {str(reason).strip() or type(exc).__name__}"
+            ) from None
+    return target
+
+
 def _empty_state_dict_file() -> io.BytesIO:
     buffer = io.BytesIO()
     torch.save({}, buffer)
@@ -98,7 +130,8 @@ class InceptionFeatures:
         ``.safetensors``): torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``, or
         pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (same parameter names). A missing
         file raises FileNotFoundError.
-      - ``"download"``: torch-fidelity's own download and cache (``$TORCH_HOME/hub/checkpoints``).
+      - ``"download"``: torch-fidelity's file in torch's cache (``$TORCH_HOME/hub/checkpoints``), downloaded
+        there first when missing; :class:`WeightsUnavailable` when that fails (e.g. no network).
       - ``"random"``: the same architecture, initialised from seed 0 (tests; nothing is read).
 
     Pixel mapping: images in [-1, 1] become 8-bit pixels ``round((x + 1) * 127.5)`` (clipped to
@@ -117,12 +150,14 @@ class InceptionFeatures:
         if not isinstance(weights, (str, os.PathLike)):
             raise TypeError(f"weights must be a path, 'download' or 'random', got {type(weights).__name__}")
         weights_file: Path | None = None
-        if weights not in ("random", "download"):
+        if weights == "download":
+            weights_file = downloaded_weights()
+        elif weights != "random":
             weights_file = Path(weights).expanduser()
             if not weights_file.is_file():
                 raise FileNotFoundError(f"Inception weights file not found: {weights_file}")
         network_class = _inception_network_class()
-        source = None if weights == "download" else _empty_state_dict_file()
+        source = _empty_state_dict_file()
         with torch.random.fork_rng(devices=[]):  # "random" weights are the same every time
             torch.manual_seed(0)
             network = network_class(

@@ -27,10 +27,10 @@ from torch import nn
 from .. import seeding
 from ..checkpoints import ModelSpec
 from ..config import STEP_INPUT, TrainConfig
-from ..data import DataSource
+from ..data import DataSource, describe_source
 from ..errors import UserError
 from ..models import build_model, network_spec, with_time_split
-from ..objectives import Objective
+from ..objectives import Objective, build_objective
 from .ema import EMA
 from .teacher import frozen_copy
 
@@ -105,3 +105,19 @@ def build_spec(model: nn.Module, source: DataSource, num_classes: int, objective
         autoencoder=info.autoencoder,
         scaling_factor=info.scaling_factor,
     )
+
+
+def check_network(cfg: TrainConfig) -> None:
+    """Refuse (UserError, one line) the network settings of ``cfg`` (``model``, ``model_args``) that the
+    trainer would refuse, without memory or data: the networks are built on the meta device for the shape
+    the data declares (a latent cache that is not here is left for the run to report)."""
+    try:
+        info = describe_source(cfg.data)
+    except UserError:
+        if cfg.data.startswith("latents:"):
+            return
+        raise
+    num_classes = cfg.network_classes(info.num_classes)
+    objective = build_objective(cfg.objective, num_classes, cfg.objective_args)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # no allocation, the random state untouched
+        build_networks(cfg, info.shape, num_classes, torch.device("meta"), False, objective.guidance_input)

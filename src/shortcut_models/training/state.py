@@ -1,15 +1,16 @@
 """What a checkpoint holds of a run besides its config: weights, optimizer, EMA counters, random state.
 
 ``model.safetensors`` and ``ema.safetensors`` hold the online and EMA weights; ``state.pt`` holds the
-optimizer state, the EMA counters, the CPU (and CUDA) random state, the step and, for distillation
-runs, the bound teacher's weights. A resumed run reads them first (:func:`read_state`, before any network
-is built) and loads them into the built run (:meth:`RunState.restore`), so that it computes exactly what
-an uninterrupted run computes.
+optimizer state, the EMA counters, the CPU (and CUDA) random state, the step, the open logging
+interval (the sums that the next row of metrics.csv averages) and, for distillation runs, the bound
+teacher's weights. A resumed run reads them first (:func:`read_state`, before any network is built) and
+loads them into the built run (:meth:`RunState.restore`), so that it computes, and logs, exactly what an
+uninterrupted run computes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ import torch
 from torch import nn
 
 from .. import checkpoints as ckpt
+from .. import distributed
 from ..errors import UserError, first_line
 from .ema import EMA
+from .interval_means import IntervalMeans
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,15 @@ class RunState:
     optimizer: torch.optim.Optimizer
     teacher: nn.Module | None
     device: torch.device
+    log_window: IntervalMeans = field(default_factory=IntervalMeans)  # the logging interval under way
 
-    def to_save(self) -> dict[str, Any]:
-        """The contents of ``state.pt`` (the step is added by the checkpoint writer)."""
+    def log_window_state(self) -> dict[str, Any]:
+        """The open logging interval summed over processes: call it on every process (one collective)."""
+        return self.log_window.state(distributed.all_reduce)
+
+    def to_save(self, log_window: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The contents of ``state.pt`` (the step is added by the checkpoint writer); ``log_window``: from
+        :meth:`log_window_state`."""
         cuda = self.device.type == "cuda"
         state = {
             "optimizer": self.optimizer.state_dict(),
@@ -66,6 +75,8 @@ class RunState:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
         }
+        if log_window is not None:
+            state["log_window"] = log_window
         if self.teacher is not None:
             state["teacher"] = self.teacher.state_dict()
         return state
@@ -82,6 +93,8 @@ class RunState:
             torch.set_rng_state(state["rng_cpu"])
             if self.device.type == "cuda" and state.get("rng_cuda") is not None:
                 torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+            # the first process holds the interval's sums over every process; the others its keys, at zero
+            self.log_window.load_state(state.get("log_window"), self.device, values=distributed.rank() == 0)
             if self.teacher is not None:
                 self.teacher.load_state_dict(state["teacher"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:

@@ -150,8 +150,9 @@ class Trainer:
         """
         self._check_finite(weights=True)
         error: WriteFailed | None = None
+        log_window = self._state.log_window_state()  # every process: one collective
         if self.is_main:
-            state = self._state.to_save()
+            state = self._state.to_save(log_window)
             config = ckpt.checkpoint_config(self.spec, self.step, self.cfg.to_dict())
             try:
                 ckpt.save_checkpoint(
@@ -365,7 +366,7 @@ class Trainer:
             mininterval=1.0,
             file=sys.stderr,
         )
-        means, t0 = IntervalMeans(), time.perf_counter()
+        means, t0 = self._state.log_window, time.perf_counter()  # restored from the checkpoint when resumed
         started = t0
         try:
             while self.step < cfg.steps and not self._stop_requested():
