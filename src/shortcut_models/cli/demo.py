@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import build_config
 from ..data.digits import IMAGE_SHAPE, NUM_CLASSES
 from ..errors import UserError
-from ..experiments import DemoPlan, check_config, run_demo
+from ..experiments import DemoPlan, run_demo
+from ..experiments.demo import demo_study
+from ..experiments.study_runs import check_run_configs
 from ..inference import load_model
 from .arguments import OUT_DIR, Subcommands
 from .quick import QUICK_EVAL_NUM, QUICK_STEPS, quick_budget
@@ -40,19 +41,18 @@ def run(args: argparse.Namespace) -> int:
         plan = DemoPlan(**budget, **common, track_every=2, track_num=QUICK_EVAL_NUM, eval_steps=(1, 2, 4, 128))
     else:
         plan = DemoPlan(overrides=list(args.overrides), **common)
-    check_inputs(plan)
+    check_inputs(Path(args.out), plan)
     with one_writer(args.out, "demo"):
         report = run_demo(Path(args.out), plan, progress=not args.quiet)
     print(f"report: {report}")
     return 0
 
 
-def check_inputs(plan: DemoPlan) -> None:
+def check_inputs(out: Path, plan: DemoPlan) -> None:
     """Refuse what the demo would refuse later, before it writes or trains anything (UserError, exit 2): the
-    overrides, as `shortcut train` checks them for both models, and ``--conditional-ckpt``, which must load
-    and be a class-conditional digits model."""
-    for objective in ("flow", "shortcut"):
-        check_config(build_config(plan.preset, objective, None, list(plan.overrides)))
+    overrides, as `shortcut train` checks them for every run of the demo's study, and ``--conditional-ckpt``,
+    which must load and be a class-conditional digits model."""
+    check_run_configs(out, demo_study(plan))
     if plan.conditional_ckpt:
         try:
             model = load_model(plan.conditional_ckpt, "cpu")

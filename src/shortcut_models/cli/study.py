@@ -7,9 +7,9 @@ import argparse
 import os
 from pathlib import Path
 
-from ..experiments import StudyPlan, check_config, full_plan, run_study
-from ..experiments.study_plan import TEACHER, main_runs, registered_methods
-from ..experiments.study_runs import run_config
+from ..experiments import StudyPlan, full_plan, run_study
+from ..experiments.study_plan import TEACHER, registered_methods
+from ..experiments.study_runs import check_run_configs
 from .arguments import OUT_DIR, POSITIVE, Subcommands
 from .quick import QUICK_STEPS, quick_budget
 from .writer_lock import one_writer
@@ -86,19 +86,8 @@ def run(args: argparse.Namespace) -> int:
         budget["methods"] = args.methods
     plan = full_plan(**budget) if args.full else StudyPlan(**budget)
     plan.budgets = tuple(b for b in plan.budgets if b < plan.steps)  # --steps may be below --full's budgets
-    check_runs(Path(args.out), plan)
+    check_run_configs(Path(args.out), plan)
     with one_writer(args.out, "study"):
         report = run_study(Path(args.out), plan, progress=not args.quiet, jobs=args.jobs)
     print(f"report: {report}")
     return 0
-
-
-def check_runs(out: Path, plan: StudyPlan) -> None:
-    """Refuse the overrides any of the study's digits runs would refuse (as `shortcut train` checks them;
-    the overrides apply to the digits runs only), before anything is written to ``out`` (UserError, exit 2)."""
-    seen = set()
-    for run in main_runs(plan):
-        key = (run.domain, run.method, run.overrides)
-        if run.domain == "digits" and key not in seen:  # seeds and budgets do not change what is checked
-            seen.add(key)
-            check_config(run_config(out, plan, run, plan.domain_steps(run.domain)))

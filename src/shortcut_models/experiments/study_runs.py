@@ -34,8 +34,8 @@ from ..metrics.digits_net import load_digits_feature_net
 from ..objectives import OBJECTIVES, build_objective
 from ..outputs import write_json
 from ..training import resume
-from .study_plan import PRESETS, Run, StudyPlan, teacher_of
-from .train import build_trainer
+from .study_plan import PRESETS, Run, StudyPlan, main_runs, teacher_of
+from .train import build_trainer, check_config
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,17 @@ def cached_scores(out: Path, plan: StudyPlan, run: Run, budget: int) -> list[dic
         return None
     refuse_scores_of_another_run(out, plan, run, budget)
     return saved["rows"]
+
+
+def check_run_configs(out: Path, plan: StudyPlan) -> None:
+    """Refuse the overrides any of the study's digits runs would refuse (as `shortcut train` checks them;
+    the overrides apply to the digits runs only), before anything is written to ``out`` (UserError, exit 2)."""
+    seen = set()
+    for run in main_runs(plan):
+        key = (run.domain, run.method, run.overrides)
+        if run.domain == "digits" and key not in seen:  # seeds and budgets do not change what is checked
+            seen.add(key)
+            check_config(run_config(out, plan, run, plan.domain_steps(run.domain)))
 
 
 def refuse_scores_of_another_run(out: Path, plan: StudyPlan, run: Run, budget: int) -> None:
