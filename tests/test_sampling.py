@@ -11,6 +11,7 @@ from torch import nn
 
 from shortcut_models import sample, step_schedule
 from shortcut_models.models import MLP
+from shortcut_models.sampling import renoise_starts, renoising_sample
 
 EPS = 1e-5
 
@@ -163,3 +164,123 @@ def test_compiled_model_gives_the_eager_samples_on_cpu(tmp_path, monkeypatch):
         eager = sample(model, noise, steps)
         assert eager.abs().sum() > 0 and not torch.allclose(eager, noise)
         torch.testing.assert_close(sample(compiled, noise, steps), eager, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------ the re-noising sampler
+
+
+class CurvedMap(nn.Module):
+    """A closed-form average-velocity network, u(x, t, d, y) = tanh(W x) (1 + t) + d^2 + 0.1 y (float64)."""
+
+    num_classes = 4
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.tensor([[0.9, -0.4, 0.2], [0.3, 0.8, -0.5], [-0.6, 0.1, 0.7]], dtype=torch.float64)
+        self.seen_d = []
+
+    def forward(self, x, t, d, y):
+        self.seen_d.append(d.clone())
+        t, d = t.double(), d.double()
+        return torch.tanh(x @ self.w.T) * (1 + t[:, None]) + d[:, None] ** 2 + 0.1 * y[:, None].double()
+
+
+def test_renoising_sampler_is_jump_renoise_jump():
+    """Each step jumps to the data end, x1 = x + (1 - t) u(x, t, 1 - t); the next starts at t' on the path from the
+    given fresh noise z to x1, (1 - (1 - eps) t') z + t' x1; one step is the Euler sampler's one step."""
+    net = CurvedMap()
+    g = torch.Generator().manual_seed(4)
+    noise, z1, z2 = (torch.randn(6, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    y = torch.arange(6) % 4
+
+    def u(x, t, d):
+        return net(x, torch.full((6,), t), torch.full((6,), d), y)
+
+    assert torch.allclose(renoising_sample(net, noise, [0.0], y), sample(net, noise, 1, y), rtol=0, atol=1e-12)
+    x1 = noise + u(noise, 0.0, 1.0)
+    x = (1 - (1 - EPS) * 0.5) * z1 + 0.5 * x1
+    expected = x + 0.5 * u(x, 0.5, 0.5)
+    got = renoising_sample(net, noise, renoise_starts(2), y, [z1])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    # three steps at given times, the step-size input held at 1/128 (flow-matching networks)
+    x1 = noise + u(noise, 0.0, 1 / 128)
+    x = (1 - (1 - EPS) * 0.25) * z1 + 0.25 * x1
+    x1 = x + 0.75 * u(x, 0.25, 1 / 128)
+    x = (1 - (1 - EPS) * 0.75) * z2 + 0.75 * x1
+    expected = x + 0.25 * u(x, 0.75, 1 / 128)
+    net.seen_d.clear()
+    got = renoising_sample(net, noise, renoise_starts(3, [0.25, 0.75]), y, [z1, z2], fixed_d=1 / 128)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    assert all(torch.all(d == 1 / 128) for d in net.seen_d) and len(net.seen_d) == 3
+    # the fresh noise drawn from a generator is the same as given
+    drawn = renoising_sample(net, noise, [0.0, 0.5], y, generator=torch.Generator().manual_seed(9))
+    z = torch.randn(6, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    torch.testing.assert_close(drawn, renoising_sample(net, noise, [0.0, 0.5], y, [z]), rtol=0, atol=1e-12)
+
+
+def test_renoising_sampler_with_guidance_jumps_along_the_guided_velocity():
+    net = CurvedMap()
+    g = torch.Generator().manual_seed(5)
+    noise, z = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    y, null = torch.tensor([0, 1, 2, 3]), torch.full((4,), 4)
+
+    def guided(x, t):
+        tt, dd = torch.full((4,), t), torch.full((4,), 1 - t)
+        return net(x, tt, dd, null) + 2.0 * (net(x, tt, dd, y) - net(x, tt, dd, null))
+
+    x1 = noise + guided(noise, 0.0)
+    x = (1 - (1 - EPS) * 0.4) * z + 0.4 * x1
+    expected = x + 0.6 * guided(x, 0.4)
+    got = renoising_sample(net, noise, [0.0, 0.4], y, [z], cfg_scale=2.0)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+class GaussianFlowMap(nn.Module):
+    """The exact flow map of the path from N(0, 1) noise to N(mu, s^2) data: x_t = m(t) + sigma(t) n, with
+    m(t) = t mu and sigma(t)^2 = (1 - (1 - eps) t)^2 + t^2 s^2, as an average velocity over [t, t + d]."""
+
+    num_classes = 0
+
+    def __init__(self, mu, s):
+        super().__init__()
+        self.mu, self.s = mu, s
+
+    def sigma(self, t):
+        return torch.sqrt((1 - (1 - EPS) * t) ** 2 + (t * self.s) ** 2)
+
+    def forward(self, x, t, d, y):
+        t, d = t.double()[:, None], d.double()[:, None]
+        end = (t + d) * self.mu + self.sigma(t + d) * (x - t * self.mu) / self.sigma(t)
+        return (end - x) / d
+
+
+def test_renoising_with_an_exact_flow_map_keeps_the_data_distribution():
+    """Re-noised onto the path's marginal at t' and jumped again, the exact map's samples stay N(mu, s^2)."""
+    mu, s = 2.0, 0.5
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(200_000, 1, generator=g, dtype=torch.float64)
+    fresh = [torch.randn(200_000, 1, generator=g, dtype=torch.float64) for _ in range(2)]
+    x = renoising_sample(GaussianFlowMap(mu, s), noise, [0.0, 0.3, 0.7], fresh=fresh)
+    assert abs(x.mean().item() - mu) < 0.01 and abs(x.std().item() - s) < 0.01
+    # re-noised with the wrong weights (the fresh noise as data), the spread is not the data's
+    wrong = renoising_sample(GaussianFlowMap(mu, s), noise, [0.0, 0.5], fresh=[fresh[0] * 3])
+    assert abs(wrong.std().item() - s) > 0.1
+
+
+def test_renoise_start_times_and_their_checks():
+    assert renoise_starts(1) == [0.0] and renoise_starts(2) == [0.0, 0.5] and renoise_starts(4) == [0, 0.25, 0.5, 0.75]
+    assert renoise_starts(2, [0.45]) == [0.0, 0.45]
+    for steps, at, message in [
+        (2, [0.3, 0.6], "re-noise at 1 time"),
+        (1, [0.5], "re-noise at 0 time"),
+        (3, [0.6, 0.3], "increase within"),
+        (2, [1.0], "increase within"),
+        (2, [0.0], "increase within"),
+        (2, [math.nan], "increase within"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            renoise_starts(steps, at)
+    with pytest.raises(ValueError, match="integer from 1 to 128"):
+        renoise_starts(0)
+    with pytest.raises(ValueError, match="times must start at 0"):
+        renoising_sample(CurvedMap(), torch.zeros(2, 3, dtype=torch.float64), [0.2, 0.5])

@@ -19,7 +19,7 @@ import torch
 
 from .runtime import to_device
 
-STREAMS = {"data": 0, "targets": 1, "sample": 2, "eval": 3, "reference": 4}
+STREAMS = {"data": 0, "targets": 1, "sample": 2, "eval": 3, "reference": 4, "renoise": 5}
 
 
 MAX_SEED = 2**32 - 1  # seeds are 32-bit: derive_seed mixes the low 32 bits, so larger ones would alias
@@ -41,6 +41,12 @@ def sample_noise(seed: int, index: int, shape: tuple[int, ...]) -> torch.Tensor:
     ``shortcut sample --seed`` and :meth:`~shortcut_models.inference.LoadedModel.generate` start sample
     ``index`` from, whatever the batch size (one generator per sample)."""
     return torch.randn(1, *shape, generator=generator(seed, STREAMS["sample"], index))
+
+
+def renoise_noise(seed: int, index: int, step: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The fresh noise [1, *shape] (float32, on the CPU) that the re-noising sampler mixes into sample ``index``
+    before its jump number ``step`` (1, 2, ...) under ``seed``; one generator per sample and step."""
+    return torch.randn(1, *shape, generator=generator(seed, STREAMS["renoise"], index, step))
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,8 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
+from shortcut_models import seeding
 from shortcut_models.cli import main
+from shortcut_models.inference import load_model
 
 TINY = [
     "--preset",
@@ -75,6 +78,49 @@ def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path, monkey
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_sample_with_the_renoising_sampler(run_dir, tmp_path):
+    """`--sampler renoise`: jump to the data end, re-noise sample i with its own fresh noise at t = 0.5 (the
+    default, or --renoise-at), jump again; the default sampler is unchanged."""
+    argv = ["sample", "--ckpt", str(run_dir), "--steps", "2", "--num", "20", "--seed", "3"]
+    assert main([*argv, "--sampler", "renoise", "--out", str(tmp_path / "r.npz")]) == 0
+    assert main([*argv, "--sampler", "renoise", "--renoise-at", "0.25", "--out", str(tmp_path / "q.npz")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "e.npz")]) == 0
+    loaded = load_model(run_dir, "cpu")
+    shape, null = loaded.spec.sample_shape, torch.full((20,), loaded.num_classes)
+    noise = torch.cat([seeding.sample_noise(3, i, shape) for i in range(20)])
+    fresh = torch.cat([seeding.renoise_noise(3, i, 1, shape) for i in range(20)])
+
+    def u(x, t):
+        with torch.no_grad():
+            return loaded.model(x, torch.full((20,), t), torch.full((20,), 1 - t), null)
+
+    x1 = noise + u(noise, 0.0)
+    for at, file in ((0.5, "r.npz"), (0.25, "q.npz")):
+        x = (1 - (1 - 1e-5) * at) * fresh + at * x1
+        np.testing.assert_allclose(np.load(tmp_path / file)["arr_0"], (x + (1 - at) * u(x, at)).numpy(), atol=1e-5)
+    euler = torch.from_numpy(np.load(tmp_path / "e.npz")["arr_0"])
+    torch.testing.assert_close(euler, loaded.generate(20, 2, seed=3), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--renoise-at", "0.5"], "--renoise-at needs --sampler renoise"),
+        (["--sampler", "renoise", "--renoise-at", "0.3,0.6"], "2 step(s) re-noise at 1 time(s)"),
+        (["--sampler", "renoise", "--renoise-at", "1.5"], "increase within (0, 1)"),
+        (["--sampler", "renoise", "--renoise-at", "nan"], "increase within (0, 1)"),
+        (["--sampler", "renoise", "--renoise-at", "half"], "'half' is not a time"),
+        (["--sampler", "heun"], "invalid choice"),
+    ],
+)
+def test_bad_renoising_options_exit_2_with_one_line(run_dir, tmp_path, capsys, extra, message):
+    out = tmp_path / "x.npz"
+    assert main(["sample", "--ckpt", str(run_dir), "--steps", "2", "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert not out.exists()
 
 
 def test_bad_steps_for_sample(run_dir, capsys):

@@ -10,6 +10,7 @@ from shortcut_models.experiments.study_plan import (
     StudyPlan,
     ablations,
     best_without_teacher,
+    finetune_targets,
     full_plan,
     main_runs,
     method_overrides,
@@ -90,12 +91,25 @@ def test_second_stage_ablates_the_winner_and_fine_tunes_from_the_flow_runs():
     ablated = [r for r in runs if r.recipe.startswith("ablation:")]
     assert len(ablated) == len(OBJECTIVES["meanflow"].ablations) * 3
     tuned = [r for r in runs if r.init]
+    # shortcut, the winner, iMF and Decoupled MeanFlow (it declares that it starts from a flow-matching run)
+    targets = ("shortcut", "meanflow", "imf", "decoupled-meanflow")
+    assert finetune_targets(plan, winner) == targets
     assert {(r.method, r.init, r.budgets) for r in tuned} == {
-        (m, s, (round(plan.steps * s),)) for m in ("shortcut", "meanflow") for s in (0.1, 0.25, 0.5)
+        (m, s, (round(plan.steps * s),)) for m in targets for s in (0.1, 0.25, 0.5)
     }
     own_flow = teacher_of(tuned[0], plan)
     assert own_flow in main_runs(plan) and own_flow.recipe == "own"
     assert len({r.name for r in runs}) == len(runs)
+
+
+def test_fine_tuning_targets_are_deduplicated_and_limited_to_the_plans_methods():
+    assert finetune_targets(full_plan(), "imf") == ("shortcut", "imf", "decoupled-meanflow")
+    assert finetune_targets(full_plan(), "decoupled-meanflow") == ("shortcut", "decoupled-meanflow", "imf")
+    # a study of some methods fine-tunes into those of them only (shortcut always, as before)
+    assert finetune_targets(full_plan(methods=("flow", "meanflow")), "meanflow") == ("shortcut", "meanflow")
+    chosen = full_plan(methods=("flow", "shortcut", "decoupled-meanflow"))
+    assert finetune_targets(chosen, "shortcut") == ("shortcut", "decoupled-meanflow")
+    assert [m for m in OBJECTIVES if OBJECTIVES[m].starts_from == "flow"] == ["decoupled-meanflow"]
 
 
 def run_lines(label: str, plan: StudyPlan) -> dict[str, list[str]]:
@@ -117,7 +131,8 @@ def run_lines(label: str, plan: StudyPlan) -> dict[str, list[str]]:
 def test_the_runs_are_those_of_the_plan_before_the_methods_declared_them():
     """The default and the full plan's runs (names, overrides, budgets, fine-tuning share, teacher), for
     every possible winner of the second stage, equal those the study planned at cb7ae8d, when its methods,
-    schedule knobs, length-scheduled methods and ablations were lists in study_plan.py."""
+    schedule knobs, length-scheduled methods and ablations were lists in study_plan.py, plus the methods added
+    since and the fine-tuning runs into iMF and Decoupled MeanFlow beside shortcut and the winner."""
     pinned: dict[str, list[str]] = {}
     for row in PINNED_RUNS.read_text().splitlines():
         pinned.setdefault(row.split(" | ")[0], []).append(row)

@@ -15,8 +15,8 @@ from shortcut_models import path
 from shortcut_models.cli import main
 from shortcut_models.inference import load_model
 from shortcut_models.objectives import AlphaFlow, FlowMatching, MeanFlow, Progress, build_objective
-from shortcut_models.objectives.alpha_flow import WeightedTargets, renoising_sample
-from shortcut_models.sampling import sample
+from shortcut_models.objectives.alpha_flow import WeightedTargets
+from shortcut_models.sampling import renoising_sample, sample
 from shortcut_models.training import Trainer
 
 CLASSES = 5
@@ -321,7 +321,7 @@ def test_renoising_sampler_one_step_is_ours_and_two_steps_the_authors():
     y = torch.arange(6) % CLASSES
     one = renoising_sample(net, noise, [0.0], y)
     assert torch.allclose(one, sample(net, noise, 1, y), atol=1e-12)
-    two = renoising_sample(net, noise, [0.0, 0.45], y, torch.Generator().manual_seed(9))
+    two = renoising_sample(net, noise, [0.0, 0.45], y, generator=torch.Generator().manual_seed(9))
     fresh = torch.randn(6, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     ones = torch.ones(6, dtype=torch.float64)
     x1_hat = noise + net(noise, 0 * ones, ones, y)

@@ -17,8 +17,10 @@ from torch import nn
 
 from shortcut_models import checkpoints as ckpt
 from shortcut_models import path
+from shortcut_models.cli import main
 from shortcut_models.config import TrainConfig, build_config
 from shortcut_models.convert import AuthorsArchitecture, authors_parameter_shapes, convert_jax_checkpoint, nest
+from shortcut_models.errors import UserError
 from shortcut_models.inference import load_model
 from shortcut_models.models import build_network
 from shortcut_models.objectives import DecoupledMeanFlow, build_objective
@@ -153,13 +155,7 @@ def test_init_from_a_flow_matching_run_gives_its_velocity_at_equal_times_then_tr
     source = ckpt.latest_checkpoint(flow_dir)
     # every weight of the flow run made random: two steps leave the zero-initialised layers near zero, which would
     # hide what the split does (a trained checkpoint is what this stands for)
-    for file in (ckpt.ONLINE_WEIGHTS, ckpt.EMA_WEIGHTS):
-        g = torch.Generator().manual_seed(7)
-        weights = ckpt.read_weights(source / file)
-        save_file(
-            {k: v if k == "pos_embed" else 0.1 * torch.randn(v.shape, generator=g) for k, v in weights.items()},
-            str(source / file),
-        )
+    randomise_weights(source)
 
     cfg = build_config("digits", "decoupled-meanflow", None, [*TINY, "steps=2"])
     cfg.init_from = str(flow_dir)
@@ -175,20 +171,64 @@ def test_init_from_a_flow_matching_run_gives_its_velocity_at_equal_times_then_tr
     assert x.shape == (4, 1, 8, 8) and torch.isfinite(x).all()
 
 
-def check_equal_at_equal_times(trainer: Trainer, source, shape: tuple[int, ...], labels: torch.Tensor) -> None:
-    """The trainer's online and EMA networks at d = 0 give the source checkpoint's at d = 1/128, and differ at d > 0."""
+def check_equal_at_equal_times(
+    trainer: Trainer, source, shape: tuple[int, ...], labels: torch.Tensor, max_steps: int = 128
+) -> None:
+    """The trainer's online and EMA networks at d = 0 give the source checkpoint's at d = 1/max_steps, and differ
+    at d > 0."""
     g = torch.Generator().manual_seed(8)
     x, t = torch.randn(len(labels), *shape, generator=g), torch.rand(len(labels), generator=g)
     for role, file in ((trainer.model, ckpt.ONLINE_WEIGHTS), (trainer.ema.module, ckpt.EMA_WEIGHTS)):
         flow = build_network(ckpt.read_config(source)["network"])
         flow.load_state_dict(ckpt.read_weights(source / file))
         with torch.no_grad():
-            expected = flow.eval()(x, t, torch.full_like(t, 1 / 128), labels)
+            expected = flow.eval()(x, t, torch.full_like(t, 1 / max_steps), labels)
             got = role(x, t, torch.zeros_like(t), labels)
             later = role(x, t, 1 - t, labels)
         assert expected.abs().max() > 0.01
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
         assert (later - expected).abs().max() > 1e-3
+
+
+def randomise_weights(source) -> None:
+    """Every weight of a checkpoint made random (a short run leaves its zero-initialised layers near zero)."""
+    for file in (ckpt.ONLINE_WEIGHTS, ckpt.EMA_WEIGHTS):
+        g = torch.Generator().manual_seed(7)
+        weights = ckpt.read_weights(source / file)
+        save_file(
+            {k: v if k == "pos_embed" else 0.1 * torch.randn(v.shape, generator=g) for k, v in weights.items()},
+            str(source / file),
+        )
+
+
+def test_the_held_step_size_must_be_the_sources(tmp_path, capsys):
+    """A flow-matching run trained at max_steps 64 (flow level d = 1/64): a Decoupled MeanFlow run holding its step
+    size at 1/128 (the default) is refused in one line naming the fix; at max_steps 64 it starts at the source's
+    velocity at equal times."""
+    flow_dir = tmp_path / "flow"
+    Trainer(build_config("digits", "flow", None, [*TINY, "steps=1", "max_steps=64"]), flow_dir, progress=False).run()
+    source = ckpt.latest_checkpoint(flow_dir)
+    randomise_weights(source)
+
+    argv = ["train", "--objective", "decoupled-meanflow", "--init-from", str(flow_dir), *TINY, "steps=1"]
+    assert main([*argv, "--out", str(tmp_path / "refused"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "step size 1/64" in err and "1/max_steps = 1/128" in err and err.endswith("set max_steps=64"), err
+    assert not (tmp_path / "refused" / "checkpoints").exists()
+
+    cfg = build_config("digits", "decoupled-meanflow", None, [*TINY, "steps=1", "max_steps=64"])
+    cfg.init_from = str(flow_dir)
+    trainer = Trainer(cfg, tmp_path / "dmf", progress=False)
+    assert trainer.model.config["split_step"] == 1 / 64
+    check_equal_at_equal_times(trainer, source, (1, 8, 8), torch.tensor([0, 3, 9, 10, 1, 10]), max_steps=64)
+    trainer.run()
+
+    # a split source holds its own step size: fine-tuning it again asks for that one
+    again = build_config("digits", "decoupled-meanflow", None, [*TINY, "steps=1", "max_steps=32"])
+    again.init_from = str(tmp_path / "dmf")
+    with pytest.raises(UserError, match="step size 1/64.*set max_steps=64"):
+        Trainer(again, tmp_path / "dmf2", progress=False)
 
 
 def test_a_converted_authors_checkpoint_is_fine_tuned_the_same_way(tmp_path):

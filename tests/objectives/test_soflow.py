@@ -3,6 +3,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -207,6 +208,13 @@ def test_command_line_trains_from_a_flow_run_and_samples_in_one_step(tmp_path, n
     assert f"initialised from {ckpt.latest_checkpoint(flow)}" in capsys.readouterr().err
     out = tmp_path / "samples.npz"
     assert main(["sample", "--ckpt", str(tuned), "--steps", "1", "--num", "4", "--out", str(out)]) == 0
+    # the authors' two-step sampler: jump to the data, re-noise at t = 0.5, jump again
+    two = tmp_path / "two.npz"
+    assert (
+        main(["sample", "--ckpt", str(tuned), "--steps", "2", "--sampler", "renoise", "--num", "4", "--out", str(two)])
+        == 0
+    )
+    assert np.load(two)["arr_0"].shape == np.load(out)["arr_0"].shape
     loaded = load_model(tuned, "cpu")
     assert loaded.spec.objective == "soflow" and loaded.step == 3
     x = loaded.generate(4, 1, seed=0, labels=torch.arange(4))

@@ -15,7 +15,19 @@ from ..images import save_grid, to_uint8
 from ..inference import check_finite, generate_shared, load_model
 from ..outputs import save_npz
 from ..plotting import scatter_2d
-from .arguments import DEVICE, FINITE, OUT_FILE, SEED, Subcommands, add_cfg_interval, ints, one_step, use_cfg_interval
+from ..sampling import SAMPLERS, renoise_starts
+from .arguments import (
+    DEVICE,
+    FINITE,
+    OUT_FILE,
+    SEED,
+    Subcommands,
+    add_cfg_interval,
+    comma_list,
+    ints,
+    one_step,
+    use_cfg_interval,
+)
 
 
 def register(sub: Subcommands) -> None:
@@ -32,6 +44,22 @@ def register(sub: Subcommands) -> None:
         "one network pass per step",
     )
     add_cfg_interval(p)
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="euler",
+        help="euler (default): steps along the network's velocity; renoise: each step jumps to the data end and "
+        "the next starts from fresh noise mixed with that estimate (the two-step sampler of the SoFlow and "
+        "alpha-Flow authors)",
+    )
+    p.add_argument(
+        "--renoise-at",
+        type=renoise_times,
+        default=None,
+        metavar="T[,T...]",
+        help="with --sampler renoise: the start times of steps 2..N, increasing in (0, 1) (t = 0 noise); "
+        "default i/N (two steps: 0.5, SoFlow's authors' value; alpha-Flow's XL/2 two-step value is 0.45)",
+    )
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", type=DEVICE, default="auto")
     p.add_argument("--out", type=OUT_FILE, required=True, help="FILE.npz (arr_0, labels) or FILE.png")
@@ -42,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npz", ".png"):
         raise UserError(f"--out must end in .npz or .png, got {out.name!r}")
+    renoise_at = check_sampler(args.sampler, args.renoise_at, args.steps)
     with distributed.session(args.device):  # under torchrun: each process its share, rank 0 writes
         loaded = load_model(args.ckpt, args.device)
         use_cfg_interval(loaded, args.cfg_interval)
+        loaded.sampler, loaded.renoise_at = args.sampler, renoise_at
         _check_room(args, out, values(loaded.data_shape), loaded.is_image)
         labels = None
         if args.class_label is not None:
@@ -70,9 +100,36 @@ def run(args: argparse.Namespace) -> int:
     elif is_image:  # .png
         save_grid(x.clamp(-1, 1), out, rows=max(1, int(round(args.num**0.5))))
     else:
-        scatter_2d(x.numpy(), out, title=f"{loaded.label}, {args.steps} step(s)")
+        sampler = ", re-noising" if args.sampler == "renoise" else ""
+        scatter_2d(x.numpy(), out, title=f"{loaded.label}, {args.steps} step(s){sampler}")
     print(f"wrote {args.num} samples to {out}")
     return 0
+
+
+def renoise_times(text: str) -> list[float]:
+    """An argparse type: times separated by commas, e.g. ``0.5`` or ``0.25,0.5,0.75``."""
+
+    def time(item: str) -> float:
+        try:
+            return float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not a time; give times in (0, 1), e.g. 0.5") from None
+
+    return comma_list(text, time, "time", "0.5")
+
+
+def check_sampler(sampler: str, at: list[float] | None, steps: int) -> tuple[float, ...]:
+    """The re-noising times of ``--renoise-at`` (() for the default i/N); UserError when given without
+    ``--sampler renoise`` or when they are not ``steps`` - 1 times increasing in (0, 1)."""
+    if at is None:
+        return ()
+    if sampler != "renoise":
+        raise UserError("--renoise-at needs --sampler renoise")
+    try:
+        renoise_starts(steps, at)
+    except ValueError as exc:
+        raise UserError(f"--renoise-at: {exc}") from None
+    return tuple(at)
 
 
 def _check_room(args: argparse.Namespace, out: Path, per_sample: int, is_image: bool) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..metrics.seed_intervals import compare, seed_mean
 from ..outputs import write_text
 from .goals import goals
-from .study_plan import TEACHER, StudyPlan, method_title
+from .study_plan import TEACHER, StudyPlan, finetune_targets, method_title
 from .study_scores import Scores, StudyResults
 
 TOLERANCE = 0.05  # with one seed, a relative gap up to 5% is a tie
@@ -85,7 +85,7 @@ def finetune_question(scores: Scores, plan: StudyPlan, winner: str | None) -> li
     """Can flow matching be fine-tuned into a few-step model: per fine-tuned method, FD of the flow-matching
     start, each fine-tuning share and training from scratch, with each share's verdict against scratch."""
     shares = sorted({float(r["init"]) for r in scores.rows if r.get("init")})
-    methods = [m for m in dict.fromkeys(("shortcut", winner)) if m and scores.has("digits", m, "own", plan.steps, 1)]
+    methods = [m for m in finetune_targets(plan, winner) if scores.has("digits", m, "own", plan.steps, 1)]
     if not shares or not methods:
         return []
     steps = [n for n in FINETUNE_STEPS if scores.has("digits", methods[0], "own", plan.steps, n)]

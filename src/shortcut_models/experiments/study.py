@@ -9,7 +9,8 @@ checkerboard, each with its own recipe and with one common recipe, over several 
   distance in the digits-CNN features, precision and recall, and a second metric of another kind; on
   the checkerboard the sliced Wasserstein distance to fresh draws of the density;
 - with ``--full``: scores the runs at four budgets, ablates the best one-step method without a teacher,
-  and fine-tunes flow matching into shortcut and into that method;
+  and fine-tunes flow matching into shortcut, into that method, into iMF and into each method meant to start
+  from a flow-matching run (Decoupled MeanFlow);
 - measures each method's training step against flow matching's, side by side;
 
 and writes ``OUT/report.md`` (means with 95% intervals over seeds; rankings say which gaps are

@@ -11,7 +11,8 @@ at the largest budget.
 The methods are the registered objectives (``shortcut_models.objectives.OBJECTIVES``, in its order), and
 what the study needs to know of one is declared on its class: ``teacher_run`` (it starts from a
 flow-matching run), ``schedule_knob`` (a schedule counted in steps, scaled to the budget),
-``schedule_spans_run`` (one run per budget) and ``ablations`` (its recipe's components switched off).
+``schedule_spans_run`` (one run per budget), ``ablations`` (its recipe's components switched off) and
+``starts_from`` (it is meant to fine-tune a flow-matching run: one of the fine-tuning question's targets).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ RECIPE_TEXT = {
     "meanflow": "MeanFlow's recipe: logit-normal times (0.4, 1.0), adaptive loss weight (eps 0.01), online target",
 }
 MEANFLOW_RECIPE_METHODS = ("flow", "shortcut")
+# The fine-tuning question (--full) fine-tunes flow matching into these, into the best one-step method without a
+# teacher, and into every method meant to start from a flow-matching run (its ``starts_from``: Decoupled MeanFlow)
+FINETUNE_METHODS = ("shortcut", "imf")
 
 # Schedules counted in training steps (a method's ``schedule_knob``), set by their authors for runs of hundreds of
 # thousands of steps (ESC's terminal-time schedule, 20,000; sCT's tangent warm-up, 10,000): the study ends them at
@@ -195,9 +199,16 @@ def best_without_teacher(fd_at_1: dict[str, float]) -> str:
     return min(candidates, key=lambda m: fd_at_1[m])
 
 
+def finetune_targets(plan: StudyPlan, winner: str | None) -> tuple[str, ...]:
+    """The methods flow matching is fine-tuned into: shortcut, ``winner``, then those of the plan's methods that
+    are iMF or declare that they start from a flow-matching run (``starts_from``), in the registry's order."""
+    others = [m for m in plan.methods if m in FINETUNE_METHODS or OBJECTIVES[m].starts_from == TEACHER]
+    return tuple(m for m in dict.fromkeys(("shortcut", winner, *others)) if m)
+
+
 def second_stage_runs(plan: StudyPlan, winner: str) -> list[Run]:
-    """The ablation of ``winner`` and the fine-tuning runs (flow matching into shortcut and into ``winner``),
-    on digits, every seed."""
+    """The ablation of ``winner`` and the fine-tuning runs (flow matching into each of
+    :func:`finetune_targets`), on digits, every seed."""
     runs = []
     if plan.ablation:
         for component in ablations(winner):
@@ -206,8 +217,7 @@ def second_stage_runs(plan: StudyPlan, winner: str) -> list[Run]:
                 Run("digits", winner, recipe, s, (plan.steps,), method_overrides(plan, winner, recipe))
                 for s in plan.seeds
             ]
-    targets = dict.fromkeys(("shortcut", winner))
-    for method in targets:
+    for method in finetune_targets(plan, winner):
         for share in plan.finetune:
             steps = max(1, round(plan.steps * share))
             runs += [

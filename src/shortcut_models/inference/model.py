@@ -25,7 +25,7 @@ from ..guidance import EVERYWHERE
 from ..models import build_network
 from ..objectives import Objective, build_objective
 from ..runtime import autocast_dtype
-from ..sampling import sample
+from ..sampling import renoise_starts, renoising_sample, sample
 
 
 @dataclass
@@ -46,6 +46,8 @@ class LoadedModel:
     precision: str = "auto"  # "auto" = bf16 autocast on CUDA, "fp32", "bf16"
     training: dict[str, Any] | None = None
     cfg_interval: tuple[float, float] = EVERYWHERE  # where guidance applies (networks with the guidance input)
+    sampler: str = "euler"  # "euler", or "renoise": the re-noising sampler (sampling.renoising_sample)
+    renoise_at: tuple[float, ...] = ()  # the re-noising sampler's later start times; (): i/N
 
     @property
     def label(self) -> str:
@@ -91,16 +93,30 @@ class LoadedModel:
         noise = torch.cat([self.noise(seed, i) for i in indices.tolist()])
         y = None if labels is None else labels[indices.clamp(max=len(labels) - 1)].to(self.device)
         with torch.autocast(self.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            x = sample(
-                self.model,
-                noise,
-                steps,
-                y=y,
-                cfg_scale=cfg_scale,
-                fixed_d=self.objective.sampling_d_at(steps),
-                max_steps=self.max_steps,
-                cfg_interval=self.cfg_interval,
-            )
+            if self.sampler == "renoise":
+                starts = renoise_starts(steps, self.renoise_at)
+                fresh = [self.fresh_noise(seed, indices, k) for k in range(1, len(starts))]
+                x = renoising_sample(
+                    self.model,
+                    noise,
+                    starts,
+                    y,
+                    fresh,
+                    cfg_scale=cfg_scale,
+                    fixed_d=self.objective.sampling_d_at(1),  # each step is a one-step jump
+                    cfg_interval=self.cfg_interval,
+                )
+            else:
+                x = sample(
+                    self.model,
+                    noise,
+                    steps,
+                    y=y,
+                    cfg_scale=cfg_scale,
+                    fixed_d=self.objective.sampling_d_at(steps),
+                    max_steps=self.max_steps,
+                    cfg_interval=self.cfg_interval,
+                )
         return x.float()
 
     @property
@@ -146,6 +162,11 @@ class LoadedModel:
     def noise(self, seed: int, index: int) -> torch.Tensor:
         """The noise of sample ``index`` under ``seed`` (per-sample seeds: independent of batching)."""
         return seeding.sample_noise(seed, index, self.spec.sample_shape).to(self.device)
+
+    def fresh_noise(self, seed: int, indices: torch.Tensor, step: int) -> torch.Tensor:
+        """The re-noising sampler's fresh noise before jump ``step`` of samples ``indices`` (per-sample seeds)."""
+        shape = self.spec.sample_shape
+        return torch.cat([seeding.renoise_noise(seed, i, step, shape) for i in indices.tolist()]).to(self.device)
 
 
 def sample_blocks(num: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, int]]:

@@ -53,15 +53,14 @@ The recipe and knobs, at the authors' values (``infra/experiments/experiments-al
 
 Sampling: the step actually taken, any number of steps (their "trajectory sampling": one step is
 x0 + u(x0, 0, 1)). Their two-step numbers re-noise between steps ("consistency sampling"): each step jumps
-to the data end and the next starts on the path from fresh noise to that estimate;
-:func:`renoising_sample` does it.
+to the data end and the next starts on the path from fresh noise to that estimate: the sampler
+``shortcut_models.sampling.renoising_sample`` (``shortcut sample --sampler renoise``) does it, for any method.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -297,29 +296,3 @@ class AlphaFlow(Objective):
         weight = getattr(targets, "weight", None)
         loss = (per_row if weight is None else per_row * weight.to(per_row.dtype)).mean()
         return loss, self.loss_logs(sq.detach().mean(dim=1), targets.kind)
-
-
-@torch.inference_mode()
-def renoising_sample(
-    model: nn.Module,
-    noise: torch.Tensor,
-    times: Sequence[float],
-    y: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """The authors' "consistency sampling" in our time: from x = noise at times[0] = 0, each step jumps to the
-    data end, x1_hat = x + (1 - t) u(x, t, 1 - t), and the next step starts at the next time t' on the path
-    from fresh noise (drawn from ``generator``) to x1_hat; the last jump's x1_hat is returned. ``times``:
-    the start times, increasing in [0, 1) (their two-step [1, 0.55, 0] is ``[0.0, 0.45]`` here; one time
-    is one step of our sampler). ``y``: labels, None for the null label (``model.num_classes``)."""
-    if not times or times[0] != 0.0 or any(b <= a for a, b in zip(times, times[1:])) or times[-1] >= 1.0:
-        raise ValueError(f"times must start at 0 and increase below 1, got {list(times)}")
-    rows = noise.shape[0]
-    y = null_labels(rows, getattr(model, "num_classes", 0), noise.device) if y is None else y.to(noise.device)
-    ones = torch.ones(rows, device=noise.device)
-    x1_hat = noise + model(noise, ones * 0.0, ones, y).to(noise.dtype)  # the first jump, from t = 0
-    for t in times[1:]:
-        fresh = torch.randn(noise.shape, generator=generator, device=noise.device, dtype=noise.dtype)
-        x = path.interpolate(fresh, x1_hat, ones * t)
-        x1_hat = x + (1.0 - t) * model(x, ones * t, ones * (1.0 - t), y).to(x.dtype)
-    return x1_hat

@@ -37,7 +37,8 @@ log(e^-phi |err|^2_mean + 0.01) + phi with a learned weight phi(t, r) (a linear 
 zero-initialised); there is no such head here: at phi = 0 that loss's gradient is the adaptive weight's
 (p = 1) with eps = 0.01 x the elements of a row; this objective's default is the adaptive weight with
 MeanFlow's eps = 0.01 (``adaptive_eps``, a knob); (3) its decoupled DiT has no step-size input; ours holds it
-at 1/M (M = ``max_steps``, which should be the flow-matching run's; 128 by default for both).
+at 1/M (M = ``max_steps``, 128 by default for both; a run started from one trained at another M is refused,
+``training/init_from.check_held_step``).
 
 Sampling: the step actually taken, in any number of steps (the official Euler sampler, uniform steps,
 ``shift`` 1). The cost of a step: see :meth:`DecoupledMeanFlow.passes_per_row`.

@@ -30,12 +30,17 @@ Conventions:
   iMF's) fine-tuned into one with it (``imf``) gets a guidance embedding that starts at zero the same way
   (the last Linear of each of its three embedders zeroed), so the new network starts as the source at
   every guidance. No other key may be missing or extra.
+- A network that holds its step-size input at 1/M (M = ``max_steps``; Decoupled MeanFlow's split network,
+  ``Objective.time_split``) starts at the source's velocity only where the source was trained at that step
+  size (1/M of the source's ``max_steps``; a split source: the step size it held): else a UserError asks
+  for the source's ``max_steps`` (:func:`check_held_step`).
 - Under torchrun every process reads the same files and loads the same weights; a failure on any
   process stops every process.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,7 @@ from .. import checkpoints as ckpt
 from .. import distributed
 from ..config import TrainConfig
 from ..errors import UserError
+from ..objectives import Objective
 
 # Config keys that fix the data and the network; they must be equal in the source and the new run.
 COMPATIBLE_KEYS = ("data", "class_conditional", "model", "model_args")
@@ -110,6 +116,30 @@ def check_compatible(source: dict, cfg: TrainConfig, where: Path) -> None:
                 f"init_from {where} was trained with a different {key} ({theirs!r} there, {mine[key]!r} now); "
                 "fine-tuning keeps the data and the network"
             )
+
+
+def held_step_of(config: dict[str, Any]) -> float | None:
+    """The step size a source checkpoint's network gives its velocity at: the step-size input a split network
+    holds (``split_step``), else 1/M of the source's ``max_steps`` (the flow level); None when it records neither."""
+    split = ((config.get("network") or {}).get("args") or {}).get("split_step")
+    if split is not None:
+        return float(split)
+    max_steps = (config.get("objective_args") or {}).get("max_steps")
+    return None if max_steps is None else 1.0 / max_steps
+
+
+def check_held_step(source: SourceCheckpoint, objective: Objective) -> None:
+    """UserError when ``objective`` holds its network's step-size input (``time_split``) at another step size than
+    the one ``source`` was trained at: the run would not start at the source's velocity (one line, naming the fix)."""
+    split = objective.time_split()
+    theirs = held_step_of(source.config)
+    if split is None or theirs is None or math.isclose(split[1], theirs, rel_tol=1e-9):
+        return
+    raise UserError(
+        f"init_from {source.path} was trained at step size 1/{1 / theirs:g}; {objective.name} holds the network's "
+        f"step-size input at 1/max_steps = 1/{objective.max_steps}, so it would not start at that run's velocity: "
+        f"set max_steps={round(1 / theirs)}"
+    )
 
 
 def d_embedder_keys(module: nn.Module) -> dict[str, list[str]]:

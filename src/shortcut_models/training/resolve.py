@@ -25,7 +25,7 @@ from ..data import DataSource, build_source
 from ..errors import UserError
 from ..objectives import Objective, build_objective
 from .batches import BatchPlan, plan_batches
-from .init_from import SourceCheckpoint, check_compatible, read_source
+from .init_from import SourceCheckpoint, check_compatible, check_held_step, read_source
 from .memory import check_data_fits
 from .networks import recorded_step_input
 from .resume import Resume, as_trained, initial_weights, open_run, read_checkpoint
@@ -100,6 +100,8 @@ def _fresh_sources(
     for read in (teacher, init if init is not teacher else None):
         if read is not None:  # the same data and network
             check_compatible(read.training, cfg, read.path)
+    if init is not None:  # a network holding its step-size input holds the source's
+        check_held_step(init, objective)
     return cfg, teacher, init
 
 
