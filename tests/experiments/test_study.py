@@ -158,6 +158,7 @@ def test_quick_study_writes_the_whole_report_and_resumes(tmp_path, capsys):
         "## Rankings",
         "## Method against recipe",
         "## Checkerboard: sliced Wasserstein distance, own recipes",
+        "## Equal training cost",
         "## Training cost per step",
         "## Samples from the same noise",
         "## Goals",

@@ -9,6 +9,7 @@ from statistics import stdev
 
 from ..metrics.seed_intervals import ALPHA, compare, seed_mean, seeds_to_separate
 from ..objectives import OBJECTIVES
+from .equal_cost import equal_cost_section
 from .goals import FEW
 from .report import (
     cost_section,
@@ -350,6 +351,7 @@ def write_study_report(results: StudyResults) -> Path:
     plan, scores, config = results.plan, results.scores, results.config
     ablation = ablation_section(scores, plan, results.winner) if results.winner and plan.ablation else []
     costs = cost_section(plan, results.costs, config.batch_size) if results.costs and config else []
+    equal = equal_cost_section(scores, plan, results.costs) if results.costs else []
     questions = [*many_steps_question(scores, plan), *finetune_question(scores, plan, results.winner)]
     return write_report(
         results.out,
@@ -362,6 +364,7 @@ def write_study_report(results: StudyResults) -> Path:
             titled("Method against recipe", recipe_section(scores, plan) if "common" in plan.recipes else []),
             titled("Checkerboard: sliced Wasserstein distance, own recipes", checkerboard_table(scores, plan)),
             titled("Budgets", budget_section(scores, plan, results.figures.get("budget")) if plan.budgets else []),
+            titled("Equal training cost", equal),
             titled("Ablation", ablation),
             titled("The two questions", questions),
             titled("Training cost per step", costs),
