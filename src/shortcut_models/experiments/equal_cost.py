@@ -71,9 +71,10 @@ def equal_cost_column(scores: Scores, plan: StudyPlan, costs: Costs, steps: int)
 
 
 def equal_cost_section(scores: Scores, plan: StudyPlan, costs: Costs) -> list[str]:
-    """The equal-cost table (each method's cost per step, its equal-cost budget and FD there at 1, 2 and 4
-    steps) and the rankings at equal cost."""
+    """The equal-cost table (each method's cost per step, its equal-cost budget and, with several scored
+    budgets, its FD there at 1, 2 and 4 steps) and the rankings at equal cost."""
     budgets = plan.all_budgets()
+    steps = FEW if len(budgets) > 1 else ()  # one budget: nothing but flow matching's own can be read
     columns = {n: equal_cost_column(scores, plan, costs, n) for n in FEW}
     lines = [
         "The ranking above compares equal training steps. Here every method gets what flow matching costs at "
@@ -83,29 +84,25 @@ def equal_cost_section(scores: Scores, plan: StudyPlan, costs: Costs) -> list[st
         "linear in log-budget between the two scored budgets around it); where that budget lies outside the "
         f"scored budgets ({', '.join(f'{b:,}' for b in budgets)} steps) it is not extrapolated.",
         "",
-        "| method | cost per step (measured / model) | budget at equal cost | "
-        + " | ".join(steps_label(n) for n in FEW)
-        + " |",
-        "|---|---|---|" + "---|" * len(FEW),
+        "| method | cost per step (measured / model) | budget at equal cost |"
+        + "".join(f" {steps_label(n)} |" for n in steps),
+        "|---|---|---|" + "---|" * len(steps),
     ]
     for m in plan.methods:
-        lines.append(_row(scores, plan, costs, columns, m))
+        lines.append(_row(plan, costs, columns, m, steps))
     lines.append("")
     return lines + _ranking_lines(plan, columns)
 
 
-def _row(scores: Scores, plan: StudyPlan, costs: Costs, columns: dict[int, Column], m: str) -> str:
-    """One method's row of :func:`equal_cost_section`."""
+def _row(plan: StudyPlan, costs: Costs, columns: dict[int, Column], m: str, steps: tuple[int, ...]) -> str:
+    """One method's row of :func:`equal_cost_section`: FD cells at ``steps`` sampling steps."""
     b = equal_cost_budget(costs, plan, m)
     budget = f"{b:,.0f} steps" if b > 0 else "none (the teacher run alone costs as much)"
     budgets = plan.all_budgets()
     outside = "below the smallest scored budget" if b < budgets[0] else "above the largest scored budget"
-    if b > 0:
-        cells = [seed_mean(columns[n][m]).text() if m in columns[n] else outside for n in FEW]
-    else:
-        cells = ["" for _ in FEW]
+    cells = [(seed_mean(columns[n][m]).text() if m in columns[n] else outside) if b > 0 else "" for n in steps]
     cost = f"{costs[m]['ratio']:.2f} / {costs[m]['model']:.2f}"
-    return f"| {method_title(m)} | {cost} | {budget} | " + " | ".join(cells) + " |"
+    return f"| {method_title(m)} | {cost} | {budget} |" + "".join(f" {c} |" for c in cells)
 
 
 def _ranking_lines(plan: StudyPlan, columns: dict[int, Column]) -> list[str]:
