@@ -118,6 +118,9 @@ def test_with_one_budget_the_section_says_it_needs_the_full_studys_budgets():
     table = [line for line in lines if line.startswith("| ")]
     assert table[0] == "| method | cost per step (measured / model) | budget at equal cost |"  # no FD columns
     assert "| shortcut | 1.50 / 1.08 | 667 steps |" in table and "| iMF | 0.50 / 1.67 | 2,000 steps |" in table
+    tiny = StudyPlan(steps=4, methods=("flow", "meanflow"), domains=("digits",))
+    tiny_costs = {"flow": COSTS["flow"], "meanflow": {"ratio": 0.9, "model": 1.17}}
+    assert "| MeanFlow | 0.90 / 1.17 | 4.4 steps |" in equal_cost_section(Scores([]), tiny, tiny_costs)
     assert lines[-1] == (
         "Fewer than two methods can be read at equal cost, so there is no ranking. This study scored one budget; "
         "`shortcut study --full` scores four, so the FD at most methods' equal-cost budgets can be read there."

@@ -97,7 +97,8 @@ def equal_cost_section(scores: Scores, plan: StudyPlan, costs: Costs) -> list[st
 def _row(plan: StudyPlan, costs: Costs, columns: dict[int, Column], m: str, steps: tuple[int, ...]) -> str:
     """One method's row of :func:`equal_cost_section`: FD cells at ``steps`` sampling steps."""
     b = equal_cost_budget(costs, plan, m)
-    budget = f"{b:,.0f} steps" if b > 0 else "none (the teacher run alone costs as much)"
+    shown = f"{b:,.0f}" if b >= 100 else f"{b:.1f}"  # a tiny budget (a smoke test) keeps its fraction
+    budget = f"{shown} steps" if b > 0 else "none (the teacher run alone costs as much)"
     budgets = plan.all_budgets()
     outside = "below the smallest scored budget" if b < budgets[0] else "above the largest scored budget"
     cells = [(seed_mean(columns[n][m]).text() if m in columns[n] else outside) if b > 0 else "" for n in steps]
