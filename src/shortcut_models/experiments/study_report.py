@@ -1,6 +1,7 @@
 """The study's report: short answer first, then tables with 95% intervals over seeds, rankings that say
-which gaps are significant, the recipe's share, the second metric and domain, budgets, ablation, the two
-questions and the cost per step, as Markdown (OUT/report.md)."""
+which gaps are significant (Welch's t-test, Holm-corrected over the pairs of methods compared), the recipe's
+share, the second metric and domain, budgets, the ranking at equal training cost, ablation, the two questions
+and the cost per step, as Markdown (OUT/report.md)."""
 
 from __future__ import annotations
 
