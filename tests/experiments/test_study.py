@@ -15,7 +15,8 @@ from shortcut_models.experiments.study_report import (
     recipe_section,
     short_answer,
 )
-from shortcut_models.experiments.study_scores import Scores, leaders, ordered, reversals
+from shortcut_models.experiments.study_scores import Scores, column, leaders, ordered, reversals
+from shortcut_models.metrics.seed_intervals import seeds_to_separate, welch_p
 
 SEEDS = (0, 1, 2)
 
@@ -74,6 +75,42 @@ def test_rankings_mark_significant_gaps_and_ties():
     ]
 
 
+CLOSE = {"meanflow": {1: 10.0}, "shortcut": {1: 11.33}, "flow": {1: 12.55}}  # neighbours 1.33 and 1.22 apart
+
+
+def test_holm_correction_over_a_column_turns_marginal_gaps_into_ties():
+    scores = Scores(rows_of(CLOSE))
+    values = column(scores, "fd_digits", "digits", list(CLOSE), "own", BUDGET, 1)
+    # each neighbouring gap alone is significant (p 0.031 and 0.040); times 2 under Holm (3 pairs, the far
+    # pair first at 0.0033 x 3) they are not
+    assert 0.025 < welch_p(values["meanflow"], values["shortcut"]) < 0.05
+    assert 0.025 < welch_p(values["shortcut"], values["flow"]) < 0.05
+    ranked = ordered(scores, "fd_digits", "digits", list(CLOSE), "own", BUDGET, 1)
+    assert [(m, ahead) for m, _, ahead in ranked] == [("meanflow", False), ("shortcut", False), ("flow", False)]
+    assert leaders(scores, "fd_digits", "digits", list(CLOSE), "own", BUDGET, 1) == ["meanflow", "shortcut"]
+    # two methods alone are one test, uncorrected; judged within the column's pairs, the correction applies
+    pair = ["meanflow", "shortcut"]
+    assert leaders(scores, "fd_digits", "digits", pair, "own", BUDGET, 1) == ["meanflow"]
+    assert leaders(scores, "fd_digits", "digits", pair, "own", BUDGET, 1, family=list(CLOSE)) == pair
+
+
+def test_short_answer_says_how_many_seeds_would_separate_tied_leaders():
+    plan = StudyPlan(methods=("flow", "shortcut", "meanflow"), domains=("digits",))
+    lines = short_answer(Scores(rows_of(CLOSE)), plan)
+    assert "tied within seed noise with shortcut" in lines[0] and "Holm's correction" in lines[2]
+    holm_n = seeds_to_separate(11.33 - 10.0, 0.5, 0.5, alpha=0.05 / 3)
+    single_n = seeds_to_separate(11.33 - 10.0, 0.5, 0.5)
+    assert single_n < holm_n < 10  # a gap of 2.7 seed spreads: a few seeds suffice
+    assert lines[-1] == (
+        "- 1 step: MeanFlow (10.00 ± 1.24) and shortcut (11.33 ± 1.24): "
+        f"{holm_n} seeds each under the correction over this step count's 3 pairs (a p-value below 0.05 / 3, "
+        f"enough whatever the other pairs show); {single_n} seeds each for this one comparison alone at p < 0.05."
+    )
+    # separated leaders: no such line
+    far = {"meanflow": {1: 10.0}, "shortcut": {1: 20.0}, "flow": {1: 30.0}}
+    assert not any("seeds each" in line for line in short_answer(Scores(rows_of(far)), plan))
+
+
 def test_short_answer_names_ties_and_says_how_sure():
     plan = StudyPlan(methods=tuple(FD), domains=("digits",))
     lines = short_answer(Scores(rows_of(FD)), plan)
@@ -121,6 +158,7 @@ def test_quick_study_writes_the_whole_report_and_resumes(tmp_path, capsys):
         "## Rankings",
         "## Method against recipe",
         "## Checkerboard: sliced Wasserstein distance, own recipes",
+        "## Equal training cost",
         "## Training cost per step",
         "## Samples from the same noise",
         "## Goals",

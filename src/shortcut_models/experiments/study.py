@@ -14,7 +14,8 @@ checkerboard, each with its own recipe and with one common recipe, over several 
 - measures each method's training step against flow matching's, side by side;
 
 and writes ``OUT/report.md`` (means with 95% intervals over seeds; rankings say which gaps are
-significant). Every stage resumes: a rerun skips the scores already written (OUT/scores/) and the
+significant, Holm-corrected over the pairs of methods compared; beside them a ranking at equal training
+cost). Every stage resumes: a rerun skips the scores already written (OUT/scores/) and the
 timing (OUT/timing.json) whose settings match. ``jobs`` > 1 trains that many runs at once, each in its
 own process (the numbers do not change).
 """

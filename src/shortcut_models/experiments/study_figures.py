@@ -4,16 +4,20 @@ FD during training."""
 from __future__ import annotations
 
 import csv
+import textwrap
 from pathlib import Path
 
 import matplotlib
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..evaluation.during_training import FILE as EVAL_FILE
+from ..images import tile, to_uint8
 from ..inference import LoadedModel
-from ..inference.sheets import save_sheet
 from ..objectives import OBJECTIVES
 from ..outputs import save_figure
+from .report import steps_label
 from .study_plan import TEACHER, StudyPlan, main_run, method_title
 from .study_runs import run_dir
 from .study_scores import Scores
@@ -109,19 +113,65 @@ def training_minutes(costs: dict[str, dict[str, float]], method: str, steps: int
 
 
 def study_grids(path: Path, plan: StudyPlan, models: dict[str, LoadedModel]) -> Path:
-    """One row per method (first seed, own recipe) at the grid's step counts, from the same 64 noise vectors."""
-    matrix = [
-        [
-            (
-                f"{method_title(m)}, {n} step{'s' if n > 1 else ''}",
-                model.generate(64, n, seed=plan.sample_seed + 2).clamp(-1, 1),
-            )
-            for n in plan.grid_steps
-        ]
-        for m, model in models.items()
+    """One row per method (first seed, own recipe), one column per step count of the grid, from the same 64
+    noise vectors."""
+    images = [
+        [model.generate(64, n, seed=plan.sample_seed + 2).clamp(-1, 1) for n in plan.grid_steps]
+        for model in models.values()
     ]
-    save_sheet(matrix, path, rows=8)
+    fig = grid_figure(images, [method_title(m) for m in models], [steps_label(n) for n in plan.grid_steps])
+    save_figure(fig, path)
     return path
+
+
+GRID_DPI = 150
+CELL_PX = 150  # about this many pixels per panel: a panel's tile is enlarged by a whole factor
+GAP = 0.08  # inches between panels and around the labels
+LABEL_WIDTH = 20  # characters per line of a row label (longer names wrap)
+
+
+def grid_figure(
+    images: list[list[torch.Tensor]], rows: list[str], columns: list[str], rows_per_tile: int = 8
+) -> Figure:
+    """A matrix of sample tiles: ``images[r][c]`` (float [-1, 1] NCHW) tiled in ``rows_per_tile`` rows, each
+    row labelled at the left with ``rows[r]``, each column titled at the top with ``columns[c]``.
+
+    Every size is set in inches, so the figure grows by one panel pitch per row and per column, and the
+    labels get the room their measured size needs (nothing overlaps, whatever the names)."""
+    if len(images) != len(rows) or any(len(row) != len(columns) for row in images):
+        raise ValueError(f"grid_figure needs {len(rows)} rows of {len(columns)} image sets each")
+    tiles = [[tile(to_uint8(x), rows_per_tile) for x in row] for row in images]
+    h, w = tiles[0][0].shape[:2]
+    scale = max(1, round(CELL_PX / w))
+    cell_w, cell_h = w * scale / GRID_DPI, h * scale / GRID_DPI
+    labels = [textwrap.fill(r, LABEL_WIDTH, break_on_hyphens=False) for r in rows]
+    label_w, _ = _text_inches(labels, 9)
+    _, title_h = _text_inches(columns, 9)
+    left, top = 2 * GAP + label_w, 2 * GAP + title_h
+    width = left + len(columns) * (cell_w + GAP) + GAP
+    height = top + len(rows) * (cell_h + GAP) + GAP
+    fig = Figure(figsize=(width, height), dpi=GRID_DPI)
+    for r, row in enumerate(tiles):
+        y = height - top - r * (cell_h + GAP) - cell_h  # the panel's bottom edge, inches from the bottom
+        fig.text((left - GAP) / width, (y + cell_h / 2) / height, labels[r], ha="right", va="center", fontsize=9)
+        for c, img in enumerate(row):
+            ax = fig.add_axes(((left + c * (cell_w + GAP)) / width, y / height, cell_w / width, cell_h / height))
+            ax.imshow(
+                img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", interpolation="nearest", vmin=0, vmax=255
+            )
+            ax.set_axis_off()
+    for c, title in enumerate(columns):
+        x = (left + c * (cell_w + GAP) + cell_w / 2) / width
+        fig.text(x, (height - top + GAP) / height, title, ha="center", va="bottom", fontsize=9)
+    return fig
+
+
+def _text_inches(texts: list[str], fontsize: float) -> tuple[float, float]:
+    """Width and height (inches) of the largest of ``texts`` as the renderer draws them."""
+    fig = Figure(dpi=GRID_DPI)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = [fig.text(0, 0, t, fontsize=fontsize).get_window_extent(renderer) for t in texts]
+    return max(b.width for b in boxes) / GRID_DPI, max(b.height for b in boxes) / GRID_DPI
 
 
 def tracking_figure(path: Path, out: Path, plan: StudyPlan) -> Path:

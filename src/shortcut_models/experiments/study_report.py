@@ -1,13 +1,16 @@
 """The study's report: short answer first, then tables with 95% intervals over seeds, rankings that say
-which gaps are significant, the recipe's share, the second metric and domain, budgets, ablation, the two
-questions and the cost per step, as Markdown (OUT/report.md)."""
+which gaps are significant (Welch's t-test, Holm-corrected over the pairs of methods compared), the recipe's
+share, the second metric and domain, budgets, the ranking at equal training cost, ablation, the two questions
+and the cost per step, as Markdown (OUT/report.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import stdev
 
-from ..metrics.seed_intervals import compare
+from ..metrics.seed_intervals import ALPHA, compare, seed_mean, seeds_to_separate
 from ..objectives import OBJECTIVES
+from .equal_cost import equal_cost_section
 from .goals import FEW
 from .report import (
     cost_section,
@@ -23,8 +26,9 @@ from .report import (
     write_report,
 )
 from .study_plan import MEANFLOW_RECIPE_METHODS, RECIPE_TEXT, TEACHER, StudyPlan, ablations, method_title
-from .study_scores import Scores, StudyResults, leaders, ordered, reversals
+from .study_scores import Scores, StudyResults, column, leaders, ordered, reversals
 
+HOLM_TEXT = "Holm's correction over the pairs of methods compared at that step count"
 SECOND = "nn1_accuracy"  # the second digits metric (1-NN two-sample accuracy; 0.5 = indistinguishable)
 METRIC_TEXT = {
     "fd_digits": "FD (digits-CNN features)",
@@ -47,7 +51,8 @@ def _has_second(scores: Scores) -> bool:
 
 
 def short_answer(scores: Scores, plan: StudyPlan) -> list[str]:
-    """Which method to use at 1, 2 and 4 steps (with and without a teacher run) and how sure we are."""
+    """Which method to use at 1, 2 and 4 steps (with and without a teacher run) and how sure we are; where the
+    best is tied, how many seeds would separate the first two."""
     methods, b = list(plan.methods), plan.steps
     own = [m for m in methods if not OBJECTIVES[m].teacher_run]
     lines = []
@@ -55,7 +60,7 @@ def short_answer(scores: Scores, plan: StudyPlan) -> list[str]:
         if not scores.has("digits", TEACHER, "own", b, n):
             continue
         best = leaders(scores, "fd_digits", "digits", methods, "own", b, n)
-        best_own = leaders(scores, "fd_digits", "digits", own, "own", b, n)
+        best_own = leaders(scores, "fd_digits", "digits", own, "own", b, n, family=methods)
         checks = []
         if _has_second(scores):
             second = leaders(scores, SECOND, "digits", methods, "own", b, n)
@@ -75,10 +80,42 @@ def short_answer(scores: Scores, plan: StudyPlan) -> list[str]:
     lines += [
         "",
         f"'Sure' means: no other method is within seed noise of it ({len(plan.seeds)} seeds, Welch's t-test, "
-        "p < 0.05) and it is also among the best under the second metric and on the checkerboard; otherwise "
-        "the answer is written as uncertain.",
+        f"p < 0.05 after {HOLM_TEXT}) and it is also among the best under the second metric and on the "
+        "checkerboard; otherwise the answer is written as uncertain.",
     ]
-    return lines
+    return lines + separation_lines(scores, plan)
+
+
+def separation_lines(scores: Scores, plan: StudyPlan) -> list[str]:
+    """Where the best method at 1, 2 or 4 steps is tied, the seeds per method that would separate it from the
+    runner-up at the observed means and spreads (power 0.8, Welch's t-test; :func:`seeds_to_separate`)."""
+    lines = []
+    for n in FEW:
+        values = column(scores, "fd_digits", "digits", plan.methods, "own", plan.steps, n)
+        best = leaders(scores, "fd_digits", "digits", plan.methods, "own", plan.steps, n)
+        if len(best) < 2 or any(len(values[m]) < 2 for m in best[:2]):
+            continue
+        (a, va), (b, vb) = ((m, values[m]) for m in best[:2])
+        pairs = len(values) * (len(values) - 1) // 2
+        gap, spread = seed_mean(vb).mean - seed_mean(va).mean, (stdev(va), stdev(vb))
+        holm_n, single_n = (seeds_to_separate(gap, *spread, alpha=level) for level in (ALPHA / pairs, ALPHA))
+        lines.append(
+            f"- {steps_label(n)}: {method_title(a)} ({seed_mean(va).text()}) and {method_title(b)} "
+            f"({seed_mean(vb).text()}): {_seeds_text(holm_n)} under the correction over this step count's "
+            f"{pairs} pairs (a p-value below 0.05 / {pairs}, enough whatever the other pairs show); "
+            f"{_seeds_text(single_n)} for this one comparison alone at p < 0.05."
+        )
+    if not lines:
+        return []
+    head = (
+        "How many seeds per method would separate the two best where they are tied, if their means and seed "
+        "spreads stayed as observed (a power of 0.8 for Welch's t-test, from the noncentral t distribution):"
+    )
+    return ["", head, "", *lines]
+
+
+def _seeds_text(n: int | None) -> str:
+    return f"{n:,} seeds each" if n is not None else "no number of seeds up to 100,000"
 
 
 def recipe_section(scores: Scores, plan: StudyPlan) -> list[str]:
@@ -145,7 +182,7 @@ def ranking_change_lines(scores: Scores, plan: StudyPlan) -> list[str]:
     lines = [
         f"The ranking at {big} and at {bigger} steps (the two largest budgets); a change counts when two methods "
         "swap places beyond seed noise (each significantly ahead at one budget, Welch's t-test over seeds, "
-        "p < 0.05):",
+        "p < 0.05 after Holm's correction over the pairs of methods at that budget and step count):",
         "",
     ]
     for n in FEW:
@@ -226,7 +263,12 @@ def study_setup(results: StudyResults) -> list[str]:
     lines = [
         f"- Seeds: {len(plan.seeds)} training seeds per (method, recipe); scores are means with 95% Student-t "
         "intervals over seeds (mean ± t(0.975, n-1) s / sqrt(n)); a gap is significant when Welch's t-test over "
-        "seeds gives p < 0.05, otherwise it is a tie. The sampling noise is the same for every run.",
+        "seeds gives p < 0.05, otherwise it is a tie. Rankings, leaders and the short answer compare every pair "
+        "of methods at one step count (k methods: k (k - 1) / 2 tests), so their p-values are corrected for "
+        "multiplicity with Holm's step-down method over those pairs (the smallest p-value times the number of "
+        "pairs, the next times one fewer, and so on, each at least the one before); the comparisons of one "
+        "method against itself under another recipe, ablation or fine-tuning are single tests, uncorrected. "
+        "The sampling noise is the same for every run.",
         *digits_setup(results),
     ]
     if "checkerboard" in plan.domains:
@@ -284,7 +326,11 @@ def digits_tables(results: StudyResults) -> list[str]:
 def rankings_section(scores: Scores, plan: StudyPlan) -> list[str]:
     """The methods ranked at 1, 2 and 4 steps by FD, the second metric and on the checkerboard."""
     methods, b = list(plan.methods), plan.steps
-    lines = ["'>': a significant gap to the next method; '≈': a tie with it.", ""]
+    lines = [
+        "'>': a significant gap to the next method; '≈': a tie with it (Welch's t-test over seeds, p < 0.05 after "
+        "Holm's correction over the pairs of methods in the ranking).",
+        "",
+    ]
     for n in FEW:
         lines.append(f"- {steps_label(n)}, FD: " + ranking_text(scores, "fd_digits", "digits", methods, "own", b, n))
         if _has_second(scores):
@@ -306,6 +352,7 @@ def write_study_report(results: StudyResults) -> Path:
     plan, scores, config = results.plan, results.scores, results.config
     ablation = ablation_section(scores, plan, results.winner) if results.winner and plan.ablation else []
     costs = cost_section(plan, results.costs, config.batch_size) if results.costs and config else []
+    equal = equal_cost_section(scores, plan, results.costs) if results.costs else []
     questions = [*many_steps_question(scores, plan), *finetune_question(scores, plan, results.winner)]
     return write_report(
         results.out,
@@ -318,6 +365,7 @@ def write_study_report(results: StudyResults) -> Path:
             titled("Method against recipe", recipe_section(scores, plan) if "common" in plan.recipes else []),
             titled("Checkerboard: sliced Wasserstein distance, own recipes", checkerboard_table(scores, plan)),
             titled("Budgets", budget_section(scores, plan, results.figures.get("budget")) if plan.budgets else []),
+            titled("Equal training cost", equal),
             titled("Ablation", ablation),
             titled("The two questions", questions),
             titled("Training cost per step", costs),

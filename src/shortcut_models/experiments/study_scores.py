@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 from ..config.train_config import TrainConfig
-from ..metrics.seed_intervals import SeedMean, compare, seed_mean
+from ..metrics.seed_intervals import ALPHA, SeedMean, holm, seed_mean, welch_p
 from .study_plan import StudyPlan
 
 # The headline metric of each domain and its lower-is-better direction.
@@ -71,62 +72,95 @@ class Scores:
         return sorted({int(r["budget"]) for r in self.rows if r["domain"] == domain and not r.get("init")})
 
 
+Column = dict[str, list[float]]  # one table column: each method's scores over seeds
+
+
+def column(
+    scores: Scores, key: str, domain: str, methods: Iterable[str], recipe: str, budget: int, steps: int
+) -> Column:
+    """``key`` over seeds of every method of ``methods`` scored at (``recipe``, ``budget``, ``steps``)."""
+    return {
+        m: scores.values(key, domain, m, recipe, budget, steps)
+        for m in methods
+        if scores.has(domain, m, recipe, budget, steps)
+    }
+
+
+def pair_p(values: Column) -> dict[frozenset[str], float]:
+    """Every pair of methods of a column with its Welch p-value over seeds, Holm-adjusted over the
+    column's pairs (the family: m methods give m (m - 1) / 2 tests)."""
+    pairs = list(combinations(values, 2))
+    adjusted = holm([welch_p(values[a], values[b]) for a, b in pairs])
+    return {frozenset(pair): p for pair, p in zip(pairs, adjusted)}
+
+
+def verdict_in(values: Column, p: dict[frozenset[str], float], a: str, b: str) -> str:
+    """'better', 'worse' (``a`` against ``b``, lower is better, Holm-adjusted p < 0.05) or 'tie'."""
+    if p[frozenset((a, b))] >= ALPHA:
+        return "tie"
+    return "better" if seed_mean(values[a]).mean < seed_mean(values[b]).mean else "worse"
+
+
+def rank(values: Column, family: Column | None = None) -> list[tuple[str, SeedMean, bool]]:
+    """The methods of ``values`` best first by their mean, each with its mean and whether it is
+    significantly better than the next (Welch's t-test over seeds, p < 0.05 after Holm's correction over
+    the pairs of ``family``, by default ``values`` itself; False: a tie with the next)."""
+    family = values if family is None else family
+    p = pair_p(family)
+    means = {m: seed_mean(v) for m, v in values.items()}
+    order = sorted(values, key=lambda m: means[m].mean)
+    return [
+        (m, means[m], i + 1 < len(order) and verdict_in(family, p, m, order[i + 1]) == "better")
+        for i, m in enumerate(order)
+    ]
+
+
 def ordered(
     scores: Scores, key: str, domain: str, methods: Iterable[str], recipe: str, budget: int, steps: int
 ) -> list[tuple[str, SeedMean, bool]]:
     """Methods best first by the mean of ``key``; each with its mean and whether it is significantly better
-    than the next one (Welch's t-test over seeds, p < 0.05; False: a tie with the next)."""
-    have = [m for m in methods if scores.has(domain, m, recipe, budget, steps)]
-    means = {m: scores.mean(key, domain, m, recipe, budget, steps) for m in have}
-    order = sorted(have, key=lambda m: means[m].mean)
-    out = []
-    for i, m in enumerate(order):
-        ahead = False
-        if i + 1 < len(order):
-            nxt = order[i + 1]
-            ahead = (
-                compare(
-                    scores.values(key, domain, m, recipe, budget, steps),
-                    scores.values(key, domain, nxt, recipe, budget, steps),
-                )
-                == "better"
-            )
-        out.append((m, means[m], ahead))
-    return out
+    than the next one (Welch's t-test over seeds, Holm-adjusted over the column's pairs, p < 0.05; False: a
+    tie with the next)."""
+    return rank(column(scores, key, domain, methods, recipe, budget, steps))
 
 
 def leaders(
-    scores: Scores, key: str, domain: str, methods: Iterable[str], recipe: str, budget: int, steps: int
+    scores: Scores,
+    key: str,
+    domain: str,
+    methods: Iterable[str],
+    recipe: str,
+    budget: int,
+    steps: int,
+    family: Iterable[str] | None = None,
 ) -> list[str]:
-    """The method with the best mean of ``key`` and every method not significantly worse than it (Welch's
-    t-test over seeds, p < 0.05), best first."""
-    ranked = ordered(scores, key, domain, methods, recipe, budget, steps)
+    """The method of ``methods`` with the best mean of ``key`` and every one not significantly worse than it
+    (Welch's t-test over seeds, p < 0.05 after Holm's correction over the pairs of the column of ``family``,
+    by default ``methods``), best first."""
+    methods = list(methods)
+    values = column(scores, key, domain, methods, recipe, budget, steps)
+    wider = values if family is None else column(scores, key, domain, family, recipe, budget, steps)
+    ranked = rank(values, wider)
     if not ranked:
         return []
-    best = scores.values(key, domain, ranked[0][0], recipe, budget, steps)
-    return [ranked[0][0]] + [
-        m for m, _, _ in ranked[1:] if compare(scores.values(key, domain, m, recipe, budget, steps), best) == "tie"
-    ]
+    p, best = pair_p(wider), ranked[0][0]
+    return [best] + [m for m, _, _ in ranked[1:] if verdict_in(wider, p, m, best) == "tie"]
 
 
 def reversals(
     scores: Scores, key: str, domain: str, methods: Iterable[str], recipe: str, budgets: tuple[int, int], steps: int
 ) -> list[tuple[str, str]]:
     """Pairs (a, b) that swap places between two budgets beyond seed noise: ``a`` significantly better than
-    ``b`` at ``budgets[0]`` and significantly worse at ``budgets[1]`` (Welch's t-test over seeds, p < 0.05)."""
+    ``b`` at ``budgets[0]`` and significantly worse at ``budgets[1]`` (Welch's t-test over seeds, p < 0.05
+    after Holm's correction over the pairs of each budget's column)."""
     have = [m for m in methods if all(scores.has(domain, m, recipe, b, steps) for b in budgets)]
-
-    def verdict(x: str, y: str, budget: int) -> str:
-        return compare(
-            scores.values(key, domain, x, recipe, budget, steps), scores.values(key, domain, y, recipe, budget, steps)
-        )
-
-    first, second = budgets
+    columns = [column(scores, key, domain, have, recipe, b, steps) for b in budgets]
+    (first, p_first), (second, p_second) = ((c, pair_p(c)) for c in columns)
     return [
         (x, y)
         for x in have
         for y in have
-        if x != y and verdict(x, y, first) == "better" and verdict(x, y, second) == "worse"
+        if x != y and verdict_in(first, p_first, x, y) == "better" and verdict_in(second, p_second, x, y) == "worse"
     ]
 
 
