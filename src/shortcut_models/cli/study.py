@@ -7,9 +7,13 @@ import argparse
 import os
 from pathlib import Path
 
+import torch
+
+from ..errors import UserError
 from ..experiments import StudyPlan, full_plan, run_study
 from ..experiments.study_plan import TEACHER, registered_methods
 from ..experiments.study_runs import check_run_configs
+from ..validation import check_device
 from .arguments import OUT_DIR, POSITIVE, Subcommands
 from .quick import QUICK_STEPS, quick_budget
 from .writer_lock import one_writer
@@ -33,6 +37,19 @@ def method_list(text: str) -> tuple[str, ...]:
     return tuple(m for m in methods if m in names or m == TEACHER)
 
 
+def study_device(text: str) -> str:
+    """cpu, cuda or cuda:N, where this machine has it."""
+    try:
+        device = check_device("--device", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if device == "auto":
+        raise argparse.ArgumentTypeError("--device must be cpu, cuda or cuda:N (the study names where it runs)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"--device {device}: this machine has no CUDA GPU that PyTorch can use")
+    return device
+
+
 def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "study",
@@ -50,6 +67,18 @@ def register(sub: Subcommands) -> None:
         type=POSITIVE,
         help="largest training budget of the digits runs (default 800; 1000 with --full, scored also at 1/8, 1/4 "
         "and 1/2 of it)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=POSITIVE,
+        help="with --full: double the largest budget while the answer still moves, up to this many steps "
+        "(default 2000: what 2.5 hours on 2 CPU cores allow; larger on a GPU)",
+    )
+    p.add_argument(
+        "--device",
+        type=study_device,
+        default="cpu",
+        help="where the runs train and are scored: cpu (default), cuda or cuda:N (--jobs runs share the device)",
     )
     p.add_argument("--eval-num", type=POSITIVE, help="digits samples per run and step count (default 1000)")
     p.add_argument(
@@ -80,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
         budget = {"overrides": list(args.overrides)}
     if args.steps is not None:  # given with --quick too: the explicit value wins
         budget["steps"] = args.steps
+    if args.max_steps is not None:
+        if not args.full:
+            raise UserError("--max-steps applies to --full only (the default study has one budget: --steps)")
+        budget["max_steps"] = args.max_steps
+    budget["device"] = args.device
     if args.eval_num is not None:
         budget["eval_num"] = args.eval_num
     if args.methods is not None:

@@ -23,15 +23,16 @@ from .study_scores import Column, Scores, rank
 Costs = dict[str, dict[str, float]]
 
 
-def teacher_cost(costs: Costs, plan: StudyPlan, method: str) -> float:
-    """The teacher run's cost in flow-matching steps (0 for a method without one)."""
-    return plan.steps * costs[TEACHER]["ratio"] if OBJECTIVES[method].teacher_run else 0.0
-
-
 def equal_cost_budget(costs: Costs, plan: StudyPlan, method: str) -> float:
     """The training steps of ``method`` that cost what flow matching's largest budget does (its teacher
-    run included); 0 or less when the teacher run alone costs that much."""
-    return (plan.steps * costs[TEACHER]["ratio"] - teacher_cost(costs, plan, method)) / costs[method]["ratio"]
+    run included: the first stage's, or past it one of the run's own budget); 0 or less when the teacher run
+    alone costs that much."""
+    total, own, flow = plan.steps * costs[TEACHER]["ratio"], costs[method]["ratio"], costs[TEACHER]["ratio"]
+    if not OBJECTIVES[method].teacher_run:
+        return total / own
+    first = plan.first_steps()
+    within = (total - first * flow) / own  # a run of the first stage, from its teacher at that stage's budget
+    return within if within <= first else total / (own + flow)  # past it: the teacher has the run's budget
 
 
 def log_interpolate(budgets: list[int], values: list[float], at: float) -> float | None:
@@ -80,7 +81,7 @@ def equal_cost_section(scores: Scores, plan: StudyPlan, costs: Costs) -> list[st
         "The ranking above compares equal training steps. Here every method gets what flow matching costs at "
         f"the largest budget ({plan.steps:,} steps): a method's cost is its steps times its measured step time "
         "against flow matching's (the cost table), plus, for a distillation method, its teacher's flow-matching "
-        f"run ({plan.steps:,} steps). Its FD at the budget of that cost is read off its budget curve (per seed, "
+        f"run ({plan.first_steps():,} steps, or the run's own budget above that). Its FD at the budget of that cost is read off its budget curve (per seed, "
         "linear in log-budget between the two scored budgets around it); where that budget lies outside the "
         f"scored budgets ({', '.join(f'{b:,}' for b in budgets)} steps) it is not extrapolated.",
         "",

@@ -36,6 +36,7 @@ from ..inference import load_model
 from ..objectives import OBJECTIVES
 from ..outputs import write_json
 from ..training import Trainer
+from .budget_growth import keeps_growing, seed_methods
 from .jobs import run_jobs
 from .study_figures import draw_figures
 from .study_plan import (
@@ -44,9 +45,12 @@ from .study_plan import (
     StudyPlan,
     best_without_teacher,
     full_plan,
+    grown,
     main_run,
     main_runs,
+    own_runs,
     second_stage_runs,
+    stages,
     teacher_of,
 )
 from .study_report import write_study_report
@@ -90,6 +94,15 @@ def execute(out: Path, plan: StudyPlan, runs: list[Run], progress: bool, jobs: i
     return [row for name in results if name in asked for row in results[name]]
 
 
+def more_seeds(out: Path, plan: StudyPlan, methods: tuple[str, ...], progress: bool, jobs: int) -> list[dict[str, Any]]:
+    """The runs of ``methods`` with ``plan.leader_seeds``, trained through the plan's stages as the first seeds
+    were (a distillation run's teacher at each stage's budget); returns their rows."""
+    rows: list[dict[str, Any]] = []
+    for stage in stages(plan):
+        rows = execute(out, stage, own_runs(stage, methods, plan.leader_seeds), progress, jobs)
+    return rows
+
+
 def measure_costs(out: Path, plan: StudyPlan) -> dict[str, dict[str, float]]:
     """Step time of every method relative to flow matching on digits, steps alternated in one process
     (cached in OUT/timing.json), with each objective's cost model."""
@@ -125,6 +138,13 @@ def run_plan(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) -
     second stage (ablation, fine-tuning), the step costs and the figures; what the reports read."""
     t_start = time.perf_counter()
     scores = Scores(execute(out, plan, main_runs(plan), progress, jobs))
+    while keeps_growing(scores, plan):
+        plan = grown(plan)
+        if progress:
+            print(f"the answer still moves: doubling the budget to {plan.steps} steps", file=sys.stderr, flush=True)
+        scores = Scores(execute(out, plan, main_runs(plan), progress, jobs))
+    if plan.leader_seeds:
+        scores.rows += more_seeds(out, plan, seed_methods(scores, plan), progress, jobs)
     digits = "digits" in plan.domains
     winner = None
     if digits and (plan.ablation or plan.finetune):

@@ -65,7 +65,7 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, 
 
     Training time is steps times the method's median step time from the side-by-side timing (``costs``,
     :func:`~.study.measure_costs`), so the load of the machine while a run trained does not move it; a
-    distillation method's time includes its flow-matching teacher's run at the largest budget."""
+    distillation method's time includes its flow-matching teacher's run (``StudyPlan.teacher_steps``)."""
     fig = Figure(figsize=(15, 4.5), dpi=120)
     axes = fig.subplots(1, 3)
     budgets = plan.all_budgets()
@@ -100,7 +100,7 @@ def _budget_curves(axes, scores: Scores, plan: StudyPlan, costs: dict[str, dict[
     if m not in costs:
         return
     have = [b for b in budgets if scores.has("digits", m, "own", b, 1)]
-    minutes = [training_minutes(costs, m, b, plan.steps) for b in have]
+    minutes = [training_minutes(costs, m, b, plan.teacher_steps(b)) for b in have]
     fd = [scores.mean("fd_digits", "digits", m, "own", b, 1).mean for b in have]
     axes[2].plot(minutes, fd, label=method_title(m), **style(m))
 

@@ -17,7 +17,7 @@ flow-matching run), ``schedule_knob`` (a schedule counted in steps, scaled to th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..objectives import OBJECTIVES
 from ..objectives.recipe import LOGIT_NORMAL_TIMES
@@ -103,6 +103,10 @@ class StudyPlan:
     steps: int = 800  # the largest budget: where recipes and seeds are compared
     budgets: tuple[int, ...] = ()  # smaller budgets scored on the way (the budget figure); () = none
     seeds: tuple[int, ...] = (0, 1, 2)
+    max_steps: int = 0  # double ``steps`` while the answer moves, up to this budget (0: no doubling)
+    grown: tuple[int, ...] = ()  # the largest budgets of the stages before this one (each half the next)
+    leader_seeds: tuple[int, ...] = ()  # more seeds, at the end, for the leaders, flow matching and shortcut
+    device: str = "cpu"  # where every run trains and is scored (cpu, cuda, cuda:N); `jobs` runs share it
     methods: tuple[str, ...] = field(default_factory=registered_methods)
     domains: tuple[str, ...] = DOMAINS
     recipes: tuple[str, ...] = ("own", "common")
@@ -131,20 +135,48 @@ class StudyPlan:
         """The largest budget of a domain's runs: ``steps`` on digits, ``toy_steps`` on the checkerboard."""
         return self.steps if domain == "digits" else self.toy_steps
 
+    def first_steps(self, domain: str = "digits") -> int:
+        """The largest budget of the first stage: where the schedules counted in steps are set, and up to which
+        a distillation run is one run from its teacher at that budget."""
+        return self.grown[0] if self.grown and domain == "digits" else self.domain_steps(domain)
+
+    def teacher_steps(self, budget: int) -> int:
+        """The budget of the teacher a distillation run of ``budget`` steps starts from: the first stage's largest
+        budget, or ``budget`` itself past it (a run of its own from the teacher at that budget)."""
+        return max(budget, self.first_steps())
+
+
+def grown(plan: StudyPlan) -> StudyPlan:
+    """The next stage of ``plan``: the largest budget doubled, the current one scored on the way."""
+    return replace(plan, steps=2 * plan.steps, grown=(*plan.grown, plan.steps), budgets=(*plan.budgets, plan.steps))
+
+
+def stages(plan: StudyPlan) -> list[StudyPlan]:
+    """The plans of ``plan``'s stages, first to last (one, unless it grew)."""
+    first = replace(
+        plan, steps=plan.first_steps(), grown=(), budgets=tuple(b for b in plan.budgets if b < plan.first_steps())
+    )
+    out = [first]
+    while out[-1].steps < plan.steps:
+        out.append(grown(out[-1]))
+    return out
+
 
 # --full scores its runs on the way at these shares of the largest budget: four budgets spanning 8x
 FULL_BUDGET_SHARES = (1 / 8, 1 / 4, 1 / 2)
 
 
 def full_plan(**changes) -> StudyPlan:
-    """`shortcut study --full`: four budgets spanning 8x, every method under the common recipe, MeanFlow's
-    recipe, the ablation and the fine-tuning question. The smaller budgets follow ``steps``."""
+    """`shortcut study --full`: four budgets spanning 8x, doubled while the answer moves (up to ``max_steps``),
+    two more seeds for the leaders, flow matching and shortcut, MeanFlow's recipe, the ablation and the
+    fine-tuning question. The smaller budgets follow ``steps``."""
     base = {
         "steps": 1000,
+        "max_steps": 2000,
+        "leader_seeds": (3, 4),
         "meanflow_recipe": True,
         "ablation": True,
         "finetune": (0.1, 0.25, 0.5),
-        "common_methods": (),
     }
     plan = StudyPlan(**{**base, **changes})
     if "budgets" not in changes:
@@ -160,15 +192,29 @@ def method_overrides(plan: StudyPlan, method: str, recipe: str, domain: str = "d
     else:
         recipe_keys = RECIPES[recipe]
     knob = OBJECTIVES[method].schedule_knob
-    schedule = (f"{knob}={round(plan.domain_steps(domain) * SCHEDULE_SHARE)}",) if knob else ()
+    schedule = (f"{knob}={round(plan.first_steps(domain) * SCHEDULE_SHARE)}",) if knob else ()
     return (*recipe_keys, *schedule)
 
 
 def _runs_of(plan: StudyPlan, domain: str, method: str, recipe: str, seed: int, budgets: tuple[int, ...]) -> list[Run]:
+    """The runs giving ``budgets``: one run scored on the way; one per budget where the method's schedule spans
+    the run, and past the first stage for a distillation method (a run from its teacher at that budget)."""
     overrides = method_overrides(plan, method, recipe, domain)
     if OBJECTIVES[method].schedule_spans_run and len(budgets) > 1:
         return [Run(domain, method, recipe, seed, (b,), overrides, per_budget=True) for b in budgets]
+    first = plan.first_steps(domain)
+    if OBJECTIVES[method].teacher_run and budgets[-1] > first:
+        along = tuple(b for b in budgets if b <= first)
+        runs = [Run(domain, method, recipe, seed, along, overrides)] if along else []
+        return runs + [
+            Run(domain, method, recipe, seed, (b,), overrides, per_budget=True) for b in budgets if b > first
+        ]
     return [Run(domain, method, recipe, seed, budgets, overrides)]
+
+
+def own_runs(plan: StudyPlan, methods, seeds) -> list[Run]:
+    """The digits runs of ``methods`` under their own recipes with ``seeds``, scored at every budget."""
+    return [r for m in methods for s in seeds for r in _runs_of(plan, "digits", m, "own", s, plan.all_budgets())]
 
 
 def main_runs(plan: StudyPlan) -> list[Run]:
@@ -237,5 +283,9 @@ def teacher_of(run: Run, plan: StudyPlan) -> Run | None:
 
 
 def main_run(plan: StudyPlan, method: str) -> Run:
-    """The digits run of ``method`` under its own recipe with the first seed."""
-    return next(r for r in main_runs(plan) if r.domain == "digits" and r.method == method and r.recipe == "own")
+    """The digits run of ``method`` under its own recipe with the first seed that reaches the largest budget."""
+    return next(
+        r
+        for r in main_runs(plan)
+        if r.domain == "digits" and r.method == method and r.recipe == "own" and r.steps == plan.steps
+    )

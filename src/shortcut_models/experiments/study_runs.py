@@ -59,10 +59,11 @@ def score_file(out: Path, run: Run, budget: int) -> Path:
 def run_config(out: Path, plan: StudyPlan, run: Run, steps: int, extra: tuple[str, ...] = ()) -> TrainConfig:
     """The training config of ``run`` trained to ``steps``: its domain's preset and method, no evaluation
     during training, one checkpoint kept, a one-step sample sheet only (the study draws its own), its seed,
-    the teacher run (distillation), on digits the plan's evaluation during training (runs from scratch) and
+    the plan's device, the teacher run (distillation), on digits the plan's evaluation during training (runs from scratch) and
     overrides, the run's recipe, then ``extra``."""
     teacher = teacher_of(run, plan)
     keys = [f"steps={steps}", "eval_every=0", "keep_checkpoints=1", "sample_steps=[1]", f"seed={run.seed}"]
+    keys.append(f"device={plan.device}")
     if teacher is not None and OBJECTIVES[run.method].teacher_run:
         keys.append(f"teacher={run_dir(out, teacher)}")
     if run.domain == "digits":
@@ -92,11 +93,18 @@ def cached_scores(out: Path, plan: StudyPlan, run: Run, budget: int) -> list[dic
     file = score_file(out, run, budget)
     if not file.exists():
         return None
-    saved = json.loads(file.read_text())
-    if saved.get("settings") != score_settings(plan, run, budget):
+    saved, asked = json.loads(file.read_text()), score_settings(plan, run, budget)
+    if not scored_as_asked(saved.get("settings", {}), asked):
         return None
     refuse_scores_of_another_run(out, plan, run, budget)
-    return saved["rows"]
+    return [row for row in saved["rows"] if row["steps"] in asked["steps"]]
+
+
+def scored_as_asked(saved: dict[str, Any], asked: dict[str, Any]) -> bool:
+    """Whether scores saved with ``saved`` settings hold those ``asked`` for: the same settings, at every step
+    count asked for (more are kept where a budget was the largest before the study doubled it)."""
+    same = {k: v for k, v in saved.items() if k != "steps"} == {k: v for k, v in asked.items() if k != "steps"}
+    return same and set(asked["steps"]) <= set(saved.get("steps", ()))
 
 
 def check_run_configs(out: Path, plan: StudyPlan) -> None:
@@ -145,7 +153,7 @@ def real_digit_features() -> torch.Tensor:
 def score_digits(plan: StudyPlan, run_path: Path, settings: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
     """FD in the digits-CNN features, the 1-NN two-sample accuracy in pixels, precision and recall at each
     step count."""
-    model = load_model(run_path, "cpu")
+    model = load_model(run_path, plan.device)
     kept: dict[int, list[torch.Tensor]] = {}
     rows = evaluate_images(
         model,
@@ -165,7 +173,7 @@ def score_digits(plan: StudyPlan, run_path: Path, settings: dict[str, Any], prog
 
 def score_points(plan: StudyPlan, run_path: Path, settings: dict[str, Any], progress: bool) -> list[dict[str, Any]]:
     """Sliced Wasserstein distance to fresh draws of the density, and the share on the board."""
-    model = load_model(run_path, "cpu")
+    model = load_model(run_path, plan.device)
     return evaluate_points(model, settings["steps"], settings["num"], seed=settings["seed"], progress=progress)
 
 
