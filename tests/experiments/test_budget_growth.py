@@ -139,6 +139,11 @@ def test_a_study_doubles_its_budget_resuming_its_runs(tmp_path, monkeypatch):
     out = tmp_path / "grown"
     assert ckpt.latest_checkpoint(out / "runs/digits/consistency-distillation-own-seed0-4steps").name.endswith("4")
     assert ckpt.latest_checkpoint(out / "runs/digits/consistency-distillation-own-seed0").name.endswith("2")
+    # the first stage's largest budget was scored at the smaller budgets' step counts only, while it could double
+    first = json.loads((out / "scores/digits/flow-own-seed0/2.json").read_text())
+    assert first["settings"]["steps"] == [1, 128] and {r["steps"] for r in first["rows"]} == {1, 128}
+    final = json.loads((out / "scores/digits/flow-own-seed0/4.json").read_text())
+    assert final["settings"]["steps"] == [1, 2, 128]
     assert {r["seed"] for r in results.scores.rows if r["method"] == "flow" and r["budget"] == 4} == {0, 1, 2}
     straight = study.run_plan(tmp_path / "straight", StudyPlan(steps=4, budgets=(1, 2), **sizes), progress=False)
     for seed in (0, 1):

@@ -26,7 +26,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +94,32 @@ def execute(out: Path, plan: StudyPlan, runs: list[Run], progress: bool, jobs: i
     return [row for name in results if name in asked for row in results[name]]
 
 
+def grow_until_settled(out: Path, plan: StudyPlan, progress: bool, jobs: int) -> tuple[StudyPlan, Scores]:
+    """The main runs, their budget doubled while the answer moves (up to ``plan.max_steps``); a largest budget
+    that may still double is scored at the few step counts of the smaller budgets, the others added once it
+    is final. Returns the final plan and the scores."""
+    while True:
+        may_grow = "digits" in plan.domains and 2 * plan.steps <= plan.max_steps
+        scores = Scores(execute(out, replace(plan, settling=may_grow), main_runs(plan), progress, jobs))
+        if not keeps_growing(scores, plan):
+            break
+        plan = grown(plan)
+        if progress:
+            print(f"the answer still moves: doubling the budget to {plan.steps} steps", file=sys.stderr, flush=True)
+    if may_grow:  # final now: every step count at the largest budget
+        scores = Scores(execute(out, plan, main_runs(plan), progress, jobs))
+    return plan, scores
+
+
 def more_seeds(out: Path, plan: StudyPlan, methods: tuple[str, ...], progress: bool, jobs: int) -> list[dict[str, Any]]:
     """The runs of ``methods`` with ``plan.leader_seeds``, trained through the plan's stages as the first seeds
     were (a distillation run's teacher at each stage's budget); returns their rows."""
     rows: list[dict[str, Any]] = []
     for stage in stages(plan):
-        rows = execute(out, stage, own_runs(stage, methods, plan.leader_seeds), progress, jobs)
+        final = stage.steps == plan.steps
+        rows = execute(
+            out, replace(stage, settling=not final), own_runs(stage, methods, plan.leader_seeds), progress, jobs
+        )
     return rows
 
 
@@ -137,12 +157,7 @@ def run_plan(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) -
     """Every stage of ``plan`` into ``out`` (skipping those already done): the runs and their scores, the
     second stage (ablation, fine-tuning), the step costs and the figures; what the reports read."""
     t_start = time.perf_counter()
-    scores = Scores(execute(out, plan, main_runs(plan), progress, jobs))
-    while keeps_growing(scores, plan):
-        plan = grown(plan)
-        if progress:
-            print(f"the answer still moves: doubling the budget to {plan.steps} steps", file=sys.stderr, flush=True)
-        scores = Scores(execute(out, plan, main_runs(plan), progress, jobs))
+    plan, scores = grow_until_settled(out, plan, progress, jobs)
     if plan.leader_seeds:
         scores.rows += more_seeds(out, plan, seed_methods(scores, plan), progress, jobs)
     digits = "digits" in plan.domains

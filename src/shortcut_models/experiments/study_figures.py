@@ -61,7 +61,7 @@ def _bar(mean) -> float:
 
 
 def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, dict[str, float]]) -> Path:
-    """FD at 1 and at 128 steps against training steps, and FD at 1 step against training time.
+    """FD at 1 and at 4 sampling steps against training steps, and FD at 1 step against training time.
 
     Training time is steps times the method's median step time from the side-by-side timing (``costs``,
     :func:`~.study.measure_costs`), so the load of the machine while a run trained does not move it; a
@@ -71,7 +71,7 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, 
     budgets = plan.all_budgets()
     for m in plan.methods:
         _budget_curves(axes, scores, plan, costs, m)
-    for ax, title in zip(axes, ("1 step", "128 steps", "1 step, against training time")):
+    for ax, title in zip(axes, ("1 step", "4 steps", "1 step, against training time")):
         ax.set_yscale("log")
         ax.set_title(title)
         ax.set_ylabel("FD (digits features)")
@@ -91,7 +91,7 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, 
 def _budget_curves(axes, scores: Scores, plan: StudyPlan, costs: dict[str, dict[str, float]], m: str) -> None:
     """One method's curves on the three panels of :func:`budget_figure`."""
     budgets = plan.all_budgets()
-    for ax, n in zip(axes[:2], (1, 128)):
+    for ax, n in zip(axes[:2], (1, 4)):
         have = [b for b in budgets if scores.has("digits", m, "own", b, n)]
         means = [scores.mean("fd_digits", "digits", m, "own", b, n) for b in have]
         ax.errorbar(

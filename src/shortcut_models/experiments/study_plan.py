@@ -106,6 +106,7 @@ class StudyPlan:
     max_steps: int = 0  # double ``steps`` while the answer moves, up to this budget (0: no doubling)
     grown: tuple[int, ...] = ()  # the largest budgets of the stages before this one (each half the next)
     leader_seeds: tuple[int, ...] = ()  # more seeds, at the end, for the leaders, flow matching and shortcut
+    settling: bool = False  # the largest budget may still double: score it at ``budget_eval_steps`` for now
     device: str = "cpu"  # where every run trains and is scored (cpu, cuda, cuda:N); `jobs` runs share it
     methods: tuple[str, ...] = field(default_factory=registered_methods)
     domains: tuple[str, ...] = DOMAINS
@@ -116,7 +117,7 @@ class StudyPlan:
     finetune: tuple[float, ...] = ()  # flow matching fine-tuned at these shares of the largest budget
     eval_num: int = 1000
     eval_steps: tuple[int, ...] = (1, 2, 4, 8, 128)
-    budget_eval_steps: tuple[int, ...] = (1, 2, 4, 128)  # step counts scored at the smaller budgets
+    budget_eval_steps: tuple[int, ...] = (1, 2, 4)  # step counts scored at the smaller budgets
     grid_steps: tuple[int, ...] = (1, 2, 4)
     pr_k: int = 3
     timing_repeats: int = 20

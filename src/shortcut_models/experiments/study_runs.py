@@ -75,8 +75,11 @@ def run_config(out: Path, plan: StudyPlan, run: Run, steps: int, extra: tuple[st
 
 
 def score_settings(plan: StudyPlan, run: Run, budget: int) -> dict[str, Any]:
-    """What a budget's scores depend on besides the run itself (a cached file with others is redone)."""
-    steps = plan.eval_steps if budget == run.steps else plan.budget_eval_steps
+    """What a budget's scores depend on besides the run itself (a cached file with others is redone). Every
+    step count of ``eval_steps`` is scored at the study's largest budget once it is final (not ``settling``)
+    and at the end of a fine-tuning run; ``budget_eval_steps`` elsewhere."""
+    largest = budget == run.steps == plan.domain_steps(run.domain) and not plan.settling
+    steps = plan.eval_steps if largest or (run.init and budget == run.steps) else plan.budget_eval_steps
     num = plan.eval_num if run.domain == "digits" else plan.toy_num
     measures = ["fd-digits", "nn1", "precision-recall"] if run.domain == "digits" else ["swd", "on-board"]
     return {
