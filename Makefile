@@ -32,14 +32,16 @@ demo-finetune: $(STAMP)
 	$(VENV)/bin/shortcut demo --out runs/demo --finetune
 
 ## The study: every few-step method on one network, 3 seeds, each under its own and a common recipe, on
-## digits and on the 2-D checkerboard, ranked with 95% intervals -> runs/study/report.md (resumable; two
-## runs at a time on 2 cores; `shortcut study --full` adds budgets, the ablation and fine-tuning).
+## digits and on the 2-D checkerboard, ranked with 95% intervals -> runs/study/report.md, its short answer
+## compared with the committed full study's answers (resumable; two runs at a time on 2 cores;
+## `shortcut study --full` adds budgets, the ablation and fine-tuning).
 study: $(STAMP)
-	$(VENV)/bin/shortcut study --out runs/study
+	$(VENV)/bin/shortcut study --out runs/study --compare-with docs/study/full/answers.json
 
 ## The whole study: every method under both recipes, four budgets (125 to 1,000 steps), the ablation of the
 ## best one-step method without a teacher and flow matching fine-tuned into few-step models
-## -> runs/study-full/report.md (resumable; about 2.5 hours on 2 CPU cores, two runs at a time).
+## -> runs/study-full/report.md and answers.json (committed as docs/study/full/answers.json, `make study`
+## compares its answers with it; resumable; about 2.5 hours on 2 CPU cores, two runs at a time).
 study-full: $(STAMP)
 	$(VENV)/bin/shortcut study --full --out runs/study-full
 

@@ -1,5 +1,6 @@
 """`shortcut demo` and `shortcut study`: --out checked before any work, the --quick budget they share,
-and explicit --steps / --eval-num winning over --quick's."""
+explicit --steps / --eval-num winning over --quick's, and the study's --compare-with file read (or refused)
+before any work."""
 
 from __future__ import annotations
 
@@ -9,16 +10,19 @@ from shortcut_models import cli
 from shortcut_models.cli import demo, study
 from shortcut_models.cli.quick import QUICK_EVAL_NUM, QUICK_OVERRIDES, QUICK_STEPS
 from shortcut_models.experiments import DemoPlan, StudyPlan
+from shortcut_models.experiments.study_answers import ComparedWith, Leader, StudyAnswers
 
 
 @pytest.fixture
 def plans(monkeypatch, tmp_path) -> dict[str, object]:
-    """The plan each command would run (nothing is trained): {"demo": DemoPlan, "study": StudyPlan}."""
+    """The plan each command would run (nothing is trained): {"demo": DemoPlan, "study": StudyPlan}, and the
+    answers the study would compare with ("study compared with")."""
     seen: dict[str, object] = {}
 
     def recorder(name):
-        def run(out, plan, progress=True, jobs=1):
+        def run(out, plan, progress=True, jobs=1, compare_with=None):
             seen[name] = plan
+            seen[f"{name} compared with"] = compare_with
             return out / "report.md"
 
         return run
@@ -107,3 +111,58 @@ def test_study_methods_list(plans, tmp_path, capsys):
     for bad, words in (("flow,,esc", "empty or repeated"), ("esc,esc", "empty or repeated"), ("nope", "unknown")):
         assert cli.main(["study", "--methods", bad, "--out", str(tmp_path / "s")]) == 2
         _one_line(capsys, "--methods", words)
+
+
+BAD_ANSWERS = [  # the contents of a --compare-with file -> what the one-line error must say
+    ("not json {", "not a study answers file"),
+    ("[1, 2]", "expected a JSON object, got list"),
+    ('{"format": 2}', "format 2, expected 1"),
+    ('{"format": 1, "full": true, "budget": 0, "seeds": [0], "methods": ["flow"], "leaders": {}}', "budget 0"),
+    ('{"format": 1, "full": true, "budget": 10, "seeds": [0], "methods": ["nosuch"], "leaders": {}}', "nosuch"),
+    ('{"format": 1, "full": true, "budget": 10, "seeds": [0], "methods": ["flow"]}', "'leaders'"),
+    (
+        '{"format": 1, "full": true, "budget": 10, "seeds": [0], "methods": ["flow"], '
+        '"leaders": {"1": [{"method": "flow", "fd": NaN, "half_width": null}]}}',
+        "finite numbers",
+    ),
+    (
+        '{"format": 1, "full": true, "budget": 10, "seeds": [0], "methods": ["flow"], '
+        '"leaders": {"1": [{"method": "shortcut", "fd": 1.0, "half_width": null}]}}',
+        "one of the methods compared",
+    ),
+    ('{"format": 1, "full": true, "budget": 10, "seeds": [0], "methods": ["flow"], "leaders": {"x": []}}', "'x'"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_ANSWERS)
+def test_a_malformed_answers_file_is_refused_before_work(text, message, no_work, tmp_path, capsys):
+    bad = tmp_path / "answers.json"
+    bad.write_text(text)
+    assert cli.main(["study", "--quiet", "--compare-with", str(bad), "--out", str(tmp_path / "s")]) == 2
+    _one_line(capsys, str(bad), message)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_pickle_or_a_folder_as_answers_file_is_refused(no_work, tmp_path, capsys):
+    pickled = tmp_path / "answers.pkl"
+    pickled.write_bytes(b"\x80\x04\x95\x00cos\nsystem\n")  # never unpickled: read as JSON text, refused
+    assert cli.main(["study", "--compare-with", str(pickled), "--out", str(tmp_path / "s")]) == 2
+    _one_line(capsys, str(pickled), "not a study answers file")
+    assert cli.main(["study", "--compare-with", str(tmp_path), "--out", str(tmp_path / "s")]) == 2
+    _one_line(capsys, "cannot read the study answers file", str(tmp_path))
+
+
+def test_the_answers_file_reaches_the_study_and_a_missing_one_is_not_an_error(plans, tmp_path):
+    missing = tmp_path / "none.json"
+    assert cli.main(["study", "--quiet", "--compare-with", str(missing), "--out", str(tmp_path / "s")]) == 0
+    assert plans["study compared with"] == ComparedWith(missing, None)
+    assert cli.main(["study", "--quiet", "--out", str(tmp_path / "s")]) == 0
+    assert plans["study compared with"] is None
+    good = tmp_path / "answers.json"
+    good.write_text(
+        '{"format": 1, "full": true, "budget": 10, "seeds": [0, 1], "methods": ["flow", "imf"], '
+        '"leaders": {"1": [{"method": "imf", "fd": 3.5, "half_width": 0.25}]}}'
+    )
+    assert cli.main(["study", "--quiet", "--compare-with", str(good), "--out", str(tmp_path / "s")]) == 0
+    answers = StudyAnswers(True, 10, (0, 1), ("flow", "imf"), {1: (Leader("imf", 3.5, 0.25),)})
+    assert plans["study compared with"] == ComparedWith(good, answers)

@@ -7,6 +7,7 @@ import pytest
 
 from shortcut_models.cli import main
 from shortcut_models.experiments.goals import goals
+from shortcut_models.experiments.study_answers import read_answers
 from shortcut_models.experiments.study_figures import budget_figure, training_minutes
 from shortcut_models.experiments.study_plan import StudyPlan
 from shortcut_models.experiments.study_report import (
@@ -165,6 +166,9 @@ def test_quick_study_writes_the_whole_report_and_resumes(tmp_path, capsys):
     ):
         assert heading in report, heading
     assert "## The two questions" not in report  # both compare shortcut, not among these methods: no empty section
+    assert "- Does shortcut training help many-step sampling? Not asked here" in report  # the short answer's end
+    answers = read_answers(out / "answers.json").answers  # the answers beside the report, plain JSON
+    assert answers.methods == ("flow", "consistency-distillation", "meanflow") and set(answers.leaders) == {1, 2, 4}
     plan = json.loads((out / "plan.json").read_text())
     for domain in ("digits", "checkerboard"):
         for m in plan["methods"]:

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import UserError
 from ..experiments import StudyPlan, full_plan, run_study
+from ..experiments.study_answers import read_answers
 from ..experiments.study_plan import TEACHER, registered_methods
 from ..experiments.study_runs import check_run_configs
 from ..validation import check_device
@@ -97,12 +98,20 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--quick", action="store_true", help="tiny budget for smoke tests (--steps and --eval-num still apply)"
     )
+    p.add_argument(
+        "--compare-with",
+        metavar="ANSWERS_JSON",
+        help="another study's answers file (its OUT/answers.json; `make study` passes the committed full study's, "
+        "docs/study/full/answers.json): the short answer says whether the best method at 1, 2 and 4 steps agrees "
+        "with it; a missing file is noted in the report",
+    )
     p.add_argument("--quiet", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every digits run")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    compare_with = read_answers(Path(args.compare_with)) if args.compare_with else None  # malformed: exit 2, no work
     if args.quick:
         budget = {**quick_budget(args.overrides), **QUICK_STUDY, "steps": QUICK_STEPS}
     else:
@@ -122,6 +131,6 @@ def run(args: argparse.Namespace) -> int:
     plan.budgets = tuple(b for b in plan.budgets if b < plan.steps)  # --steps may be below --full's budgets
     check_run_configs(Path(args.out), plan)
     with one_writer(args.out, "study"):
-        report = run_study(Path(args.out), plan, progress=not args.quiet, jobs=args.jobs)
+        report = run_study(Path(args.out), plan, not args.quiet, args.jobs, compare_with)
     print(f"report: {report}")
     return 0

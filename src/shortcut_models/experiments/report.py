@@ -66,9 +66,8 @@ def mean_table(scores: Scores, key: str, domain: str, methods, recipe: str, budg
 def many_steps_question(scores: Scores, plan: StudyPlan) -> list[str]:
     """Does shortcut training help many-step sampling: shortcut against flow matching at 128 steps under
     one recipe (the common one where both ran under it)."""
-    b = plan.steps
-    recipe = "common" if all(scores.has("digits", m, "common", b, 128) for m in ("shortcut", TEACHER)) else "own"
-    if not all(scores.has("digits", m, recipe, b, 128) for m in ("shortcut", TEACHER)):
+    b, recipe = plan.steps, many_steps_recipe(scores, plan)
+    if recipe is None:
         return []
     s = scores.values("fd_digits", "digits", "shortcut", recipe, b, 128)
     f = scores.values("fd_digits", "digits", TEACHER, recipe, b, 128)
@@ -79,6 +78,15 @@ def many_steps_question(scores: Scores, plan: StudyPlan) -> list[str]:
         f"128 steps: FD {seed_mean(s).text()}, flow matching {seed_mean(f).text()} ({gap:+.1f}%): shortcut is "
         f"**{ {'better': 'better than', 'worse': 'worse than', 'tie': 'tied with'}[word] }** flow matching ({how})."
     ]
+
+
+def many_steps_recipe(scores: Scores, plan: StudyPlan) -> str | None:
+    """The recipe the many-step question compares shortcut and flow matching under at the largest budget: the
+    common one where both ran under it, else their own; None when either has no score at 128 steps."""
+    for recipe in ("common", "own"):
+        if all(scores.has("digits", m, recipe, plan.steps, 128) for m in ("shortcut", TEACHER)):
+            return recipe
+    return None
 
 
 def finetune_question(scores: Scores, plan: StudyPlan, winner: str | None) -> list[str]:
@@ -146,6 +154,66 @@ def _cheapest_match(scores: Scores, plan: StudyPlan, methods: list[str], shares:
             else f"- {method_title(m)}: no fine-tuning share tried here matches training from scratch at 1 step."
         )
     return lines
+
+
+MANY_STEPS = "Does shortcut training help many-step sampling?"
+FINETUNE = "Can a flow model be fine-tuned into a few-step one?"
+
+
+def question_answers(scores: Scores, plan: StudyPlan, winner: str | None) -> list[str]:
+    """The two questions answered in one line each at the largest budget, FD with 95% intervals over seeds."""
+    return [
+        f"- {MANY_STEPS} {many_steps_answer(scores, plan)}",
+        f"- {FINETUNE} {finetune_answer(scores, plan, winner)}",
+    ]
+
+
+def many_steps_answer(scores: Scores, plan: StudyPlan) -> str:
+    """'Yes' / 'No: tied' / 'No: it is worse': shortcut against flow matching at 128 steps, FD over seeds."""
+    recipe = many_steps_recipe(scores, plan)
+    if recipe is None:
+        return "Not asked here (it needs shortcut and flow matching scored at 128 steps)."
+    s, f = (scores.values("fd_digits", "digits", m, recipe, plan.steps, 128) for m in ("shortcut", TEACHER))
+    word, how = verdict(s, f)
+    answer = {"better": "Yes", "tie": "No: tied", "worse": "No: it is worse"}[word]
+    return (
+        f"**{answer}**: at 128 sampling steps, both under the {recipe} recipe for {plan.steps} training steps, "
+        f"shortcut FD {seed_mean(s).text()} against flow matching {seed_mean(f).text()} (verdict: {how})."
+    )
+
+
+def finetune_answer(scores: Scores, plan: StudyPlan, winner: str | None) -> str:
+    """'Yes' when some fine-tuning share of some target matches (is not worse than) training it from scratch
+    at 1 step, with the smallest such share per target; 'Not asked here' without fine-tuning runs."""
+    shares = sorted({float(r["init"]) for r in scores.rows if r.get("init")})
+    methods = [m for m in finetune_targets(plan, winner) if scores.has("digits", m, "own", plan.steps, 1)]
+    parts = [part for m in methods if (part := _finetune_match(scores, plan, m, shares))]
+    if not parts:
+        return "Not asked here (`shortcut study --full` asks it)."
+    answer = "Yes" if any(matched for _, matched in parts) else "No"
+    return (
+        f"**{answer}**, at 1 step, fine-tuned from the {plan.steps}-step flow-matching run for a share of that "
+        f"budget against the same method trained from scratch for {plan.steps} steps: "
+        + "; ".join(text for text, _ in parts)
+        + f" (verdicts: {rule(len(plan.seeds))})."
+    )
+
+
+def _finetune_match(scores: Scores, plan: StudyPlan, m: str, shares: list[float]) -> tuple[str, bool] | None:
+    """The smallest share whose FD at 1 step is not worse than from scratch (else the largest tried), as
+    text, and whether it matches; None when ``m`` has no fine-tuning score."""
+    scratch = scores.values("fd_digits", "digits", m, "own", plan.steps, 1)
+    tuned = {
+        s: scores.values("fd_digits", "digits", m, "own", max(1, round(plan.steps * s)), 1, init=s) for s in shares
+    }
+    tried = [s for s in shares if tuned[s]]
+    if not tried:
+        return None
+    share = next((s for s in tried if verdict(tuned[s], scratch)[0] != "worse"), tried[-1])
+    word = verdict(tuned[share], scratch)[0]
+    how = f"matches it with {share:.0%} of the budget" if word != "worse" else f"does not, even with {share:.0%}"
+    numbers = f"FD {seed_mean(tuned[share]).text()} against {seed_mean(scratch).text()}: {word}"
+    return f"{method_title(m)} {how} ({numbers})", word != "worse"
 
 
 def cost_section(plan: StudyPlan, costs: dict[str, dict[str, float]], batch: int) -> list[str]:

@@ -15,9 +15,10 @@ checkerboard, each with its own recipe and with one common recipe, over several 
 
 and writes ``OUT/report.md`` (means with 95% intervals over seeds; rankings say which gaps are
 significant, Holm-corrected over the pairs of methods compared; beside them a ranking at equal training
-cost). Every stage resumes: a rerun skips the scores already written (OUT/scores/) and the
-timing (OUT/timing.json) whose settings match. ``jobs`` > 1 trains that many runs at once, each in its
-own process (the numbers do not change).
+cost) and ``OUT/answers.json`` (the best methods at 1, 2 and 4 steps, for a later study to compare its
+own with: study_answers.py). Every stage resumes: a rerun skips the scores already written (OUT/scores/)
+and the timing (OUT/timing.json) whose settings match. ``jobs`` > 1 trains that many runs at once, each in
+its own process (the numbers do not change).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ..outputs import write_json
 from ..training import Trainer
 from .budget_growth import keeps_growing, seed_methods
 from .jobs import run_jobs
+from .study_answers import ComparedWith, answers_of, write_answers
 from .study_figures import draw_figures
 from .study_plan import (
     TEACHER,
@@ -185,11 +187,16 @@ def run_plan(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) -
     )
 
 
-def run_study(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) -> Path:
-    """Run every stage (skipping those already done) and write OUT/report.md; returns its path."""
+def run_study(
+    out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1, compare_with: ComparedWith | None = None
+) -> Path:
+    """Run every stage (skipping those already done) and write OUT/report.md (its short answer against
+    ``compare_with``, another study's answers, when given) and OUT/answers.json; returns the report's path."""
     unknown = [m for m in plan.methods if m not in OBJECTIVES]
     if unknown or TEACHER not in plan.methods:
         raise ValueError(f"methods must include {TEACHER!r} and be registered objectives; unknown: {unknown}")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "plan.json", asdict(plan))
-    return write_study_report(run_plan(out, plan, progress, jobs))
+    results = run_plan(out, plan, progress, jobs)
+    write_answers(out, answers_of(results.scores, plan))
+    return write_study_report(results, compare_with)

@@ -11,6 +11,7 @@ from statistics import stdev
 from ..metrics.seed_intervals import ALPHA, compare, seed_mean, seeds_to_separate
 from ..objectives import OBJECTIVES
 from .equal_cost import equal_cost_section
+from .field_order import field_order_lines
 from .goals import FEW
 from .report import (
     cost_section,
@@ -21,10 +22,12 @@ from .report import (
     many_steps_question,
     mean_table,
     optimiser_text,
+    question_answers,
     reproduce_section,
     steps_label,
     write_report,
 )
+from .study_answers import ComparedWith, agreement_lines
 from .study_plan import MEANFLOW_RECIPE_METHODS, RECIPE_TEXT, TEACHER, StudyPlan, ablations, method_title
 from .study_scores import Scores, StudyResults, column, leaders, ordered, reversals
 
@@ -84,6 +87,21 @@ def short_answer(scores: Scores, plan: StudyPlan) -> list[str]:
         "checkerboard; otherwise the answer is written as uncertain.",
     ]
     return lines + separation_lines(scores, plan)
+
+
+def short_answer_section(results: StudyResults, compared: ComparedWith | None) -> list[str]:
+    """The short answer, then the field's order at scale, the agreement with the full study's answers (when
+    given) and the two questions in one line each."""
+    scores, plan = results.scores, results.plan
+    return [
+        *short_answer(scores, plan),
+        *field_order_lines(scores, plan),
+        *agreement_lines(scores, plan, compared),
+        "",
+        f"**The two questions**, at the largest budget ({plan.steps} training steps):",
+        "",
+        *question_answers(scores, plan, results.winner),
+    ]
 
 
 def separation_lines(scores: Scores, plan: StudyPlan) -> list[str]:
@@ -347,8 +365,9 @@ def checkerboard_table(scores: Scores, plan: StudyPlan) -> list[str]:
     return mean_table(scores, "swd", "checkerboard", list(plan.methods), "own", plan.toy_steps, plan.eval_steps)
 
 
-def write_study_report(results: StudyResults) -> Path:
-    """OUT/report.md of the study: the short answer first, then every section the plan has scores for."""
+def write_study_report(results: StudyResults, compared: ComparedWith | None = None) -> Path:
+    """OUT/report.md of the study: the short answer first (against ``compared``, another study's answers, when
+    given), then every section the plan has scores for."""
     plan, scores, config = results.plan, results.scores, results.config
     ablation = ablation_section(scores, plan, results.winner) if results.winner and plan.ablation else []
     costs = cost_section(plan, results.costs, config.batch_size) if results.costs and config else []
@@ -358,7 +377,7 @@ def write_study_report(results: StudyResults) -> Path:
         results.out,
         [
             study_header(results),
-            titled("Short answer", short_answer(scores, plan)),
+            titled("Short answer", short_answer_section(results, compared)),
             ["## Setup", *study_setup(results), ""],
             digits_tables(results),
             titled("Rankings", rankings_section(scores, plan)),
