@@ -17,6 +17,7 @@ from shortcut_models.experiments.budget_growth import (
     settled,
 )
 from shortcut_models.experiments.study_plan import StudyPlan, full_plan, grown, main_runs, method_overrides, stages
+from shortcut_models.experiments.study_report import settling_lines
 from shortcut_models.experiments.study_runs import score_file, scored_as_asked
 from shortcut_models.experiments.study_scores import Scores
 
@@ -65,6 +66,19 @@ def test_a_leader_still_improving_by_a_tenth_or_more_keeps_the_budget_growing():
     # no doubling past max_steps, and none with one budget only
     assert not keeps_growing(scores, StudyPlan(**{**PLAN.__dict__, "max_steps": 1999}))
     assert movement(scores, StudyPlan(steps=1000, methods=tuple(FD), domains=("digits",)), 1) is None
+
+
+def test_the_report_says_where_the_answer_stopped_moving_or_why_it_still_moves():
+    steady = Scores(rows(FD, 500) + rows({m: 0.95 * v for m, v in FD.items()}, 1000))
+    assert settling_lines(steady, PLAN)[0].startswith("**The answer stopped moving at 1,000 steps**: from 500")
+    later = {m: 0.95 * v for m, v in FD.items()}
+    later["imf"] = 0.88 * FD["imf"]
+    lines = settling_lines(Scores(rows(FD, 500) + rows(later, 1000)), PLAN)
+    assert (
+        lines[0]
+        == "**The answer still moves at 1,000 steps (the largest the study allows: --max-steps 4,000).** From 500 to 1,000 steps:"
+    )
+    assert "- 1 step: iMF still improving (12% lower FD)." in lines
 
 
 def test_a_swap_with_a_leader_beyond_seed_noise_keeps_the_budget_growing():
@@ -125,8 +139,8 @@ def test_a_study_doubles_its_budget_resuming_its_runs(tmp_path, monkeypatch):
         "domains": ("digits",),
         "seeds": (0, 1),
         "eval_num": 16,
-        "eval_steps": (1, 2, 128),
-        "budget_eval_steps": (1, 128),
+        "eval_steps": (1, 4, 128),
+        "budget_eval_steps": (1, 4),
         "timing_repeats": 1,
         "overrides": quick,
     }
@@ -141,9 +155,9 @@ def test_a_study_doubles_its_budget_resuming_its_runs(tmp_path, monkeypatch):
     assert ckpt.latest_checkpoint(out / "runs/digits/consistency-distillation-own-seed0").name.endswith("2")
     # the first stage's largest budget was scored at the smaller budgets' step counts only, while it could double
     first = json.loads((out / "scores/digits/flow-own-seed0/2.json").read_text())
-    assert first["settings"]["steps"] == [1, 128] and {r["steps"] for r in first["rows"]} == {1, 128}
+    assert first["settings"]["steps"] == [1, 4] and {r["steps"] for r in first["rows"]} == {1, 4}
     final = json.loads((out / "scores/digits/flow-own-seed0/4.json").read_text())
-    assert final["settings"]["steps"] == [1, 2, 128]
+    assert final["settings"]["steps"] == [1, 4, 128]
     assert {r["seed"] for r in results.scores.rows if r["method"] == "flow" and r["budget"] == 4} == {0, 1, 2}
     straight = study.run_plan(tmp_path / "straight", StudyPlan(steps=4, budgets=(1, 2), **sizes), progress=False)
     for seed in (0, 1):

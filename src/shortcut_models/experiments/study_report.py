@@ -10,6 +10,7 @@ from statistics import stdev
 
 from ..metrics.seed_intervals import ALPHA, compare, seed_mean, seeds_to_separate
 from ..objectives import OBJECTIVES
+from .budget_growth import PLATEAU, movement, plateaued, settled
 from .equal_cost import equal_cost_section
 from .field_order import field_order_lines
 from .goals import FEW
@@ -173,25 +174,50 @@ def recipe_section(scores: Scores, plan: StudyPlan) -> list[str]:
 
 
 def budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list[str]:
-    """FD at 1 and 128 steps per budget, and whether the ranking at 1, 2 and 4 steps holds at the two largest."""
+    """FD at 1, 2 and 4 steps per budget ('plateau' where it improved by less than 10% over the last doubling),
+    where the answer stopped moving, and whether the ranking holds at the two largest budgets."""
     budgets = plan.all_budgets()
     lines = [
-        "| method | " + " | ".join(f"{b} steps: FD at 1 / 128" for b in budgets) + " |",
+        "| method | " + " | ".join(f"{b:,} steps: FD at 1 / 2 / 4" for b in budgets) + " |",
         "|---|" + "---|" * len(budgets),
     ]
     for m in plan.methods:
-        cells = []
-        for b in budgets:
-            if scores.has("digits", m, "own", b, 1):
-                one, many = (scores.mean("fd_digits", "digits", m, "own", b, n).mean for n in (1, 128))
-                cells.append(f"{one:.1f} / {many:.1f}")
-            else:
-                cells.append("")
+        cells = [_budget_cell(scores, m, b) for b in budgets]
+        if len(budgets) > 1 and plateaued(scores, m, budgets[-2:], 1):
+            cells[-1] += " (plateau)"
         lines.append(f"| {method_title(m)} | " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += [
+        "",
+        f"'plateau': FD at 1 step improved by less than {PLATEAU:.0%} over the last doubling of the budget.",
+        "",
+    ]
     if figure is not None:
         lines += [f"![FD against budget]({figure.name})", ""]
-    return lines + ranking_change_lines(scores, plan)
+    return lines + settling_lines(scores, plan) + ranking_change_lines(scores, plan)
+
+
+def _budget_cell(scores: Scores, method: str, budget: int) -> str:
+    steps = [n for n in FEW if scores.has("digits", method, "own", budget, n)]
+    return " / ".join(f"{scores.mean('fd_digits', 'digits', method, 'own', budget, n).mean:.1f}" for n in steps)
+
+
+def settling_lines(scores: Scores, plan: StudyPlan) -> list[str]:
+    """Whether the answer stopped moving over the last doubling (and at which budget the study stopped), or
+    that it still moves at the largest budget allowed, with the leaders' trend."""
+    moves = [movement(scores, plan, n) for n in FEW]
+    if any(m is None for m in moves):
+        return []
+    big, bigger = plan.all_budgets()[-2:]
+    if settled(scores, plan):
+        head = f"**The answer stopped moving at {bigger:,} steps**: from {big:,} to {bigger:,} steps"
+        return [f"{head} no leader swaps places beyond seed noise and every leader improved by less than 10%.", ""]
+    cap = f" (the largest the study allows: --max-steps {plan.max_steps:,})" if plan.max_steps else ""
+    lines = [f"**The answer still moves at {bigger:,} steps{cap}.** From {big:,} to {bigger:,} steps:", ""]
+    for move in moves:
+        why = [f"{method_title(a)} ahead of {method_title(b)}, then behind" for a, b in move.swaps]
+        why += [f"{method_title(m)} still improving ({gain:.0%} lower FD)" for m, gain in move.improving.items()]
+        lines.append(f"- {steps_label(move.steps)}: " + ("; ".join(why) if why else "settled") + ".")
+    return [*lines, ""]
 
 
 def ranking_change_lines(scores: Scores, plan: StudyPlan) -> list[str]:
