@@ -5,12 +5,14 @@ before any work."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from shortcut_models import cli
 from shortcut_models.cli import demo, study
 from shortcut_models.cli.quick import QUICK_EVAL_NUM, QUICK_OVERRIDES, QUICK_STEPS
 from shortcut_models.experiments import DemoPlan, StudyPlan
 from shortcut_models.experiments.study_answers import ComparedWith, Leader, StudyAnswers
+from shortcut_models.experiments.study_plan import registered_methods
 
 
 @pytest.fixture
@@ -105,9 +107,25 @@ def test_full_study_plan_and_its_budgets_below_steps(plans, tmp_path):
     assert plans["study"].budgets == (75, 150, 300) and plans["study"].steps == 600
 
 
+def test_full_study_doubles_up_to_max_steps_and_runs_where_asked(plans, tmp_path, capsys, monkeypatch):
+    assert cli.main(["study", "--full", "--max-steps", "8000", "--quiet", "--out", str(tmp_path / "s")]) == 0
+    assert (plans["study"].max_steps, plans["study"].device) == (8000, "cpu")
+    assert cli.main(["study", "--max-steps", "8000", "--out", str(tmp_path / "s")]) == 2
+    _one_line(capsys, "--max-steps applies to --full only")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for bad, words in (("cuda", "no CUDA GPU"), ("auto", "must be cpu, cuda or cuda:N"), ("gpu", "--device")):
+        assert cli.main(["study", "--device", bad, "--out", str(tmp_path / "s")]) == 2
+        _one_line(capsys, words)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cli.main(["study", "--device", "cuda:1", "--jobs", "4", "--quiet", "--out", str(tmp_path / "s")]) == 0
+    assert plans["study"].device == "cuda:1"
+
+
 def test_study_methods_list(plans, tmp_path, capsys):
     assert cli.main(["study", "--quiet", "--methods", "meanflow,esc", "--out", str(tmp_path / "s")]) == 0
     assert plans["study"].methods == ("flow", "meanflow", "esc")  # the study's order, flow matching added
+    assert cli.main(["study", "--quiet", "--methods", "all", "--out", str(tmp_path / "s")]) == 0
+    assert plans["study"].methods == registered_methods()
     for bad, words in (("flow,,esc", "empty or repeated"), ("esc,esc", "empty or repeated"), ("nope", "unknown")):
         assert cli.main(["study", "--methods", bad, "--out", str(tmp_path / "s")]) == 2
         _one_line(capsys, "--methods", words)

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from shortcut_models.experiments.study_plan import (
+    DEFAULT_METHODS,
     RECIPES,
     StudyPlan,
     ablations,
@@ -25,7 +26,7 @@ PINNED_RUNS = Path(__file__).with_name("data") / "study_runs_cb7ae8d.txt"
 
 
 def test_default_plan_runs_every_method_recipe_seed_and_domain_once():
-    plan = StudyPlan()
+    plan = StudyPlan(methods=METHODS)
     runs = main_runs(plan)
     cells = Counter((r.domain, r.method, r.recipe, r.seed) for r in runs)
     assert set(cells.values()) == {1}
@@ -139,11 +140,15 @@ def test_the_runs_are_those_of_the_plan_before_the_methods_declared_them():
     for row in PINNED_RUNS.read_text().splitlines():
         pinned.setdefault(row.split(" | ")[0], []).append(row)
     before = {"common_methods": (), "max_steps": 0, "leader_seeds": ()}  # what the full plan added since
-    assert {**run_lines("default", StudyPlan(steps=800)), **run_lines("full", full_plan(**before))} == pinned
+    default = StudyPlan(steps=800, methods=METHODS)
+    assert {**run_lines("default", default), **run_lines("full", full_plan(**before))} == pinned
 
 
 def test_the_study_facts_are_declared_on_the_methods():
-    assert registered_methods() == METHODS == StudyPlan().methods
+    assert registered_methods() == METHODS == full_plan().methods
+    assert set(StudyPlan().methods) < set(METHODS) and StudyPlan().methods == tuple(
+        m for m in METHODS if m in DEFAULT_METHODS
+    )
     assert {m: OBJECTIVES[m].schedule_knob for m in METHODS if OBJECTIVES[m].schedule_knob} == {
         "esc": "terminal_steps",
         "sct": "derivative_warmup_steps",

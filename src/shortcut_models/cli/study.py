@@ -12,7 +12,7 @@ import torch
 from ..errors import UserError
 from ..experiments import StudyPlan, full_plan, run_study
 from ..experiments.study_answers import read_answers
-from ..experiments.study_plan import TEACHER, registered_methods
+from ..experiments.study_plan import DEFAULT_METHODS, TEACHER, registered_methods
 from ..experiments.study_runs import check_run_configs
 from ..validation import check_device
 from .arguments import OUT_DIR, POSITIVE, Subcommands
@@ -25,7 +25,9 @@ QUICK_STUDY = {"seeds": (0, 1), "toy_steps": QUICK_STEPS, "toy_num": 64}
 
 def method_list(text: str) -> tuple[str, ...]:
     """'flow,meanflow' -> ('flow', 'meanflow'), in the study's order (the registry's), flow matching added;
-    unknown, empty or repeated names refused."""
+    'all': every registered method; unknown, empty or repeated names refused."""
+    if text.strip() == "all":
+        return registered_methods()
     names = [n.strip() for n in text.split(",")]
     if any(not n for n in names) or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(
@@ -85,8 +87,8 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--methods",
         type=method_list,
-        help=f"comma-separated methods to study (default: all {len(registered_methods())}; flow is always included: "
-        "it is the distillation teacher)",
+        help=f"comma-separated methods to study, or all (default: {', '.join(DEFAULT_METHODS)}; with --full all "
+        f"{len(registered_methods())}; flow is always included: it is the distillation teacher)",
     )
     p.add_argument(
         "--jobs",

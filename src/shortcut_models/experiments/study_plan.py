@@ -52,6 +52,12 @@ FINETUNE_METHODS = ("shortcut", "imf")
 SCHEDULE_SHARE = 0.1
 
 
+# `make study`'s methods: the leaders at 1, 2 or 4 steps of the last full study (docs/study/full/report.md, 1,000
+# steps: iMF, MeanFlow, IMM, consistency distillation), the methods added since that were within seed noise of them
+# (SoFlow, alpha-Flow: 800 steps, 3 seeds), and flow matching and shortcut, which the seed's two questions name
+DEFAULT_METHODS = ("flow", "shortcut", "consistency-distillation", "meanflow", "imf", "imm", "soflow", "alpha-flow")
+
+
 def registered_methods() -> tuple[str, ...]:
     """Every registered objective, in the registry's order: the study's methods by default."""
     return tuple(OBJECTIVES)
@@ -100,7 +106,7 @@ class StudyPlan:
     """Sizes of the study. The defaults are `make study`'s; :func:`full_plan` gives `shortcut study --full`'s
     (docs/study/report.md states the time each took on 2 CPU cores)."""
 
-    steps: int = 800  # the largest budget: where recipes and seeds are compared
+    steps: int = 1600  # the largest budget: where recipes and seeds are compared (`make study`: what fits an hour)
     budgets: tuple[int, ...] = ()  # smaller budgets scored on the way (the budget figure); () = none
     seeds: tuple[int, ...] = (0, 1, 2)
     max_steps: int = 0  # double ``steps`` while the answer moves, up to this budget (0: no doubling)
@@ -108,7 +114,7 @@ class StudyPlan:
     leader_seeds: tuple[int, ...] = ()  # more seeds, at the end, for the leaders, flow matching and shortcut
     settling: bool = False  # the largest budget may still double: score it at ``budget_eval_steps`` for now
     device: str = "cpu"  # where every run trains and is scored (cpu, cuda, cuda:N); `jobs` runs share it
-    methods: tuple[str, ...] = field(default_factory=registered_methods)
+    methods: tuple[str, ...] = DEFAULT_METHODS  # full_plan: every registered method
     domains: tuple[str, ...] = DOMAINS
     recipes: tuple[str, ...] = ("own", "common")
     common_methods: tuple[str, ...] = ("flow", "shortcut", "meanflow")  # under the common recipe; () = all
@@ -172,6 +178,7 @@ def full_plan(**changes) -> StudyPlan:
     two more seeds for the leaders, flow matching and shortcut, MeanFlow's recipe, the ablation and the
     fine-tuning question. The smaller budgets follow ``steps``."""
     base = {
+        "methods": registered_methods(),
         "steps": 1000,
         "max_steps": 2000,
         "leader_seeds": (3, 4),
