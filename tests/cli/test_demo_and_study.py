@@ -104,7 +104,7 @@ def test_full_study_plan_and_its_budgets_below_steps(plans, tmp_path):
     assert cli.main(["study", "--full", "--quiet", "--out", str(tmp_path / "s")]) == 0
     assert plans["study"] == full_plan()
     assert cli.main(["study", "--full", "--steps", "600", "--quiet", "--out", str(tmp_path / "s")]) == 0
-    assert plans["study"].budgets == (75, 150, 300) and plans["study"].steps == 600
+    assert plans["study"].budgets == (150, 300) and plans["study"].steps == 600
 
 
 def test_full_study_doubles_up_to_max_steps_and_runs_where_asked(plans, tmp_path, capsys, monkeypatch):

@@ -98,7 +98,7 @@ def test_more_seeds_go_to_the_leaders_flow_matching_and_shortcut():
 def test_a_doubled_plan_keeps_its_runs_and_their_schedules():
     plan = full_plan()
     bigger = grown(plan)
-    assert (bigger.steps, bigger.budgets, bigger.grown) == (2000, (125, 250, 500, 1000), (1000,))
+    assert (bigger.steps, bigger.budgets, bigger.grown) == (2000, (250, 500, 1000), (1000,))
     assert [s.steps for s in stages(grown(bigger))] == [1000, 2000, 4000]
     assert stages(bigger)[0] == plan
     # schedules counted in steps stay set by the first stage, so every run resumes with its own settings
@@ -107,7 +107,7 @@ def test_a_doubled_plan_keeps_its_runs_and_their_schedules():
     after = {r.name: r for r in main_runs(bigger)}
     assert set(before) <= set(after)
     flow = after["digits/flow-own-seed0"]
-    assert flow.budgets == (125, 250, 500, 1000, 2000) and flow.overrides == before[flow.name].overrides
+    assert flow.budgets == (250, 500, 1000, 2000) and flow.overrides == before[flow.name].overrides
     # a distillation run past the first stage is a run of its own, from its teacher at that budget
     cd = [
         r
@@ -115,7 +115,7 @@ def test_a_doubled_plan_keeps_its_runs_and_their_schedules():
         if r.method == "consistency-distillation" and r.seed == 0 and r.recipe == "own" and r.domain == "digits"
     ]
     assert [(r.name, r.budgets) for r in cd] == [
-        ("digits/consistency-distillation-own-seed0", (125, 250, 500, 1000)),
+        ("digits/consistency-distillation-own-seed0", (250, 500, 1000)),
         ("digits/consistency-distillation-own-seed0-2000steps", (2000,)),
     ]
     common = after["digits/shortcut-common-seed0"]
