@@ -18,7 +18,7 @@ from shortcut_models.experiments.budget_growth import (
 )
 from shortcut_models.experiments.study_plan import StudyPlan, full_plan, grown, main_runs, method_overrides, stages
 from shortcut_models.experiments.study_report import settling_lines
-from shortcut_models.experiments.study_runs import score_file, scored_as_asked
+from shortcut_models.experiments.study_runs import scored_as_asked
 from shortcut_models.experiments.study_scores import Scores
 
 SEEDS = (0, 1, 2)
@@ -131,26 +131,23 @@ def test_scores_of_a_former_largest_budget_hold_the_step_counts_of_a_smaller_one
 
 def test_a_study_doubles_its_budget_resuming_its_runs(tmp_path, monkeypatch):
     """Forced to grow once (2 -> 4 steps), the study continues its runs, trains the distillation run of the
-    new budget from the teacher at that budget, and its flow-matching scores at 4 steps equal those of a study
-    planned at 4 steps from the start."""
-    quick = ["model=DiT-Nano", "batch_size=8", "log_every=1", "sample_steps=[1]"]
+    new budget from the teacher at that budget, scores the first stage's largest budget at few step counts, and
+    its flow-matching scores at 4 steps equal those of runs planned at 4 steps from the start."""
     sizes = {
         "methods": ("flow", "consistency-distillation"),
         "domains": ("digits",),
-        "seeds": (0, 1),
+        "seeds": (0,),
         "eval_num": 16,
         "eval_steps": (1, 4, 128),
         "budget_eval_steps": (1, 4),
-        "timing_repeats": 1,
-        "overrides": quick,
+        "overrides": ["model=DiT-Nano", "batch_size=8", "log_every=1", "sample_steps=[1]"],
     }
-    growing = StudyPlan(steps=2, budgets=(1,), max_steps=4, leader_seeds=(2,), **sizes)
+    growing = StudyPlan(steps=2, budgets=(1,), max_steps=4, leader_seeds=(1,), recipes=("own",), **sizes)
     calls = []
     monkeypatch.setattr(study, "keeps_growing", lambda s, p: (calls.append(p.steps), p.steps < p.max_steps)[1])
-    monkeypatch.setattr(study, "seed_methods", lambda s, p: ("flow",))
-    results = study.run_plan(tmp_path / "grown", growing, progress=False)
-    assert calls == [2, 4] and results.plan.steps == 4 and results.plan.grown == (2,)
     out = tmp_path / "grown"
+    plan, scores = study.grow_until_settled(out, growing, progress=False, jobs=1)
+    assert calls == [2, 4] and plan.steps == 4 and plan.grown == (2,)
     assert ckpt.latest_checkpoint(out / "runs/digits/consistency-distillation-own-seed0-4steps").name.endswith("4")
     assert ckpt.latest_checkpoint(out / "runs/digits/consistency-distillation-own-seed0").name.endswith("2")
     # the first stage's largest budget was scored at the smaller budgets' step counts only, while it could double
@@ -158,17 +155,10 @@ def test_a_study_doubles_its_budget_resuming_its_runs(tmp_path, monkeypatch):
     assert first["settings"]["steps"] == [1, 4] and {r["steps"] for r in first["rows"]} == {1, 4}
     final = json.loads((out / "scores/digits/flow-own-seed0/4.json").read_text())
     assert final["settings"]["steps"] == [1, 4, 128]
-    assert {r["seed"] for r in results.scores.rows if r["method"] == "flow" and r["budget"] == 4} == {0, 1, 2}
-    straight = study.run_plan(tmp_path / "straight", StudyPlan(steps=4, budgets=(1, 2), **sizes), progress=False)
-    for seed in (0, 1):
-        a, b = (
-            json.loads(score_file(o, r, 4).read_text())["rows"]
-            for o, r in [
-                (out, next(r for r in main_runs(results.plan) if r.name == f"digits/flow-own-seed{seed}")),
-                (
-                    tmp_path / "straight",
-                    next(r for r in main_runs(straight.plan) if r.name == f"digits/flow-own-seed{seed}"),
-                ),
-            ]
-        )
-        assert [row["fd_digits"] for row in a] == [row["fd_digits"] for row in b]
+    # the leaders' seeds go through the same stages
+    more = study.more_seeds(out, plan, ("flow",), progress=False, jobs=1)
+    assert {(r["seed"], r["budget"]) for r in more} == {(1, 1), (1, 2), (1, 4)}
+    straight_plan = StudyPlan(steps=4, budgets=(1, 2), recipes=("own",), **{**sizes, "methods": ("flow",)})
+    straight = study.execute(tmp_path / "straight", straight_plan, main_runs(straight_plan), progress=False, jobs=1)
+    at_4 = [(r["steps"], r["fd_digits"]) for r in scores.rows if r["method"] == "flow" and r["budget"] == 4]
+    assert at_4 == [(r["steps"], r["fd_digits"]) for r in straight if r["budget"] == 4]
