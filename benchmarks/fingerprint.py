@@ -1,7 +1,7 @@
 """Fingerprints of what training computes, to show that a change meant to keep results keeps them bit for bit.
 
-Trains every objective of the study and the demo at their settings (digits-uncond, and the digits and
-checkerboard presets) for a few hundred steps, through the warm-up, the curriculum and distillation
+Trains every objective of the study and the demo at their settings (digits-uncond under each objective's own
+recipe, the demo's shortcut under its recipe "tuned", and the digits and checkerboard presets) for a few hundred steps, through the warm-up, the curriculum and distillation
 stages, a checkpoint and a resume, then hashes the online and EMA weights and samples at 1, 4 and
 128 steps from fixed noise. Run it before and after a change on the same machine and compare:
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from shortcut_models.config import build_config
+from shortcut_models.experiments.study_plan import RECIPES
 from shortcut_models.inference import load_model
 from shortcut_models.objectives import OBJECTIVES
 from shortcut_models.runtime import tune_allocator
@@ -36,6 +37,7 @@ CASES = [(f"study-{m}", "digits-uncond", m, []) for m in STUDY] + [
     ("digits-shortcut", "digits", "shortcut", []),
     ("digits-shortcut-ema", "digits", "shortcut", ["target_network=ema", "bootstrap_cfg=true", "cfg_scale=1.5"]),
     ("uncond-ct-online", "digits-uncond", "consistency-training", ["target_network=online"]),
+    ("demo-shortcut-tuned", "digits-uncond", "shortcut", list(RECIPES["tuned"])),
     ("checkerboard-shortcut", "checkerboard", "shortcut", []),
     ("digits-live-reflow-guided", "digits", "live-reflow", ["cfg_scale=1.5"]),
     ("checkerboard-live-reflow", "checkerboard", "live-reflow", []),

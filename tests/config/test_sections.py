@@ -88,7 +88,7 @@ def test_shortcut_config_prints_each_key_with_its_meaning_and_range(capsys):
     out = capsys.readouterr().out
     assert "lr = 0.0003" in out and "(a number in (0, 1])" in out
     assert 'time_sampler = "grid"' in out and "one of grid, uniform, logit-normal" in out
-    assert 'target_network = "online"' in out and "bootstrap_every = 8" in out
+    assert 'target_network = "ema"' in out and "bootstrap_every = 8" in out  # shortcut's own: the preset sets none
     assert "\n[optim]\n" in out and out.index("[data]") < out.index("[optim]") < out.index("[run]")
 
 

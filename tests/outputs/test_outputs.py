@@ -67,7 +67,10 @@ COMMANDS = {
         + ["--out", "OUT"],
         "checkpoint step_00000007",
     ),
-    "demo": (["demo", "--quick", "--quiet", "--out", "OUT"], "flow-own-seed0/eval.png"),  # the FD plot during training
+    "demo": (
+        ["demo", "--quick", "--quiet", "--out", "OUT"],
+        "flow-tuned-seed0/eval.png",
+    ),  # the FD plot during training
     "study": (["study", "--quick", "--quiet", "--out", "OUT"], "OUT"),  # a file in OUT (the first checkpoint)
 }
 

@@ -2,8 +2,9 @@
 ``key=value`` overrides.
 
 A run is fully described by a :class:`TrainConfig` (:mod:`.train_config`); it is saved inside every
-checkpoint (the ``training`` entry of config.json). ``TrainConfig()`` is the embedded default,
-class-conditional digits, and is valid as it stands. Every key carries its allowed values, its meaning
+checkpoint (the ``training`` entry of config.json). ``TrainConfig()`` is valid as it stands: the embedded
+default, class-conditional digits, with no objective knob set (the ``digits`` preset names the two it tunes).
+Every key carries its allowed values, its meaning
 and whether it may change when a run resumes; :func:`validate` applies them. Keys are grouped in
 sections (data, model, objective, optim, eval, sampling, run: :mod:`.sections`) for listing, config files
 and dotted overrides (``optim.lr=3e-4``); `shortcut config` prints them (:mod:`.listing`).
@@ -11,7 +12,8 @@ and dotted overrides (``optim.lr=3e-4``); `shortcut config` prints them (:mod:`.
 The objective's knobs (``bootstrap_every``, ``time_sampler``...) are defined once, on the objective
 dataclasses and their recipe (``shortcut_models.objectives``), and set flat through ``objective_args``. A knob may also be
 given as a top-level key (``bootstrap_every=4``): it is moved into ``objective_args``. Knobs of
-objectives other than the run's are ignored, so one preset serves every objective.
+objectives other than the run's are ignored, so one preset serves every objective. A knob no preset, file or
+override names is at its objective's own default (its paper's recipe).
 """
 
 from .listing import describe_config, toml_value

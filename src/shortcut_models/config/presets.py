@@ -1,6 +1,11 @@
 """Named presets: each lists what differs from the :class:`~.train_config.TrainConfig` defaults (the
-``digits`` preset). Why each value was chosen, with the runs that chose it: docs/demo/tuning.md (digits),
-docs/latents.md (the paper's settings)."""
+``digits`` preset's, with no objective knob set). Why each value was chosen, with the runs that chose it:
+docs/demo/tuning.md (digits), docs/latents.md (the paper's settings).
+
+Objective knobs: every knob a preset does not name in ``objective_args`` is at the objective's own default,
+its paper's recipe (tests/config/test_preset_knobs.py checks it for every preset and objective). A preset
+that changes one names it there, with the reason beside it; the knobs it names apply to every objective
+that has them."""
 
 from __future__ import annotations
 
@@ -43,17 +48,28 @@ _PAPER = {
     "keep_checkpoints": 3,
 }
 
-# Each preset lists what differs from the TrainConfig defaults (the digits preset).
+# Each preset lists what differs from the TrainConfig defaults (the digits preset's, no objective knob set).
 PRESETS: dict[str, dict[str, Any]] = {
-    # The embedded default: class-conditional 8x8 digits with a small DiT, minutes on a laptop CPU, the online
-    # network building the self-consistency targets (why: docs/demo/tuning.md).
-    "digits": {},
-    # The demo's study in miniature (make demo): unconditional digits, null label everywhere, on DiT-Digits/4;
-    # the network and the online targets were chosen by the runs of docs/demo/tuning.md.
+    # The embedded default: class-conditional 8x8 digits with a small DiT, minutes on a laptop CPU.
+    "digits": {
+        "objective_args": {
+            # the online network builds the targets (shortcut's self-consistency, consistency training's...): on
+            # a 4,000-step budget the EMA network lags, and shortcut's FD at 1-4 steps is about twice as large
+            # with it (docs/demo/tuning.md); shortcut's own default, the paper's for runs of 400k+ steps, is EMA
+            "target_network": "online",
+            # the null label on one flow-matching row in 10, so that samples can be guided (the default of flow
+            # matching, shortcut and live reflow is 0; the authors' train.py and MeanFlow and later methods use 0.1)
+            "class_dropout": 0.1,
+        },
+    },
+    # The study's and the demo's digits (make study, make demo): unconditional digits, null label everywhere, on
+    # DiT-Digits/4 (chosen by the runs of docs/demo/tuning.md). It names no objective knob: the study's "own"
+    # recipes are each method's own defaults; the demo names its tuned choice as a recipe of the study
+    # (experiments/study_plan.py, RECIPES["tuned"]).
     "digits-uncond": {
         "model": "DiT-Digits/4",
         "class_conditional": False,
-        "objective_args": {"target_network": "online"},
+        "objective_args": {},
         "sample_steps": [1, 2, 4, 128],
     },
     # The paper's settings on Stable Diffusion VAE latents of 256x256 images. Point `data` at a cache made by

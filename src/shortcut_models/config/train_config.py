@@ -1,10 +1,13 @@
 """The training configuration: one dataclass whose every key carries its allowed values, its meaning,
 its section and whether a resumed run may change it; and the checks across keys (:func:`validate`).
 
-``TrainConfig()`` is the embedded default, class-conditional digits, and is valid as it stands. A run
-is fully described by it; it is saved inside every checkpoint (the ``training`` entry of config.json,
-flat keys). The objective's knobs (``bootstrap_every``, ``time_sampler``...) are defined once, on the
-objective dataclasses and their recipe (``shortcut_models.objectives``), and set flat through ``objective_args``.
+``TrainConfig()`` holds the values every preset starts from, and is valid as it stands: those of the
+embedded default, class-conditional digits (the ``digits`` preset), with no objective knob set. A run is
+fully described by it; it is saved inside every checkpoint (the ``training`` entry of config.json, flat
+keys). The objective's knobs (``bootstrap_every``, ``time_sampler``...) are defined once, on the objective
+dataclasses and their recipe (``shortcut_models.objectives``), and set flat through ``objective_args``; a
+knob left unset there is at its objective's own default (its paper's recipe). A preset that sets one names
+it (``config/presets.py``).
 
 ``model_args`` holds the network's own settings. One of them, ``step_input`` (what the network's
 step-size embedder sees: "level", -log2 d, or "size", d itself), defaults to the objective's own
@@ -47,7 +50,8 @@ def _key(default: Any, spec: Any, meaning: str, resumable: bool = False, factory
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run; the defaults are the embedded ``digits`` preset.
+    """Every setting of a training run; the defaults are the embedded ``digits`` preset's, less the objective
+    knobs it names (unset here: each objective's own defaults).
 
     ``batch_size`` is the global batch: under torchrun each of W processes computes batch_size / W rows.
     """
@@ -69,8 +73,8 @@ class TrainConfig:
     objective_args: dict[str, Any] = _key(
         None,
         Settings(),
-        "the objective's knobs (also settable as KNOB=VALUE or objective.KNOB=VALUE)",
-        factory=lambda: {"class_dropout": 0.1, "target_network": "online"},
+        "the objective's knobs (also settable as KNOB=VALUE or objective.KNOB=VALUE); unset: the objective's own",
+        factory=dict,
     )
     init_from: str = _key("", Text("none"), "a checkpoint or run whose weights start a fresh run (fine-tuning)")
     steps: int = _key(4000, Int(1), "training steps of the run (may grow when a run resumes)", resumable=True)

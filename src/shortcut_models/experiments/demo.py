@@ -1,7 +1,8 @@
 """The main job: the study of shortcut models against flow matching in miniature, on embedded data.
 
 ``shortcut demo`` is a small study (:func:`demo_study`): flow matching and shortcut on unconditional
-digits, one seed, the same budget, run by the study's runner (:func:`~.study.run_plan`). Each run is
+digits, one seed, the same budget, under the study's "tuned" recipe (each method's own recipe but the online
+network as target, chosen by docs/demo/tuning.md), run by the study's runner (:func:`~.study.run_plan`). Each run is
 evaluated during training (the digits Fréchet distance at 1 and 128 steps on a fixed noise set), both are
 scored at 1..128 steps over thousands of samples, drawn side by side from the same noise and timed side
 by side, and ``OUT/report.md`` is written from the study's report sections. Every stage is resumable: a
@@ -17,6 +18,7 @@ from typing import Any
 from ..config import build_config
 from ..evaluation import digits_metric, evaluate_images
 from ..inference import load_model, write_sample_sheets
+from ..objectives import build_objective
 from ..outputs import write_json
 from .report import (
     cost_section,
@@ -32,11 +34,13 @@ from .report import (
     write_report,
 )
 from .study import run_plan
-from .study_plan import PRESETS, StudyPlan, method_title
+from .study_plan import PRESETS, RECIPE_TEXT, StudyPlan, method_overrides, method_title
 from .study_report import titled
 from .study_scores import StudyResults
 
 OBJECTIVES = ("flow", "shortcut")  # the two objectives the demo compares (names in the objective registry)
+NETWORK = {"ema": "EMA", "online": "online"}  # a target_network value as the report names it
+RECIPE = "tuned"  # the demo's recipe (study_plan.RECIPES): the online network as target (docs/demo/tuning.md)
 
 
 @dataclass
@@ -57,9 +61,9 @@ class DemoPlan:
 
 
 def demo_study(plan: DemoPlan) -> StudyPlan:
-    """The study the demo runs: flow matching and shortcut on digits under their own recipes, the training
-    seed and budget of the config (a ``steps=`` override sets the budget), each run from scratch evaluated
-    during training at the plan's tracking budget, and the fine-tuning runs when asked."""
+    """The study the demo runs: flow matching and shortcut on digits under the demo's recipe (:data:`RECIPE`),
+    the training seed and budget of the config (a ``steps=`` override sets the budget), each run from scratch
+    evaluated during training at the plan's tracking budget, and the fine-tuning runs when asked."""
     cfg = build_config(PRESETS["digits"], "shortcut", None, plan.overrides)
     steps = ",".join(str(n) for n in plan.track_steps)
     tracking = (f"eval_every={plan.track_every}", f"eval_num={plan.track_num}", f"eval_steps=[{steps}]")
@@ -68,7 +72,7 @@ def demo_study(plan: DemoPlan) -> StudyPlan:
         seeds=(cfg.seed,),
         methods=OBJECTIVES,
         domains=("digits",),
-        recipes=("own",),
+        recipes=(RECIPE,),
         finetune=plan.finetune_fractions,
         eval_num=plan.eval_num,
         eval_steps=plan.eval_steps,
@@ -123,16 +127,20 @@ def demo_header(results: StudyResults, command: str) -> list[str]:
 
 
 def demo_setup(results: StudyResults, plan: DemoPlan) -> list[str]:
-    """Data, network, budget, the shortcut knobs, the training time and the metric."""
+    """Data, network, budget, the shortcut knobs (the demo's recipe on top of the preset), the training time and
+    the metric."""
     config, study = results.config, results.plan
-    knobs = build_config(PRESETS["digits"], "shortcut", None, study.overrides).resolved_objective_args()
+    recipe = method_overrides(study, "shortcut", study.main_recipe)
+    knobs = build_config(PRESETS["digits"], "shortcut", None, [*recipe, *study.overrides]).resolved_objective_args()
+    own = build_objective("shortcut", 0).recipe.target_network
     return [
         "## Setup",
         "- Data: scikit-learn digits, 8x8, train split (1,497 images), unconditional (null label everywhere).",
         f"- Network: {config.model} ({results.params / 1e6:.2f}M parameters), the same for both objectives.",
         f"- Budget per model: {study.steps} steps at batch {config.batch_size}, {optimiser_text(config)}, "
         f"EMA {config.ema_decay} with warm-up; shortcut: one self-consistency row in {knobs['bootstrap_every']}, "
-        f"targets from the {'EMA' if knobs['target_network'] == 'ema' else 'online'} network.",
+        f'targets from the {NETWORK[knobs["target_network"]]} network (recipe "{study.main_recipe}", '
+        f"{RECIPE_TEXT[study.main_recipe]}; shortcut's own recipe, the paper's, takes the {NETWORK[own]} network).",
         f"- {training_time(results)}",
         f"- Metric: Fréchet distance in the features of the digits CNN (`fd-digits`), {plan.eval_num} samples per "
         "step count against the train split; floor = test split vs train split.",
@@ -166,7 +174,8 @@ def write_demo_report(results: StudyResults, plan: DemoPlan, conditional: dict[s
     """OUT/report.md of the demo, from the study's sections and the demo's own (setup, tracking, conditional)."""
     out, study, scores, figures = results.out, results.plan, results.scores, results.figures
     command = f"shortcut demo --out {out}{' --finetune' if plan.finetune_fractions else ''}"
-    fd = mean_table(scores, "fd_digits", "digits", list(study.methods), "own", study.steps, study.eval_steps)
+    recipe = study.main_recipe
+    fd = mean_table(scores, "fd_digits", "digits", list(study.methods), recipe, study.steps, study.eval_steps)
     if figures.get("fd") is not None:
         fd += ["", f"![FD against sampling steps]({figures['fd'].name})"]
     return write_report(

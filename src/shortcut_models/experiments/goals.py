@@ -19,29 +19,30 @@ Goal = tuple[str, bool, str]
 Costs = dict[str, dict[str, float]]
 
 
-def _mean(scores: Scores, plan: StudyPlan, method: str, steps: int, recipe: str = "own"):
-    return scores.mean("fd_digits", "digits", method, recipe, plan.steps, steps)
+def _mean(scores: Scores, plan: StudyPlan, method: str, steps: int, recipe: str | None = None):
+    """Mean FD of ``method`` at ``steps`` sampling steps under ``recipe`` (None: the plan's main recipe)."""
+    return scores.mean("fd_digits", "digits", method, recipe or plan.main_recipe, plan.steps, steps)
 
 
-def _has(scores: Scores, plan: StudyPlan, methods: tuple[str, ...], steps: int, recipe: str = "own") -> bool:
-    return all(scores.has("digits", m, recipe, plan.steps, steps) for m in methods)
+def _has(scores: Scores, plan: StudyPlan, methods: tuple[str, ...], steps: int, recipe: str | None = None) -> bool:
+    return all(scores.has("digits", m, recipe or plan.main_recipe, plan.steps, steps) for m in methods)
 
 
 def recipe_effect(scores: Scores, plan: StudyPlan, costs: Costs) -> Goal | None:
     """The common recipe's effect on flow matching at 128 steps (measured: met)."""
     if not _has(scores, plan, ("flow",), 128, "common"):
         return None
-    common, own = _mean(scores, plan, "flow", 128, "common"), _mean(scores, plan, "flow", 128)
+    common, main = _mean(scores, plan, "flow", 128, "common"), _mean(scores, plan, "flow", 128)
     return (
         "the recipe effect measured for flow matching at 128 steps",
         True,
-        f"common recipe {common.text()} vs own {own.text()}",
+        f"common recipe {common.text()} vs {plan.main_recipe} {main.text()}",
     )
 
 
 def one_step_within_2x(scores: Scores, plan: StudyPlan, costs: Costs) -> Goal | None:
     """The best one-step method without a teacher within 2x of flow matching at 128 steps, same recipe."""
-    recipe = "common" if _has(scores, plan, ("flow",), 128, "common") else "own"
+    recipe = "common" if _has(scores, plan, ("flow",), 128, "common") else plan.main_recipe
     candidates = [m for m in plan.methods if not OBJECTIVES[m].teacher_run and _has(scores, plan, (m,), 1, recipe)]
     if not candidates or not _has(scores, plan, ("flow",), 128, recipe):
         return None
@@ -56,7 +57,7 @@ def one_step_within_2x(scores: Scores, plan: StudyPlan, costs: Costs) -> Goal | 
 
 
 def shortcut_few_steps(scores: Scores, plan: StudyPlan, costs: Costs) -> Goal | None:
-    """Shortcut better than flow matching at 1, 2 and 4 steps (own recipes)."""
+    """Shortcut better than flow matching at 1, 2 and 4 steps (the main recipe: each one's own in the study)."""
     few = [n for n in FEW if _has(scores, plan, ("shortcut", "flow"), n)]
     if not few:
         return None
@@ -70,7 +71,7 @@ def shortcut_few_steps(scores: Scores, plan: StudyPlan, costs: Costs) -> Goal | 
 
 
 def shortcut_many_steps(scores: Scores, plan: StudyPlan, costs: Costs) -> Goal | None:
-    """Shortcut at 128 steps within 1.25x of flow matching at 128 steps (own recipes)."""
+    """Shortcut at 128 steps within 1.25x of flow matching at 128 steps (the main recipe)."""
     if not _has(scores, plan, ("shortcut", "flow"), 128):
         return None
     s, f = _mean(scores, plan, "shortcut", 128), _mean(scores, plan, "flow", 128)
@@ -85,7 +86,8 @@ def ranking_holds(scores: Scores, plan: StudyPlan) -> tuple[bool, str]:
     """Whether no two methods swap places beyond seed noise between the two largest budgets at 1, 2 and 4
     steps, with the swaps counted per step count."""
     big, bigger = plan.all_budgets()[-2:]
-    counts = {n: len(reversals(scores, "fd_digits", "digits", plan.methods, "own", (big, bigger), n)) for n in FEW}
+    recipe = plan.main_recipe
+    counts = {n: len(reversals(scores, "fd_digits", "digits", plan.methods, recipe, (big, bigger), n)) for n in FEW}
     text = f"{big} vs {bigger} steps: " + ", ".join(
         f"{n} step{'s' if n > 1 else ''} {c} swap{'s' if c != 1 else ''}" for n, c in counts.items()
     )

@@ -82,8 +82,9 @@ def many_steps_question(scores: Scores, plan: StudyPlan) -> list[str]:
 
 def many_steps_recipe(scores: Scores, plan: StudyPlan) -> str | None:
     """The recipe the many-step question compares shortcut and flow matching under at the largest budget: the
-    common one where both ran under it, else their own; None when either has no score at 128 steps."""
-    for recipe in ("common", "own"):
+    common one where both ran under it, else the main one (their own in the study); None when either has no
+    score at 128 steps."""
+    for recipe in ("common", plan.main_recipe):
         if all(scores.has("digits", m, recipe, plan.steps, 128) for m in ("shortcut", TEACHER)):
             return recipe
     return None
@@ -93,10 +94,11 @@ def finetune_question(scores: Scores, plan: StudyPlan, winner: str | None) -> li
     """Can flow matching be fine-tuned into a few-step model: per fine-tuned method, FD of the flow-matching
     start, each fine-tuning share and training from scratch, with each share's verdict against scratch."""
     shares = sorted({float(r["init"]) for r in scores.rows if r.get("init")})
-    methods = [m for m in finetune_targets(plan, winner) if scores.has("digits", m, "own", plan.steps, 1)]
+    recipe = plan.main_recipe
+    methods = [m for m in finetune_targets(plan, winner) if scores.has("digits", m, recipe, plan.steps, 1)]
     if not shares or not methods:
         return []
-    steps = [n for n in FINETUNE_STEPS if scores.has("digits", methods[0], "own", plan.steps, n)]
+    steps = [n for n in FINETUNE_STEPS if scores.has("digits", methods[0], recipe, plan.steps, n)]
     lines = [
         "2. **Can flow matching be fine-tuned into a few-step model?** Each fine-tuning run starts from the "
         f"flow-matching run of its seed ({plan.steps} steps: online and EMA weights, a fresh optimiser) and trains "
@@ -129,10 +131,10 @@ def _fd_cells(
 ) -> str:
     """FD of ``m`` at ``budget`` (``init``: its fine-tuning share) per step count, each with its verdict
     against ``against`` trained from scratch when given."""
-    cells = []
+    cells, recipe = [], plan.main_recipe
     for n in steps:
-        values = scores.values("fd_digits", "digits", m, "own", budget, n, init=init)
-        scratch = scores.values("fd_digits", "digits", against, "own", plan.steps, n) if against else []
+        values = scores.values("fd_digits", "digits", m, recipe, budget, n, init=init)
+        scratch = scores.values("fd_digits", "digits", against, recipe, plan.steps, n) if against else []
         tail = f" ({verdict(values, scratch)[0]})" if values and scratch else ""
         cells.append(f"{seed_mean(values).text()}{tail}" if values else "")
     return " | ".join(cells)
@@ -140,11 +142,11 @@ def _fd_cells(
 
 def _cheapest_match(scores: Scores, plan: StudyPlan, methods: list[str], shares: list[float]) -> list[str]:
     """Per method, the smallest fine-tuning share whose mean FD at 1 step matches training from scratch."""
-    lines = []
+    lines, recipe = [], plan.main_recipe
     for m in methods:
-        scratch = scores.mean("fd_digits", "digits", m, "own", plan.steps, 1).mean
+        scratch = scores.mean("fd_digits", "digits", m, recipe, plan.steps, 1).mean
         tuned = {
-            s: scores.values("fd_digits", "digits", m, "own", max(1, round(plan.steps * s)), 1, init=s) for s in shares
+            s: scores.values("fd_digits", "digits", m, recipe, max(1, round(plan.steps * s)), 1, init=s) for s in shares
         }
         match = next((s for s in shares if tuned[s] and seed_mean(tuned[s]).mean <= scratch), None)
         lines.append(
@@ -186,7 +188,7 @@ def finetune_answer(scores: Scores, plan: StudyPlan, winner: str | None) -> str:
     """'Yes' when some fine-tuning share of some target matches (is not worse than) training it from scratch
     at 1 step, with the smallest such share per target; 'Not asked here' without fine-tuning runs."""
     shares = sorted({float(r["init"]) for r in scores.rows if r.get("init")})
-    methods = [m for m in finetune_targets(plan, winner) if scores.has("digits", m, "own", plan.steps, 1)]
+    methods = [m for m in finetune_targets(plan, winner) if scores.has("digits", m, plan.main_recipe, plan.steps, 1)]
     parts = [part for m in methods if (part := _finetune_match(scores, plan, m, shares))]
     if not parts:
         return "Not asked here (`shortcut study --full` asks it)."
@@ -202,9 +204,10 @@ def finetune_answer(scores: Scores, plan: StudyPlan, winner: str | None) -> str:
 def _finetune_match(scores: Scores, plan: StudyPlan, m: str, shares: list[float]) -> tuple[str, bool] | None:
     """The smallest share whose FD at 1 step is not worse than from scratch (else the largest tried), as
     text, and whether it matches; None when ``m`` has no fine-tuning score."""
-    scratch = scores.values("fd_digits", "digits", m, "own", plan.steps, 1)
+    recipe = plan.main_recipe
+    scratch = scores.values("fd_digits", "digits", m, recipe, plan.steps, 1)
     tuned = {
-        s: scores.values("fd_digits", "digits", m, "own", max(1, round(plan.steps * s)), 1, init=s) for s in shares
+        s: scores.values("fd_digits", "digits", m, recipe, max(1, round(plan.steps * s)), 1, init=s) for s in shares
     }
     tried = [s for s in shares if tuned[s]]
     if not tried:
@@ -246,7 +249,7 @@ def grids_section(plan: StudyPlan, figure: Path | None) -> list[str]:
     return [
         "## Samples from the same noise",
         "",
-        f"One row per method (first seed, own recipe), columns {columns} steps.",
+        f"One row per method (first seed, {plan.main_recipe} recipe), columns {columns} steps.",
         "",
         f"![grids]({figure.name})",
         "",

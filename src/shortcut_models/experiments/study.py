@@ -165,7 +165,7 @@ def run_plan(out: Path, plan: StudyPlan, progress: bool = True, jobs: int = 1) -
     digits = "digits" in plan.domains
     winner = None
     if digits and (plan.ablation or plan.finetune):
-        at_1 = {m: scores.mean("fd_digits", "digits", m, "own", plan.steps, 1).mean for m in plan.methods}
+        at_1 = {m: scores.mean("fd_digits", "digits", m, plan.main_recipe, plan.steps, 1).mean for m in plan.methods}
         winner = best_without_teacher(at_1)
         scores.rows += execute(out, plan, second_stage_runs(plan, winner), progress, jobs)
     costs = measure_costs(out, plan) if digits else {}

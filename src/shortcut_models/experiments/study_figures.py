@@ -30,14 +30,16 @@ def style(method: str) -> dict:
 
 
 def fd_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
-    """Mean FD over seeds (bars: 95% intervals) against sampling steps, every method under its own recipe."""
+    """Mean FD over seeds (bars: 95% intervals) against sampling steps, every method under the main recipe (its own
+    in the study)."""
     fig = Figure(figsize=(7, 4.5), dpi=120)
     ax = fig.subplots()
+    recipe = plan.main_recipe
     for m in plan.methods:
-        steps = [n for n in plan.eval_steps if scores.has("digits", m, "own", plan.steps, n)]
+        steps = [n for n in plan.eval_steps if scores.has("digits", m, recipe, plan.steps, n)]
         if not steps:
             continue
-        means = [scores.mean("fd_digits", "digits", m, "own", plan.steps, n) for n in steps]
+        means = [scores.mean("fd_digits", "digits", m, recipe, plan.steps, n) for n in steps]
         ax.errorbar(
             steps, [s.mean for s in means], yerr=[_bar(s) for s in means], capsize=2, label=method_title(m), **style(m)
         )
@@ -91,18 +93,18 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, 
 
 def _budget_curves(axes, scores: Scores, plan: StudyPlan, costs: dict[str, dict[str, float]], m: str) -> None:
     """One method's curves on the three panels of :func:`budget_figure`."""
-    budgets = plan.all_budgets()
+    budgets, recipe = plan.all_budgets(), plan.main_recipe
     for ax, n in zip(axes[:2], (1, 4)):
-        have = [b for b in budgets if scores.has("digits", m, "own", b, n)]
-        means = [scores.mean("fd_digits", "digits", m, "own", b, n) for b in have]
+        have = [b for b in budgets if scores.has("digits", m, recipe, b, n)]
+        means = [scores.mean("fd_digits", "digits", m, recipe, b, n) for b in have]
         ax.errorbar(
             have, [s.mean for s in means], yerr=[_bar(s) for s in means], capsize=2, label=method_title(m), **style(m)
         )
     if m not in costs:
         return
-    have = [b for b in budgets if scores.has("digits", m, "own", b, 1)]
+    have = [b for b in budgets if scores.has("digits", m, recipe, b, 1)]
     minutes = [training_minutes(costs, m, b, plan.teacher_steps(b)) for b in have]
-    fd = [scores.mean("fd_digits", "digits", m, "own", b, 1).mean for b in have]
+    fd = [scores.mean("fd_digits", "digits", m, recipe, b, 1).mean for b in have]
     axes[2].plot(minutes, fd, label=method_title(m), **style(m))
 
 
@@ -114,7 +116,7 @@ def training_minutes(costs: dict[str, dict[str, float]], method: str, steps: int
 
 
 def study_grids(path: Path, plan: StudyPlan, models: dict[str, LoadedModel]) -> Path:
-    """One row per method (first seed, own recipe), one column per step count of the grid, from the same 64
+    """One row per method (first seed, main recipe), one column per step count of the grid, from the same 64
     noise vectors."""
     images = [
         [model.generate(64, n, seed=plan.sample_seed + 2).clamp(-1, 1) for n in plan.grid_steps]
@@ -177,7 +179,7 @@ def _text_inches(texts: list[str], fontsize: float) -> tuple[float, float]:
 
 def tracking_figure(path: Path, out: Path, plan: StudyPlan) -> Path:
     """FD against training step at each step count the evaluation during training samples (RUN/eval.csv of
-    each method's first run under its own recipe)."""
+    each method's first run under the main recipe)."""
     fig = Figure(figsize=(6, 4), dpi=120)
     ax = fig.subplots()
     for m in plan.methods:

@@ -27,19 +27,24 @@ DOMAINS = ("digits", "checkerboard")
 PRESETS = {"digits": "digits-uncond", "checkerboard": "checkerboard"}
 
 # Recipes: the overrides that set a run's time sampler, loss weight and target network. "own" is each
-# method's default (its paper's recipe); "common" is the one recipe every method also runs with, chosen
-# once: logit-normal times (MeanFlow's (0.4, 1.0)), the plain squared error (the adaptive weight made
-# shortcut training diverge at this learning rate: benchmarks/RESULTS.md, "Method vs recipe") and the
-# online network as target; "meanflow" is MeanFlow's own recipe, run for flow matching and shortcut.
+# method's default (its paper's recipe: the objective's defaults, which the digits-uncond preset leaves as they
+# are); "common" is the one recipe every method also runs with, chosen once: logit-normal times (MeanFlow's
+# (0.4, 1.0)), the plain squared error (the adaptive weight made shortcut training diverge at this learning
+# rate: benchmarks/RESULTS.md, "Method vs recipe") and the online network as target; "meanflow" is MeanFlow's
+# own recipe, run for flow matching and shortcut; "tuned" is the demo's (`shortcut demo`): each method's own
+# but the online network as target, the choice of the runs of docs/demo/tuning.md for a budget of thousands of
+# steps.
 RECIPES: dict[str, tuple[str, ...]] = {
     "own": (),
     "common": (*LOGIT_NORMAL_TIMES, "loss_weight=mse", "target_network=online"),
     "meanflow": (*LOGIT_NORMAL_TIMES, "loss_weight=adaptive", "adaptive_eps=0.01", "target_network=online"),
+    "tuned": ("target_network=online",),
 }
 RECIPE_TEXT = {
     "own": "each method's own (its paper's) time sampler, loss weight and target network",
     "common": "logit-normal times (mean 0.4, spread 1.0 of the logit), plain squared error, online network as target",
     "meanflow": "MeanFlow's recipe: logit-normal times (0.4, 1.0), adaptive loss weight (eps 0.01), online target",
+    "tuned": "the demo's tuned choice: the online network as target (docs/demo/tuning.md)",
 }
 MEANFLOW_RECIPE_METHODS = ("flow", "shortcut")
 # The fine-tuning question (--full) fine-tunes flow matching into these, into the best one-step method without a
@@ -116,7 +121,7 @@ class StudyPlan:
     device: str = "cpu"  # where every run trains and is scored (cpu, cuda, cuda:N); `jobs` runs share it
     methods: tuple[str, ...] = DEFAULT_METHODS  # full_plan: every registered method
     domains: tuple[str, ...] = DOMAINS
-    recipes: tuple[str, ...] = ("own", "common")
+    recipes: tuple[str, ...] = ("own", "common")  # on digits; the first is the main one (main_recipe)
     common_methods: tuple[str, ...] = ("flow", "shortcut", "meanflow")  # under the common recipe; () = all
     meanflow_recipe: bool = False  # flow matching and shortcut also with MeanFlow's recipe
     ablation: bool = False  # the best one-step method without a teacher, components off one at a time
@@ -134,6 +139,14 @@ class StudyPlan:
     tracking: tuple[
         str, ...
     ] = ()  # config keys of an evaluation during training (eval_every=...) of digits runs from scratch
+
+    @property
+    def main_recipe(self) -> str:
+        """The recipe of the main runs, the first of ``recipes``: "own" in the study, "tuned" in the demo. Its digits
+        runs are scored at every budget, drawn, timed, fine-tuned and taught from, and read by the report sections
+        the demo shares with the study (report.py, goals.py); the checkerboard runs under it. The study's own
+        sections (study_report.py, equal_cost.py) rank the "own" recipe, the study's first."""
+        return self.recipes[0]
 
     def all_budgets(self) -> tuple[int, ...]:
         return tuple(sorted({*self.budgets, self.steps}))
@@ -229,17 +242,19 @@ def own_runs(plan: StudyPlan, methods, seeds) -> list[Run]:
 
 
 def main_runs(plan: StudyPlan) -> list[Run]:
-    """Every method under every seed on every domain, under every recipe on digits (own recipes on the
-    checkerboard); the digits runs under each method's own recipe are scored at every budget."""
+    """Every method under every seed on every domain, under every recipe on digits (the main recipe on the
+    checkerboard); the digits runs under the main recipe (each method's own in the study) are scored at every
+    budget."""
     runs = []
+    main = plan.main_recipe
     for domain in plan.domains:
         steps = plan.domain_steps(domain)
-        for recipe in plan.recipes if domain == "digits" else ("own",):
+        for recipe in plan.recipes if domain == "digits" else (main,):
             for method in plan.methods:
                 if recipe == "common" and plan.common_methods and method not in plan.common_methods:
                     continue
                 for seed in plan.seeds:
-                    budgets = plan.all_budgets() if (domain == "digits" and recipe == "own") else (steps,)
+                    budgets = plan.all_budgets() if (domain == "digits" and recipe == main) else (steps,)
                     runs += _runs_of(plan, domain, method, recipe, seed, budgets)
         if plan.meanflow_recipe and domain == "digits":
             for method in MEANFLOW_RECIPE_METHODS:
@@ -274,29 +289,33 @@ def second_stage_runs(plan: StudyPlan, winner: str) -> list[Run]:
                 Run("digits", winner, recipe, s, (plan.steps,), method_overrides(plan, winner, recipe))
                 for s in plan.seeds
             ]
+    main = plan.main_recipe
     for method in finetune_targets(plan, winner):
         for share in plan.finetune:
             steps = max(1, round(plan.steps * share))
             runs += [
-                Run("digits", method, "own", s, (steps,), method_overrides(plan, method, "own"), init=share)
+                Run("digits", method, main, s, (steps,), method_overrides(plan, method, main), init=share)
                 for s in plan.seeds
             ]
     return runs
 
 
 def teacher_of(run: Run, plan: StudyPlan) -> Run | None:
-    """The flow-matching run a distillation or fine-tuning run starts from (same domain, recipe, seed)."""
+    """The flow-matching run a distillation or fine-tuning run starts from (same domain, recipe, seed; the main
+    recipe's for a fine-tuning run or an ablation)."""
     if not (OBJECTIVES[run.method].teacher_run or run.init):
         return None
-    recipe = "own" if run.init or run.recipe.startswith("ablation:") else run.recipe
-    budgets = plan.all_budgets() if (run.domain == "digits" and recipe == "own") else (plan.domain_steps(run.domain),)
+    main = plan.main_recipe
+    recipe = main if run.init or run.recipe.startswith("ablation:") else run.recipe
+    budgets = plan.all_budgets() if (run.domain == "digits" and recipe == main) else (plan.domain_steps(run.domain),)
     return Run(run.domain, TEACHER, recipe, run.seed, budgets, method_overrides(plan, TEACHER, recipe, run.domain))
 
 
 def main_run(plan: StudyPlan, method: str) -> Run:
-    """The digits run of ``method`` under its own recipe with the first seed that reaches the largest budget."""
+    """The digits run of ``method`` under the main recipe with the first seed that reaches the largest budget."""
+    main = plan.main_recipe
     return next(
         r
         for r in main_runs(plan)
-        if r.domain == "digits" and r.method == method and r.recipe == "own" and r.steps == plan.steps
+        if r.domain == "digits" and r.method == method and r.recipe == main and r.steps == plan.steps
     )

@@ -59,16 +59,19 @@ def score_file(out: Path, run: Run, budget: int) -> Path:
 def run_config(out: Path, plan: StudyPlan, run: Run, steps: int, extra: tuple[str, ...] = ()) -> TrainConfig:
     """The training config of ``run`` trained to ``steps``: its domain's preset and method, no evaluation
     during training, one checkpoint kept, a one-step sample sheet only (the study draws its own), its seed,
-    the plan's device, the teacher run (distillation), on digits the plan's evaluation during training (runs from scratch) and
-    overrides, the run's recipe, then ``extra``."""
+    the plan's device, the teacher run (distillation), on digits the plan's evaluation during training (runs from
+    scratch), the run's recipe, on digits the plan's overrides (the user's: they win over the recipe), then
+    ``extra``."""
     teacher = teacher_of(run, plan)
     keys = [f"steps={steps}", "eval_every=0", "keep_checkpoints=1", "sample_steps=[1]", f"seed={run.seed}"]
     keys.append(f"device={plan.device}")
     if teacher is not None and OBJECTIVES[run.method].teacher_run:
         keys.append(f"teacher={run_dir(out, teacher)}")
-    if run.domain == "digits":
-        keys += [*(() if run.init else plan.tracking), *plan.overrides]
-    cfg = build_config(PRESETS[run.domain], run.method, None, [*keys, *run.overrides, *extra])
+    digits = run.domain == "digits"
+    if digits and not run.init:
+        keys += plan.tracking
+    user = plan.overrides if digits else []
+    cfg = build_config(PRESETS[run.domain], run.method, None, [*keys, *run.overrides, *user, *extra])
     if run.init:
         cfg.init_from = str(run_dir(out, teacher))
     return cfg
