@@ -155,6 +155,7 @@ def test_quick_study_writes_the_whole_report_and_resumes(tmp_path, capsys):
     report = (out / "report.md").read_text()
     for heading in (
         "## Short answer",
+        "## Recipes",
         "## Digits: Fréchet distance, own recipes",
         "## Rankings",
         "## Method against recipe",

@@ -28,12 +28,12 @@ PRESETS = {"digits": "digits-uncond", "checkerboard": "checkerboard"}
 
 # Recipes: the overrides that set a run's time sampler, loss weight and target network. "own" is each
 # method's default (its paper's recipe: the objective's defaults, which the digits-uncond preset leaves as they
-# are); "common" is the one recipe every method also runs with, chosen once: logit-normal times (MeanFlow's
-# (0.4, 1.0)), the plain squared error (the adaptive weight made shortcut training diverge at this learning
-# rate: benchmarks/RESULTS.md, "Method vs recipe") and the online network as target; "meanflow" is MeanFlow's
-# own recipe, run for flow matching and shortcut; "tuned" is the demo's (`shortcut demo`): each method's own
-# but the online network as target, the choice of the runs of docs/demo/tuning.md for a budget of thousands of
-# steps.
+# are; experiments/recipe_table.py lists them with their sources); "common" is the one recipe every method also
+# runs with, chosen once: logit-normal times (MeanFlow's (0.4, 1.0)), the plain squared error (the adaptive
+# weight made shortcut training diverge at this learning rate: benchmarks/RESULTS.md, "Method vs recipe") and
+# the online network as target; "meanflow" is MeanFlow's own recipe, run for flow matching and shortcut;
+# "tuned" is the demo's (`shortcut demo`): each method's own but the online network as target, the choice of
+# the runs of docs/demo/tuning.md for a budget of thousands of steps.
 RECIPES: dict[str, tuple[str, ...]] = {
     "own": (),
     "common": (*LOGIT_NORMAL_TIMES, "loss_weight=mse", "target_network=online"),

@@ -1,6 +1,6 @@
-"""The study's report: short answer first, then tables with 95% intervals over seeds, rankings that say
-which gaps are significant (Welch's t-test, Holm-corrected over the pairs of methods compared), the recipe's
-share, the second metric and domain, budgets, the ranking at equal training cost, ablation, the two questions
+"""The study's report: short answer first, then each method's own recipe with its source, tables with 95%
+intervals over seeds, rankings that say which gaps are significant (Welch's t-test, Holm-corrected over the pairs
+of methods compared), the recipe's share, the second metric and domain, budgets, the ranking at equal training cost, ablation, the two questions
 and the cost per step, as Markdown (OUT/report.md)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .budget_growth import PLATEAU, movement, plateaued, settled
 from .equal_cost import equal_cost_section
 from .field_order import field_order_lines
 from .goals import FEW
+from .recipe_table import recipes_section
 from .report import (
     cost_section,
     finetune_question,
@@ -405,6 +406,7 @@ def write_study_report(results: StudyResults, compared: ComparedWith | None = No
             study_header(results),
             titled("Short answer", short_answer_section(results, compared)),
             ["## Setup", *study_setup(results), ""],
+            titled("Recipes", recipes_section(plan)),
             digits_tables(results),
             titled("Rankings", rankings_section(scores, plan)),
             titled("Method against recipe", recipe_section(scores, plan) if "common" in plan.recipes else []),

@@ -106,6 +106,11 @@ class AlphaFlow(Objective):
 
     name = "alpha-flow"
     title = "α-Flow"
+    recipe_source = (
+        'Zhang et al., "AlphaFlow: Understanding and Improving MeanFlow Models" (ICLR 2026); its code '
+        "snap-research/alphaflow (not among the pinned reference repositories): "
+        "infra/experiments/experiments-alphaflow.yaml and src/training/loss.py (the online network)"
+    )
     row_kinds = ("interval", "flow")
     step_input = "size"  # the interval d itself, as MeanFlow's
     schedule_spans_run = True  # the α schedule is in shares of the run

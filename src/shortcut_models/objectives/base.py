@@ -44,6 +44,9 @@ class Objective(ABC):
     Class attributes a method sets (defaults below):
 
     - ``name``, ``title``: its registry key and how reports name it;
+    - ``recipe_source``: where its defaults (its recipe, label dropout, step-size input) come from: the
+      paper and the file of its authors' code (or of the port) they follow; the study's report lists it
+      ("": none declared, as for an objective of one's own);
     - ``row_kinds``: the kinds of rows a batch holds, in batch order (leading rows first); logs are per
       kind, and :meth:`kind_rows` says how many of each;
     - ``min_max_steps``: the smallest M it allows;
@@ -73,6 +76,7 @@ class Objective(ABC):
 
     name: ClassVar[str]
     title: ClassVar[str]
+    recipe_source: ClassVar[str] = ""
     row_kinds: ClassVar[tuple[str, ...]] = ("flow",)
     min_max_steps: ClassVar[int] = 1
     step_input: ClassVar[str] = "level"

@@ -41,6 +41,10 @@ class ConsistencyDistillation(Objective):
 
     name = "consistency-distillation"
     title = "consistency distillation"
+    recipe_source = (
+        "kvfrans/shortcut-models: baselines/targets_consistency_distillation.py (the shortcut paper's "
+        "baseline: teacher and student called through their EMA weights; true labels)"
+    )
     row_kinds = ("consistency",)
     teacher_run = True
     teacher_objective = "flow"

@@ -38,6 +38,10 @@ class ConsistencyTraining(Objective):
 
     name = "consistency-training"
     title = "consistency training"
+    recipe_source = (
+        "kvfrans/shortcut-models: baselines/targets_consistency_training.py (the shortcut paper's baseline: "
+        "the EMA network predicts the data; true labels; its network ignores d, here it sees the level)"
+    )
     row_kinds = ("consistency",)
     min_max_steps = 2
     schedule_spans_run = True  # the curriculum's sections are shares of the run

@@ -73,6 +73,11 @@ class DecoupledMeanFlow(Objective):
 
     name = "decoupled-meanflow"
     title = "Decoupled MeanFlow"
+    recipe_source = (
+        'Lee, Yu and Shin, "Decoupled MeanFlow: Turning Flow Models into Flow Maps for Accelerated Sampling" '
+        "(ICLR 2026); its code kyungmnlee/dmf (not among the pinned reference repositories): loss.py (DMFLoss: "
+        "the online network) and scripts/train_dmf_xl_2_256.sh"
+    )
     row_kinds = ("interval", "flow")
     starts_from = "flow"
     ablations = {

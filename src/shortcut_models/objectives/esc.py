@@ -106,6 +106,11 @@ class ESC(Objective):
 
     name = "esc"
     title = "ESC"
+    recipe_source = (
+        'Lin et al., "On the Design of One-step Diffusion via Shortcutting Flow Paths" (ICLR 2026); '
+        "EDAPINENUT/ExplicitShortCut: scripts/README.md (the ESC-B/2 command), argparse_train.py "
+        "(cfg-prob 0.1, tgt-decay 0: the online network), loss/esc_loss.py"
+    )
     row_kinds = ("interval", "flow")
     step_input = "size"  # the interval d itself, as MeanFlow's
     schedule_knob = "terminal_steps"

@@ -33,6 +33,11 @@ class FlowMatching(Objective):
 
     name = "flow"
     title = "flow matching"
+    recipe_source = (
+        "kvfrans/shortcut-models: baselines/targets_naive.py (the shortcut paper's flow-matching baseline: "
+        "grid times i/128) and train.py (squared error; the network ignores d, held at 1/M here; its label "
+        "dropout 0.1 is named here by the presets with labels)"
+    )
 
     recipe: Recipe = Recipe()  # grid times, mean squared error; no target network
     class_dropout: float = knob(0.0, Float(0.0, 1.0), "probability of the null label on flow-matching rows")

@@ -83,6 +83,10 @@ class ImprovedMeanFlow(Objective):
 
     name = "imf"
     title = "iMF"
+    recipe_source = (
+        '"Improved Mean Flows: On the Challenges of Fastforward Generative Models" (arXiv 2512.02012); '
+        "Lyy-iiis/imeanflow: configs/default.py and imf.py"
+    )
     row_kinds = ("interval", "flow")
     step_input = "size"  # the interval itself, as the official network embeds t - r
     guidance_input = True

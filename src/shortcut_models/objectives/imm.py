@@ -112,6 +112,11 @@ class IMM(Objective):
 
     name = "imm"
     title = "IMM"
+    recipe_source = (
+        'Zhou, Ermon and Song, "Inductive Moment Matching" (2025), as ported by EDAPINENUT/ExplicitShortCut: '
+        "loss/imm_loss.py (uniform times, the one sampler it implements; cfg-prob 0.1) and argparse_train.py "
+        "(tgt-decay 0: the online network)"
+    )
     row_kinds = ("kernel",)
     step_input = "size"  # the interval itself, as the method's own network embeds its second time
     ablations = {

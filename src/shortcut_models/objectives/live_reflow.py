@@ -45,6 +45,10 @@ class LiveReflow(Objective):
 
     name = "live-reflow"
     title = "live reflow"
+    recipe_source = (
+        "kvfrans/shortcut-models: baselines/targets_livereflow.py (the shortcut paper's baseline: the online "
+        "network, call_model, takes the 8 steps; its label dropout 0.1 is named here by the presets with labels)"
+    )
     row_kinds = ("reflow", "flow")
     ablations = {
         "logit-normal times": LOGIT_NORMAL_TIMES,

@@ -65,6 +65,10 @@ class MeanFlow(Objective):
 
     name = "meanflow"
     title = "MeanFlow"
+    recipe_source = (
+        'Geng et al., "Mean Flows for One-step Generative Modeling" (2025); Gsunshine/meanflow: '
+        "configs/default.py and meanflow.py"
+    )
     row_kinds = ("interval", "flow")
     step_input = "size"  # the interval d itself, continuous at d = 0, as the paper's network embeds t - r
     ablations = {

@@ -46,6 +46,11 @@ class ProgressiveDistillation(Objective):
 
     name = "progressive-distillation"
     title = "progressive distillation"
+    recipe_source = (
+        "kvfrans/shortcut-models: baselines/targets_progressive.py (the shortcut paper's baseline: the "
+        "stage's teacher through its EMA weights, bootstrap_ema=1; its network ignores d, here it sees the "
+        "level) and train.py (the teacher renewed each stage)"
+    )
     row_kinds = ("distillation",)
     min_max_steps = 2
     teacher_run = True

@@ -61,6 +61,11 @@ class ContinuousConsistency(Objective):
 
     name = "sct"
     title = "sCT (continuous-time consistency)"
+    recipe_source = (
+        'Lu and Song, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models" (2025), as '
+        "ported by EDAPINENUT/ExplicitShortCut: loss/scm_linear_loss.py and scripts/run_baseline.sh (the "
+        "scm-linear run: logit-normal (-1.0, 1.4) in its time, l2; tgt-decay 0: the online network)"
+    )
     row_kinds = ("consistency", "flow")
     step_input = "size"  # the interval d itself, as MeanFlow's
     schedule_knob = "derivative_warmup_steps"

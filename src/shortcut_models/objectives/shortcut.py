@@ -78,6 +78,11 @@ class Shortcut(Objective):
 
     name = "shortcut"
     title = "shortcut"
+    recipe_source = (
+        'Frans et al., "One-Step Diffusion via Shortcut Models" (ICLR 2025); kvfrans/shortcut-models: '
+        "targets_shortcut.py (bootstrap_ema=1: the EMA network; targets clipped to 4) and train.py (its label "
+        "dropout 0.1 is named here by the presets with labels)"
+    )
     row_kinds = ("self_consistency", "flow")
     min_max_steps = 2
     ablations = {

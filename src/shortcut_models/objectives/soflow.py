@@ -117,6 +117,10 @@ class SoFlow(Objective):
 
     name = "soflow"
     title = "SoFlow"
+    recipe_source = (
+        'Luo et al., "SoFlow: Solution Flow Models for One-Step Generative Modeling" (arXiv 2512.15657); '
+        "zlab-princeton/SoFlow: imagenet.yaml, models.py and train.py"
+    )
     row_kinds = ("consistency", "flow")
     step_input = "size"  # the gap d itself, continuous at d = 0, as the authors' DiT embeds t - s
     schedule_spans_run = True  # the middle point's share r decays over the run
