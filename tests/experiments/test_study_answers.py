@@ -142,7 +142,7 @@ def test_agreement_with_another_studys_answers():
     table = {m: FD[m] for m in plan.methods}
     lines = agreement_lines(Scores(rows_of(table)), plan, ComparedWith(Path("full/answers.json"), there))
     assert lines[1] == (
-        "**Against the full study's answers** (full/answers.json: 1000 training steps, 3 seeds; here 800 steps, "
+        "**Against the full study's answers** (full/answers.json: 1000 training steps, 3 seeds; here 1600 steps, "
         "3 seeds). The best method here agrees at 1 of 3 step counts ('agrees': it is the full study's best or "
         "tied with it there within seed noise):"
     )
@@ -172,22 +172,22 @@ def test_a_leader_missing_from_the_other_study_is_not_compared():
 def test_the_two_questions_in_one_line_each():
     scores = Scores(rows_of(FD))
     assert many_steps_answer(scores, PLAN) == (
-        "**No: it is worse**: at 128 sampling steps, both under the own recipe for 800 training steps, shortcut "
+        "**No: it is worse**: at 128 sampling steps, both under the own recipe for 1600 training steps, shortcut "
         "FD 12.00 ± 1.24 against flow matching 10.00 ± 1.24 (verdict: Welch's t-test over seeds, p < 0.05)."
     )
     common = Scores(scores.rows + rows_of({"flow": {128: 10.0}, "shortcut": {128: 10.2}}, recipe="common"))
     assert many_steps_answer(common, PLAN).startswith("**No: tied**: at 128 sampling steps, both under the common")
     assert finetune_answer(scores, PLAN, None) == "Not asked here (`shortcut study --full` asks it)."
-    tuned = rows_of({"shortcut": {1: 60.0}}, budget=80, init=0.1) + rows_of(
-        {"shortcut": {1: 30.4}}, budget=200, init=0.25
+    tuned = rows_of({"shortcut": {1: 60.0}}, budget=round(PLAN.steps * 0.1), init=0.1) + rows_of(
+        {"shortcut": {1: 30.4}}, budget=round(PLAN.steps * 0.25), init=0.25
     )
     assert finetune_answer(Scores(scores.rows + tuned), PLAN, None) == (
-        "**Yes**, at 1 step, fine-tuned from the 800-step flow-matching run for a share of that budget against "
-        "the same method trained from scratch for 800 steps: shortcut matches it with 25% of the budget (FD "
+        "**Yes**, at 1 step, fine-tuned from the 1600-step flow-matching run for a share of that budget against "
+        "the same method trained from scratch for 1600 steps: shortcut matches it with 25% of the budget (FD "
         "30.40 ± 1.24 against 30.00 ± 1.24: tie) (verdicts: Welch's t-test over seeds, p < 0.05)."
     )
-    worse = rows_of({"shortcut": {1: 60.0}}, budget=80, init=0.1) + rows_of(
-        {"shortcut": {1: 40.0}}, budget=200, init=0.25
+    worse = rows_of({"shortcut": {1: 60.0}}, budget=round(PLAN.steps * 0.1), init=0.1) + rows_of(
+        {"shortcut": {1: 40.0}}, budget=round(PLAN.steps * 0.25), init=0.25
     )
     assert finetune_answer(Scores(scores.rows + worse), PLAN, None).startswith("**No**, at 1 step")
     assert "shortcut does not, even with 25% (FD 40.00 ± 1.24 against 30.00 ± 1.24: worse)" in finetune_answer(

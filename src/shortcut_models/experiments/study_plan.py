@@ -237,8 +237,10 @@ def _runs_of(plan: StudyPlan, domain: str, method: str, recipe: str, seed: int, 
 
 
 def own_runs(plan: StudyPlan, methods, seeds) -> list[Run]:
-    """The digits runs of ``methods`` under their own recipes with ``seeds``, scored at every budget."""
-    return [r for m in methods for s in seeds for r in _runs_of(plan, "digits", m, "own", s, plan.all_budgets())]
+    """The digits runs of ``methods`` under the main recipe (their own, in the study) with ``seeds``, scored at
+    every budget."""
+    main, budgets = plan.main_recipe, plan.all_budgets()
+    return [r for m in methods for s in seeds for r in _runs_of(plan, "digits", m, main, s, budgets)]
 
 
 def main_runs(plan: StudyPlan) -> list[Run]:
