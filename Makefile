@@ -31,17 +31,18 @@ demo: $(STAMP)
 demo-finetune: $(STAMP)
 	$(VENV)/bin/shortcut demo --out runs/demo --finetune
 
-## The study: every few-step method on one network, 3 seeds, each under its own and a common recipe, on
-## digits and on the 2-D checkerboard, ranked with 95% intervals -> runs/study/report.md, its short answer
-## compared with the committed full study's answers (resumable; two runs at a time on 2 cores;
-## `shortcut study --full` adds budgets, the ablation and fine-tuning).
+## The study in an hour: the full study's leaders, flow matching and shortcut (8 methods) on one network,
+## 3 seeds, 1,600 steps, each under its own recipe (its paper's) and flow matching, shortcut and MeanFlow under a
+## common one, on digits and on the 2-D checkerboard, ranked with 95% intervals -> runs/study/report.md, its short
+## answer compared with the committed full study's answers (resumable; two runs at a time on 2 cores).
 study: $(STAMP)
 	$(VENV)/bin/shortcut study --out runs/study --compare-with docs/study/full/answers.json
 
-## The whole study: every method under both recipes, four budgets (125 to 1,000 steps), the ablation of the
-## best one-step method without a teacher and flow matching fine-tuned into few-step models
+## The whole study: every registered method, 3 seeds, scored at 200, 400 and 800 steps and doubled to 1,600
+## while the answer moves (--max-steps), 2 more seeds for the leaders, flow matching and shortcut, the ablation of
+## the best one-step method without a teacher and flow matching fine-tuned into few-step models
 ## -> runs/study-full/report.md and answers.json (committed as docs/study/full/answers.json, `make study`
-## compares its answers with it; resumable; about 2.5 hours on 2 CPU cores, two runs at a time).
+## compares its answers with it; resumable; sized for 2.5 hours on 2 CPU cores, two runs at a time).
 study-full: $(STAMP)
 	$(VENV)/bin/shortcut study --full --out runs/study-full
 

@@ -96,7 +96,7 @@ def test_more_seeds_go_to_the_leaders_flow_matching_and_shortcut():
 
 
 def test_a_doubled_plan_keeps_its_runs_and_their_schedules():
-    plan = full_plan()
+    plan = full_plan(steps=1000)
     bigger = grown(plan)
     assert (bigger.steps, bigger.budgets, bigger.grown) == (2000, (250, 500, 1000), (1000,))
     assert [s.steps for s in stages(grown(bigger))] == [1000, 2000, 4000]

@@ -41,7 +41,7 @@ def test_default_plan_runs_every_method_recipe_seed_and_domain_once():
 
 def test_full_plan_scores_budgets_on_the_way_except_length_scheduled_methods():
     plan = full_plan()
-    assert plan.all_budgets() == (250, 500, 1000) and plan.all_budgets()[-1] / plan.all_budgets()[0] == 4
+    assert plan.all_budgets() == (200, 400, 800) and plan.all_budgets()[-1] / plan.all_budgets()[0] == 4
     assert full_plan(steps=2000).all_budgets() == (500, 1000, 2000)
     assert full_plan(budgets=(10,)).budgets == (10,)
     runs = [r for r in main_runs(plan) if r.domain == "digits" and r.recipe == "own" and r.seed == 0]
@@ -57,11 +57,11 @@ def test_full_plan_scores_budgets_on_the_way_except_length_scheduled_methods():
     assert {r.method for r in others if r.recipe == "meanflow"} == {"flow", "shortcut"}
 
 
-def test_overrides_carry_the_recipe_and_the_schedule_at_a_tenth_of_the_largest_budget():
+def test_overrides_carry_the_recipe_and_the_schedule_at_a_tenth_of_the_first_largest_budget():
     plan = full_plan()
     assert method_overrides(plan, "meanflow", "own") == ()
-    assert method_overrides(plan, "esc", "own") == ("terminal_steps=100",)
-    assert method_overrides(plan, "sct", "common") == (*RECIPES["common"], "derivative_warmup_steps=100")
+    assert method_overrides(plan, "esc", "own") == ("terminal_steps=80",)
+    assert method_overrides(plan, "sct", "common") == (*RECIPES["common"], "derivative_warmup_steps=80")
     assert method_overrides(plan, "meanflow", "ablation:no adaptive weight") == ("loss_weight=mse",)
 
 
@@ -145,6 +145,7 @@ def test_the_runs_are_those_of_the_plan_before_the_methods_declared_them():
         "common_methods": (),
         "max_steps": 0,
         "leader_seeds": (),
+        "steps": 1000,
         "budgets": (125, 250, 500),
         "finetune": (0.1, 0.25, 0.5),
     }

@@ -194,8 +194,8 @@ def full_plan(**changes) -> StudyPlan:
     budget). The smaller budgets follow ``steps``. Sized to finish within 2.5 hours on 2 CPU cores."""
     base = {
         "methods": registered_methods(),
-        "steps": 1000,
-        "max_steps": 2000,
+        "steps": 800,
+        "max_steps": 1600,
         "leader_seeds": (3, 4),
         "meanflow_recipe": True,
         "ablation": True,
