@@ -262,3 +262,24 @@ def test_a_run_scored_twice_is_refused_not_counted_twice():
     rows = rows_of(FD)
     with pytest.raises(ValueError, match="two scores of one seed"):
         Scores(rows + rows[:1]).mean("fd_digits", "digits", "flow", "own", BUDGET, 1)
+
+
+def test_the_report_names_the_command_that_wrote_it():
+    from pathlib import Path
+
+    from shortcut_models.experiments.study_answers import ComparedWith
+    from shortcut_models.experiments.study_plan import full_plan
+    from shortcut_models.experiments.study_report import study_command
+    from shortcut_models.experiments.study_scores import StudyResults
+
+    def command(plan, compared=None):
+        results = StudyResults(Path("runs/s"), plan, Scores([]), {}, None, {}, 0, None, {}, {})
+        return study_command(results, compared)
+
+    assert command(StudyPlan()) == "shortcut study --out runs/s"
+    compared = ComparedWith(Path("docs/study/full/answers.json"), None)
+    assert command(StudyPlan(), compared) == "shortcut study --out runs/s --compare-with docs/study/full/answers.json"
+    assert command(full_plan()) == "shortcut study --out runs/s --full"
+    grown = full_plan(max_steps=6400, device="cuda", methods=("flow", "imf"))
+    assert command(grown) == "shortcut study --out runs/s --full --max-steps 6400 --methods flow,imf --device cuda"
+    assert command(StudyPlan(methods=full_plan().methods)) == "shortcut study --out runs/s --methods all"

@@ -111,7 +111,7 @@ def _ranking_lines(plan: StudyPlan, columns: dict[int, Column]) -> list[str]:
     """The rankings at equal cost ('>' significant, '≈' a tie; Holm over the pairs ranked), or why none."""
     if all(len(c) < 2 for c in columns.values()):
         more = (
-            " This study scored one budget; `shortcut study --full` scores four, so the FD at most methods' "
+            " This study scored one budget; `shortcut study --full` scores several, so the FD at most methods' "
             "equal-cost budgets can be read there."
             if len(plan.all_budgets()) == 1
             else ""
