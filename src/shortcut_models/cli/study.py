@@ -63,8 +63,8 @@ def register(sub: Subcommands) -> None:
         "--full",
         action="store_true",
         help="the whole study: every method, scored at 200, 400 and 800 steps and doubled while the answer moves "
-        "(--max-steps), 2 more seeds for the leaders, MeanFlow's recipe, the ablation and fine-tuning (sized for "
-        "2.5 hours on 2 CPU cores)",
+        "(--max-steps), 2 more seeds for the leaders, MeanFlow's recipe, the ablation and fine-tuning (hours on "
+        "2 CPU cores)",
     )
     p.add_argument(
         "--steps",
@@ -76,7 +76,7 @@ def register(sub: Subcommands) -> None:
         "--max-steps",
         type=POSITIVE,
         help="with --full: double the largest budget while the answer still moves, up to this many steps "
-        "(default 1600: what 2.5 hours on 2 CPU cores allow; larger on a GPU)",
+        "(default 1600, the default study's budget; larger on a GPU)",
     )
     p.add_argument(
         "--device",

@@ -191,7 +191,7 @@ def full_plan(**changes) -> StudyPlan:
     """`shortcut study --full`: every method, three budgets spanning 4x, doubled while the answer moves (up to
     ``max_steps``), two more seeds for the leaders, flow matching and shortcut, the common recipe for flow
     matching and shortcut, MeanFlow's recipe, the ablation and the fine-tuning question (at 25% and 50% of the
-    budget). The smaller budgets follow ``steps``. Sized to finish within 2.5 hours on 2 CPU cores."""
+    budget). The smaller budgets follow ``steps``; the largest ends at `make study`'s budget."""
     base = {
         "methods": registered_methods(),
         "steps": 800,
