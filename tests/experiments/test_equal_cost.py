@@ -123,5 +123,5 @@ def test_with_one_budget_the_section_says_it_needs_the_full_studys_budgets():
     assert "| MeanFlow | 0.90 / 1.17 | 4.4 steps |" in equal_cost_section(Scores([]), tiny, tiny_costs)
     assert lines[-1] == (
         "Fewer than two methods can be read at equal cost, so there is no ranking. This study scored one budget; "
-        "`shortcut study --full` scores four, so the FD at most methods' equal-cost budgets can be read there."
+        "`shortcut study --full` scores several, so the FD at most methods' equal-cost budgets can be read there."
     )
