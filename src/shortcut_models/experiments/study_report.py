@@ -188,7 +188,7 @@ def budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list
     where the answer stopped moving, and whether the ranking holds at the two largest budgets."""
     budgets = plan.all_budgets()
     lines = [
-        "| method | " + " | ".join(f"{b:,} steps: FD at 1 / 2 / 4" for b in budgets) + " |",
+        "| method | " + " | ".join(f"{b:,} step{'' if b == 1 else 's'}: FD at 1 / 2 / 4" for b in budgets) + " |",
         "|---|" + "---|" * len(budgets),
     ]
     for m in plan.methods:
