@@ -78,7 +78,7 @@ def settled(scores: Scores, plan: StudyPlan) -> bool:
 def keeps_growing(scores: Scores, plan: StudyPlan) -> bool:
     """Whether the study doubles its budget once more: the answer still moves and the doubled budget is
     within ``plan.max_steps``."""
-    return "digits" in plan.domains and 2 * plan.steps <= plan.max_steps and not settled(scores, plan)
+    return plan.can_double() and not settled(scores, plan)
 
 
 def seed_methods(scores: Scores, plan: StudyPlan) -> tuple[str, ...]:

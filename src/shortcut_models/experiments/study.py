@@ -101,7 +101,7 @@ def grow_until_settled(out: Path, plan: StudyPlan, progress: bool, jobs: int) ->
     that may still double is scored at the few step counts of the smaller budgets, the others added once it
     is final. Returns the final plan and the scores."""
     while True:
-        may_grow = "digits" in plan.domains and 2 * plan.steps <= plan.max_steps
+        may_grow = plan.can_double()
         scores = Scores(execute(out, replace(plan, settling=may_grow), main_runs(plan), progress, jobs))
         if not keeps_growing(scores, plan):
             break

@@ -160,6 +160,10 @@ class StudyPlan:
         a distillation run is one run from its teacher at that budget."""
         return self.grown[0] if self.grown and domain == "digits" else self.domain_steps(domain)
 
+    def can_double(self) -> bool:
+        """Whether the digits budget may still double: twice ``steps`` is within ``max_steps``."""
+        return "digits" in self.domains and 2 * self.steps <= self.max_steps
+
     def teacher_steps(self, budget: int) -> int:
         """The budget of the teacher a distillation run of ``budget`` steps starts from: the first stage's largest
         budget, or ``budget`` itself past it (a run of its own from the teacher at that budget)."""
