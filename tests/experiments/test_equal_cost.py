@@ -4,6 +4,7 @@ curve (linear in log-budget, never extrapolated), from a synthetic scores table.
 import math
 
 import pytest
+from fixtures.scores import score_rows
 
 from shortcut_models.experiments.equal_cost import (
     at_budget,
@@ -37,21 +38,11 @@ FD = {
 
 
 def rows(fd=FD, budgets=(250, 500, 1000)):
+    """FD at 1, 2 and 4 steps of ``fd[method][budget]``, halved at each doubling of the steps, three seeds."""
     return [
-        {
-            "domain": "digits",
-            "method": m,
-            "recipe": "own",
-            "seed": s,
-            "budget": b,
-            "init": 0.0,
-            "steps": n,
-            "fd_digits": fd[m][b] * n_scale + offset,
-        }
-        for m in fd
+        r
         for b in budgets
-        for n, n_scale in ((1, 1.0), (2, 0.5), (4, 0.25))
-        for s, offset in enumerate((0.0, 0.5, -0.5))
+        for r in score_rows({m: {1: fd[m][b], 2: 0.5 * fd[m][b], 4: 0.25 * fd[m][b]} for m in fd}, budget=b)
     ]
 
 

@@ -4,6 +4,7 @@ goals from synthetic scores; every stage runs and resumes at a tiny budget."""
 import json
 
 import pytest
+from fixtures.scores import SPREAD, score_rows
 
 from shortcut_models.cli import main
 from shortcut_models.experiments.goals import goals
@@ -25,24 +26,9 @@ SEEDS = (0, 1, 2)
 BUDGET = StudyPlan().steps
 
 
-def rows_of(table, domain="digits", recipe="own", budget=BUDGET, key="fd_digits", spread=(0.0, 0.5, -0.5)):
+def rows_of(table, domain="digits", recipe="own", budget=BUDGET, key="fd_digits", spread=SPREAD):
     """Rows with ``table[method][steps]`` as the mean over three seeds (seed offsets ``spread``)."""
-    return [
-        {
-            "domain": domain,
-            "method": m,
-            "recipe": recipe,
-            "seed": s,
-            "budget": budget,
-            "init": 0.0,
-            "steps": n,
-            key: v + spread[s],
-            "train_seconds": 60.0,
-        }
-        for m, by_steps in table.items()
-        for n, v in by_steps.items()
-        for s in SEEDS
-    ]
+    return score_rows(table, domain=domain, recipe=recipe, budget=budget, key=key, spread=spread, train_seconds=60.0)
 
 
 FD = {

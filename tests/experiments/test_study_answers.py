@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from fixtures.scores import score_rows
+
 from shortcut_models.experiments.field_order import FIELD_ONE_STEP, field_order_lines, field_pairs
 from shortcut_models.experiments.report import finetune_answer, many_steps_answer
 from shortcut_models.experiments.study_answers import (
@@ -21,27 +23,12 @@ from shortcut_models.experiments.study_plan import StudyPlan
 from shortcut_models.experiments.study_scores import Scores
 from shortcut_models.metrics.seed_intervals import seed_mean
 
-SPREAD = (0.0, 0.5, -0.5)  # seed offsets: every method's 95% half-width is 1.24 with three seeds
 BUDGET = StudyPlan().steps
 
 
 def rows_of(table, recipe="own", budget=BUDGET, init=0.0, seeds=(0, 1, 2)):
     """Digits rows with ``table[method][steps]`` as the mean FD over the seeds."""
-    return [
-        {
-            "domain": "digits",
-            "method": m,
-            "recipe": recipe,
-            "seed": s,
-            "budget": budget,
-            "init": init,
-            "steps": n,
-            "fd_digits": v + (SPREAD[s] if len(seeds) > 1 else 0.0),
-        }
-        for m, by_steps in table.items()
-        for n, v in by_steps.items()
-        for s in seeds
-    ]
+    return score_rows(table, recipe=recipe, budget=budget, init=init, seeds=seeds)
 
 
 # At scale (best first): iMF 1.72, ESC 2.85, MeanFlow 3.43, IMM 7.77, shortcut 10.6. On digits ESC is last,
