@@ -5,6 +5,7 @@ into the doubled budget, and the extra seeds of the leaders; from synthetic scor
 import json
 
 import pytest
+from fixtures.scores import SPREAD, score_rows
 
 from shortcut_models import checkpoints as ckpt
 from shortcut_models.experiments import study
@@ -25,23 +26,9 @@ SEEDS = (0, 1, 2)
 FD = {"flow": 300.0, "shortcut": 30.0, "meanflow": 20.0, "imf": 20.5, "consistency-distillation": 60.0}
 
 
-def rows(table: dict[str, float], budget: int, spread=(0.0, 0.5, -0.5)) -> list[dict]:
+def rows(table: dict[str, float], budget: int, spread=SPREAD) -> list[dict]:
     """FD rows of ``table[method]`` (the same at 1, 2 and 4 steps) at ``budget``, three seeds."""
-    return [
-        {
-            "domain": "digits",
-            "method": m,
-            "recipe": "own",
-            "seed": s,
-            "budget": budget,
-            "init": 0.0,
-            "steps": n,
-            "fd_digits": v + spread[s],
-        }
-        for m, v in table.items()
-        for n in (1, 2, 4)
-        for s in SEEDS
-    ]
+    return score_rows({m: dict.fromkeys((1, 2, 4), v) for m, v in table.items()}, budget=budget, spread=spread)
 
 
 PLAN = StudyPlan(steps=1000, budgets=(500,), methods=tuple(FD), domains=("digits",), max_steps=4000)
@@ -52,7 +39,7 @@ def test_the_answer_has_settled_when_leaders_hold_and_stop_improving():
     assert settled(steady, PLAN) and not keeps_growing(steady, PLAN)
     move = movement(steady, PLAN, 1)
     assert move.leaders_after == ("meanflow", "imf") and move.swaps == () and move.improving == {}
-    assert plateaued(steady, "flow", (500, 1000), 1)
+    assert plateaued(steady, "flow", (500, 1000), 1, "own")
 
 
 def test_a_leader_still_improving_by_a_tenth_or_more_keeps_the_budget_growing():
@@ -62,7 +49,7 @@ def test_a_leader_still_improving_by_a_tenth_or_more_keeps_the_budget_growing():
     move = movement(scores, PLAN, 2)
     assert move.improving == {"imf": pytest.approx(0.12)} and not move.settled
     assert keeps_growing(scores, PLAN)
-    assert not plateaued(scores, "imf", (500, 1000), 1) and PLATEAU == 0.10
+    assert not plateaued(scores, "imf", (500, 1000), 1, "own") and PLATEAU == 0.10
     # no doubling past max_steps, and none with one budget only
     assert not keeps_growing(scores, StudyPlan(**{**PLAN.__dict__, "max_steps": 1999}))
     assert movement(scores, StudyPlan(steps=1000, methods=tuple(FD), domains=("digits",)), 1) is None
@@ -162,3 +149,35 @@ def test_a_study_doubles_its_budget_resuming_its_runs(tmp_path, monkeypatch):
     straight = study.execute(tmp_path / "straight", straight_plan, main_runs(straight_plan), progress=False, jobs=1)
     at_4 = [(r["steps"], r["fd_digits"]) for r in scores.rows if r["method"] == "flow" and r["budget"] == 4]
     assert at_4 == [(r["steps"], r["fd_digits"]) for r in straight if r["budget"] == 4]
+
+
+def test_the_checkerboard_gets_its_own_budget_table_and_figure(tmp_path):
+    """SWD at 1 / 2 / 4 steps per checkerboard budget, 'plateau' where it improved by less than 10% at 1 step
+    over the budget before the largest; the figure draws both step counts."""
+    from shortcut_models.experiments.study_figures import toy_budget_figure
+    from shortcut_models.experiments.study_report import checkerboard_budget_section
+
+    swd = {"flow": 0.2, "shortcut": 0.05}
+    later = {"flow": 0.1, "shortcut": 0.048}  # flow halves; shortcut improves by 4%: a plateau
+    tiny = (0.0, 0.001, -0.001)
+    toy = [
+        r
+        for b, table in ((500, swd), (1000, later))
+        for r in score_rows(
+            {m: dict.fromkeys((1, 2, 4), v) for m, v in table.items()},
+            budget=b,
+            domain="checkerboard",
+            key="swd",
+            spread=tiny,
+        )
+    ]
+    plan = StudyPlan(toy_steps=1000, toy_budgets=(500,), methods=("flow", "shortcut"), domains=("checkerboard",))
+    lines = checkerboard_budget_section(Scores(toy), plan, tmp_path / "swd_vs_budget.png")
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0] == "| method | 500 steps: SWD at 1 / 2 / 4 | 1,000 steps: SWD at 1 / 2 / 4 |"
+    assert table[1] == "| flow matching | 0.2000 / 0.2000 / 0.2000 | 0.1000 / 0.1000 / 0.1000 |"
+    assert table[2] == "| shortcut | 0.0500 / 0.0500 / 0.0500 | 0.0480 / 0.0480 / 0.0480 (plateau) |"
+    assert "![SWD against budget](swd_vs_budget.png)" in lines
+    assert checkerboard_budget_section(Scores(toy), StudyPlan(methods=("flow",), domains=("checkerboard",)), None) == []
+    path = toy_budget_figure(tmp_path / "swd_vs_budget.png", Scores(toy), plan)
+    assert path.stat().st_size > 10_000

@@ -135,13 +135,14 @@ def test_the_runs_are_those_of_the_plan_before_the_methods_declared_them():
     schedule knobs, length-scheduled methods and ablations were lists in study_plan.py, plus the methods added
     since and the fine-tuning runs into iMF and Decoupled MeanFlow beside shortcut and the winner, with the
     sizes of then (800 steps by default; the full plan's common recipe for every method, one budget stage, no
-    more seeds for the leaders)."""
+    more seeds for the leaders, one checkerboard budget)."""
     pinned: dict[str, list[str]] = {}
     for row in PINNED_RUNS.read_text().splitlines():
         pinned.setdefault(row.split(" | ")[0], []).append(row)
     # what the full plan changed since: budgets from 1/8 of the largest, fine-tuning also at 10%, the common
-    # recipe for every method, one budget stage, no more seeds for the leaders
+    # recipe for every method, one budget stage, no more seeds for the leaders, one checkerboard budget
     before = {
+        "toy_budgets": (),
         "common_methods": (),
         "max_steps": 0,
         "leader_seeds": (),
@@ -172,3 +173,27 @@ def test_the_study_facts_are_declared_on_the_methods():
     for m in METHODS:  # each ablation sets knobs of its own method
         for overrides in ablations(m).values():
             assert all(o.split("=")[0] in OBJECTIVES[m].knobs() for o in overrides), m
+
+
+def test_the_full_plan_scores_the_checkerboard_at_its_own_budgets():
+    """The checkerboard's runs under the main recipe are scored at a quarter, a half and all of its budget, one
+    run per budget where the schedule spans the run; its other runs and the default plan's keep one budget."""
+    plan = full_plan()
+    assert plan.domain_budgets("checkerboard") == (250, 500, 1000)
+    assert full_plan(toy_steps=400).domain_budgets("checkerboard") == (100, 200, 400)
+    assert StudyPlan().domain_budgets("checkerboard") == (1000,)
+    runs = [r for r in main_runs(plan) if r.domain == "checkerboard" and r.seed == 0]
+    for m in METHODS:
+        mine = [r.budgets for r in runs if r.method == m]
+        if OBJECTIVES[m].schedule_spans_run:
+            assert mine == [(250,), (500,), (1000,)]
+        else:
+            assert mine == [(250, 500, 1000)]
+    # a distillation run on the checkerboard starts from the very flow-matching run the plan trains
+    flow = next(r for r in runs if r.method == "flow")
+    distilled = next(r for r in runs if r.method == "consistency-distillation")
+    assert teacher_of(distilled, plan) == flow
+    # a doubling of the digits budget leaves the checkerboard's budgets as they are
+    from shortcut_models.experiments.study_plan import grown
+
+    assert grown(plan).domain_budgets("checkerboard") == (250, 500, 1000)

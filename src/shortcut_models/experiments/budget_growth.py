@@ -16,21 +16,26 @@ from .study_plan import StudyPlan
 from .study_scores import Scores, leaders, reversals
 
 PLATEAU = 0.10  # a relative improvement of FD below this over one doubling of the budget: a plateau
-KEY, DOMAIN, RECIPE = "fd_digits", "digits", "own"
+KEY, DOMAIN = "fd_digits", "digits"  # what the growth reads: FD on digits (the checkerboard is scored beside it)
 
 
-def improvement(scores: Scores, method: str, budgets: tuple[int, int], steps: int) -> float | None:
-    """The relative improvement of ``method``'s mean FD at ``steps`` sampling steps from ``budgets[0]`` to
-    ``budgets[1]`` (0.25: a quarter lower; negative: worse); None where a budget was not scored."""
-    if not all(scores.has(DOMAIN, method, RECIPE, b, steps) for b in budgets):
+def improvement(
+    scores: Scores, method: str, budgets: tuple[int, int], steps: int, recipe: str, key: str = KEY, domain: str = DOMAIN
+) -> float | None:
+    """The relative improvement of ``method``'s mean score ``key`` (FD on digits by default; lower is better) at
+    ``steps`` sampling steps from ``budgets[0]`` to ``budgets[1]`` (0.25: a quarter lower; negative: worse); None
+    where a budget was not scored."""
+    if not all(scores.has(domain, method, recipe, b, steps) for b in budgets):
         return None
-    before, after = (scores.mean(KEY, DOMAIN, method, RECIPE, b, steps).mean for b in budgets)
+    before, after = (scores.mean(key, domain, method, recipe, b, steps).mean for b in budgets)
     return 1.0 - after / before
 
 
-def plateaued(scores: Scores, method: str, budgets: tuple[int, int], steps: int) -> bool:
-    """Whether ``method``'s FD at ``steps`` improved by less than PLATEAU over ``budgets``."""
-    gain = improvement(scores, method, budgets, steps)
+def plateaued(
+    scores: Scores, method: str, budgets: tuple[int, int], steps: int, recipe: str, key: str = KEY, domain: str = DOMAIN
+) -> bool:
+    """Whether ``method``'s score ``key`` at ``steps`` improved by less than PLATEAU over ``budgets``."""
+    gain = improvement(scores, method, budgets, steps, recipe, key, domain)
     return gain is not None and gain < PLATEAU
 
 
@@ -56,15 +61,15 @@ def movement(scores: Scores, plan: StudyPlan, steps: int) -> Movement | None:
     """The answer's movement at ``steps`` over the plan's two largest budgets (None with one budget only)."""
     if len(plan.all_budgets()) < 2:
         return None
-    budgets = plan.all_budgets()[-2:]
-    before, after = (tuple(leaders(scores, KEY, DOMAIN, plan.methods, RECIPE, b, steps)) for b in budgets)
+    budgets, recipe = plan.all_budgets()[-2:], plan.main_recipe
+    before, after = (tuple(leaders(scores, KEY, DOMAIN, plan.methods, recipe, b, steps)) for b in budgets)
     tops = set(before) | set(after)
     swaps = tuple(
         (a, b)
-        for a, b in reversals(scores, KEY, DOMAIN, plan.methods, RECIPE, budgets, steps)
+        for a, b in reversals(scores, KEY, DOMAIN, plan.methods, recipe, budgets, steps)
         if a in tops or b in tops
     )
-    gains = {m: improvement(scores, m, budgets, steps) for m in after}
+    gains = {m: improvement(scores, m, budgets, steps, recipe) for m in after}
     improving = {m: g for m, g in gains.items() if g is not None and g >= PLATEAU}
     return Movement(steps, budgets, before, after, swaps, improving)
 
@@ -84,5 +89,5 @@ def keeps_growing(scores: Scores, plan: StudyPlan) -> bool:
 def seed_methods(scores: Scores, plan: StudyPlan) -> tuple[str, ...]:
     """The methods that get ``plan.leader_seeds``: the leaders at 1, 2 and 4 steps at the largest budget,
     flow matching and shortcut (the seed's two questions), in the plan's order."""
-    tops = {m for n in FEW for m in leaders(scores, KEY, DOMAIN, plan.methods, RECIPE, plan.steps, n)}
+    tops = {m for n in FEW for m in leaders(scores, KEY, DOMAIN, plan.methods, plan.main_recipe, plan.steps, n)}
     return tuple(m for m in plan.methods if m in tops or m in ("flow", "shortcut"))

@@ -1,5 +1,5 @@
-"""The study's figures: FD against sampling steps, FD against training budget and training time, sample grids,
-FD during training."""
+"""The study's figures: FD against sampling steps, FD against training budget and training time, the
+checkerboard's distance against its budget, sample grids, FD during training."""
 
 from __future__ import annotations
 
@@ -108,6 +108,38 @@ def _budget_curves(axes, scores: Scores, plan: StudyPlan, costs: dict[str, dict[
     axes[2].plot(minutes, fd, label=method_title(m), **style(m))
 
 
+def toy_budget_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
+    """The checkerboard's sliced Wasserstein distance at 1 and at 4 sampling steps against its training steps,
+    every method under the main recipe (bars: 95% intervals over seeds)."""
+    fig = Figure(figsize=(10, 4.5), dpi=120)
+    axes = fig.subplots(1, 2)
+    budgets, recipe = plan.domain_budgets("checkerboard"), plan.main_recipe
+    for ax, n in zip(axes, (1, 4)):
+        for m in plan.methods:
+            have = [b for b in budgets if scores.has("checkerboard", m, recipe, b, n)]
+            means = [scores.mean("swd", "checkerboard", m, recipe, b, n) for b in have]
+            ax.errorbar(
+                have,
+                [s.mean for s in means],
+                yerr=[_bar(s) for s in means],
+                capsize=2,
+                label=method_title(m),
+                **style(m),
+            )
+        if ax.has_data():
+            ax.set_yscale("log")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(budgets), [str(b) for b in budgets])
+        ax.set_title(f"checkerboard, {steps_label(n)}")
+        ax.set_xlabel("training steps")
+        ax.set_ylabel("sliced Wasserstein distance")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
 def training_minutes(costs: dict[str, dict[str, float]], method: str, steps: int, teacher_steps: int) -> float:
     """Minutes ``steps`` training steps of ``method`` take at its measured step time, plus its teacher's
     ``teacher_steps`` flow-matching steps when it distils one."""
@@ -209,11 +241,14 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def draw_figures(
     out: Path, plan: StudyPlan, scores: Scores, costs: dict[str, dict[str, float]], models: dict[str, LoadedModel]
 ) -> dict[str, Path | None]:
-    """Every figure the plan has the scores for: {"fd", "budget", "grids", "tracking"} (None: not drawn)."""
+    """Every figure the plan has the scores for: {"fd", "budget", "toy_budget", "grids", "tracking"} (None: not
+    drawn)."""
     digits = "digits" in plan.domains
+    toy = "checkerboard" in plan.domains and len(plan.domain_budgets("checkerboard")) > 1
     return {
         "fd": fd_figure(out / "fd_vs_steps.png", scores, plan) if digits else None,
         "budget": budget_figure(out / "fd_vs_budget.png", scores, plan, costs) if plan.budgets else None,
+        "toy_budget": toy_budget_figure(out / "swd_vs_budget.png", scores, plan) if toy else None,
         "grids": study_grids(out / "grids.png", plan, models) if models else None,
         "tracking": tracking_figure(out / "fd_vs_training_step.png", out, plan) if plan.tracking else None,
     }

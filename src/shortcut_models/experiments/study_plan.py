@@ -134,6 +134,7 @@ class StudyPlan:
     timing_repeats: int = 20
     sample_seed: int = 0  # the sampling noise, the same for every method and run
     toy_steps: int = 1000  # checkerboard runs (own recipes only): the least at which flow matching learns the board
+    toy_budgets: tuple[int, ...] = ()  # smaller checkerboard budgets scored on the way; () = none
     toy_num: int = 2000
     overrides: list[str] = field(default_factory=list)  # config overrides for every digits run
     tracking: tuple[
@@ -150,6 +151,12 @@ class StudyPlan:
 
     def all_budgets(self) -> tuple[int, ...]:
         return tuple(sorted({*self.budgets, self.steps}))
+
+    def domain_budgets(self, domain: str) -> tuple[int, ...]:
+        """Every budget a domain's runs under the main recipe are scored at, smallest first."""
+        if domain == "digits":
+            return self.all_budgets()
+        return tuple(sorted({*self.toy_budgets, self.toy_steps}))
 
     def domain_steps(self, domain: str) -> int:
         """The largest budget of a domain's runs: ``steps`` on digits, ``toy_steps`` on the checkerboard."""
@@ -186,16 +193,22 @@ def stages(plan: StudyPlan) -> list[StudyPlan]:
     return out
 
 
-# --full scores its runs on the way at these shares of its first largest budget: three budgets spanning 4x,
-# each doubling adding one
+# --full scores its runs on the way at these shares of its first largest budget (and the checkerboard's at these
+# shares of its budget): three budgets spanning 4x, each doubling adding one on digits
 FULL_BUDGET_SHARES = (1 / 4, 1 / 2)
+
+
+def shares_of(steps: int) -> tuple[int, ...]:
+    """The budgets at FULL_BUDGET_SHARES of ``steps``, below it."""
+    return tuple(sorted({max(1, round(steps * s)) for s in FULL_BUDGET_SHARES} - {steps}))
 
 
 def full_plan(**changes) -> StudyPlan:
     """`shortcut study --full`: every method, three budgets spanning 4x, doubled while the answer moves (up to
     ``max_steps``), two more seeds for the leaders, flow matching and shortcut, the common recipe for flow
     matching and shortcut, MeanFlow's recipe, the ablation and the fine-tuning question (at 25% and 50% of the
-    budget). The smaller budgets follow ``steps``; the largest ends at `make study`'s budget."""
+    budget). The smaller budgets follow ``steps`` (the checkerboard's, ``toy_steps``); the largest ends at
+    `make study`'s budget."""
     base = {
         "methods": registered_methods(),
         "steps": 800,
@@ -208,7 +221,9 @@ def full_plan(**changes) -> StudyPlan:
     }
     plan = StudyPlan(**{**base, **changes})
     if "budgets" not in changes:
-        plan.budgets = tuple(sorted({max(1, round(plan.steps * s)) for s in FULL_BUDGET_SHARES} - {plan.steps}))
+        plan.budgets = shares_of(plan.steps)
+    if "toy_budgets" not in changes:
+        plan.toy_budgets = shares_of(plan.toy_steps)
     return plan
 
 
@@ -249,8 +264,8 @@ def own_runs(plan: StudyPlan, methods, seeds) -> list[Run]:
 
 def main_runs(plan: StudyPlan) -> list[Run]:
     """Every method under every seed on every domain, under every recipe on digits (the main recipe on the
-    checkerboard); the digits runs under the main recipe (each method's own in the study) are scored at every
-    budget."""
+    checkerboard); the runs under the main recipe (each method's own in the study) are scored at every budget of
+    their domain."""
     runs = []
     main = plan.main_recipe
     for domain in plan.domains:
@@ -260,7 +275,7 @@ def main_runs(plan: StudyPlan) -> list[Run]:
                 if recipe == "common" and plan.common_methods and method not in plan.common_methods:
                     continue
                 for seed in plan.seeds:
-                    budgets = plan.all_budgets() if (domain == "digits" and recipe == main) else (steps,)
+                    budgets = plan.domain_budgets(domain) if recipe == main else (steps,)
                     runs += _runs_of(plan, domain, method, recipe, seed, budgets)
         if plan.meanflow_recipe and domain == "digits":
             for method in MEANFLOW_RECIPE_METHODS:
@@ -313,7 +328,7 @@ def teacher_of(run: Run, plan: StudyPlan) -> Run | None:
         return None
     main = plan.main_recipe
     recipe = main if run.init or run.recipe.startswith("ablation:") else run.recipe
-    budgets = plan.all_budgets() if (run.domain == "digits" and recipe == main) else (plan.domain_steps(run.domain),)
+    budgets = plan.domain_budgets(run.domain) if recipe == main else (plan.domain_steps(run.domain),)
     return Run(run.domain, TEACHER, recipe, run.seed, budgets, method_overrides(plan, TEACHER, recipe, run.domain))
 
 

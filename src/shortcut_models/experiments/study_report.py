@@ -186,17 +186,7 @@ def recipe_section(scores: Scores, plan: StudyPlan) -> list[str]:
 def budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list[str]:
     """FD at 1, 2 and 4 steps per budget ('plateau' where it improved by less than 10% over the last doubling),
     where the answer stopped moving, and whether the ranking holds at the two largest budgets."""
-    budgets = plan.all_budgets()
-    lines = [
-        "| method | " + " | ".join(f"{b:,} step{'' if b == 1 else 's'}: FD at 1 / 2 / 4" for b in budgets) + " |",
-        "|---|" + "---|" * len(budgets),
-    ]
-    for m in plan.methods:
-        cells = [_budget_cell(scores, m, b) for b in budgets]
-        if len(budgets) > 1 and plateaued(scores, m, budgets[-2:], 1):
-            cells[-1] += " (plateau)"
-        lines.append(f"| {method_title(m)} | " + " | ".join(cells) + " |")
-    lines += [
+    lines = budget_table(scores, plan, "fd_digits", "digits") + [
         "",
         f"'plateau': FD at 1 step improved by less than {PLATEAU:.0%} over the last doubling of the budget.",
         "",
@@ -206,9 +196,46 @@ def budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list
     return lines + settling_lines(scores, plan) + ranking_change_lines(scores, plan)
 
 
-def _budget_cell(scores: Scores, method: str, budget: int) -> str:
-    steps = [n for n in FEW if scores.has("digits", method, "own", budget, n)]
-    return " / ".join(f"{scores.mean('fd_digits', 'digits', method, 'own', budget, n).mean:.1f}" for n in steps)
+def budget_table(scores: Scores, plan: StudyPlan, key: str, domain: str) -> list[str]:
+    """Score ``key`` at 1, 2 and 4 steps per budget of ``domain`` under the main recipe, one row per method,
+    'plateau' after the largest where the score at 1 step improved by less than PLATEAU over the budget before."""
+    budgets, recipe, name = plan.domain_budgets(domain), plan.main_recipe, BUDGET_NAME[key]
+    lines = [
+        "| method | " + " | ".join(f"{b:,} step{'' if b == 1 else 's'}: {name} at 1 / 2 / 4" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for m in plan.methods:
+        cells = [_budget_cell(scores, m, recipe, b, key, domain) for b in budgets]
+        if len(budgets) > 1 and plateaued(scores, m, budgets[-2:], 1, recipe, key, domain):
+            cells[-1] += " (plateau)"
+        lines.append(f"| {method_title(m)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+BUDGET_NAME = {"fd_digits": "FD", "swd": "SWD"}
+BUDGET_DIGITS = {"fd_digits": 1, "swd": 4}  # decimals: FD is in the tens to thousands, SWD below 1
+
+
+def _budget_cell(scores: Scores, method: str, recipe: str, budget: int, key: str, domain: str) -> str:
+    steps = [n for n in FEW if scores.has(domain, method, recipe, budget, n)]
+    places = BUDGET_DIGITS[key]
+    return " / ".join(f"{scores.mean(key, domain, method, recipe, budget, n).mean:.{places}f}" for n in steps)
+
+
+def checkerboard_budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list[str]:
+    """The checkerboard's sliced Wasserstein distance at 1, 2 and 4 steps per checkerboard budget (none with one
+    budget)."""
+    if "checkerboard" not in plan.domains or len(plan.domain_budgets("checkerboard")) < 2:
+        return []
+    lines = [
+        "Sliced Wasserstein distance (SWD) to fresh draws of the density, at the checkerboard's own budgets; "
+        f"'plateau': SWD at 1 step improved by less than {PLATEAU:.0%} over the budget before the largest "
+        "(the checkerboard's budget is fixed: only digits decides whether the study's budget doubles).",
+        "",
+        *budget_table(scores, plan, "swd", "checkerboard"),
+        "",
+    ]
+    return lines + ([f"![SWD against budget]({figure.name})", ""] if figure is not None else [])
 
 
 def settling_lines(scores: Scores, plan: StudyPlan) -> list[str]:
@@ -440,6 +467,10 @@ def write_study_report(results: StudyResults, compared: ComparedWith | None = No
             titled("Method against recipe", recipe_section(scores, plan) if "common" in plan.recipes else []),
             titled("Checkerboard: sliced Wasserstein distance, own recipes", checkerboard_table(scores, plan)),
             titled("Budgets", budget_section(scores, plan, results.figures.get("budget")) if plan.budgets else []),
+            titled(
+                "Checkerboard budgets",
+                checkerboard_budget_section(scores, plan, results.figures.get("toy_budget")),
+            ),
             titled("Equal training cost", equal),
             titled("Ablation", ablation),
             titled("The two questions", questions),
