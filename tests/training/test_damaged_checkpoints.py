@@ -272,7 +272,7 @@ def test_checkpoint_files_follow_the_umask(run, umask):
 
 @pytest.mark.slow  # several processes
 def test_kill_9_during_checkpoint_writes_resumes_bit_identical(tmp_path):
-    """A few trials of benchmarks/soak_kill.py (which runs hundreds): every kill resumed, every finish
+    """One trial of benchmarks/soak_kill.py (which runs hundreds), killed twice: every kill resumed, the finish
     bit-identical to an uninterrupted run (all its runs are one-thread processes on this machine: the same
     computation), no partial directory left, no log row twice, metrics.csv equal to the uninterrupted run's
     row by row (throughput aside).
@@ -287,14 +287,14 @@ def test_kill_9_during_checkpoint_writes_resumes_bit_identical(tmp_path):
     script = Path(__file__).parents[2] / "benchmarks" / "soak_kill.py"
     out = tmp_path / "soak.json"
     result = subprocess.run(
-        [sys.executable, str(script), "--trials", "2", "--kills", "2", "--seed", "1", "--json", str(out)],
+        [sys.executable, str(script), "--trials", "1", "--kills", "2", "--seed", "1", "--json", str(out)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(ckpt.__file__).parents[1])},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     totals = json.loads(out.read_text())["totals"]
-    assert totals["bit_identical"] == totals["same_logs"] == totals["trials"] == 2 and totals["failed"] == 0
+    assert totals["bit_identical"] == totals["same_logs"] == totals["trials"] == 1 and totals["failed"] == 0
     assert totals["resumes"] >= 1
 
 

@@ -8,7 +8,7 @@ from shortcut_models.evaluation import evaluate_toy
 from shortcut_models.inference import load_model
 from shortcut_models.training import Trainer
 
-BUDGET = ["steps=1200", "log_every=400", "ckpt_every=1200", "logger=none"]
+BUDGET = ["steps=1200", "log_every=400", "ckpt_every=1200", "logger=none", "sample_steps=[1]"]  # one small sheet
 
 
 @pytest.mark.slow
