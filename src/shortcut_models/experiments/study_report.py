@@ -10,7 +10,7 @@ from statistics import stdev
 
 from ..metrics.seed_intervals import ALPHA, compare, seed_mean, seeds_to_separate
 from ..objectives import OBJECTIVES
-from .budget_growth import PLATEAU, movement, plateaued, settled
+from .budget_growth import PLATEAU, improvement, movement, settled
 from .equal_cost import equal_cost_section
 from .field_order import field_order_lines
 from .goals import FEW
@@ -184,11 +184,13 @@ def recipe_section(scores: Scores, plan: StudyPlan) -> list[str]:
 
 
 def budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list[str]:
-    """FD at 1, 2 and 4 steps per budget ('plateau' where it improved by less than 10% over the last doubling),
-    where the answer stopped moving, and whether the ranking holds at the two largest budgets."""
+    """FD at 1, 2 and 4 steps per budget ('plateau' where it improved by less than 10% over the last doubling,
+    'worse' where it rose by 10% or more), where the answer stopped moving, and whether the ranking holds at the
+    two largest budgets."""
     lines = budget_table(scores, plan, "fd_digits", "digits") + [
         "",
-        f"'plateau': FD at 1 step improved by less than {PLATEAU:.0%} over the last doubling of the budget.",
+        f"'plateau': FD at 1 step improved by less than {PLATEAU:.0%} over the last doubling of the budget; "
+        f"'worse': it rose by {PLATEAU:.0%} or more.",
         "",
     ]
     if figure is not None:
@@ -197,8 +199,9 @@ def budget_section(scores: Scores, plan: StudyPlan, figure: Path | None) -> list
 
 
 def budget_table(scores: Scores, plan: StudyPlan, key: str, domain: str) -> list[str]:
-    """Score ``key`` at 1, 2 and 4 steps per budget of ``domain`` under the main recipe, one row per method,
-    'plateau' after the largest where the score at 1 step improved by less than PLATEAU over the budget before."""
+    """Score ``key`` at 1, 2 and 4 steps per budget of ``domain`` under the main recipe, one row per method; after
+    the largest, 'plateau' where the score at 1 step improved by less than PLATEAU over the budget before, 'worse'
+    where it rose by PLATEAU or more."""
     budgets, recipe, name = plan.domain_budgets(domain), plan.main_recipe, BUDGET_NAME[key]
     lines = [
         "| method | " + " | ".join(f"{b:,} step{'' if b == 1 else 's'}: {name} at 1 / 2 / 4" for b in budgets) + " |",
@@ -206,8 +209,9 @@ def budget_table(scores: Scores, plan: StudyPlan, key: str, domain: str) -> list
     ]
     for m in plan.methods:
         cells = [_budget_cell(scores, m, recipe, b, key, domain) for b in budgets]
-        if len(budgets) > 1 and plateaued(scores, m, budgets[-2:], 1, recipe, key, domain):
-            cells[-1] += " (plateau)"
+        gain = improvement(scores, m, budgets[-2:], 1, recipe, key, domain) if len(budgets) > 1 else None
+        if gain is not None and gain < PLATEAU:
+            cells[-1] += " (worse)" if gain <= -PLATEAU else " (plateau)"
         lines.append(f"| {method_title(m)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -229,8 +233,9 @@ def checkerboard_budget_section(scores: Scores, plan: StudyPlan, figure: Path | 
         return []
     lines = [
         "Sliced Wasserstein distance (SWD) to fresh draws of the density, at the checkerboard's own budgets; "
-        f"'plateau': SWD at 1 step improved by less than {PLATEAU:.0%} over the budget before the largest "
-        "(the checkerboard's budget is fixed: only digits decides whether the study's budget doubles).",
+        f"'plateau': SWD at 1 step improved by less than {PLATEAU:.0%} over the budget before the largest; 'worse': "
+        f"it rose by {PLATEAU:.0%} or more (the checkerboard's budget is fixed: only digits decides whether the "
+        "study's budget doubles).",
         "",
         *budget_table(scores, plan, "swd", "checkerboard"),
         "",
