@@ -17,6 +17,7 @@ from shortcut_models.experiments.study_answers import (
     agreement_lines,
     answers_of,
     read_answers,
+    seeds_text,
     write_answers,
 )
 from shortcut_models.experiments.study_plan import StudyPlan
@@ -100,6 +101,11 @@ def test_the_answers_file_round_trips_as_plain_json(tmp_path):
     assert answers.leaders[1] == (Leader("imf", mean.mean, mean.half_width),)
     assert [b.method for b in answers.leaders[2]] == ["imf", "meanflow"]
     assert (answers.full, answers.budget, answers.seeds, answers.methods) == (False, BUDGET, (0, 1, 2), PLAN.methods)
+    # the leaders' extra seeds count among the seeds of the answers, and the texts say who has them
+    more = StudyPlan(methods=tuple(FD), leader_seeds=(3, 4))
+    assert answers_of(scores, more).seeds == (0, 1, 2, 3, 4)
+    assert seeds_text(more) == "3 seeds, 5 for the leaders, flow matching and shortcut"
+    assert seeds_text(PLAN) == "3 seeds"
     path = write_answers(tmp_path, answers)
     data = json.loads(path.read_text())
     assert data["leaders"]["1"] == [{"method": "imf", "fd": 10.0, "half_width": mean.half_width}]
@@ -129,8 +135,8 @@ def test_agreement_with_another_studys_answers():
     table = {m: FD[m] for m in plan.methods}
     lines = agreement_lines(Scores(rows_of(table)), plan, ComparedWith(Path("full/answers.json"), there))
     assert lines[1] == (
-        "**Against the full study's answers** (full/answers.json: 1000 training steps, 3 seeds; here 1600 steps, "
-        "3 seeds). The best method here agrees at 1 of 3 step counts ('agrees': it is the full study's best or "
+        "**Against the full study's answers** (full/answers.json: 1000 training steps, up to 3 seeds per method; "
+        "here 1600 steps, 3 seeds). The best method here agrees at 1 of 3 step counts ('agrees': it is the full study's best or "
         "tied with it there within seed noise):"
     )
     assert lines[3:] == [

@@ -43,7 +43,8 @@ class Leader:
 
 @dataclass(frozen=True)
 class StudyAnswers:
-    """One study's answers: per step count its leaders, best first; the budget, seeds and methods compared."""
+    """One study's answers: per step count its leaders, best first; the budget, the seeds of its best-seeded
+    methods (the first seeds and the leaders' extra ones) and the methods compared."""
 
     full: bool
     budget: int
@@ -68,7 +69,8 @@ def answers_of(scores: Scores, plan: StudyPlan) -> StudyAnswers:
         means = [scores.mean("fd_digits", "digits", m, "own", plan.steps, n) for m in names]
         if names:
             best[n] = tuple(Leader(m, s.mean, s.half_width) for m, s in zip(names, means))
-    return StudyAnswers(plan.ablation, plan.steps, tuple(plan.seeds), tuple(plan.methods), best)
+    seeds = tuple(dict.fromkeys((*plan.seeds, *plan.leader_seeds)))
+    return StudyAnswers(plan.ablation, plan.steps, seeds, tuple(plan.methods), best)
 
 
 def write_answers(out: Path, answers: StudyAnswers) -> Path:
@@ -158,11 +160,19 @@ def agreement_lines(scores: Scores, plan: StudyPlan, compared: ComparedWith | No
     agreed = sum(v.startswith("agrees") for _, v in verdicts)
     name = "full study" if there.full else "study"
     head = (
-        f"**Against the {name}'s answers** ({compared.path}: {there.budget} training steps, {len(there.seeds)} "
-        f"seeds; here {plan.steps} steps, {len(plan.seeds)} seeds). The best method here agrees at {agreed} of "
+        f"**Against the {name}'s answers** ({compared.path}: {there.budget} training steps, up to "
+        f"{len(there.seeds)} seeds per method; here {plan.steps} steps, {seeds_text(plan)}). The best method here "
+        f"agrees at {agreed} of "
         f"{len(verdicts)} step counts ('agrees': it is the {name}'s best or tied with it there within seed noise):"
     )
     return ["", head, "", *(f"- {steps_label(n)}: {v}" for n, v in verdicts)]
+
+
+def seeds_text(plan: StudyPlan) -> str:
+    """'3 seeds', or with extra seeds for the leaders '3 seeds, 5 for the leaders, flow matching and shortcut'."""
+    more = len(set(plan.leader_seeds) - set(plan.seeds))
+    tail = f", {len(plan.seeds) + more} for the leaders, flow matching and shortcut" if more else ""
+    return f"{len(plan.seeds)} seeds{tail}"
 
 
 def step_agreement(scores: Scores, plan: StudyPlan, there: StudyAnswers, n: int) -> str:

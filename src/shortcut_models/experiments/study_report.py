@@ -29,7 +29,7 @@ from .report import (
     steps_label,
     write_report,
 )
-from .study_answers import ComparedWith, agreement_lines
+from .study_answers import ComparedWith, agreement_lines, seeds_text
 from .study_plan import (
     MEANFLOW_RECIPE_METHODS,
     RECIPE_TEXT,
@@ -93,7 +93,7 @@ def short_answer(scores: Scores, plan: StudyPlan) -> list[str]:
         )
     lines += [
         "",
-        f"'Sure' means: no other method is within seed noise of it ({len(plan.seeds)} seeds, Welch's t-test, "
+        f"'Sure' means: no other method is within seed noise of it ({seeds_text(plan)}; Welch's t-test, "
         f"p < 0.05 after {HOLM_TEXT}) and it is also among the best under the second metric and on the "
         "checkerboard; otherwise the answer is written as uncertain.",
     ]
@@ -366,7 +366,8 @@ def study_setup(results: StudyResults) -> list[str]:
     """Seeds and intervals, the digits runs and their scores, the checkerboard."""
     plan = results.plan
     lines = [
-        f"- Seeds: {len(plan.seeds)} training seeds per (method, recipe); scores are means with 95% Student-t "
+        f"- Seeds: {len(plan.seeds)} training seeds per (method, recipe){_leader_seeds_text(plan)}; scores are "
+        "means with 95% Student-t "
         "intervals over seeds (mean ± t(0.975, n-1) s / sqrt(n)); a gap is significant when Welch's t-test over "
         "seeds gives p < 0.05, otherwise it is a tie. Rankings, leaders and the short answer compare every pair "
         "of methods at one step count (k methods: k (k - 1) / 2 tests), so their p-values are corrected for "
@@ -383,6 +384,17 @@ def study_setup(results: StudyResults) -> list[str]:
             "draws of the density (floor: two fresh draws against each other), and the share of samples on the board."
         )
     return lines
+
+
+def _leader_seeds_text(plan: StudyPlan) -> str:
+    """How many seeds the leaders get, where the plan gives them more."""
+    if not set(plan.leader_seeds) - set(plan.seeds):
+        return ""
+    return (
+        f", and {len(set(plan.leader_seeds) - set(plan.seeds))} more under their own recipe for the leaders at 1, "
+        "2 and 4 steps at the largest budget and for flow matching and shortcut (trained after the budget stopped "
+        "growing, through the same budgets)"
+    )
 
 
 def digits_setup(results: StudyResults) -> list[str]:
