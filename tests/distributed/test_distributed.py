@@ -119,6 +119,12 @@ def test_union_over_ranks_equals_single_process_targets(world, batch, per_row_no
             for name, cls in OBJECTIVES.items()
             if name not in ("flow", "shortcut")
         ),
+        # alpha-Flow's targets at step 0 have alpha = 1 (no network pass): also the blend (one pass) and
+        # alpha = 0 (the Jacobian-vector product) held for the whole run
+        *(
+            OBJECTIVES["alpha-flow"](num_classes=10, alpha_schedule="constant", alpha_initial=alpha)
+            for alpha in (0.5, 0.0)
+        ),
     ):
         single = obj.targets(teacher, x1, y, torch.Generator().manual_seed(5))
         union = assemble(obj, teacher, x1, y, 5, world)
