@@ -61,6 +61,18 @@ def test_eval_writes_every_step_count(run_dir, tmp_path, capsys):
     assert "swd_floor" in capsys.readouterr().out
 
 
+def test_eval_with_the_renoising_sampler(run_dir, tmp_path, capsys):
+    """`shortcut eval --sampler renoise`: one step is the same jump as Euler's, two steps re-noise and differ;
+    its rows and table say which sampler drew them."""
+    argv = ["eval", "--ckpt", str(run_dir), "--steps", "1,2", "--num", "200", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "euler")]) == 0
+    assert main([*argv, "--sampler", "renoise", "--out", str(tmp_path / "renoise")]) == 0
+    euler, renoise = (json.loads((tmp_path / d / "metrics.json").read_text())["rows"] for d in ("euler", "renoise"))
+    assert [r["sampler"] for r in renoise] == ["renoise", "renoise"] and all("sampler" not in r for r in euler)
+    assert renoise[0]["swd"] == euler[0]["swd"] and renoise[1]["swd"] != euler[1]["swd"]
+    assert "renoise" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -70,6 +82,7 @@ def test_eval_writes_every_step_count(run_dir, tmp_path, capsys):
         (["sample", "--ckpt", "/nonexistent/run", "--steps", "1", "--out", "x.npz"], "no checkpoint found"),
         (["eval", "--ckpt", "/nonexistent/run", "--out", "x"], "no checkpoint found"),
         (["eval", "--ckpt", "x", "--steps", "0,1", "--out", "x"], "integer from 1 to 128"),
+        (["eval", "--ckpt", "x", "--sampler", "heun", "--out", "x"], "invalid choice"),
         (["train", "--objective", "diffusion"], "invalid choice"),
     ],
 )

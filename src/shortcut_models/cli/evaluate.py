@@ -11,6 +11,7 @@ from ..config import EVAL_METRICS
 from ..errors import RunError, UserError
 from ..evaluation import SET_METRICS, build_metric, evaluate_images, evaluate_toy, format_table, write_results
 from ..inference import LoadedModel, load_model
+from ..sampling import SAMPLERS
 from .arguments import (
     DEVICE,
     FINITE,
@@ -59,6 +60,14 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("--cfg-scale", type=FINITE, default=1.0, help="guidance weight for conditional models")
     add_cfg_interval(p)
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="euler",
+        help="euler (default): steps along the network's velocity; renoise: each step jumps to the data end and "
+        "the next starts from fresh noise mixed with that estimate, at times i/N (the multi-step sampler of the "
+        "SoFlow and alpha-Flow authors; `shortcut sample --renoise-at` sets other times)",
+    )
     p.add_argument(
         "--ref-stats", help="reference statistics (.npz with mu, sigma) for --metric fid or fd-dinov2 (`ref-stats`)"
     )
@@ -136,6 +145,7 @@ def _eval_one(
             f"`shortcut sample --ckpt {path} --out FILE.npz` (float32 [N, 2])"
         )
     use_cfg_interval(loaded, args.cfg_interval)
+    loaded.sampler = args.sampler
     _check_room(args, loaded)
     with distributed.main_first():  # rank 0 fills caches and downloads first
         metric = build_metric(

@@ -43,6 +43,7 @@ def _row(loaded: LoadedModel, steps: int, num: int, cfg_scale: float) -> dict[st
         "nfe": nfe,
         "num": num,
         "cfg_scale": cfg_scale,
+        **({"sampler": loaded.sampler} if loaded.sampler != "euler" else {}),  # the default sampler goes unsaid
     }
 
 
@@ -196,7 +197,7 @@ def format_table(rows: list[dict[str, Any]], metric: str) -> str:
     lines = ["  ".join(f"{h:>16}" for h in head)]
     for r in rows:
         vals = [
-            f"{r['objective']}@{r['train_step']}",
+            f"{r['objective']}@{r['train_step']}" + (f" {r['sampler']}" if "sampler" in r else ""),
             r["steps"],
             r["nfe"],
             f"{r[key]:.4f}",
