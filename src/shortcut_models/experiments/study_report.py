@@ -217,12 +217,12 @@ def budget_table(scores: Scores, plan: StudyPlan, key: str, domain: str) -> list
 
 
 BUDGET_NAME = {"fd_digits": "FD", "swd": "SWD"}
-BUDGET_DIGITS = {"fd_digits": 1, "swd": 4}  # decimals: FD is in the tens to thousands, SWD below 1
+BUDGET_DECIMALS = {"fd_digits": 1, "swd": 4}  # decimals: FD is in the tens to thousands, SWD below 1
 
 
 def _budget_cell(scores: Scores, method: str, recipe: str, budget: int, key: str, domain: str) -> str:
     steps = [n for n in FEW if scores.has(domain, method, recipe, budget, n)]
-    places = BUDGET_DIGITS[key]
+    places = BUDGET_DECIMALS[key]
     return " / ".join(f"{scores.mean(key, domain, method, recipe, budget, n).mean:.{places}f}" for n in steps)
 
 
