@@ -17,8 +17,8 @@ from shortcut_models.experiments.budget_growth import (
     seed_methods,
     settled,
 )
+from shortcut_models.experiments.budget_report import settling_lines
 from shortcut_models.experiments.study_plan import StudyPlan, full_plan, grown, main_runs, method_overrides, stages
-from shortcut_models.experiments.study_report import settling_lines
 from shortcut_models.experiments.study_runs import scored_as_asked
 from shortcut_models.experiments.study_scores import Scores
 
@@ -154,8 +154,8 @@ def test_a_study_doubles_its_budget_resuming_its_runs(tmp_path, monkeypatch):
 def test_the_checkerboard_gets_its_own_budget_table_and_figure(tmp_path):
     """SWD at 1 / 2 / 4 steps per checkerboard budget, 'plateau' where it improved by less than 10% at 1 step
     over the budget before the largest; the figure draws both step counts."""
+    from shortcut_models.experiments.budget_report import checkerboard_budget_section
     from shortcut_models.experiments.study_figures import toy_budget_figure
-    from shortcut_models.experiments.study_report import checkerboard_budget_section
 
     swd = {"flow": 0.2, "shortcut": 0.05}
     later = {"flow": 0.1, "shortcut": 0.048}  # flow halves; shortcut improves by 4%: a plateau

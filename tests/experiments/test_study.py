@@ -7,16 +7,12 @@ import pytest
 from fixtures.scores import SPREAD, score_rows
 
 from shortcut_models.cli import main
+from shortcut_models.experiments.budget_report import budget_section
 from shortcut_models.experiments.goals import goals
 from shortcut_models.experiments.study_answers import read_answers
 from shortcut_models.experiments.study_figures import budget_figure, training_minutes
 from shortcut_models.experiments.study_plan import StudyPlan
-from shortcut_models.experiments.study_report import (
-    budget_section,
-    ranking_text,
-    recipe_section,
-    short_answer,
-)
+from shortcut_models.experiments.study_report import ranking_text, recipe_section, short_answer
 from shortcut_models.experiments.study_scores import Scores, column, leaders, ordered, reversals
 from shortcut_models.metrics.seed_intervals import seeds_to_separate, welch_p
 
