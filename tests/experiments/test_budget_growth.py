@@ -17,7 +17,6 @@ from shortcut_models.experiments.budget_growth import (
     seed_methods,
     settled,
 )
-from shortcut_models.experiments.budget_report import settling_lines
 from shortcut_models.experiments.study_plan import StudyPlan, full_plan, grown, main_runs, method_overrides, stages
 from shortcut_models.experiments.study_runs import scored_as_asked
 from shortcut_models.experiments.study_scores import Scores
@@ -53,19 +52,6 @@ def test_a_leader_still_improving_by_a_tenth_or_more_keeps_the_budget_growing():
     # no doubling past max_steps, and none with one budget only
     assert not keeps_growing(scores, StudyPlan(**{**PLAN.__dict__, "max_steps": 1999}))
     assert movement(scores, StudyPlan(steps=1000, methods=tuple(FD), domains=("digits",)), 1) is None
-
-
-def test_the_report_says_where_the_answer_stopped_moving_or_why_it_still_moves():
-    steady = Scores(rows(FD, 500) + rows({m: 0.95 * v for m, v in FD.items()}, 1000))
-    assert settling_lines(steady, PLAN)[0].startswith("**The answer stopped moving at 1,000 steps**: from 500")
-    later = {m: 0.95 * v for m, v in FD.items()}
-    later["imf"] = 0.88 * FD["imf"]
-    lines = settling_lines(Scores(rows(FD, 500) + rows(later, 1000)), PLAN)
-    assert (
-        lines[0]
-        == "**The answer still moves at 1,000 steps (the largest the study allows: --max-steps 4,000).** From 500 to 1,000 steps:"
-    )
-    assert "- 1 step: iMF still improving (12% lower FD)." in lines
 
 
 def test_a_swap_with_a_leader_beyond_seed_noise_keeps_the_budget_growing():
@@ -149,35 +135,3 @@ def test_a_study_doubles_its_budget_resuming_its_runs(tmp_path, monkeypatch):
     straight = study.execute(tmp_path / "straight", straight_plan, main_runs(straight_plan), progress=False, jobs=1)
     at_4 = [(r["steps"], r["fd_digits"]) for r in scores.rows if r["method"] == "flow" and r["budget"] == 4]
     assert at_4 == [(r["steps"], r["fd_digits"]) for r in straight if r["budget"] == 4]
-
-
-def test_the_checkerboard_gets_its_own_budget_table_and_figure(tmp_path):
-    """SWD at 1 / 2 / 4 steps per checkerboard budget, 'plateau' where it improved by less than 10% at 1 step
-    over the budget before the largest; the figure draws both step counts."""
-    from shortcut_models.experiments.budget_report import checkerboard_budget_section
-    from shortcut_models.experiments.study_figures import toy_budget_figure
-
-    swd = {"flow": 0.2, "shortcut": 0.05}
-    later = {"flow": 0.1, "shortcut": 0.048}  # flow halves; shortcut improves by 4%: a plateau
-    tiny = (0.0, 0.001, -0.001)
-    toy = [
-        r
-        for b, table in ((500, swd), (1000, later))
-        for r in score_rows(
-            {m: dict.fromkeys((1, 2, 4), v) for m, v in table.items()},
-            budget=b,
-            domain="checkerboard",
-            key="swd",
-            spread=tiny,
-        )
-    ]
-    plan = StudyPlan(toy_steps=1000, toy_budgets=(500,), methods=("flow", "shortcut"), domains=("checkerboard",))
-    lines = checkerboard_budget_section(Scores(toy), plan, tmp_path / "swd_vs_budget.png")
-    table = [line for line in lines if line.startswith("| ")]
-    assert table[0] == "| method | 500 steps: SWD at 1 / 2 / 4 | 1,000 steps: SWD at 1 / 2 / 4 |"
-    assert table[1] == "| flow matching | 0.2000 / 0.2000 / 0.2000 | 0.1000 / 0.1000 / 0.1000 |"
-    assert table[2] == "| shortcut | 0.0500 / 0.0500 / 0.0500 | 0.0480 / 0.0480 / 0.0480 (plateau) |"
-    assert "![SWD against budget](swd_vs_budget.png)" in lines
-    assert checkerboard_budget_section(Scores(toy), StudyPlan(methods=("flow",), domains=("checkerboard",)), None) == []
-    path = toy_budget_figure(tmp_path / "swd_vs_budget.png", Scores(toy), plan)
-    assert path.stat().st_size > 10_000
