@@ -12,6 +12,7 @@ import torch
 from ..errors import UserError
 from ..experiments import StudyPlan, full_plan, run_study
 from ..experiments.study_answers import read_answers
+from ..experiments.study_estimate import estimate_lines, measure_rates
 from ..experiments.study_plan import DEFAULT_METHODS, TEACHER, registered_methods
 from ..experiments.study_runs import check_run_configs
 from ..validation import check_device
@@ -108,6 +109,13 @@ def register(sub: Subcommands) -> None:
         "docs/study/full/answers.json): the short answer says whether the best method at 1, 2 and 4 steps agrees "
         "with it; a missing file is noted in the report",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each stage's runs, training steps, scores and estimated time, then stop: nothing is trained "
+        "or written (the times come from a step and a score measured now, in seconds: run it on an otherwise "
+        "idle machine)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every digits run")
     p.set_defaults(func=run)
@@ -133,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
     plan = full_plan(**budget) if args.full else StudyPlan(**budget)
     plan.budgets = tuple(b for b in plan.budgets if b < plan.steps)  # --steps may be below --full's budgets
     check_run_configs(Path(args.out), plan)
+    if args.dry_run:
+        threads = max(1, torch.get_num_threads() // args.jobs)  # what one job gets (study.execute)
+        print(f"shortcut study{' --full' if args.full else ''}: a dry run (nothing is trained or written)")
+        print("\n".join(estimate_lines(plan, args.jobs, measure_rates(plan, threads))))
+        return 0
     with one_writer(args.out, "study"):
         report = run_study(Path(args.out), plan, not args.quiet, args.jobs, compare_with)
     print(f"report: {report}")
