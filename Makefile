@@ -42,8 +42,8 @@ study: $(STAMP)
 ## while the answer moves (--max-steps), 2 more seeds for the leaders, flow matching and shortcut, the ablation of
 ## the best one-step method without a teacher and flow matching fine-tuned into few-step models
 ## -> runs/study-full/report.md and answers.json (committed as docs/study/full/answers.json, `make study`
-## compares its answers with it; resumable; two runs at a time; not yet timed: estimated 2.4 to 3.3 hours on
-## 2 CPU cores, see the README).
+## compares its answers with it; resumable; two runs at a time; an estimated 3.5 hours on 2 CPU cores, see the README;
+## `shortcut study --full --dry-run` estimates it on this machine).
 study-full: $(STAMP)
 	$(VENV)/bin/shortcut study --full --out runs/study-full
 
