@@ -94,7 +94,7 @@ def settling_lines(scores: Scores, plan: StudyPlan) -> list[str]:
 
 def ranking_change_lines(scores: Scores, plan: StudyPlan) -> list[str]:
     """The leaders at the two largest budgets at 1, 2 and 4 steps, and the pairs that swap places."""
-    big, bigger = plan.all_budgets()[-2:]
+    (big, bigger), recipe = plan.all_budgets()[-2:], plan.main_recipe
     lines = [
         f"The ranking at {big} and at {bigger} steps (the two largest budgets); a change counts when two methods "
         "swap places beyond seed noise (each significantly ahead at one budget, Welch's t-test over seeds, "
@@ -102,9 +102,9 @@ def ranking_change_lines(scores: Scores, plan: StudyPlan) -> list[str]:
         "",
     ]
     for n in FEW:
-        a = leaders(scores, "fd_digits", "digits", plan.methods, "own", big, n)
-        c = leaders(scores, "fd_digits", "digits", plan.methods, "own", bigger, n)
-        swapped = reversals(scores, "fd_digits", "digits", plan.methods, "own", (big, bigger), n)
+        a = leaders(scores, "fd_digits", "digits", plan.methods, recipe, big, n)
+        c = leaders(scores, "fd_digits", "digits", plan.methods, recipe, bigger, n)
+        swapped = reversals(scores, "fd_digits", "digits", plan.methods, recipe, (big, bigger), n)
         pairs = ", ".join(
             f"{method_title(x)} ahead of {method_title(y)} at {big}, behind at {bigger}" for x, y in swapped
         )

@@ -50,9 +50,8 @@ from .study_plan import (
     grown,
     main_run,
     main_runs,
-    own_runs,
     second_stage_runs,
-    stages,
+    seed_stages,
     teacher_of,
 )
 from .study_report import write_study_report
@@ -117,11 +116,8 @@ def more_seeds(out: Path, plan: StudyPlan, methods: tuple[str, ...], progress: b
     """The runs of ``methods`` with ``plan.leader_seeds``, trained through the plan's stages as the first seeds
     were (a distillation run's teacher at each stage's budget); returns their rows."""
     rows: list[dict[str, Any]] = []
-    for stage in stages(plan):
-        final = stage.steps == plan.steps
-        rows = execute(
-            out, replace(stage, settling=not final), own_runs(stage, methods, plan.leader_seeds), progress, jobs
-        )
+    for stage, runs in seed_stages(plan, methods):
+        rows = execute(out, stage, runs, progress, jobs)
     return rows
 
 

@@ -32,9 +32,8 @@ from .study_plan import (
     ablations,
     grown,
     main_runs,
-    own_runs,
     second_stage_runs,
-    stages,
+    seed_stages,
 )
 from .study_runs import SCORERS, run_config, score_settings
 from .timing import interleaved_step_times
@@ -93,10 +92,8 @@ def planned_work(plan: StudyPlan, grows: bool) -> list[Work]:
         ledger.add(out[-1], stage, main_runs(stage))
     if stage.leader_seeds:
         seeds = Work(f"{len(stage.leader_seeds)} more seeds")
-        for step in stages(stage):
-            final = step.steps == stage.steps
-            methods = [m for m in stage.methods if m in DEFAULT_METHODS]
-            ledger.add(seeds, replace(step, settling=not final), own_runs(step, methods, stage.leader_seeds))
+        for step, runs in seed_stages(stage, [m for m in stage.methods if m in DEFAULT_METHODS]):
+            ledger.add(seeds, step, runs)
         out.append(seeds)
     if stage.ablation or stage.finetune:
         second = Work("ablation and fine-tuning" if stage.ablation else "fine-tuning")

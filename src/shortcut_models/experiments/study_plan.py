@@ -262,6 +262,15 @@ def own_runs(plan: StudyPlan, methods, seeds) -> list[Run]:
     return [r for m in methods for s in seeds for r in _runs_of(plan, "digits", m, main, s, budgets)]
 
 
+def seed_stages(plan: StudyPlan, methods) -> list[tuple[StudyPlan, list[Run]]]:
+    """The runs of ``methods`` with ``plan.leader_seeds`` through the plan's stages, as the first seeds went: each
+    stage's plan (its largest budget scored at few step counts until the last stage) with its runs."""
+    return [
+        (replace(stage, settling=stage.steps != plan.steps), own_runs(stage, methods, plan.leader_seeds))
+        for stage in stages(plan)
+    ]
+
+
 def main_runs(plan: StudyPlan) -> list[Run]:
     """Every method under every seed on every domain, under every recipe on digits (the main recipe on the
     checkerboard); the runs under the main recipe (each method's own in the study) are scored at every budget of
