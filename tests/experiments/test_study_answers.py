@@ -186,3 +186,28 @@ def test_the_two_questions_in_one_line_each():
     assert "shortcut does not, even with 25% (FD 40.00 ± 1.24 against 30.00 ± 1.24: worse)" in finetune_answer(
         Scores(scores.rows + worse), PLAN, None
     )
+
+
+def test_the_finetune_section_and_the_short_answer_use_one_rule():
+    """A share whose mean FD is above from scratch's but within seed noise matches, in both places (the full
+    study of 2026-12-07 said 'matches' in the short answer and 'no share matches' in its section)."""
+    from shortcut_models.experiments.report import finetune_question
+
+    scores = rows_of(FD)
+    tied_above = rows_of({"shortcut": {1: 31.0}}, budget=round(PLAN.steps * 0.25), init=0.25)
+    worse_then_tied = rows_of({"shortcut": {1: 40.0}}, budget=round(PLAN.steps * 0.25), init=0.25) + rows_of(
+        {"shortcut": {1: 30.8}}, budget=round(PLAN.steps * 0.5), init=0.5
+    )
+    for tuned, share in ((tied_above, "25%"), (worse_then_tied, "50%")):
+        both = Scores(scores + tuned)
+        section = [line for line in finetune_question(both, PLAN, None) if line.startswith("- shortcut:")]
+        assert section == [
+            f"- shortcut: fine-tuning matches training from scratch at 1 step (a tie or better) with {share} of the "
+            "budget (on top of the flow-matching run)."
+        ]
+        assert f"shortcut matches it with {share} of the budget" in finetune_answer(both, PLAN, None)
+    worse = Scores(scores + rows_of({"shortcut": {1: 40.0}}, budget=round(PLAN.steps * 0.25), init=0.25))
+    assert "- shortcut: no fine-tuning share tried here matches training from scratch at 1 step (each is worse)." in (
+        finetune_question(worse, PLAN, None)
+    )
+    assert "shortcut does not, even with 25%" in finetune_answer(worse, PLAN, None)

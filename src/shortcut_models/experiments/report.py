@@ -141,19 +141,20 @@ def _fd_cells(
 
 
 def _cheapest_match(scores: Scores, plan: StudyPlan, methods: list[str], shares: list[float]) -> list[str]:
-    """Per method, the smallest fine-tuning share whose mean FD at 1 step matches training from scratch."""
-    lines, recipe = [], plan.main_recipe
+    """Per method, the smallest fine-tuning share whose FD at 1 step matches training from scratch, by the
+    rule of the short answer's line (:func:`_smallest_match`)."""
+    lines = []
     for m in methods:
-        scratch = scores.mean("fd_digits", "digits", m, recipe, plan.steps, 1).mean
-        tuned = {
-            s: scores.values("fd_digits", "digits", m, recipe, max(1, round(plan.steps * s)), 1, init=s) for s in shares
-        }
-        match = next((s for s in shares if tuned[s] and seed_mean(tuned[s]).mean <= scratch), None)
+        found = _smallest_match(scores, plan, m, shares)
+        if found is None:
+            continue
+        share, word = found
         lines.append(
-            f"- {method_title(m)}: fine-tuning matches or beats training from scratch at 1 step with {match:.0%} "
-            "of the budget (on top of the flow-matching run)."
-            if match is not None
-            else f"- {method_title(m)}: no fine-tuning share tried here matches training from scratch at 1 step."
+            f"- {method_title(m)}: fine-tuning matches training from scratch at 1 step (a tie or better) with "
+            f"{share:.0%} of the budget (on top of the flow-matching run)."
+            if word != "worse"
+            else f"- {method_title(m)}: no fine-tuning share tried here matches training from scratch at 1 step "
+            "(each is worse)."
         )
     return lines
 
@@ -204,19 +205,32 @@ def finetune_answer(scores: Scores, plan: StudyPlan, winner: str | None) -> str:
 def _finetune_match(scores: Scores, plan: StudyPlan, m: str, shares: list[float]) -> tuple[str, bool] | None:
     """The smallest share whose FD at 1 step is not worse than from scratch (else the largest tried), as
     text, and whether it matches; None when ``m`` has no fine-tuning score."""
-    recipe = plan.main_recipe
-    scratch = scores.values("fd_digits", "digits", m, recipe, plan.steps, 1)
-    tuned = {
-        s: scores.values("fd_digits", "digits", m, recipe, max(1, round(plan.steps * s)), 1, init=s) for s in shares
-    }
-    tried = [s for s in shares if tuned[s]]
+    found = _smallest_match(scores, plan, m, shares)
+    if found is None:
+        return None
+    share, word = found
+    scratch = scores.values("fd_digits", "digits", m, plan.main_recipe, plan.steps, 1)
+    how = f"matches it with {share:.0%} of the budget" if word != "worse" else f"does not, even with {share:.0%}"
+    numbers = f"FD {seed_mean(_tuned(scores, plan, m, share)).text()} against {seed_mean(scratch).text()}: {word}"
+    return f"{method_title(m)} {how} ({numbers})", word != "worse"
+
+
+def _smallest_match(scores: Scores, plan: StudyPlan, m: str, shares: list[float]) -> tuple[float, str] | None:
+    """The smallest fine-tuning share of ``m`` whose FD at 1 step is not worse than ``m`` trained from scratch
+    (:func:`verdict`: a tie or better), with its verdict; else the largest share tried, 'worse'; None when
+    ``m`` has no fine-tuning score."""
+    scratch = scores.values("fd_digits", "digits", m, plan.main_recipe, plan.steps, 1)
+    tried = [s for s in shares if _tuned(scores, plan, m, s)]
     if not tried:
         return None
-    share = next((s for s in tried if verdict(tuned[s], scratch)[0] != "worse"), tried[-1])
-    word = verdict(tuned[share], scratch)[0]
-    how = f"matches it with {share:.0%} of the budget" if word != "worse" else f"does not, even with {share:.0%}"
-    numbers = f"FD {seed_mean(tuned[share]).text()} against {seed_mean(scratch).text()}: {word}"
-    return f"{method_title(m)} {how} ({numbers})", word != "worse"
+    words = {s: verdict(_tuned(scores, plan, m, s), scratch)[0] for s in tried}
+    share = next((s for s in tried if words[s] != "worse"), tried[-1])
+    return share, words[share]
+
+
+def _tuned(scores: Scores, plan: StudyPlan, m: str, share: float) -> list[float]:
+    """FD at 1 step over seeds of ``m`` fine-tuned from flow matching for ``share`` of the budget."""
+    return scores.values("fd_digits", "digits", m, plan.main_recipe, max(1, round(plan.steps * share)), 1, init=share)
 
 
 def cost_section(plan: StudyPlan, costs: dict[str, dict[str, float]], batch: int) -> list[str]:
