@@ -11,6 +11,7 @@ import matplotlib
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..evaluation.during_training import FILE as EVAL_FILE
 from ..images import tile, to_uint8
@@ -68,7 +69,7 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, 
     Training time is steps times the method's median step time from the side-by-side timing (``costs``,
     :func:`~.study.measure_costs`), so the load of the machine while a run trained does not move it; a
     distillation method's time includes its flow-matching teacher's run (``StudyPlan.teacher_steps``)."""
-    fig = Figure(figsize=(15, 4.5), dpi=120)
+    fig = Figure(figsize=(17, 4.5), dpi=120)
     axes = fig.subplots(1, 3)
     budgets = plan.all_budgets()
     for m in plan.methods:
@@ -84,11 +85,20 @@ def budget_figure(path: Path, scores: Scores, plan: StudyPlan, costs: dict[str, 
         ax.set_xticks(list(budgets), [str(b) for b in budgets])
         ax.set_xlabel("training steps")
     axes[2].set_xscale("log")
+    axes[2].xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # plain numbers: 0.2, 0.5, 1, 2 ...
+    axes[2].xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[2].xaxis.set_minor_formatter(NullFormatter())
     axes[2].set_xlabel("training minutes at the measured step time\n(a distillation method's teacher included)")
-    axes[2].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    _legend_right(fig, axes[0])
     save_figure(fig, path)
     return path
+
+
+def _legend_right(fig: Figure, ax) -> None:
+    """One legend for the whole figure, right of its panels (inside a panel it covers curves)."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.tight_layout(rect=(0.0, 0.0, 0.86, 1.0))
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.86, 0.5), fontsize=7, frameon=False)
 
 
 def _budget_curves(axes, scores: Scores, plan: StudyPlan, costs: dict[str, dict[str, float]], m: str) -> None:
@@ -111,7 +121,7 @@ def _budget_curves(axes, scores: Scores, plan: StudyPlan, costs: dict[str, dict[
 def toy_budget_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
     """The checkerboard's sliced Wasserstein distance at 1 and at 4 sampling steps against its training steps,
     every method under the main recipe (bars: 95% intervals over seeds)."""
-    fig = Figure(figsize=(10, 4.5), dpi=120)
+    fig = Figure(figsize=(12, 4.5), dpi=120)
     axes = fig.subplots(1, 2)
     budgets, recipe = plan.domain_budgets("checkerboard"), plan.main_recipe
     for ax, n in zip(axes, (1, 4)):
@@ -134,8 +144,7 @@ def toy_budget_figure(path: Path, scores: Scores, plan: StudyPlan) -> Path:
         ax.set_xlabel("training steps")
         ax.set_ylabel("sliced Wasserstein distance")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    _legend_right(fig, axes[1])
     save_figure(fig, path)
     return path
 
