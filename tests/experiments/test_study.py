@@ -266,3 +266,23 @@ def test_the_report_names_the_command_that_wrote_it():
     grown = full_plan(max_steps=6400, device="cuda", methods=("flow", "imf"))
     assert command(grown) == "shortcut study --out runs/s --full --max-steps 6400 --methods flow,imf --device cuda"
     assert command(StudyPlan(methods=full_plan().methods)) == "shortcut study --out runs/s --methods all"
+
+
+def test_answers_file_holds_the_largest_budget_the_study_grew_to(tmp_path, monkeypatch):
+    """A study that doubled its budget writes the leaders at the grown budget into answers.json, as its report
+    does (the full study of 2026-12-07 wrote its first stage's budget and leaders there)."""
+    from types import SimpleNamespace
+
+    from shortcut_models.experiments import study, study_plan
+
+    asked = StudyPlan(methods=("flow", "imf", "meanflow"), domains=("digits",), steps=800, max_steps=1600)
+    grown = study_plan.grown(asked)
+    rows = score_rows({"flow": {1: 900.0}, "imf": {1: 90.0}, "meanflow": {1: 60.0}}, budget=800)
+    rows += score_rows({"flow": {1: 800.0}, "imf": {1: 50.0}, "meanflow": {1: 70.0}}, budget=1600)
+    results = SimpleNamespace(scores=Scores(rows), plan=grown)
+    monkeypatch.setattr(study, "run_plan", lambda out, plan, progress, jobs: results)
+    monkeypatch.setattr(study, "write_study_report", lambda results, compare_with: tmp_path / "report.md")
+    study.run_study(tmp_path, asked, progress=False)
+    answers = read_answers(tmp_path / "answers.json").answers
+    assert answers.budget == 1600
+    assert [(b.method, b.fd) for b in answers.leaders[1]] == [("imf", 50.0)]

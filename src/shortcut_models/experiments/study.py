@@ -194,5 +194,5 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "plan.json", asdict(plan))
     results = run_plan(out, plan, progress, jobs)
-    write_answers(out, answers_of(results.scores, plan))
+    write_answers(out, answers_of(results.scores, results.plan))  # the plan as grown: its largest budget
     return write_study_report(results, compare_with)
