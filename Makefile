@@ -42,8 +42,8 @@ study: $(STAMP)
 ## while the answer moves (--max-steps), 2 more seeds for the leaders, flow matching and shortcut, the ablation of
 ## the best one-step method without a teacher and flow matching fine-tuned into few-step models
 ## -> runs/study-full/report.md and answers.json (committed as docs/study/full/answers.json, `make study`
-## compares its answers with it; resumable; two runs at a time; an estimated 3.5 hours on 2 CPU cores, see the README;
-## `shortcut study --full --dry-run` estimates it on this machine).
+## compares its answers with it; resumable; two runs at a time; 3 h 48 min measured on 2 CPU cores, see the README;
+## `shortcut study --full --dry-run` estimates it on this machine, about 2 times low on those 2 cores).
 study-full: $(STAMP)
 	$(VENV)/bin/shortcut study --full --out runs/study-full
 
