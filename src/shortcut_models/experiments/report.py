@@ -220,11 +220,11 @@ def _smallest_match(scores: Scores, plan: StudyPlan, m: str, shares: list[float]
     (:func:`verdict`: a tie or better), with its verdict; else the largest share tried, 'worse'; None when
     ``m`` has no fine-tuning score."""
     scratch = scores.values("fd_digits", "digits", m, plan.main_recipe, plan.steps, 1)
-    tried = [s for s in shares if _tuned(scores, plan, m, s)]
-    if not tried:
+    tuned = {s: values for s in shares if (values := _tuned(scores, plan, m, s))}
+    if not tuned:
         return None
-    words = {s: verdict(_tuned(scores, plan, m, s), scratch)[0] for s in tried}
-    share = next((s for s in tried if words[s] != "worse"), tried[-1])
+    words = {s: verdict(values, scratch)[0] for s, values in tuned.items()}
+    share = next((s for s in words if words[s] != "worse"), list(words)[-1])
     return share, words[share]
 
 
